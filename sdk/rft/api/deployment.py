@@ -1,0 +1,155 @@
+"""Deployment: a served model behind an OpenAI-compatible endpoint."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from rft.api.common import (
+    AGE_COLUMN,
+    AcceleratorType,
+    ApiModel,
+    Condition,
+    CrdInfo,
+    ObjectName,
+    PrinterColumn,
+    Resource,
+    condition_columns,
+)
+
+DeploymentPhase = Literal["CREATING", "READY", "UPDATING", "FAILED", "DELETING"]
+DeploymentType = Literal["on-demand", "on-demand-lora", "serverless", "auto"]
+Engine = Literal["vllm", "reference"]
+
+
+class Accelerator(ApiModel):
+    """Which accelerators each replica (or each training pod) gets."""
+
+    type: AcceleratorType = Field(
+        default="NVIDIA_A100_80GB",
+        description="Accelerator type; the operator maps it to node labels and tolerations. "
+        "CPU runs without GPUs (small models, local clusters).",
+    )
+    count: int = Field(default=1, ge=0, le=16, description="Accelerators per pod (0 only for CPU).")
+
+
+class DeploymentSpec(ApiModel):
+    """What to serve and how."""
+
+    model: ObjectName = Field(
+        description="The Model to serve: a base Model for on-demand, a LoRA Model for on-demand-lora."
+    )
+    deployment_type: DeploymentType = Field(
+        description="on-demand: a base model on its own replicas. on-demand-lora: a LoRA checkpoint "
+        "loaded onto the base Deployment named in baseDeployment (no new pods). serverless and auto "
+        "are accepted for SDK compatibility and served as on-demand."
+    )
+    base_deployment: ObjectName | None = Field(
+        default=None, description="For on-demand-lora: the base Deployment to load the adapter onto."
+    )
+    engine: Engine = Field(
+        default="vllm",
+        description="vllm for GPU clusters; reference for the built-in CPU server (small models).",
+    )
+    accelerator: Accelerator = Field(default_factory=Accelerator, description="Per replica.")
+    min_replica_count: int = Field(default=1, ge=0, le=1000, description="Fewest replicas.")
+    max_replica_count: int = Field(default=1, ge=1, le=1000, description="Most replicas.")
+    service_account_name: ObjectName = Field(
+        default="default",
+        description="The ServiceAccount whose workload identity fetches model and adapter files.",
+    )
+    enable_lora: bool = Field(
+        default=True, description="Serve LoRA adapters on this (base) deployment."
+    )
+    max_loras: int = Field(default=8, ge=1, le=256, description="Adapters resident at once.")
+    max_lora_rank: int = Field(default=64, ge=1, le=512, description="Largest adapter rank served.")
+    max_model_len: int | None = Field(
+        default=None, ge=16, le=1_048_576, description="Longest context the server accepts."
+    )
+    image: str | None = Field(
+        default=None, max_length=512, description="Overrides the operator's server image."
+    )
+
+
+class LoadedAdapters(ApiModel):
+    """Adapters resident on one replica."""
+
+    pod: str = Field(description="Pod name.")
+    adapters: list[str] = Field(default_factory=list, description="Adapter names loaded.")
+
+
+class DeploymentStatus(ApiModel):
+    """Where to send requests, and what is loaded."""
+
+    phase: DeploymentPhase | None = Field(
+        default=None, description="CREATING, READY, UPDATING, FAILED or DELETING."
+    )
+    observed_generation: int | None = Field(default=None, description="The generation last acted on.")
+    conditions: list[Condition] = Field(default_factory=list, description="Ready and friends.")
+    endpoint: str | None = Field(
+        default=None, description="Base URL of the OpenAI-compatible API (…/v1) inside the cluster."
+    )
+    served_model_name: str | None = Field(
+        default=None, description="The model name clients send in requests."
+    )
+    ready_replicas: int | None = Field(default=None, ge=0, description="Replicas ready to serve.")
+    replicas: list[LoadedAdapters] = Field(
+        default_factory=list, description="Adapters loaded per replica."
+    )
+    message: str | None = Field(default=None, description="Human-readable state.")
+
+
+class Deployment(Resource):
+    """A served model (vLLM on GPUs, the reference server on CPU)."""
+
+    crd: ClassVar[CrdInfo] = CrdInfo(
+        kind="Deployment",
+        plural="deployments",
+        singular="deployment",
+        short_names=["rftdeploy", "rftd"],
+        description="A served model behind an OpenAI-compatible endpoint. on-demand Deployments "
+        "run server pods; on-demand-lora Deployments load an adapter onto a base Deployment. "
+        "Shares its plural with apps/v1: use `kubectl get deployments.rft-operator.io` or `rftd`.",
+        printer_columns=[
+            PrinterColumn(name="Type", type="string", json_path=".spec.deploymentType"),
+            PrinterColumn(name="Model", type="string", json_path=".spec.model"),
+            PrinterColumn(name="Phase", type="string", json_path=".status.phase"),
+            PrinterColumn(name="Ready", type="integer", json_path=".status.readyReplicas"),
+            PrinterColumn(name="Served-As", type="string", json_path=".status.servedModelName"),
+            PrinterColumn(name="Endpoint", type="string", json_path=".status.endpoint", priority=1),
+            AGE_COLUMN,
+            *condition_columns("Ready"),
+        ],
+        spec_validations=[
+            {
+                "rule": "self.deploymentType != 'on-demand-lora' || has(self.baseDeployment)",
+                "message": "spec.baseDeployment is required when spec.deploymentType is on-demand-lora",
+                "fieldPath": ".baseDeployment",
+            },
+            {
+                "rule": "self.deploymentType == 'on-demand-lora' || !has(self.baseDeployment)",
+                "message": "spec.baseDeployment is only allowed when spec.deploymentType is on-demand-lora",
+                "fieldPath": ".baseDeployment",
+            },
+            {
+                "rule": "self.minReplicaCount <= self.maxReplicaCount",
+                "message": "spec.minReplicaCount must not exceed spec.maxReplicaCount",
+                "fieldPath": ".minReplicaCount",
+            },
+            {
+                "rule": "self.accelerator.type == oldSelf.accelerator.type",
+                "message": "spec.accelerator.type is immutable: delete and recreate the Deployment",
+                "fieldPath": ".accelerator.type",
+            },
+            {
+                "rule": "self.accelerator.type == 'CPU' || self.accelerator.count >= 1",
+                "message": "spec.accelerator.count must be at least 1 for a GPU accelerator type",
+                "fieldPath": ".accelerator.count",
+            },
+        ],
+    )
+
+    kind: str = "Deployment"
+    spec: DeploymentSpec
+    status: DeploymentStatus = Field(default_factory=DeploymentStatus)

@@ -1,0 +1,289 @@
+"""ReinforcementStep: one policy-gradient training run from (model, dataset) to a new Model."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from rft.api.common import (
+    AGE_COLUMN,
+    DECIMAL_PATTERN,
+    SIGNED_DECIMAL_PATTERN,
+    ApiModel,
+    Condition,
+    CrdInfo,
+    ObjectName,
+    PrinterColumn,
+    Resource,
+    StorageURL,
+    condition_columns,
+)
+from rft.api.deployment import Accelerator
+from rft.api.model import DEFAULT_TARGET_MODULES
+
+
+class StepPhase(StrEnum):
+    """The managed service's job states, as far as they mean something here."""
+
+    CREATING = "JOB_STATE_CREATING"
+    VALIDATING = "JOB_STATE_VALIDATING"
+    PENDING = "JOB_STATE_PENDING"
+    RUNNING = "JOB_STATE_RUNNING"
+    WRITING_RESULTS = "JOB_STATE_WRITING_RESULTS"
+    COMPLETED = "JOB_STATE_COMPLETED"
+    FAILED = "JOB_STATE_FAILED"
+    CANCELLED = "JOB_STATE_CANCELLED"
+    EXPIRED = "JOB_STATE_EXPIRED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_PHASES
+
+
+TERMINAL_PHASES = frozenset(
+    {StepPhase.COMPLETED, StepPhase.FAILED, StepPhase.CANCELLED, StepPhase.EXPIRED}
+)
+
+LossMethod = Literal["grpo", "dapo", "gspo", "gspo-token", "cispo", "reinforce"]
+AdvantageMode = Literal["group", "batch", "none"]
+Aggregation = Literal["token-mean", "sequence-mean", "constant"]
+
+
+class TrainingParameters(ApiModel):
+    """Optimiser and LoRA settings. Continuing from a LoRA checkpoint requires loraRank,
+    learningRate, maxContextLength and batchSize to equal the parent's."""
+
+    lora_rank: int = Field(default=16, ge=1, le=512, description="LoRA rank of the new adapter.")
+    lora_alpha: int | None = Field(
+        default=None, ge=1, le=4096, description="LoRA alpha; defaults to twice the rank."
+    )
+    lora_target_modules: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_TARGET_MODULES),
+        min_length=1,
+        max_length=64,
+        description="Linear modules the adapter wraps (block linears only, so vLLM can serve it).",
+    )
+    learning_rate: str = Field(
+        default="1e-4", pattern=DECIMAL_PATTERN, description="Peak learning rate, e.g. '1e-4'."
+    )
+    max_context_length: int = Field(
+        default=8192, ge=16, le=1_048_576, description="Longest prompt + completion, in tokens; longer rows are truncated."
+    )
+    epochs: int = Field(default=1, ge=1, le=100, description="Passes over the dataset.")
+    batch_size: int = Field(
+        default=32768,
+        ge=16,
+        le=16_777_216,
+        description="Token budget of one packed batch (not a number of samples).",
+    )
+    gradient_accumulation_steps: int = Field(
+        default=1, ge=1, le=1024, description="Packed batches per optimizer step."
+    )
+    warmup_steps: int = Field(default=0, ge=0, le=100_000, description="Linear warm-up steps.")
+    max_grad_norm: str = Field(
+        default="1.0", pattern=DECIMAL_PATTERN, description="Gradient clipping norm ('0' disables)."
+    )
+    weight_decay: str = Field(default="0", pattern=DECIMAL_PATTERN, description="AdamW weight decay.")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed for shuffling and dropout.")
+
+
+class LossSettings(ApiModel):
+    """The policy-gradient objective."""
+
+    method: LossMethod = Field(
+        default="grpo",
+        description="grpo (PPO clip), dapo (asymmetric clip), gspo (sequence-level ratio), "
+        "gspo-token, cispo (clipped IS weight), reinforce (importance-sampled REINFORCE).",
+    )
+    kl_coefficient: str = Field(
+        default="0.001",
+        pattern=DECIMAL_PATTERN,
+        description="Weight of the k3 KL estimate to the base model (adapter disabled); '0' disables.",
+    )
+    clip_low: str | None = Field(
+        default=None, pattern=DECIMAL_PATTERN, description="Lower clip epsilon; default 0.2."
+    )
+    clip_high: str | None = Field(
+        default=None,
+        pattern=DECIMAL_PATTERN,
+        description="Upper clip epsilon; default 0.2 (0.28 for dapo, 5.0 as CISPO's max weight).",
+    )
+    advantage: AdvantageMode = Field(
+        default="group",
+        description="group: (r - group mean) / group std; batch: divide by the batch std; none: r - group mean.",
+    )
+    aggregation: Aggregation = Field(
+        default="token-mean",
+        description="token-mean over the optimizer batch, sequence-mean (mean per sequence, then "
+        "mean), or constant (sum divided by maxContextLength, as Dr. GRPO).",
+    )
+
+
+class ReinforcementStepSpec(ApiModel):
+    """One training run. Immutable after creation, except suspend and cancel."""
+
+    dataset: ObjectName = Field(description="The Dataset to train on; it must be READY.")
+    model: ObjectName = Field(
+        description="The source Model: a base model (a new adapter) or a LoRA checkpoint to warm-start from."
+    )
+    output_model: ObjectName = Field(
+        description="Name of the Model this step creates. It must not exist yet."
+    )
+    output_location: StorageURL | None = Field(
+        default=None,
+        description="Where the new adapter is written. Defaults to <models prefix>/<outputModel>/ "
+        "next to the source model's location. Never overwritten.",
+    )
+    training: TrainingParameters = Field(
+        default_factory=TrainingParameters, description="Optimiser and LoRA settings."
+    )
+    loss: LossSettings = Field(default_factory=LossSettings, description="The objective.")
+    reward_weights: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Reward keys to combine, with their weights as decimal strings, e.g. "
+        "{score: '1', format: '0.2'}. Empty: the single reward key of the dataset.",
+    )
+    accelerator: Accelerator = Field(default_factory=Accelerator, description="Per training pod.")
+    service_account_name: ObjectName = Field(
+        default="default",
+        description="The ServiceAccount whose workload identity reads the dataset and base model "
+        "and writes the new checkpoint. The trainer gets no Kubernetes API token.",
+    )
+    trainer_image: str | None = Field(
+        default=None, max_length=512, description="Overrides the operator's trainer image."
+    )
+    suspend: bool = Field(
+        default=False,
+        description="Hold the step before its Job starts (or pause it: running pods are deleted "
+        "and the step restarts from scratch when resumed).",
+    )
+    cancel: bool = Field(
+        default=False, description="Cancel the step for good: its Job is deleted, phase CANCELLED."
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, le=30 * 86400, description="Deadline from Job start; past it: EXPIRED."
+    )
+    backoff_limit: int = Field(
+        default=2, ge=0, le=20, description="Retries of a failed training pod before FAILED."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, le=365 * 86400, description="Delete the step and its Job this long after it ends."
+    )
+
+
+class StepProgress(ApiModel):
+    """Live training progress, from the trainer's structured log."""
+
+    epoch: int | None = Field(default=None, description="Current epoch (1-based).")
+    step: int | None = Field(default=None, description="Optimizer steps done.")
+    total_steps: int | None = Field(default=None, description="Optimizer steps planned.")
+    loss: str | None = Field(default=None, description="Last loss.")
+    mean_reward: str | None = Field(default=None, description="Mean reward of the dataset.")
+
+
+class ReinforcementStepStatus(ApiModel):
+    """Where the step is."""
+
+    phase: StepPhase | None = Field(default=None, description="JOB_STATE_* (the managed service's names).")
+    observed_generation: int | None = Field(default=None, description="The generation last acted on.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Validated, Succeeded, Failed, Suspended."
+    )
+    message: str | None = Field(default=None, description="Why the step is where it is.")
+    job_name: str | None = Field(default=None, description="The training Job.")
+    output_model: str | None = Field(
+        default=None, description="Full name of the new checkpoint: accounts/<namespace>/models/<name>."
+    )
+    output_location: str | None = Field(default=None, description="Where the adapter is written.")
+    warm_start_from: str | None = Field(
+        default=None, description="The LoRA checkpoint this step continued from, if any."
+    )
+    start_time: datetime | None = Field(default=None, description="When the Job started.")
+    completion_time: datetime | None = Field(default=None, description="When the step ended.")
+    progress: StepProgress | None = Field(default=None, description="Live training progress.")
+    metrics: dict[str, str] = Field(default_factory=dict, description="Final metrics from the trainer.")
+    failed_pods: int | None = Field(default=None, ge=0, description="Training pods that failed so far.")
+
+
+_IMMUTABLE_FIELDS = (
+    "dataset",
+    "model",
+    "outputModel",
+    "outputLocation",
+    "training",
+    "loss",
+    "rewardWeights",
+    "accelerator",
+    "serviceAccountName",
+    "trainerImage",
+    "activeDeadlineSeconds",
+    "backoffLimit",
+    "ttlSecondsAfterFinished",
+)
+
+
+def _unchanged(field: str) -> str:
+    return f"has(self.{field}) == has(oldSelf.{field}) && (!has(self.{field}) || self.{field} == oldSelf.{field})"
+
+
+class ReinforcementStep(Resource):
+    """One reinforcement step: a training Job that writes a new LoRA checkpoint."""
+
+    crd: ClassVar[CrdInfo] = CrdInfo(
+        kind="ReinforcementStep",
+        plural="reinforcementsteps",
+        singular="reinforcementstep",
+        short_names=["rftstep", "rs"],
+        description="One reinforcement step: a GPU Job trains a new LoRA checkpoint from a Dataset "
+        "with a policy-gradient loss, reading and writing the user's bucket through workload "
+        "identity, and registers the result as a Model. Immutable except suspend and cancel.",
+        printer_columns=[
+            PrinterColumn(name="Phase", type="string", json_path=".status.phase"),
+            PrinterColumn(name="Dataset", type="string", json_path=".spec.dataset"),
+            PrinterColumn(name="Model", type="string", json_path=".spec.model"),
+            PrinterColumn(name="Output", type="string", json_path=".spec.outputModel"),
+            PrinterColumn(name="Reward", type="string", json_path=".status.progress.meanReward"),
+            PrinterColumn(name="Accelerator", type="string", json_path=".spec.accelerator.type", priority=1),
+            PrinterColumn(name="Job", type="string", json_path=".status.jobName", priority=1),
+            AGE_COLUMN,
+            *condition_columns("Succeeded"),
+        ],
+        spec_validations=[
+            *(
+                {
+                    "rule": _unchanged(f),
+                    "message": f"spec.{f} is immutable: only spec.suspend and spec.cancel change after creation",
+                    "fieldPath": f".{f}",
+                }
+                for f in _IMMUTABLE_FIELDS
+            ),
+            {
+                "rule": "!has(oldSelf.cancel) || !oldSelf.cancel || (has(self.cancel) && self.cancel)",
+                "message": "spec.cancel cannot be undone: create a new ReinforcementStep",
+                "fieldPath": ".cancel",
+            },
+            {
+                "rule": "self.model != self.outputModel",
+                "message": "spec.outputModel must differ from spec.model",
+                "fieldPath": ".outputModel",
+            },
+            {
+                "rule": "self.accelerator.type == 'CPU' || self.accelerator.count >= 1",
+                "message": "spec.accelerator.count must be at least 1 for a GPU accelerator type",
+                "fieldPath": ".accelerator.count",
+            },
+            {
+                "rule": "self.training.batchSize >= self.training.maxContextLength",
+                "message": "spec.training.batchSize (a token budget) must be at least spec.training.maxContextLength",
+                "fieldPath": ".training.batchSize",
+            },
+        ],
+    )
+
+    kind: str = "ReinforcementStep"
+    spec: ReinforcementStepSpec
+    status: ReinforcementStepStatus = Field(default_factory=ReinforcementStepStatus)

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Build the local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+# kubectl, kwok, helm, helm-unittest) from the Go module proxy into a cache outside the work tree.
+#
+#   tools/build-control-plane.sh          build what is missing, print the bin directory
+#
+# RFT_BIN_DIR=<dir> skips the build: that directory must already hold the binaries.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=/dev/null
+source "$here/versions.env"
+
+binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm helm-unittest)
+
+if [[ -n "${RFT_BIN_DIR:-}" ]]; then
+  for b in "${binaries[@]}"; do
+    [[ -x "$RFT_BIN_DIR/$b" ]] || { echo "RFT_BIN_DIR=$RFT_BIN_DIR lacks $b" >&2; exit 1; }
+  done
+  echo "$RFT_BIN_DIR"
+  exit 0
+fi
+
+key="k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}_hu-${HELM_UNITTEST_VERSION}"
+cache="${RFT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/rft-operator}"
+out="$cache/bin/$key"
+mkdir -p "$out"
+
+missing() { [[ ! -x "$out/$1" ]]; }
+log() { echo "[build-control-plane] $*" >&2; }
+
+export CGO_ENABLED=0 GOFLAGS="-buildvcs=false -trimpath"
+
+build_kubernetes() {
+  local work="$cache/src/k8s-$KUBERNETES_VERSION"
+  mkdir -p "$work"
+  cp "$here/go/k8s/tools.go" "$work/tools.go"
+  if [[ ! -f "$work/go.sum" ]]; then
+    {
+      echo "module rft-operator/tools/k8s"
+      echo
+      echo "go 1.24"
+      echo
+      echo "require k8s.io/kubernetes $KUBERNETES_VERSION"
+      echo
+      echo "replace ("
+      while read -r m; do
+        [[ -z "$m" || "$m" == \#* ]] && continue
+        echo "	k8s.io/$m => k8s.io/$m $KUBERNETES_STAGING_VERSION"
+      done <"$here/go/k8s/staging-modules.txt"
+      echo ")"
+    } >"$work/go.mod"
+    (cd "$work" && go mod tidy >&2)
+  fi
+  local vpkg=k8s.io/component-base/version cpkg=k8s.io/client-go/pkg/version
+  local minor="${KUBERNETES_VERSION#v1.}"; minor="${minor%%.*}"
+  local ld="-s -w"
+  for p in $vpkg $cpkg; do
+    ld+=" -X $p.gitVersion=$KUBERNETES_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+    ld+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    if missing "$cmd"; then
+      log "building $cmd $KUBERNETES_VERSION"
+      (cd "$work" && go build -ldflags "$ld" -o "$out/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd" && mv "$out/$cmd.tmp" "$out/$cmd")
+    fi
+  done
+}
+
+build_etcd() {
+  missing etcd || return 0
+  local work="$cache/src/etcd-$ETCD_VERSION"
+  mkdir -p "$work"
+  if [[ ! -f "$work/go.sum" ]]; then
+    printf 'module rft-operator/tools/etcd\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" >"$work/go.mod"
+    cp "$here/go/etcd/tools.go" "$work/tools.go"
+    (cd "$work" && go mod tidy >&2)
+  fi
+  log "building etcd $ETCD_VERSION"
+  (cd "$work" && go build -ldflags "-s -w" -o "$out/etcd.tmp" go.etcd.io/etcd/server/v3 && mv "$out/etcd.tmp" "$out/etcd")
+}
+
+go_install() {  # name module@version
+  missing "$1" || return 0
+  log "installing $2"
+  local gobin="$cache/src/gobin-$1"
+  mkdir -p "$gobin"
+  GOBIN="$gobin" go install -ldflags "${3:-} -s -w" "$2"
+  mv "$gobin/$(basename "${2%@*}")" "$out/$1"
+}
+
+build_etcd
+go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" \
+  "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+go_install helm-unittest "github.com/helm-unittest/helm-unittest/cmd/helm-unittest@$HELM_UNITTEST_VERSION"
+build_kubernetes
+
+for b in "${binaries[@]}"; do missing "$b" && { echo "missing $b after build" >&2; exit 1; }; done
+echo "$out"
