@@ -92,8 +92,8 @@ build_etcd
 go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" \
   "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
-go_install helm-unittest "github.com/helm-unittest/helm-unittest/cmd/helm-unittest@$HELM_UNITTEST_VERSION"
 build_kubernetes
+go_install helm-unittest "github.com/helm-unittest/helm-unittest/cmd/helm-unittest@$HELM_UNITTEST_VERSION"
 
 for b in "${binaries[@]}"; do missing "$b" && { echo "missing $b after build" >&2; exit 1; }; done
 echo "$out"
