@@ -1,0 +1,101 @@
+"""The shared command line of both engines (pure, no torch)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from rft_trainer.server.args import (
+    REFERENCE_SERVER_MODULE,
+    server_args,
+    server_command,
+    server_env,
+    supported_max_lora_rank,
+)
+
+
+def test_server_args_render_lora_settings_with_model_first() -> None:
+    args = server_args(
+        "/models/base",
+        "base",
+        host="127.0.0.5",
+        port=8123,
+        max_loras=4,
+        max_lora_rank=16,
+        max_model_len=2048,
+        enable_lora=True,
+    )
+    assert args == [
+        "/models/base",
+        "--served-model-name", "base",
+        "--host", "127.0.0.5",
+        "--port", "8123",
+        "--max-model-len", "2048",
+        "--enable-lora",
+        "--max-loras", "4",
+        "--max-lora-rank", "16",
+    ]  # fmt: skip
+
+
+def test_server_args_without_lora_or_length_omit_those_flags() -> None:
+    args = server_args("s3://bucket/models/base", "m", enable_lora=False, max_model_len=None)
+    assert args == [
+        "s3://bucket/models/base", "--served-model-name", "m", "--host", "0.0.0.0", "--port", "8000"  # noqa: S104
+    ]  # fmt: skip
+
+
+def test_lora_modules_are_rendered_as_name_equals_path() -> None:
+    args = server_args("/m", "m", lora_modules={"a": "/adapters/a", "b": "s3://x/b"})
+    tail = args[args.index("--lora-modules") + 1 :]
+    assert tail == ["a=/adapters/a", "b=s3://x/b"]
+
+
+@pytest.mark.parametrize(
+    ("rank", "expected"), [(1, 1), (2, 8), (8, 8), (17, 32), (64, 64), (300, 320), (512, 512)]
+)
+def test_max_lora_rank_rounds_up_to_a_value_vllm_accepts(rank: int, expected: int) -> None:
+    assert supported_max_lora_rank(rank) == expected
+    args = server_args("/m", "m", max_lora_rank=rank)
+    assert args[args.index("--max-lora-rank") + 1] == str(expected)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"port": 0}, "port"),
+        ({"max_loras": 0}, "max_loras"),
+        ({"max_lora_rank": 0}, "max_lora_rank"),
+        ({"max_lora_rank": 513}, "max_lora_rank"),
+        ({"max_model_len": 0}, "max_model_len"),
+        ({"enable_lora": False, "lora_modules": {"a": "/a"}}, "lora_modules"),
+        ({"lora_modules": {"a=b": "/a"}}, "lora_modules"),
+    ],
+)
+def test_bad_values_name_the_field(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        server_args("/m", "m", **kwargs)  # type: ignore[arg-type]
+
+
+def test_env_switches_the_admin_routes() -> None:
+    assert server_env(enable_lora=True) == {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+    assert server_env(enable_lora=False) == {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "False"}
+    assert server_env(allow_runtime_lora_updating=False) == {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "False"}
+
+
+def test_commands_differ_only_in_the_program() -> None:
+    args = server_args("/m", "m")
+    assert server_command("vllm", args) == ["vllm", "serve", *args]
+    assert server_command("reference", args, python="/venv/bin/python") == [
+        "/venv/bin/python", "-m", REFERENCE_SERVER_MODULE, *args
+    ]  # fmt: skip
+
+
+def test_importing_the_package_and_args_loads_nothing_heavy() -> None:
+    code = (
+        "import sys, rft_trainer.server, rft_trainer.server.args\n"
+        "heavy = ('torch', 'transformers', 'peft', 'fastapi', 'uvicorn')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == ""

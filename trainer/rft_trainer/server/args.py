@@ -1,0 +1,117 @@
+"""The command line shared by the reference server and vLLM's OpenAI server.
+
+The operator renders server pods for both engines from these functions, so it must be able to
+import this module without torch, transformers or fastapi: keep it free of heavy imports.
+
+The two engines take the same arguments; only the program differs:
+
+    vllm serve <server_args...>                      (env: server_env(...))
+    python -m rft_trainer.server <server_args...>   (env: server_env(...))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Final, Literal
+
+ServerEngine = Literal["vllm", "reference"]
+
+DEFAULT_HOST: Final = "0.0.0.0"  # noqa: S104 (a server in a pod listens on its pod IP)
+DEFAULT_PORT: Final = 8000
+
+# vLLM accepts only these values for --max-lora-rank (vllm/config/lora.py: MaxLoRARanks).
+VLLM_MAX_LORA_RANKS: Final = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+# vLLM registers /v1/load_lora_adapter and /v1/unload_lora_adapter only when this is true; the
+# reference server reads the same variable so that one environment serves both engines.
+RUNTIME_LORA_UPDATING_ENV: Final = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
+
+REFERENCE_SERVER_MODULE: Final = "rft_trainer.server"
+
+
+def supported_max_lora_rank(rank: int) -> int:
+    """The smallest rank vLLM accepts for --max-lora-rank that is at least `rank`.
+
+    Raises ValueError when `rank` is below 1 or above vLLM's largest supported rank.
+    """
+    if rank < 1:
+        raise ValueError(f"max_lora_rank must be at least 1, got {rank}")
+    for allowed in VLLM_MAX_LORA_RANKS:
+        if allowed >= rank:
+            return allowed
+    raise ValueError(f"max_lora_rank must be at most {VLLM_MAX_LORA_RANKS[-1]}, got {rank}")
+
+
+def server_args(
+    model_path: str,
+    served_name: str,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    max_loras: int = 8,
+    max_lora_rank: int = 64,
+    max_model_len: int | None = None,
+    enable_lora: bool = True,
+    lora_modules: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Arguments (after the program name) that start either engine the same way.
+
+    The model comes first as a positional argument, as `vllm serve` expects it. `max_lora_rank` is
+    rounded up to a value vLLM accepts (see `supported_max_lora_rank`). `lora_modules` preloads
+    adapters by name (`--lora-modules name=path`); it needs `enable_lora`.
+    Raises ValueError naming the argument when a value is out of range.
+    """
+    if not model_path:
+        raise ValueError("model_path must not be empty")
+    if not served_name:
+        raise ValueError("served_name must not be empty")
+    if not host:
+        raise ValueError("host must not be empty")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port must be in 1..65535, got {port}")
+    if max_model_len is not None and max_model_len < 1:
+        raise ValueError(f"max_model_len must be at least 1, got {max_model_len}")
+    args = [model_path, "--served-model-name", served_name, "--host", host, "--port", str(port)]
+    if max_model_len is not None:
+        args += ["--max-model-len", str(max_model_len)]
+    if enable_lora:
+        if max_loras < 1:
+            raise ValueError(f"max_loras must be at least 1, got {max_loras}")
+        args += [
+            "--enable-lora",
+            "--max-loras",
+            str(max_loras),
+            "--max-lora-rank",
+            str(supported_max_lora_rank(max_lora_rank)),
+        ]
+        if lora_modules:
+            args += ["--lora-modules", *_lora_module_args(lora_modules)]
+    elif lora_modules:
+        raise ValueError("lora_modules needs enable_lora=True")
+    return args
+
+
+def server_env(*, enable_lora: bool = True, allow_runtime_lora_updating: bool = True) -> dict[str, str]:
+    """Environment variables for either engine: turns the adapter admin routes on or off."""
+    enabled = enable_lora and allow_runtime_lora_updating
+    return {RUNTIME_LORA_UPDATING_ENV: "True" if enabled else "False"}
+
+
+def server_command(engine: ServerEngine, args: Sequence[str], *, python: str = "python") -> list[str]:
+    """The full command of a server container: the engine's program followed by `args`."""
+    if engine == "vllm":
+        return ["vllm", "serve", *args]
+    if engine == "reference":
+        return [python, "-m", REFERENCE_SERVER_MODULE, *args]
+    raise ValueError(f"engine must be 'vllm' or 'reference', got {engine!r}")
+
+
+def _lora_module_args(lora_modules: Mapping[str, str]) -> list[str]:
+    out = []
+    for name, path in lora_modules.items():
+        if not name or "=" in name:
+            raise ValueError(f"lora_modules: adapter name {name!r} must be non-empty and contain no '='")
+        if not path:
+            raise ValueError(f"lora_modules: adapter {name!r} has an empty path")
+        out.append(f"{name}={path}")
+    return out
