@@ -59,9 +59,7 @@ class DeploymentSpec(ApiModel):
         default="default",
         description="The ServiceAccount whose workload identity fetches model and adapter files.",
     )
-    enable_lora: bool = Field(
-        default=True, description="Serve LoRA adapters on this (base) deployment."
-    )
+    enable_lora: bool = Field(default=True, description="Serve LoRA adapters on this (base) deployment.")
     max_loras: int = Field(default=8, ge=1, le=256, description="Adapters resident at once.")
     max_lora_rank: int = Field(default=64, ge=1, le=512, description="Largest adapter rank served.")
     max_model_len: int | None = Field(
@@ -94,9 +92,7 @@ class DeploymentStatus(ApiModel):
         default=None, description="The model name clients send in requests."
     )
     ready_replicas: int | None = Field(default=None, ge=0, description="Replicas ready to serve.")
-    replicas: list[LoadedAdapters] = Field(
-        default_factory=list, description="Adapters loaded per replica."
-    )
+    replicas: list[LoadedAdapters] = Field(default_factory=list, description="Adapters loaded per replica.")
     message: str | None = Field(default=None, description="Human-readable state.")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -19,6 +19,7 @@ from rft.api.common import (
     condition_columns,
 )
 
+ModuleName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.]+$")]
 ModelPhase = Literal["READY", "FAILED"]
 ModelKind = Literal["base", "lora"]
 
@@ -31,7 +32,7 @@ class LoraSettings(ApiModel):
 
     rank: int = Field(ge=1, le=512, description="LoRA rank r.")
     alpha: int = Field(ge=1, le=4096, description="LoRA alpha (scaling is alpha / rank).")
-    target_modules: list[str] = Field(
+    target_modules: list[ModuleName] = Field(
         min_length=1,
         max_length=64,
         description="Names of the linear modules the adapter wraps.",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -22,7 +22,7 @@ from rft.api.common import (
     condition_columns,
 )
 from rft.api.deployment import Accelerator
-from rft.api.model import DEFAULT_TARGET_MODULES
+from rft.api.model import DEFAULT_TARGET_MODULES, ModuleName
 
 
 class StepPhase(StrEnum):
@@ -43,10 +43,9 @@ class StepPhase(StrEnum):
         return self in TERMINAL_PHASES
 
 
-TERMINAL_PHASES = frozenset(
-    {StepPhase.COMPLETED, StepPhase.FAILED, StepPhase.CANCELLED, StepPhase.EXPIRED}
-)
+TERMINAL_PHASES = frozenset({StepPhase.COMPLETED, StepPhase.FAILED, StepPhase.CANCELLED, StepPhase.EXPIRED})
 
+RewardWeight = Annotated[str, Field(max_length=32, pattern=SIGNED_DECIMAL_PATTERN)]
 LossMethod = Literal["grpo", "dapo", "gspo", "gspo-token", "cispo", "reinforce"]
 AdvantageMode = Literal["group", "batch", "none"]
 Aggregation = Literal["token-mean", "sequence-mean", "constant"]
@@ -60,7 +59,7 @@ class TrainingParameters(ApiModel):
     lora_alpha: int | None = Field(
         default=None, ge=1, le=4096, description="LoRA alpha; defaults to twice the rank."
     )
-    lora_target_modules: list[str] = Field(
+    lora_target_modules: list[ModuleName] = Field(
         default_factory=lambda: list(DEFAULT_TARGET_MODULES),
         min_length=1,
         max_length=64,
@@ -70,7 +69,10 @@ class TrainingParameters(ApiModel):
         default="1e-4", pattern=DECIMAL_PATTERN, description="Peak learning rate, e.g. '1e-4'."
     )
     max_context_length: int = Field(
-        default=8192, ge=16, le=1_048_576, description="Longest prompt + completion, in tokens; longer rows are truncated."
+        default=8192,
+        ge=16,
+        le=1_048_576,
+        description="Longest prompt + completion, in tokens; longer rows are truncated.",
     )
     epochs: int = Field(default=1, ge=1, le=100, description="Passes over the dataset.")
     batch_size: int = Field(
@@ -141,9 +143,18 @@ class ReinforcementStepSpec(ApiModel):
         default_factory=TrainingParameters, description="Optimiser and LoRA settings."
     )
     loss: LossSettings = Field(default_factory=LossSettings, description="The objective.")
-    reward_weights: dict[str, str] = Field(
+    reward_weights: dict[str, RewardWeight] = Field(
         default_factory=dict,
         max_length=64,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.all(k, k.matches('^[A-Za-z0-9_.-]{1,64}$'))",
+                    "message": "spec.rewardWeights keys must be reward key names "
+                    "(letters, digits, '_', '.', '-'; at most 64 characters)",
+                }
+            ]
+        },
         description="Reward keys to combine, with their weights as decimal strings, e.g. "
         "{score: '1', format: '0.2'}. Empty: the single reward key of the dataset.",
     )
@@ -237,7 +248,7 @@ class ReinforcementStep(Resource):
         kind="ReinforcementStep",
         plural="reinforcementsteps",
         singular="reinforcementstep",
-        short_names=["rftstep", "rs"],
+        short_names=["rftstep", "rstep"],
         description="One reinforcement step: a GPU Job trains a new LoRA checkpoint from a Dataset "
         "with a policy-gradient loss, reading and writing the user's bucket through workload "
         "identity, and registers the result as a Model. Immutable except suspend and cancel.",
