@@ -54,7 +54,7 @@ def build_tokenizer(vocab_size: int = 512):  # type: ignore[no-untyped-def]
         show_progress=False,
     )
     tok.train_from_iterator(corpus(), trainer=trainer)
-    fast = PreTrainedTokenizerFast(
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",

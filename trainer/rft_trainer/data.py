@@ -1,0 +1,250 @@
+"""From prompt groups to packed, token-budgeted training batches.
+
+Tokenization mirrors inference exactly: the prompt is the chat template rendered with the
+generation prompt (what the server fed the model), the completion is the completion text's tokens
+followed by the end-of-turn token (what the model emitted, and where it should stop). Only
+completion tokens are trained on.
+
+Packing is padding-free: the sequences of a batch are concatenated into one row whose
+position_ids restart at 0 for each sequence. Transformers derives a block-diagonal causal mask
+from such position_ids when no attention mask is passed (and flash-attention uses them as
+variable-length boundaries), so sequences never attend to each other; a test checks that packed
+and separate sequences give the same log-probabilities and gradients.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from rft_trainer.errors import BadInputError
+
+
+class ChatTokenizer(Protocol):
+    """The part of a Hugging Face tokenizer the trainer uses."""
+
+    eos_token_id: int | None
+
+    def apply_chat_template(self, conversation: Any, **kwargs: Any) -> Any: ...
+
+    def __call__(self, text: str, **kwargs: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class RawSample:
+    """One completion of a prompt group, before tokenization."""
+
+    line: int
+    group: int
+    position: int  # the completion's index within its group (1-based in messages)
+    prompt: list[dict[str, str]]
+    completion: str
+    reward: float
+    advantage: float
+    sampling_logprobs: list[float] | None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One tokenized prompt + completion with its advantage."""
+
+    index: int
+    line: int
+    group: int
+    token_ids: list[int]
+    prompt_len: int
+    reward: float
+    advantage: float
+    # One per completion token; NaN where the sampler did not report one (e.g. the end-of-turn token).
+    sampling_logprobs: list[float] | None
+    truncated: bool = False
+
+    @property
+    def completion_len(self) -> int:
+        return len(self.token_ids) - self.prompt_len
+
+
+@dataclass
+class TokenizedDataset:
+    """The samples to train on and what tokenization had to drop or cut."""
+
+    samples: list[Sample] = field(default_factory=list)
+    truncated: int = 0
+    skipped: int = 0
+
+
+class SampleTokenizer:
+    """Tokenizes prompts (cached per group) and completions the way the inference server does."""
+
+    def __init__(self, tokenizer: ChatTokenizer, max_context_length: int) -> None:
+        if tokenizer.eos_token_id is None:
+            raise BadInputError(
+                "ModelLoadFailed", "the base model's tokenizer has no eos_token: cannot mark the end of a turn"
+            )
+        self._tokenizer = tokenizer
+        self.eos_token_id: int = tokenizer.eos_token_id
+        self.max_context_length = max_context_length
+
+    def prompt_ids(self, messages: list[dict[str, str]], line: int) -> list[int]:
+        """The prompt rendered with the chat template and the generation prompt."""
+        try:
+            text = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except Exception as exc:
+            raise BadInputError(
+                "InvalidDataset", f"line {line}: the chat template cannot render the prompt: {exc}"
+            ) from None
+        ids = list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        if not ids:
+            raise BadInputError("InvalidDataset", f"line {line}: the prompt renders to no tokens")
+        return ids
+
+    def completion_ids(self, text: str) -> list[int]:
+        """The completion's tokens followed by the end-of-turn token."""
+        return [*self._tokenizer(text, add_special_tokens=False)["input_ids"], self.eos_token_id]
+
+
+def _aligned_logprobs(raw: RawSample, completion_len: int) -> list[float] | None:
+    """Sampling logprobs aligned one-to-one with the completion tokens (NaN for a missing end-of-turn)."""
+    if raw.sampling_logprobs is None:
+        return None
+    given = len(raw.sampling_logprobs)
+    if given == completion_len:
+        return list(raw.sampling_logprobs)
+    if given == completion_len - 1:
+        return [*raw.sampling_logprobs, math.nan]
+    raise BadInputError(
+        "InvalidDataset",
+        f"line {raw.line}: completion {raw.position} has {given} logprobs but tokenizes to "
+        f"{completion_len - 1} tokens (+1 end-of-turn) with the base model's tokenizer: the rows "
+        "were sampled from a model with another tokenizer, or the logprobs do not belong to the text",
+    )
+
+
+def tokenize_samples(raw_samples: Sequence[RawSample], tokenizer: SampleTokenizer) -> TokenizedDataset:
+    """Tokenize every sample; cut completions to max_context_length, skip samples with no room left."""
+    out = TokenizedDataset()
+    prompt_cache: dict[int, list[int]] = {}
+    limit = tokenizer.max_context_length
+    for raw in raw_samples:
+        prompt = prompt_cache.get(raw.group)
+        if prompt is None:
+            prompt = prompt_cache[raw.group] = tokenizer.prompt_ids(raw.prompt, raw.line)
+        completion = tokenizer.completion_ids(raw.completion)
+        logprobs = _aligned_logprobs(raw, len(completion))
+        room = limit - len(prompt)
+        if room < 1:
+            out.skipped += 1
+            continue
+        truncated = len(completion) > room
+        if truncated:
+            out.truncated += 1
+            completion = completion[:room]
+            logprobs = logprobs[:room] if logprobs is not None else None
+        out.samples.append(
+            Sample(
+                index=len(out.samples),
+                line=raw.line,
+                group=raw.group,
+                token_ids=prompt + completion,
+                prompt_len=len(prompt),
+                reward=raw.reward,
+                advantage=raw.advantage,
+                sampling_logprobs=logprobs,
+                truncated=truncated,
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """Several samples concatenated into one row, with their completion positions.
+
+    `target_positions[k]` is the position (in the packed row) of the k-th completion token; its
+    log-probability comes from the logits at `target_positions[k] - 1`. `seq_ids[k]` indexes
+    `sample_indices`.
+    """
+
+    sample_indices: list[int]
+    input_ids: torch.Tensor  # [1, T] long
+    position_ids: torch.Tensor  # [1, T] long
+    target_positions: torch.Tensor  # [N] long
+    seq_ids: torch.Tensor  # [N] long
+    advantages: torch.Tensor  # [N] float32
+    sampling_logprobs: torch.Tensor  # [N] float32, NaN where unknown
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.input_ids.shape[1])
+
+    @property
+    def n_completion_tokens(self) -> int:
+        return int(self.target_positions.shape[0])
+
+    @property
+    def n_sequences(self) -> int:
+        return len(self.sample_indices)
+
+
+def build_batch(samples: Sequence[Sample]) -> PackedBatch:
+    """Pack `samples` (in order) into one row."""
+    input_ids: list[int] = []
+    position_ids: list[int] = []
+    targets: list[int] = []
+    seq_ids: list[int] = []
+    advantages: list[float] = []
+    sampling: list[float] = []
+    for k, sample in enumerate(samples):
+        offset = len(input_ids)
+        input_ids.extend(sample.token_ids)
+        position_ids.extend(range(len(sample.token_ids)))
+        n = sample.completion_len
+        targets.extend(range(offset + sample.prompt_len, offset + len(sample.token_ids)))
+        seq_ids.extend([k] * n)
+        advantages.extend([sample.advantage] * n)
+        sampling.extend(sample.sampling_logprobs if sample.sampling_logprobs is not None else [math.nan] * n)
+    return PackedBatch(
+        sample_indices=[s.index for s in samples],
+        input_ids=torch.tensor([input_ids], dtype=torch.long),
+        position_ids=torch.tensor([position_ids], dtype=torch.long),
+        target_positions=torch.tensor(targets, dtype=torch.long),
+        seq_ids=torch.tensor(seq_ids, dtype=torch.long),
+        advantages=torch.tensor(advantages, dtype=torch.float32),
+        sampling_logprobs=torch.tensor(sampling, dtype=torch.float32),
+    )
+
+
+def pack(samples: Sequence[Sample], order: Sequence[int], token_budget: int) -> list[PackedBatch]:
+    """Greedy packing in `order`: a batch takes samples while their total length fits `token_budget`."""
+    batches: list[PackedBatch] = []
+    current: list[Sample] = []
+    used = 0
+    for i in order:
+        sample = samples[i]
+        length = len(sample.token_ids)
+        if length > token_budget:
+            raise BadInputError(
+                "InvalidConfig",
+                f"line {sample.line}: a sample of {length} tokens exceeds batchSize={token_budget} "
+                "(the token budget must be at least maxContextLength)",
+            )
+        if current and used + length > token_budget:
+            batches.append(build_batch(current))
+            current, used = [], 0
+        current.append(sample)
+        used += length
+    if current:
+        batches.append(build_batch(current))
+    return batches
+
+
+def epoch_order(n_samples: int, seed: int, epoch: int) -> list[int]:
+    """A seeded shuffle of the sample indices, different for each epoch and reproducible."""
+    order = list(range(n_samples))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)  # noqa: S311 - reproducible shuffling, not security
+    return order

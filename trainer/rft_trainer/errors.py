@@ -1,0 +1,28 @@
+"""Failures the trainer reports, classified by who can fix them (this decides the exit code)."""
+
+from __future__ import annotations
+
+from rft.trainer_config import EXIT_BAD_INPUT, EXIT_INFRASTRUCTURE, FailureReason
+
+
+class TrainerError(Exception):
+    """A failure with a machine-readable reason and the exit code that tells retry from give-up."""
+
+    exit_code: int = EXIT_BAD_INPUT
+
+    def __init__(self, reason: FailureReason, message: str) -> None:
+        super().__init__(message)
+        self.reason: FailureReason = reason
+        self.message = message
+
+
+class BadInputError(TrainerError):
+    """Bad config, data or checkpoint: the same input fails again, so do not retry (exit 1)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class InfrastructureError(TrainerError):
+    """Storage, network or hardware trouble: a retry may succeed (exit 2)."""
+
+    exit_code = EXIT_INFRASTRUCTURE

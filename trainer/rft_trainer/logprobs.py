@@ -1,0 +1,87 @@
+"""Log-probabilities of the completion tokens of a packed batch, without [T, vocab] log-softmax.
+
+The decoder runs once over the packed row; the output projection is then applied only to the
+hidden states that predict completion tokens, a chunk at a time, and each chunk's logits are
+reduced at once to (target logit - logsumexp). With gradients on, each chunk is checkpointed, so
+backward keeps the chunk's hidden states, not its logits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+DEFAULT_CHUNK_TOKENS = 1024
+
+
+def _chunk_logprobs(
+    hidden: torch.Tensor, targets: torch.Tensor, lm_head: torch.nn.Module, softcap: float | None
+) -> torch.Tensor:
+    logits: torch.Tensor = lm_head(hidden).float()
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def gather_logprobs(
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    lm_head: torch.nn.Module,
+    *,
+    softcap: float | None = None,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+) -> torch.Tensor:
+    """log p(targets[k] | hidden[k]) for each row k of `hidden` [N, H], computed in chunks."""
+    parts = []
+    for start in range(0, hidden.shape[0], chunk_tokens):
+        h = hidden[start : start + chunk_tokens]
+        t = targets[start : start + chunk_tokens]
+        if torch.is_grad_enabled() and h.requires_grad:
+            part = checkpoint(_chunk_logprobs, h, t, lm_head, softcap, use_reentrant=False)
+        else:
+            part = _chunk_logprobs(h, t, lm_head, softcap)
+        parts.append(part)
+    if not parts:
+        return hidden.new_zeros(0, dtype=torch.float32)
+    return torch.cat(parts)
+
+
+class CompletionLogprobs(torch.nn.Module):
+    """Wraps a causal LM (plain or PEFT): forward(packed row) -> completion-token log-probs.
+
+    A module of its own so that DistributedDataParallel can wrap exactly the computation whose
+    gradients it must all-reduce.
+    """
+
+    def __init__(self, causal_lm: Any, chunk_tokens: int = DEFAULT_CHUNK_TOKENS) -> None:
+        super().__init__()
+        self.causal_lm = causal_lm
+        self.chunk_tokens = chunk_tokens
+        config = _hf_model(causal_lm).config
+        self.softcap: float | None = getattr(config, "final_logit_softcapping", None)
+
+    def forward(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor, target_positions: torch.Tensor
+    ) -> torch.Tensor:
+        """[N] log-probabilities of input_ids[0, target_positions] given everything before them."""
+        model = _hf_model(self.causal_lm)
+        decoder = model.get_decoder()
+        # attention_mask=None and no cache: transformers then derives the block-diagonal causal
+        # mask from the restarting position_ids, so packed sequences stay independent.
+        out = decoder(
+            input_ids=input_ids, position_ids=position_ids, attention_mask=None, use_cache=False
+        )
+        hidden = out.last_hidden_state[0, target_positions - 1]
+        targets = input_ids[0, target_positions]
+        return gather_logprobs(
+            hidden, targets, model.get_output_embeddings(), softcap=self.softcap, chunk_tokens=self.chunk_tokens
+        )
+
+
+def _hf_model(causal_lm: Any) -> Any:
+    """The transformers model inside a PEFT wrapper (the LoRA layers are injected in place)."""
+    get_base = getattr(causal_lm, "get_base_model", None)
+    return get_base() if callable(get_base) else causal_lm
