@@ -91,7 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", default=env(_ENV_PREFIX + "FORMAT", "auto"), choices=["auto", *FORMATS])
     parser.add_argument("--min-rows", type=int, default=_env_int("MIN_ROWS", DEFAULT_MIN_ROWS))
     parser.add_argument("--max-rows", type=int, default=_env_int("MAX_ROWS", DEFAULT_MAX_ROWS))
-    parser.add_argument("--max-line-bytes", type=int, default=_env_int("MAX_LINE_BYTES", DEFAULT_MAX_LINE_BYTES))
+    parser.add_argument(
+        "--max-line-bytes", type=int, default=_env_int("MAX_LINE_BYTES", DEFAULT_MAX_LINE_BYTES)
+    )
     parser.add_argument("--max-errors", type=int, default=_env_int("MAX_ERRORS", DEFAULT_MAX_ERRORS))
     parser.add_argument(
         "--termination-log",
@@ -239,7 +241,11 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         _log(out, "validation_error", errorKind=kind, error=str(exc))
         print(f"ERROR ({kind}): {exc}", file=out, flush=True)
         summary: dict[str, Any] = {
-            "ok": False, "resolvedSource": resolved, "error": str(exc), "errorKind": kind, "errors": []
+            "ok": False,
+            "resolvedSource": resolved,
+            "error": str(exc),
+            "errorKind": kind,
+            "errors": [],
         }
         _write_termination_log(args.termination_log, compact_summary(summary))
         return code

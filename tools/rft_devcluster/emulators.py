@@ -293,7 +293,13 @@ def _install_generation_preconditions() -> None:
         response.status = HTTPStatus.PRECONDITION_FAILED
         message = f"At least one of the pre-conditions you specified did not hold. ({bucket}/{name})"
         response.json(
-            {"error": {"code": 412, "message": message, "errors": [{"reason": "conditionNotMet", "message": message}]}}
+            {
+                "error": {
+                    "code": 412,
+                    "message": message,
+                    "errors": [{"reason": "conditionNotMet", "message": message}],
+                }
+            }
         )
 
     def wants_absent(request: Any) -> bool:

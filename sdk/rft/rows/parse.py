@@ -100,9 +100,9 @@ def _number(value: Any, where: str) -> float:
 
 def _rewards(value: Any, where: str) -> dict[str, float]:
     if not isinstance(value, dict):
-        _fail(f"{where} must be an object of named rewards like {{\"score\": 0.7}}, got {_kind(value)}")
+        _fail(f'{where} must be an object of named rewards like {{"score": 0.7}}, got {_kind(value)}')
     if not value:
-        _fail(f"{where} is empty; give at least one reward, e.g. {{\"score\": 0.7}}")
+        _fail(f'{where} is empty; give at least one reward, e.g. {{"score": 0.7}}')
     return {key: _number(reward, f"{where}.{key}") for key, reward in value.items()}
 
 
@@ -110,7 +110,9 @@ def _logprobs(value: Any, where: str) -> list[float] | None:
     if value is None:
         return None
     if not isinstance(value, list):
-        _fail(f"{where} must be a list of numbers (the completion tokens' sampling logprobs), got {_kind(value)}")
+        _fail(
+            f"{where} must be a list of numbers (the completion tokens' sampling logprobs), got {_kind(value)}"
+        )
     if not value:
         _fail(f"{where} is empty; omit it or give one logprob per completion token")
     result = []
@@ -163,7 +165,9 @@ def _parse_samples(row: dict[str, Any]) -> tuple[list[Message], list[Completion]
     if not isinstance(samples, list):
         _fail(f"'samples' must be a list, got {_kind(samples)}")
     if len(samples) < MIN_COMPLETIONS:
-        _fail(f"'samples' has {len(samples)} sample(s); a row is a prompt group and needs at least {MIN_COMPLETIONS}")
+        _fail(
+            f"'samples' has {len(samples)} sample(s); a row is a prompt group and needs at least {MIN_COMPLETIONS}"
+        )
     prompt: list[Message] | None = None
     completions: list[Completion] = []
     for index, sample in enumerate(samples):
@@ -212,7 +216,9 @@ def _parse_prompt_completions(row: dict[str, Any]) -> tuple[list[Message], list[
     if not isinstance(texts, list):
         _fail(f"'completions' must be a list of strings, got {_kind(texts)}")
     if len(texts) < MIN_COMPLETIONS:
-        _fail(f"'completions' has {len(texts)} item(s); a row is a prompt group and needs at least {MIN_COMPLETIONS}")
+        _fail(
+            f"'completions' has {len(texts)} item(s); a row is a prompt group and needs at least {MIN_COMPLETIONS}"
+        )
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             _fail(f"completions[{index}] must be a string, got {_kind(text)}")
@@ -241,7 +247,9 @@ def _parse_prompt_completions(row: dict[str, Any]) -> tuple[list[Message], list[
         _fail("'logprobs' must be a list with one entry (a list of numbers, or null) per completion")
     else:
         logprobs = [_logprobs(item, f"logprobs[{index}]") for index, item in enumerate(raw_logprobs)]
-    completions = [Completion(text, reward, lp) for text, reward, lp in zip(texts, rewards, logprobs, strict=True)]
+    completions = [
+        Completion(text, reward, lp) for text, reward, lp in zip(texts, rewards, logprobs, strict=True)
+    ]
     return prompt, completions
 
 
@@ -262,7 +270,9 @@ def _check_format(row: dict[str, Any], fmt: str) -> Format:
     """``fmt`` when the row can be in it, else a reason that names the format the row looks like."""
     if fmt == "samples" and "samples" not in row:
         if "prompt" in row or "completions" in row:
-            _fail("missing 'samples': the row is in the prompt-completions format but the dataset's format is samples")
+            _fail(
+                "missing 'samples': the row is in the prompt-completions format but the dataset's format is samples"
+            )
         _fail(f"missing 'samples' (row keys: {_show(sorted(row))})")
     if fmt == "prompt-completions" and "samples" in row:
         _fail("the row is in the samples format but the dataset's format is prompt-completions")
@@ -320,8 +330,9 @@ def scan_rows(
             fixed = (group.format, number)
         elif group.format != fixed[0]:
             yield RowError(
-                number, f"row is in the {group.format} format but line {fixed[1]} is in the {fixed[0]} format; "
-                "a dataset uses one format"
+                number,
+                f"row is in the {group.format} format but line {fixed[1]} is in the {fixed[0]} format; "
+                "a dataset uses one format",
             )
             continue
         yield group

@@ -22,7 +22,9 @@ def combine_rewards(rewards: Mapping[str, float], weights: Mapping[str, float] |
             keys = ", ".join(sorted(rewards)) or "none"
             raise RewardError(
                 f"rewards have {len(rewards)} keys ({keys}); with more or fewer than one key, name "
-                "reward weights to combine them, e.g. {" + ", ".join(f"{k!r}: 1.0" for k in sorted(rewards)) + "}"
+                "reward weights to combine them, e.g. {"
+                + ", ".join(f"{k!r}: 1.0" for k in sorted(rewards))
+                + "}"
             )
         return float(next(iter(rewards.values())))
     for key, weight in weights.items():

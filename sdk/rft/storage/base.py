@@ -85,4 +85,3 @@ class TranslatingReader(io.RawIOBase):
 def buffered(raw: TranslatingReader) -> BinaryIO:
     """A buffered binary reader over ``raw``."""
     return io.BufferedReader(raw, READ_BUFFER_BYTES)
-

@@ -87,7 +87,9 @@ def _refuse_if_occupied(dest: Location) -> None:
         return
     marker_key = dest.join(COMMIT_MARKER).key
     if any(info.key == marker_key for info in present):
-        raise AlreadyExists(f"{dest.url} already holds a committed checkpoint; checkpoints are never overwritten")
+        raise AlreadyExists(
+            f"{dest.url} already holds a committed checkpoint; checkpoints are never overwritten"
+        )
     raise AlreadyExists(
         f"{dest.url} holds {len(present)} object(s) of an uncommitted upload (no {COMMIT_MARKER} marker), "
         f"e.g. {present[0].url}; publish under a new name, or remove them with "
@@ -128,7 +130,9 @@ def publish_checkpoint(local_dir: Path, dest_url: str, metadata: Mapping[str, An
     return records
 
 
-def upload_tree(local_dir: Path, dest_url: str, metadata: Mapping[str, Any] | None = None) -> list[FileRecord]:
+def upload_tree(
+    local_dir: Path, dest_url: str, metadata: Mapping[str, Any] | None = None
+) -> list[FileRecord]:
     """Publish a directory (e.g. a base model's Hugging Face files) as a committed checkpoint."""
     return publish_checkpoint(local_dir, dest_url, dict(metadata or {}))
 

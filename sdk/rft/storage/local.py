@@ -113,4 +113,3 @@ class LocalBackend:
 
 def _is_temporary(filename: str) -> bool:
     return filename.startswith(".") and filename.endswith(".tmp")
-

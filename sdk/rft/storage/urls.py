@@ -97,7 +97,9 @@ def parse_url(url: str) -> Location:
     if scheme == "file":
         host, slash, path = rest.partition("/")
         if host not in ("", "localhost"):
-            raise UnsafeURL(f"{url!r}: file:// URLs must name a local path (file:///abs/path), not host {host!r}")
+            raise UnsafeURL(
+                f"{url!r}: file:// URLs must name a local path (file:///abs/path), not host {host!r}"
+            )
         if not slash:
             raise UnsafeURL(f"{url!r}: file:// URLs need an absolute path (file:///abs/path)")
         return Location("file", "", os.path.normpath("/" + path) + ("/" if path.endswith("/") else ""))
@@ -186,6 +188,8 @@ def check_http_url(
                 f"{url!r}: host {host!r} resolves to {address}, a loopback, private, link-local or "
                 "reserved address"
             )
-    if scheme == "http" and not (allow_loopback and all(ipaddress.ip_address(a).is_loopback for a in addresses)):
+    if scheme == "http" and not (
+        allow_loopback and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+    ):
         raise UnsafeURL(f"{url!r}: plain http:// is refused; use https://")
     return addresses
