@@ -1,0 +1,218 @@
+"""Pure builders of the Jobs the operator runs: training (one per step) and dataset validation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rft.api import Dataset, Model, ReinforcementStep
+from rft.trainer_config import CONFIG_ENV_VAR, EXIT_BAD_INPUT, TrainerConfig
+
+from rft_operator import naming
+from rft_operator.accelerators import AcceleratorMap
+from rft_operator.builders.pods import (
+    SCRATCH,
+    TERMINATION_LOG,
+    Manifest,
+    container_security_context,
+    offline_env,
+    owner_reference,
+    pod_security_context,
+    scratch_volumes,
+)
+from rft_operator.config import OperatorConfig
+
+TRAINER_CONTAINER = "trainer"
+VALIDATOR_CONTAINER = "validate"
+
+
+def default_output_location(source: Model, output_model: str) -> str:
+    """Next to the source model: `<...>/models/<source>/` -> `<...>/models/<output_model>/`."""
+    location = source.spec.location.rstrip("/")
+    parent = location.rsplit("/", 1)[0]
+    return f"{parent}/{output_model}/"
+
+
+def trainer_config(
+    step: ReinforcementStep,
+    dataset: Dataset,
+    source: Model,
+    base: Model,
+    output_location: str,
+    config: OperatorConfig,
+) -> TrainerConfig:
+    """What the trainer is told: everything it needs and nothing more (no credentials)."""
+    warm_start = source.spec.kind == "lora"
+    assert dataset.status.digest is not None, "the dataset must be validated first"
+    return TrainerConfig(
+        step_name=step.metadata.name,
+        namespace=step.metadata.namespace,
+        dataset_url=dataset.status.resolved_source or dataset.spec.source,
+        dataset_digest=dataset.status.digest,
+        dataset_format=dataset.spec.format,
+        reward_weights=dict(step.spec.reward_weights),
+        base_model_url=base.spec.location,
+        base_model_name=base.metadata.name,
+        parent_adapter_url=source.spec.location if warm_start else None,
+        parent_model_name=source.metadata.name if warm_start else None,
+        output_url=output_location,
+        output_model_name=step.spec.output_model,
+        training=step.spec.training,
+        loss=step.spec.loss,
+        scratch_dir=SCRATCH,
+        termination_log=TERMINATION_LOG,
+        progress_port=config.progress_port,
+    )
+
+
+def _trainer_command(accelerator_count: int) -> list[str]:
+    if accelerator_count > 1:
+        # One process per GPU; only the LoRA gradients are all-reduced (DDP).
+        return ["torchrun", "--standalone", f"--nproc-per-node={accelerator_count}", "-m", "rft_trainer"]
+    return ["python", "-m", "rft_trainer"]
+
+
+def build_training_job(
+    step: ReinforcementStep,
+    trainer: TrainerConfig,
+    accelerators: AcceleratorMap,
+    config: OperatorConfig,
+) -> Manifest:
+    """The batch/v1 Job of one reinforcement step."""
+    name = naming.training_job_name(step.metadata.name)
+    acc = step.spec.accelerator
+    placement = accelerators.placement(acc.type)
+    labels = naming.labels("trainer", **{naming.LABEL_STEP: step.metadata.name})
+    volumes, mounts = scratch_volumes(config.scratch_size, shm_size="16Gi" if acc.type != "CPU" else None)
+    container: Manifest = {
+        "name": TRAINER_CONTAINER,
+        "image": step.spec.trainer_image or config.trainer_image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": _trainer_command(acc.count if acc.type != "CPU" else 1),
+        "env": [{"name": CONFIG_ENV_VAR, "value": trainer.to_json()}, *offline_env()],
+        "ports": [{"name": "progress", "containerPort": config.progress_port, "protocol": "TCP"}],
+        "resources": accelerators.pod_resources(acc.type, acc.count),
+        "securityContext": container_security_context(),
+        "volumeMounts": mounts,
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod_spec: Manifest = {
+        "serviceAccountName": step.spec.service_account_name,
+        # The trainer never talks to the Kubernetes API. Workload identity still works: EKS's
+        # webhook projects its own web-identity token; GKE uses the metadata server.
+        "automountServiceAccountToken": False,
+        "restartPolicy": "Never",
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if placement.node_selector:
+        pod_spec["nodeSelector"] = dict(placement.node_selector)
+    if placement.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in placement.tolerations]
+    job_spec: Manifest = {
+        "backoffLimit": step.spec.backoff_limit,
+        "suspend": step.spec.suspend,
+        # Bad input (exit 1) fails at once: retrying cannot fix a bad dataset or checkpoint.
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": TRAINER_CONTAINER,
+                        "operator": "In",
+                        "values": [EXIT_BAD_INPUT],
+                    },
+                },
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]
+        },
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+    }
+    if step.spec.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = step.spec.active_deadline_seconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": step.metadata.namespace,
+            "labels": labels,
+            "annotations": {naming.ANNOTATION_STEP_UID: step.metadata.uid},
+            "ownerReferences": [owner_reference(step)],
+        },
+        "spec": job_spec,
+    }
+
+
+def build_validation_job(dataset: Dataset, config: OperatorConfig) -> Manifest:
+    """A short Job that streams the dataset once under the Dataset's ServiceAccount."""
+    name = naming.validation_job_name(dataset.metadata.name, dataset.metadata.generation)
+    labels = naming.labels("dataset-validation", **{naming.LABEL_DATASET: dataset.metadata.name})
+    limits = dataset.spec.limits
+    volumes, mounts = scratch_volumes("1Gi")
+    args: list[str] = [
+        "--source",
+        dataset.spec.source,
+        "--format",
+        dataset.spec.format,
+        "--min-rows",
+        str(limits.min_rows),
+        "--max-rows",
+        str(limits.max_rows),
+        "--max-line-bytes",
+        str(limits.max_line_bytes),
+        "--termination-log",
+        TERMINATION_LOG,
+    ]
+    container: dict[str, Any] = {
+        "name": VALIDATOR_CONTAINER,
+        "image": config.trainer_image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": ["python", "-m", "rft.validate"],
+        "args": args,
+        "env": offline_env(),
+        "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+        "securityContext": container_security_context(),
+        "volumeMounts": mounts,
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": dataset.metadata.namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(dataset)],
+        },
+        "spec": {
+            "backoffLimit": 2,
+            "ttlSecondsAfterFinished": config.validation_job_ttl_seconds,
+            "activeDeadlineSeconds": 6 * 3600,
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": VALIDATOR_CONTAINER,
+                            "operator": "In",
+                            "values": [1],
+                        },
+                    }
+                ]
+            },
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": dataset.spec.service_account_name,
+                    "automountServiceAccountToken": False,
+                    "restartPolicy": "Never",
+                    "securityContext": pod_security_context(),
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }

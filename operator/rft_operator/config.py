@@ -1,0 +1,56 @@
+"""Operator settings, read once at start-up from the environment (the Helm chart sets them)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+DEFAULT_REGISTRY = "ghcr.io/rft-operator"
+VERSION = "0.1.0"
+
+
+class OperatorConfig(BaseModel):
+    """Everything the operator is configured with. Environment variable: RFT_<FIELD_IN_CAPS>."""
+
+    trainer_image: str = Field(
+        default=f"{DEFAULT_REGISTRY}/rft-trainer:{VERSION}",
+        description="Image of training and dataset-validation Jobs.",
+    )
+    server_image: str = Field(
+        default=f"{DEFAULT_REGISTRY}/rft-server:{VERSION}",
+        description="Image of the reference inference server.",
+    )
+    vllm_image: str = Field(default="vllm/vllm-openai:v0.11.0", description="Image of vLLM servers.")
+    image_pull_policy: str = Field(default="IfNotPresent", description="Pull policy of all pods.")
+    accelerator_map_file: str | None = Field(
+        default=None, description="YAML file overriding the accelerator placements."
+    )
+    progress_port: int = Field(default=8089, description="Port of the trainer's GET /progress.")
+    progress_poll: Literal["off", "loopback", "all"] = Field(
+        default="loopback",
+        description="Which trainer pods' progress endpoints the operator asks: all (in a cluster), "
+        "loopback (development: only the local node's pods), off.",
+    )
+    poll_seconds: float = Field(
+        default=10.0, gt=0, description="How often running work is re-checked (progress, drift)."
+    )
+    resync_seconds: float = Field(
+        default=300.0, gt=0, description="How often every object is reconciled even without events."
+    )
+    workers: int = Field(default=8, ge=1, le=256, description="Objects reconciled concurrently.")
+    validation_job_ttl_seconds: int = Field(
+        default=3600, ge=0, description="How long finished dataset-validation Jobs are kept."
+    )
+    scratch_size: str = Field(default="200Gi", description="Size limit of the trainer's scratch volume.")
+    metrics_port: int = Field(default=8080, description="Port of the Prometheus /metrics endpoint (0: off).")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
+        env = os.environ if environ is None else environ
+        values = {
+            name: env[f"RFT_{name.upper()}"] for name in cls.model_fields if f"RFT_{name.upper()}" in env
+        }
+        return cls.model_validate(values)

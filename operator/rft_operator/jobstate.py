@@ -1,0 +1,83 @@
+"""Reading where a Job is from its own conditions and its pods' container states.
+
+Terminal outcomes come from the Job's conditions (Complete / Failed), never from the first failed
+pod: a pod that failed and was retried is not a failed step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class JobState:
+    outcome: Literal["complete", "failed"] | None
+    reason: str
+    message: str
+    active: int
+    failed_pods: int
+    suspended: bool
+    running_pod: Obj | None
+
+
+def _condition(job: Obj, type_: str) -> Obj | None:
+    for cond in job.get("status", {}).get("conditions", []) or []:
+        if cond.get("type") == type_ and cond.get("status") == "True":
+            return cond  # type: ignore[no-any-return]
+    return None
+
+
+def job_state(job: Obj, pods: list[Obj]) -> JobState:
+    status = job.get("status", {})
+    outcome: Literal["complete", "failed"] | None = None
+    reason = message = ""
+    if (cond := _condition(job, "Complete")) is not None:
+        outcome, reason, message = "complete", cond.get("reason", ""), cond.get("message", "")
+    elif (cond := _condition(job, "Failed")) is not None:
+        outcome, reason, message = "failed", cond.get("reason", ""), cond.get("message", "")
+    running = next(
+        (
+            p
+            for p in pods
+            if p.get("status", {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+        ),
+        None,
+    )
+    return JobState(
+        outcome=outcome,
+        reason=reason,
+        message=message,
+        active=int(status.get("active", 0) or 0),
+        failed_pods=int(status.get("failed", 0) or 0),
+        suspended=_condition(job, "Suspended") is not None,
+        running_pod=running,
+    )
+
+
+def _terminated(pod: Obj, container: str) -> Obj | None:
+    for cs in pod.get("status", {}).get("containerStatuses", []) or []:
+        if cs.get("name") == container:
+            term: Obj | None = cs.get("state", {}).get("terminated") or cs.get("lastState", {}).get(
+                "terminated"
+            )
+            return term
+    return None
+
+
+def termination_message(pods: list[Obj], container: str, *, succeeded: bool) -> tuple[str | None, int | None]:
+    """The termination message and exit code of the newest pod that succeeded (or failed)."""
+    wanted = "Succeeded" if succeeded else "Failed"
+    candidates = []
+    for pod in pods:
+        if pod.get("status", {}).get("phase") != wanted:
+            continue
+        term = _terminated(pod, container)
+        if term is not None:
+            candidates.append((term.get("finishedAt") or "", term))
+    if not candidates:
+        return None, None
+    _, newest = max(candidates, key=lambda c: c[0])
+    return newest.get("message"), newest.get("exitCode")

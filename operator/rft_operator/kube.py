@@ -1,0 +1,207 @@
+"""A thin wrapper over the Kubernetes API: plain dicts in and out, 404/409 folded into results.
+
+Responses are read raw (`_preload_content=False`) so that objects stay in their wire form
+(camelCase dicts), exactly what the Pydantic API models and the builders use. "Already exists" on
+create and "not found" on delete are successes here: a reconcile that runs twice must not fail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from rft.api import GROUP, VERSION
+
+Obj = dict[str, Any]
+log = logging.getLogger(__name__)
+
+
+def _body(response: Any) -> Obj:
+    data: Obj = json.loads(response.data)
+    return data
+
+
+class WriteCounter:
+    """Counts the API writes this process makes, by verb (for metrics and benchmarks)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+
+    def add(self, verb: str) -> None:
+        with self._lock:
+            self.counts[verb] = self.counts.get(verb, 0) + 1
+
+
+class Kube:
+    """The few API calls the reconcilers need."""
+
+    def __init__(self, api_client: client.ApiClient, component: str = "rft-operator") -> None:
+        self.api_client = api_client
+        self.custom = client.CustomObjectsApi(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.discovery = client.DiscoveryV1Api(api_client)
+        self.component = component
+        self.writes = WriteCounter()
+
+    # --- the project's custom resources -------------------------------------------------------
+    def get(self, plural: str, namespace: str, name: str) -> Obj | None:
+        try:
+            return _body(
+                self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, plural, name, _preload_content=False
+                )
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list_objects(self, plural: str, namespace: str | None = None) -> list[Obj]:
+        if namespace is None:
+            resp = self.custom.list_cluster_custom_object(GROUP, VERSION, plural, _preload_content=False)
+        else:
+            resp = self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, _preload_content=False
+            )
+        items: list[Obj] = _body(resp)["items"]
+        return items
+
+    def create(self, plural: str, namespace: str, body: Obj) -> tuple[Obj, bool]:
+        """Create; on 409 return the existing object and False."""
+        try:
+            self.writes.add("create")
+            created = _body(
+                self.custom.create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, plural, body, _preload_content=False
+                )
+            )
+            return created, True
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        existing = self.get(plural, namespace, body["metadata"]["name"])
+        if existing is None:  # deleted in between: the caller retries
+            raise ApiException(status=409, reason="object vanished after a conflict")
+        return existing, False
+
+    def patch_status(self, plural: str, namespace: str, name: str, status: Obj) -> Obj | None:
+        """Merge-patch the status subresource; None when the object is gone."""
+        try:
+            self.writes.add("patch_status")
+            return _body(
+                self.custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, namespace, plural, name, {"status": status}, _preload_content=False
+                )
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def delete(self, plural: str, namespace: str, name: str, propagation: str = "Background") -> bool:
+        try:
+            self.writes.add("delete")
+            self.custom.delete_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+                body=client.V1DeleteOptions(propagation_policy=propagation),
+                _preload_content=False,
+            )
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    # --- Jobs and Pods --------------------------------------------------------------------------
+    def get_job(self, namespace: str, name: str) -> Obj | None:
+        try:
+            return _body(self.batch.read_namespaced_job(name, namespace, _preload_content=False))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_job(self, namespace: str, body: Obj) -> tuple[Obj, bool]:
+        try:
+            self.writes.add("create")
+            response = self.batch.create_namespaced_job(namespace, body, _preload_content=False)  # type: ignore[arg-type]
+            return _body(response), True
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        existing = self.get_job(namespace, body["metadata"]["name"])
+        if existing is None:
+            raise ApiException(status=409, reason="Job vanished after a conflict")
+        return existing, False
+
+    def patch_job(self, namespace: str, name: str, patch: Obj) -> None:
+        self.writes.add("patch")
+        self.batch.patch_namespaced_job(name, namespace, patch, _preload_content=False)
+
+    def delete_job(self, namespace: str, name: str) -> bool:
+        try:
+            self.writes.add("delete")
+            self.batch.delete_namespaced_job(
+                name,
+                namespace,
+                body=client.V1DeleteOptions(propagation_policy="Background"),
+                _preload_content=False,
+            )
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    def list_pods(self, namespace: str, selector: str) -> list[Obj]:
+        items: list[Obj] = _body(
+            self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
+        )["items"]
+        return items
+
+    # --- Events ----------------------------------------------------------------------------------
+    def record_event(self, obj: Obj, event_type: str, reason: str, message: str) -> None:
+        """Post a core/v1 Event about `obj`. Failures are logged, never raised: events are best effort."""
+        meta = obj["metadata"]
+        now = datetime.now(UTC)
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": obj["apiVersion"],
+                "kind": obj["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": event_type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": self.component},
+            "reportingComponent": self.component,
+            "reportingInstance": self.component,
+            "firstTimestamp": now.isoformat().replace("+00:00", "Z"),
+            "lastTimestamp": now.isoformat().replace("+00:00", "Z"),
+            "count": 1,
+        }
+        try:
+            self.writes.add("create_event")
+            self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False)  # type: ignore[arg-type]
+        except ApiException as exc:
+            log.warning(
+                "could not record event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc.reason
+            )

@@ -1,0 +1,131 @@
+"""Kopf registration only: watches enqueue keys; the work queue runs the reconcilers.
+
+    kopf run -m rft_operator.main --all-namespaces     (or: python -m rft_operator)
+
+Handlers are `on.event` watchers and nothing else: Kopf then stores no progress or diff-base
+annotations and adds no finalizers, so the operator's only writes are the ones the reconcilers
+decide to make (a Job, a status, a Model, an Event). Children are cleaned up by owner references.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+from prometheus_client import start_http_server
+from rft.api import GROUP, VERSION
+
+from rft_operator import naming
+from rft_operator.accelerators import AcceleratorMap
+from rft_operator.config import OperatorConfig
+from rft_operator.kube import Kube
+from rft_operator.reconcilers.dataset import DatasetReconciler
+from rft_operator.reconcilers.model import ModelReconciler
+from rft_operator.reconcilers.step import StepReconciler
+from rft_operator.workqueue import WorkQueue
+
+log = logging.getLogger("rft_operator")
+
+MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGER}
+KIND_OF_PLURAL = {"reinforcementsteps": "step", "datasets": "dataset", "models": "model"}
+
+
+def _api_client(workers: int) -> client.ApiClient:
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = max(8, workers * 2)
+    return client.ApiClient(configuration)
+
+
+@kopf.on.startup()
+def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    cfg = OperatorConfig.from_env()
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    kube = Kube(_api_client(cfg.workers))
+    accelerators = AcceleratorMap.load(cfg.accelerator_map_file)
+    reconcilers = {
+        "step": StepReconciler(kube, cfg, accelerators).sync,
+        "dataset": DatasetReconciler(kube, cfg).sync,
+        "model": ModelReconciler(kube).sync,
+    }
+    queue = WorkQueue(reconcilers, workers=cfg.workers)
+    queue.start()
+    memo.queue = queue
+    memo.kube = kube
+    memo.config = cfg
+    memo.stop_resync = threading.Event()
+    threading.Thread(target=_resync_loop, args=(kube, queue, cfg, memo.stop_resync), daemon=True).start()
+    if cfg.metrics_port:
+        start_http_server(cfg.metrics_port)
+    log.info(
+        "rft-operator started: %d workers, accelerators %s", cfg.workers, ", ".join(accelerators.known())
+    )
+
+
+@kopf.on.cleanup()
+def stop(memo: Any, **_: Any) -> None:
+    memo.stop_resync.set()
+    memo.queue.stop()
+
+
+def _resync_loop(kube: Kube, queue: WorkQueue, cfg: OperatorConfig, stop: threading.Event) -> None:
+    """Every object is looked at now and then even without events (repairs missed events)."""
+    while not stop.wait(cfg.resync_seconds):
+        for plural, kind in KIND_OF_PLURAL.items():
+            try:
+                for obj in kube.list_objects(plural):
+                    queue.add((kind, obj["metadata"]["namespace"], obj["metadata"]["name"]))
+            except Exception:  # the next round tries again
+                log.exception("resync of %s failed", plural)
+
+
+@kopf.on.probe(id="queue")
+def queue_depth(memo: Any, **_: Any) -> int:
+    return len(memo.queue)
+
+
+def _enqueue_own(kind: str) -> Any:
+    def handler(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+        memo.queue.add((kind, namespace or "", name))
+
+    return handler
+
+
+def _enqueue_owner(labels: Mapping[str, str], namespace: str | None, memo: Any) -> None:
+    if step := labels.get(naming.LABEL_STEP):
+        memo.queue.add(("step", namespace or "", step))
+    elif dataset := labels.get(naming.LABEL_DATASET):
+        memo.queue.add(("dataset", namespace or "", dataset))
+
+
+for _plural, _kind in KIND_OF_PLURAL.items():
+    kopf.on.event(GROUP, VERSION, _plural, id=f"watch-{_plural}")(_enqueue_own(_kind))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
+def job_changed(labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any) -> None:
+    _enqueue_owner(labels, namespace, memo)
+
+
+@kopf.on.event("", "v1", "pods", labels=MANAGED)
+def pod_changed(labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any) -> None:
+    _enqueue_owner(labels, namespace, memo)
+
+
+@kopf.on.event(GROUP, VERSION, "datasets", id="wake-steps-of-dataset")
+@kopf.on.event(GROUP, VERSION, "models", id="wake-steps-of-model")
+def reference_changed(namespace: str | None, memo: Any, **_: Any) -> None:
+    """Steps waiting for this Dataset or Model look again (cheap: waiting steps are few)."""
+    for obj in memo.kube.list_objects("reinforcementsteps", namespace):
+        if obj.get("status", {}).get("phase") in (None, "JOB_STATE_CREATING"):
+            memo.queue.add(("step", obj["metadata"]["namespace"], obj["metadata"]["name"]))

@@ -1,0 +1,45 @@
+"""What every reconciler shares: the clock, status writes that skip no-ops, events on changes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from rft.api.common import ApiModel
+
+from rft_operator.kube import Kube, Obj
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A merge patch turning `old` into `new` (keys that disappear are set to null)."""
+    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
+    patch.update({k: None for k in old if k not in new})
+    return patch
+
+
+class Reconciler:
+    """Base of the per-kind reconcilers: `sync(namespace, name)` returns seconds until the next
+    look (None: only on the next event)."""
+
+    plural: str
+
+    def __init__(self, kube: Kube, clock: Clock = utcnow) -> None:
+        self.kube = kube
+        self.clock = clock
+
+    def write_status(self, raw: Obj, old: ApiModel, new: ApiModel) -> bool:
+        """Patch the status subresource when something changed; True when written."""
+        old_wire, new_wire = old.to_wire(), new.to_wire()
+        if old_wire == new_wire:
+            return False
+        patch = status_patch(old_wire, new_wire)
+        meta = raw["metadata"]
+        self.kube.patch_status(self.plural, meta["namespace"], meta["name"], patch)
+        return True

@@ -1,0 +1,153 @@
+"""Dataset: validated once per generation by a Job that runs under the Dataset's ServiceAccount.
+
+The operator never reads the user's bucket: the validation Job does, and reports counts, digest
+and the first bad lines through its termination message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.alias_generators import to_camel
+from rft.api import Dataset, DatasetStatus
+from rft.api.dataset import RowError
+
+from rft_operator import naming
+from rft_operator.builders.jobs import VALIDATOR_CONTAINER, build_validation_job
+from rft_operator.conditions import set_condition
+from rft_operator.config import OperatorConfig
+from rft_operator.jobstate import job_state, termination_message
+from rft_operator.kube import Kube, Obj
+from rft_operator.reconcilers.base import Clock, Reconciler, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class ValidationSummary(BaseModel):
+    """The validator's termination message (`python -m rft.validate`)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    ok: bool
+    resolved_source: str | None = None
+    rows: int | None = None
+    format: str | None = None
+    min_samples: int | None = None
+    max_samples: int | None = None
+    reward_keys: list[str] = []
+    bytes: int | None = None
+    digest: str | None = None
+    errors: list[RowError] = []
+    error: str | None = None
+
+
+class DatasetReconciler(Reconciler):
+    plural = "datasets"
+
+    def __init__(self, kube: Kube, config: OperatorConfig, clock: Clock = utcnow) -> None:
+        super().__init__(kube, clock)
+        self.config = config
+
+    def sync(self, namespace: str, name: str) -> float | None:
+        raw = self.kube.get(self.plural, namespace, name)
+        if raw is None:
+            return None
+        dataset = Dataset.model_validate(raw)
+        gen = dataset.metadata.generation
+        if dataset.status.observed_generation == gen and dataset.status.phase in ("READY", "FAILED"):
+            return None
+        job_name = naming.validation_job_name(name, gen)
+        job = self.kube.get_job(namespace, job_name)
+        status = dataset.status.model_copy(deep=True)
+        now = self.clock()
+        if job is None:
+            self.kube.create_job(namespace, build_validation_job(dataset, self.config))
+            status.phase = "VALIDATING"
+            status.validation_job = job_name
+            status.observed_generation = gen
+            status.conditions = set_condition(
+                status.conditions,
+                "Ready",
+                None,
+                "Validating",
+                f"Job {job_name} validates {dataset.spec.source}",
+                gen,
+                now,
+            )
+            self._write(raw, dataset, status)
+            return self.config.poll_seconds
+        pods = self.kube.list_pods(namespace, f"batch.kubernetes.io/job-name={job_name}")
+        state = job_state(job, pods)
+        if state.outcome is None:
+            return self.config.poll_seconds
+        text, _ = termination_message(pods, VALIDATOR_CONTAINER, succeeded=state.outcome == "complete")
+        summary = _parse_summary(text)
+        status.observed_generation = gen
+        if state.outcome == "complete" and summary is not None and summary.ok:
+            status.phase = "READY"
+            status.resolved_source = summary.resolved_source
+            status.rows = summary.rows
+            status.format = summary.format
+            status.min_samples_per_row = summary.min_samples
+            status.max_samples_per_row = summary.max_samples
+            status.reward_keys = summary.reward_keys
+            status.bytes = summary.bytes
+            status.digest = summary.digest
+            status.errors = []
+            message = f"{summary.rows} rows ({summary.format}), {summary.digest}"
+            status.conditions = set_condition(
+                status.conditions, "Ready", True, "Validated", message, gen, now
+            )
+        else:
+            status.phase = "FAILED"
+            if summary is not None:
+                status.errors = summary.errors[:20]
+                status.digest = summary.digest
+                status.rows = summary.rows
+            if summary is not None and summary.errors:
+                first = summary.errors[0]
+                message = f"line {first.line}: {first.message}" if first.line else first.message
+                more = len(summary.errors) - 1
+                message += f" (and {more} more error(s) in status.errors)" if more else ""
+                reason = "InvalidRows"
+            elif summary is not None and summary.error:
+                message, reason = summary.error, "ValidationError"
+            else:
+                message = (text or state.message or state.reason or "the validation Job failed").strip()[
+                    -1024:
+                ]
+                reason = "ValidationJobFailed"
+            status.conditions = set_condition(status.conditions, "Ready", False, reason, message, gen, now)
+        self._write(raw, dataset, status)
+        return None
+
+    def _write(self, raw: Obj, dataset: Dataset, status: DatasetStatus) -> None:
+        old = dataset.status.phase
+        if self.write_status(raw, dataset.status, status) and status.phase != old:
+            ready = next((c for c in status.conditions if c.type == "Ready"), None)
+            message = ready.message if ready else str(status.phase)
+            self.kube.record_event(
+                raw,
+                "Warning" if status.phase == "FAILED" else "Normal",
+                str(status.phase).capitalize(),
+                message,
+            )
+            log.info(
+                "dataset %s/%s: %s -> %s: %s",
+                dataset.metadata.namespace,
+                dataset.metadata.name,
+                old,
+                status.phase,
+                message,
+            )
+
+
+def _parse_summary(text: str | None) -> ValidationSummary | None:
+    if not text:
+        return None
+    try:
+        return ValidationSummary.model_validate(json.loads(text))
+    except (ValueError, ValidationError):
+        return None

@@ -1,0 +1,539 @@
+"""ReinforcementStep: validate references, run exactly one training Job, register the Model.
+
+Level-based: `sync` reads the step, its Job and pods, and the referenced objects, and moves the
+status to where the world is. Running it twice, after a restart or on a stale event changes
+nothing and never creates a second Job: the Job's name is deterministic, and a step whose Job
+vanished fails instead of training again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import kopf
+from rft.api import Dataset, Model, ReinforcementStep, ReinforcementStepStatus, StepPhase
+from rft.api.reinforcement_step import StepProgress
+from rft.trainer_config import TrainerFailure, TrainerResult, parse_termination_message
+
+from rft_operator import naming
+from rft_operator.accelerators import AcceleratorMap, UnknownAcceleratorError
+from rft_operator.builders.jobs import (
+    TRAINER_CONTAINER,
+    build_training_job,
+    default_output_location,
+    trainer_config,
+)
+from rft_operator.conditions import set_condition
+from rft_operator.config import OperatorConfig
+from rft_operator.jobstate import JobState, job_state, termination_message
+from rft_operator.kube import Kube, Obj
+from rft_operator.metrics import METRICS
+from rft_operator.progress import fetch_progress, may_poll
+from rft_operator.reconcilers.base import Clock, Reconciler, utcnow
+
+log = logging.getLogger(__name__)
+
+CONTINUATION_FIELDS = ("lora_rank", "learning_rate", "max_context_length", "batch_size")
+
+
+@dataclass(frozen=True)
+class Ready:
+    dataset: Dataset
+    source: Model
+    base: Model
+    output_location: str
+
+
+@dataclass(frozen=True)
+class Wait:
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Refuse:
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class AlreadyDone:
+    model: Model
+
+
+def lineage_digest(step: ReinforcementStep, dataset_digest: str | None) -> str:
+    """What this very spec would produce: equal digests mean an identical training run."""
+    spec = step.spec.to_wire()
+    for field in ("suspend", "cancel", "ttlSecondsAfterFinished", "activeDeadlineSeconds", "backoffLimit"):
+        spec.pop(field, None)
+    payload = json.dumps({"spec": spec, "dataset": dataset_digest}, sort_keys=True)
+    return "sha256:" + hashlib.sha256(payload.encode()).hexdigest()
+
+
+def continuation_mismatches(step: ReinforcementStep, parent: Model) -> list[str]:
+    """The continuation rule: these parameters must equal the parent checkpoint's."""
+    t = step.spec.training
+    recorded = parent.spec.training
+    lora = parent.spec.lora
+    if recorded is None or lora is None:
+        return [
+            f"parent Model {parent.metadata.name} records no training parameters (spec.training, spec.lora)"
+        ]
+    pairs = {
+        "loraRank": (t.lora_rank, lora.rank),
+        "learningRate": (t.learning_rate, recorded.learning_rate),
+        "maxContextLength": (t.max_context_length, recorded.max_context_length),
+        "batchSize": (t.batch_size, recorded.batch_size),
+    }
+    out = []
+    for field, (mine, theirs) in pairs.items():
+        same = float(str(mine)) == float(str(theirs)) if field == "learningRate" else mine == theirs
+        if not same:
+            out.append(
+                f"spec.training.{field} is {mine} but {parent.metadata.name} was trained with {theirs}"
+            )
+    return out
+
+
+class StepReconciler(Reconciler):
+    plural = "reinforcementsteps"
+
+    def __init__(
+        self, kube: Kube, config: OperatorConfig, accelerators: AcceleratorMap, clock: Clock = utcnow
+    ) -> None:
+        super().__init__(kube, clock)
+        self.config = config
+        self.accelerators = accelerators
+
+    # ---------------------------------------------------------------------------------------------
+    def sync(self, namespace: str, name: str) -> float | None:
+        raw = self.kube.get(self.plural, namespace, name)
+        if raw is None:
+            return None
+        step = ReinforcementStep.model_validate(raw)
+        if step.metadata.deletion_timestamp:
+            return None
+        if step.status.phase is not None and step.status.phase.is_terminal:
+            return self._expire_after_ttl(step)
+
+        job_name = naming.training_job_name(name)
+        job = self.kube.get_job(namespace, job_name)
+        if (
+            job is not None
+            and job["metadata"].get("annotations", {}).get(naming.ANNOTATION_STEP_UID) != step.metadata.uid
+        ):
+            raise kopf.TemporaryError(
+                f"Job {job_name} of an earlier step with this name is still being deleted", delay=5
+            )
+
+        if step.spec.cancel:
+            if job is not None:
+                self.kube.delete_job(namespace, job_name)
+            return self._finish(
+                raw, step, StepPhase.CANCELLED, "Cancelled", "cancelled by the user (spec.cancel)"
+            )
+
+        if job is None:
+            return self._before_job(raw, step, job_name)
+        return self._with_job(raw, step, job)
+
+    # --- before the Job exists --------------------------------------------------------------------
+    def _before_job(self, raw: Obj, step: ReinforcementStep, job_name: str) -> float | None:
+        if step.status.job_name:
+            return self._finish(
+                raw,
+                step,
+                StepPhase.FAILED,
+                "JobDeleted",
+                f"training Job {step.status.job_name} was deleted before the step finished; "
+                "a step never starts a second Job: create a new ReinforcementStep",
+            )
+        verdict = self._validate(step)
+        status = step.status.model_copy(deep=True)
+        now, gen = self.clock(), step.metadata.generation
+        if isinstance(verdict, Wait):
+            status.phase = StepPhase.CREATING
+            status.message = verdict.message
+            status.conditions = set_condition(
+                status.conditions, "Validated", None, verdict.reason, verdict.message, gen, now
+            )
+            status.observed_generation = gen
+            self._write(raw, step, status)
+            return self.config.poll_seconds
+        if isinstance(verdict, Refuse):
+            status.conditions = set_condition(
+                status.conditions, "Validated", False, verdict.reason, verdict.message, gen, now
+            )
+            step.status.conditions = status.conditions
+            return self._finish(raw, step, StepPhase.FAILED, verdict.reason, verdict.message)
+        if isinstance(verdict, AlreadyDone):
+            return self._adopt_existing_output(raw, step, verdict.model)
+
+        status.conditions = set_condition(
+            status.conditions,
+            "Validated",
+            True,
+            "ReferencesReady",
+            "dataset, model and output name checked",
+            gen,
+            now,
+        )
+        status.output_location = verdict.output_location
+        status.output_model = naming.full_model_name(step.metadata.namespace, step.spec.output_model)
+        if verdict.source.spec.kind == "lora":
+            status.warm_start_from = naming.full_model_name(
+                step.metadata.namespace, verdict.source.metadata.name
+            )
+        status.observed_generation = gen
+        if step.spec.suspend:
+            status.phase = StepPhase.PENDING
+            status.message = "suspended before start (spec.suspend); no Job yet"
+            status.conditions = set_condition(
+                status.conditions, "Suspended", True, "Suspended", status.message, gen, now
+            )
+            self._write(raw, step, status)
+            return None
+
+        trainer = trainer_config(
+            step, verdict.dataset, verdict.source, verdict.base, verdict.output_location, self.config
+        )
+        manifest = build_training_job(step, trainer, self.accelerators, self.config)
+        self.kube.create_job(step.metadata.namespace, manifest)
+        created = _parse_time(raw["metadata"].get("creationTimestamp"))
+        if created is not None:
+            METRICS.time_to_job.observe(max(0.0, (self.clock() - created).total_seconds()))
+        status.phase = StepPhase.PENDING
+        status.job_name = job_name
+        status.message = f"Job {job_name} created; waiting for a {step.spec.accelerator.type} node"
+        if any(c.type == "Suspended" for c in status.conditions):
+            status.conditions = set_condition(status.conditions, "Suspended", False, "Resumed", "", gen, now)
+        self._write(raw, step, status)
+        return self.config.poll_seconds
+
+    def _validate(self, step: ReinforcementStep) -> Ready | Wait | Refuse | AlreadyDone:
+        ns = step.metadata.namespace
+        spec = step.spec
+        ds_raw = self.kube.get("datasets", ns, spec.dataset)
+        if ds_raw is None:
+            return Wait("DatasetNotFound", f"waiting for Dataset {spec.dataset} to exist")
+        dataset = Dataset.model_validate(ds_raw)
+        if dataset.status.phase == "FAILED":
+            detail = (
+                dataset.status.errors[0].message
+                if dataset.status.errors
+                else (dataset.status.conditions[0].message if dataset.status.conditions else "")
+            )
+            return Refuse(
+                "DatasetInvalid", f"Dataset {spec.dataset} failed validation: {detail}".rstrip(": ")
+            )
+        if dataset.status.phase != "READY" or not dataset.status.digest:
+            return Wait("DatasetNotReady", f"waiting for Dataset {spec.dataset} to be validated")
+
+        src_raw = self.kube.get("models", ns, spec.model)
+        if src_raw is None:
+            return Wait("ModelNotFound", f"waiting for Model {spec.model} to exist")
+        source = Model.model_validate(src_raw)
+        if source.status.phase == "FAILED":
+            return Refuse("ModelFailed", f"source Model {spec.model} is FAILED")
+        base = source
+        if source.spec.kind == "lora":
+            base_name = source.spec.base_model or ""
+            base_raw = self.kube.get("models", ns, base_name)
+            if base_raw is None:
+                return Wait(
+                    "BaseModelNotFound", f"waiting for base Model {base_name} of {spec.model} to exist"
+                )
+            base = Model.model_validate(base_raw)
+
+        out_raw = self.kube.get("models", ns, spec.output_model)
+        if out_raw is not None:
+            existing = Model.model_validate(out_raw)
+            if existing.metadata.annotations.get(naming.ANNOTATION_LINEAGE) == lineage_digest(
+                step, dataset.status.digest
+            ):
+                return AlreadyDone(existing)
+            return Refuse(
+                "OutputModelExists",
+                f"Model {spec.output_model} already exists (not produced by this spec); choose another spec.outputModel",
+            )
+
+        if source.spec.kind == "lora":
+            mismatches = continuation_mismatches(step, source)
+            if mismatches:
+                return Refuse(
+                    "IncompatibleCheckpoint", f"cannot warm-start from {spec.model}: " + "; ".join(mismatches)
+                )
+        try:
+            self.accelerators.placement(spec.accelerator.type)
+        except UnknownAcceleratorError as exc:
+            return Refuse("UnknownAccelerator", str(exc))
+        output = spec.output_location or default_output_location(source, spec.output_model)
+        return Ready(dataset, source, base, output)
+
+    # --- while the Job exists ----------------------------------------------------------------------
+    def _with_job(self, raw: Obj, step: ReinforcementStep, job: Obj) -> float | None:
+        ns, job_name = step.metadata.namespace, job["metadata"]["name"]
+        pods = self.kube.list_pods(ns, f"batch.kubernetes.io/job-name={job_name}")
+        state = job_state(job, pods)
+        if bool(job["spec"].get("suspend")) != step.spec.suspend and state.outcome is None:
+            self.kube.patch_job(ns, job_name, {"spec": {"suspend": step.spec.suspend}})
+        if state.outcome == "complete":
+            return self._complete(raw, step, pods)
+        if state.outcome == "failed":
+            return self._failed(raw, step, state, pods)
+        return self._in_progress(raw, step, job, state)
+
+    def _in_progress(self, raw: Obj, step: ReinforcementStep, job: Obj, state: JobState) -> float | None:
+        status = step.status.model_copy(deep=True)
+        now, gen = self.clock(), step.metadata.generation
+        status.observed_generation = gen
+        status.job_name = job["metadata"]["name"]
+        status.failed_pods = state.failed_pods or None
+        if step.spec.suspend:
+            status.phase = StepPhase.PENDING
+            status.message = (
+                "suspended (spec.suspend): the Job's pods are stopped; it restarts from scratch when resumed"
+            )
+            status.conditions = set_condition(
+                status.conditions, "Suspended", True, "Suspended", status.message, gen, now
+            )
+            self._write(raw, step, status)
+            return None
+        if any(c.type == "Suspended" for c in status.conditions):
+            status.conditions = set_condition(status.conditions, "Suspended", False, "Resumed", "", gen, now)
+        if state.running_pod is not None:
+            pod = state.running_pod
+            status.phase = StepPhase.RUNNING
+            status.start_time = status.start_time or _parse_time(pod["status"].get("startTime")) or now
+            status.message = f"training on {pod['spec'].get('nodeName', 'a node')}"
+            pod_ip = pod["status"].get("podIP")
+            if may_poll(pod_ip, self.config.progress_poll):
+                report = fetch_progress(pod_ip, self.config.progress_port)
+                if report is not None:
+                    status.progress = StepProgress(
+                        epoch=report.epoch,
+                        step=report.step,
+                        total_steps=report.total_steps,
+                        loss=_decimal(report.loss),
+                        mean_reward=_decimal(report.mean_reward),
+                    )
+                    if report.phase == "writing_results":
+                        status.phase = StepPhase.WRITING_RESULTS
+                        status.message = "writing the checkpoint"
+        else:
+            status.phase = StepPhase.PENDING
+            retry = f" (after {state.failed_pods} failed attempt(s))" if state.failed_pods else ""
+            status.message = f"Job {status.job_name} waiting for a pod to run{retry}"
+        self._write(raw, step, status)
+        return self.config.poll_seconds
+
+    def _failed(self, raw: Obj, step: ReinforcementStep, state: JobState, pods: list[Obj]) -> float | None:
+        if state.reason == "DeadlineExceeded":
+            return self._finish(
+                raw,
+                step,
+                StepPhase.EXPIRED,
+                "DeadlineExceeded",
+                f"the step ran longer than spec.activeDeadlineSeconds ({step.spec.active_deadline_seconds}s)",
+            )
+        text, code = termination_message(pods, TRAINER_CONTAINER, succeeded=False)
+        reason, detail = "TrainingFailed", state.message or state.reason
+        if text:
+            try:
+                parsed = parse_termination_message(text)
+            except ValueError:
+                detail = text.strip().splitlines()[-1][:1024] if text.strip() else detail
+            else:
+                if isinstance(parsed, TrainerFailure):
+                    reason, detail = parsed.reason, parsed.message
+        attempts = state.failed_pods or 1
+        message = (
+            f"trainer failed after {attempts} attempt(s)"
+            + (f" (exit code {code})" if code is not None else "")
+            + f": {detail}"
+        )
+        return self._finish(raw, step, StepPhase.FAILED, reason, message)
+
+    def _complete(self, raw: Obj, step: ReinforcementStep, pods: list[Obj]) -> float | None:
+        text, _ = termination_message(pods, TRAINER_CONTAINER, succeeded=True)
+        try:
+            result = parse_termination_message(text or "")
+        except ValueError as exc:
+            return self._finish(
+                raw,
+                step,
+                StepPhase.FAILED,
+                "InvalidResult",
+                f"the trainer succeeded but its result summary is unusable: {exc}",
+            )
+        if isinstance(result, TrainerFailure):
+            return self._finish(raw, step, StepPhase.FAILED, result.reason, result.message)
+        model, problem = self._register_model(step, result)
+        if problem:
+            return self._finish(raw, step, StepPhase.FAILED, "OutputModelExists", problem)
+        assert model is not None
+        step.status.metrics = dict(result.metrics)
+        step.status.progress = (step.status.progress or StepProgress()).model_copy(
+            update={"loss": result.metrics.get("loss"), "mean_reward": result.metrics.get("mean_reward")}
+        )
+        return self._finish(
+            raw,
+            step,
+            StepPhase.COMPLETED,
+            "Completed",
+            f"trained {naming.full_model_name(step.metadata.namespace, step.spec.output_model)} at {result.output_location}",
+        )
+
+    def _register_model(
+        self, step: ReinforcementStep, result: TrainerResult
+    ) -> tuple[Model | None, str | None]:
+        ns = step.metadata.namespace
+        src_raw = self.kube.get("models", ns, step.spec.model)
+        source = Model.model_validate(src_raw) if src_raw else None
+        base_name = (
+            source.spec.base_model if source and source.spec.kind == "lora" else step.spec.model
+        ) or step.spec.model
+        ds_raw = self.kube.get("datasets", ns, step.spec.dataset)
+        ds_digest = Dataset.model_validate(ds_raw).status.digest if ds_raw else result.dataset_digest
+        body = Model.model_validate(
+            {
+                "metadata": {
+                    "name": step.spec.output_model,
+                    "namespace": ns,
+                    "labels": naming.labels("checkpoint", **{naming.LABEL_STEP: step.metadata.name}),
+                    "annotations": {
+                        naming.ANNOTATION_STEP_UID: step.metadata.uid,
+                        naming.ANNOTATION_LINEAGE: lineage_digest(step, ds_digest),
+                    },
+                },
+                "spec": {
+                    "kind": "lora",
+                    "location": result.output_location,
+                    "serviceAccountName": step.spec.service_account_name,
+                    "baseModel": base_name,
+                    "parent": step.spec.model if source and source.spec.kind == "lora" else None,
+                    "lora": result.lora.to_wire(),
+                    "training": result.training.to_wire(),
+                    "datasetDigest": result.dataset_digest,
+                    "files": [f.to_wire() for f in result.files],
+                    "metrics": result.metrics,
+                },
+            }
+        ).to_wire()
+        body["metadata"] = {k: v for k, v in body["metadata"].items() if v not in ("", 0, None, {})}
+        created, is_new = self.kube.create("models", ns, body)
+        model = Model.model_validate(created)
+        if not is_new and model.metadata.annotations.get(naming.ANNOTATION_STEP_UID) != step.metadata.uid:
+            return (
+                None,
+                f"Model {step.spec.output_model} was created by someone else while this step ran; the checkpoint is at {result.output_location}",
+            )
+        if model.status.phase != "READY":
+            now = self.clock()
+            self.kube.patch_status(
+                "models",
+                ns,
+                model.metadata.name,
+                {
+                    "phase": "READY",
+                    "observedGeneration": model.metadata.generation,
+                    "conditions": [
+                        c.to_wire()
+                        for c in set_condition(
+                            [],
+                            "Ready",
+                            True,
+                            "Registered",
+                            f"registered by ReinforcementStep {step.metadata.name}",
+                            model.metadata.generation,
+                            now,
+                        )
+                    ],
+                },
+            )
+        return model, None
+
+    def _adopt_existing_output(self, raw: Obj, step: ReinforcementStep, model: Model) -> float | None:
+        """GitOps re-created a finished step: its output already exists with this very lineage."""
+        step.status.output_location = model.spec.location
+        step.status.metrics = dict(model.spec.metrics)
+        step.status.progress = StepProgress(
+            loss=model.spec.metrics.get("loss"), mean_reward=model.spec.metrics.get("mean_reward")
+        )
+        return self._finish(
+            raw,
+            step,
+            StepPhase.COMPLETED,
+            "AlreadyTrained",
+            f"Model {model.metadata.name} already holds the result of this exact spec; not training again",
+        )
+
+    # --- the end -----------------------------------------------------------------------------------
+    def _finish(
+        self, raw: Obj, step: ReinforcementStep, phase: StepPhase, reason: str, message: str
+    ) -> float | None:
+        status: ReinforcementStepStatus = step.status.model_copy(deep=True)
+        now, gen = self.clock(), step.metadata.generation
+        status.phase = phase
+        status.message = message
+        status.observed_generation = gen
+        status.completion_time = now
+        if phase == StepPhase.COMPLETED:
+            status.output_model = naming.full_model_name(step.metadata.namespace, step.spec.output_model)
+        status.conditions = set_condition(
+            status.conditions, "Succeeded", phase == StepPhase.COMPLETED, reason, message, gen, now
+        )
+        self._write(raw, step, status)
+        METRICS.steps_finished.labels(phase=phase.value).inc()
+        return self._expire_after_ttl(step.model_copy(update={"status": status}))
+
+    def _expire_after_ttl(self, step: ReinforcementStep) -> float | None:
+        ttl = step.spec.ttl_seconds_after_finished
+        if ttl is None or step.status.completion_time is None:
+            return None
+        remaining = (step.status.completion_time + timedelta(seconds=ttl) - self.clock()).total_seconds()
+        if remaining > 0:
+            return remaining
+        # Foreground: the Job (and its pods) go first, then the step: removed together.
+        self.kube.delete(self.plural, step.metadata.namespace, step.metadata.name, propagation="Foreground")
+        return None
+
+    def _write(self, raw: Obj, step: ReinforcementStep, status: ReinforcementStepStatus) -> None:
+        old_phase = step.status.phase
+        if (
+            self.write_status(raw, step.status, status)
+            and status.phase != old_phase
+            and status.phase is not None
+        ):
+            warning = status.phase in (StepPhase.FAILED, StepPhase.EXPIRED)
+            self.kube.record_event(
+                raw,
+                "Warning" if warning else "Normal",
+                _event_reason(status.phase),
+                status.message or status.phase.value,
+            )
+            log.info(
+                "step %s/%s: %s -> %s: %s",
+                step.metadata.namespace,
+                step.metadata.name,
+                old_phase,
+                status.phase,
+                status.message,
+            )
+        step.status = status
+
+
+def _event_reason(phase: StepPhase) -> str:
+    return "".join(part.capitalize() for part in phase.value.removeprefix("JOB_STATE_").split("_"))
+
+
+def _decimal(value: float | None) -> str | None:
+    return None if value is None else f"{value:.6g}"
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None

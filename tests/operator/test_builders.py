@@ -1,0 +1,213 @@
+"""Pure builders: the Jobs a step and a dataset turn into, checked without a cluster."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from rft.api import Dataset, Model, ReinforcementStep
+from rft.trainer_config import CONFIG_ENV_VAR, TrainerConfig
+from rft_operator import naming
+from rft_operator.accelerators import AcceleratorMap, UnknownAcceleratorError
+from rft_operator.builders.jobs import (
+    build_training_job,
+    build_validation_job,
+    default_output_location,
+    trainer_config,
+)
+from rft_operator.config import OperatorConfig
+
+CONFIG = OperatorConfig(trainer_image="registry.example/rft-trainer:1.2.3")
+ACCELERATORS = AcceleratorMap.load(None)
+DIGEST = "sha256:" + "ab" * 32
+
+
+def make_step(**spec: Any) -> ReinforcementStep:
+    return ReinforcementStep.model_validate(
+        {
+            "metadata": {"name": "step-1", "namespace": "team-a", "uid": "uid-1", "generation": 1},
+            "spec": {
+                "dataset": "ds",
+                "model": "base",
+                "outputModel": "ckpt-1",
+                "serviceAccountName": "trainer-sa",
+                **spec,
+            },
+        }
+    )
+
+
+def make_dataset() -> Dataset:
+    return Dataset.model_validate(
+        {
+            "metadata": {"name": "ds", "namespace": "team-a", "uid": "uid-ds", "generation": 3},
+            "spec": {"source": "s3://bkt/rft/datasets/ds.jsonl", "serviceAccountName": "reader"},
+            "status": {
+                "phase": "READY",
+                "digest": DIGEST,
+                "resolvedSource": "s3://bkt/rft/datasets/ds.jsonl",
+            },
+        }
+    )
+
+
+BASE = Model.model_validate(
+    {
+        "metadata": {"name": "base", "namespace": "team-a"},
+        "spec": {"kind": "base", "location": "s3://bkt/rft/models/base/"},
+    }
+)
+PARENT = Model.model_validate(
+    {
+        "metadata": {"name": "ckpt-0", "namespace": "team-a"},
+        "spec": {
+            "kind": "lora",
+            "location": "s3://bkt/rft/models/ckpt-0/",
+            "baseModel": "base",
+            "lora": {"rank": 16, "alpha": 32, "targetModules": ["q_proj"]},
+        },
+    }
+)
+
+
+def training_job(step: ReinforcementStep, source: Model = BASE) -> tuple[dict[str, Any], TrainerConfig]:
+    out = default_output_location(source, step.spec.output_model)
+    cfg = trainer_config(step, make_dataset(), source, BASE, out, CONFIG)
+    return build_training_job(step, cfg, ACCELERATORS, CONFIG), cfg
+
+
+def test_training_job_is_named_owned_and_labelled_deterministically() -> None:
+    job, _ = training_job(make_step())
+    assert job["metadata"]["name"] == "step-1-train"
+    assert job["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "rft-operator.io/v1alpha1",
+            "kind": "ReinforcementStep",
+            "name": "step-1",
+            "uid": "uid-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    assert job["metadata"]["labels"][naming.LABEL_STEP] == "step-1"
+    assert job["spec"]["template"]["metadata"]["labels"][naming.LABEL_MANAGED_BY] == "rft-operator"
+    assert training_job(make_step())[0] == job
+
+
+def test_training_job_places_on_the_accelerator_and_requests_gpus() -> None:
+    job, _ = training_job(make_step(accelerator={"type": "NVIDIA_H100_80GB", "count": 1}))
+    pod = job["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["command"] == ["python", "-m", "rft_trainer"]
+
+
+def test_several_gpus_run_torchrun_with_one_process_per_gpu() -> None:
+    job, _ = training_job(make_step(accelerator={"type": "NVIDIA_A100_80GB", "count": 4}))
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][:3] == ["torchrun", "--standalone", "--nproc-per-node=4"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert container["resources"]["requests"]["cpu"] == "32"
+
+
+def test_training_pod_is_restricted_and_has_no_api_token() -> None:
+    job, _ = training_job(make_step())
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "trainer-sa"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = pod["containers"][0]["securityContext"]
+    assert sc == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    mounts = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert "/tmp/rft" in mounts
+
+
+def test_job_carries_deadline_retries_suspend_and_fails_fast_on_bad_input() -> None:
+    job, _ = training_job(make_step(activeDeadlineSeconds=600, backoffLimit=3, suspend=True))
+    spec = job["spec"]
+    assert spec["activeDeadlineSeconds"] == 600
+    assert spec["backoffLimit"] == 3
+    assert spec["suspend"] is True
+    assert spec["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [1]
+    assert spec["template"]["spec"]["containers"][0]["terminationMessagePath"] == "/dev/termination-log"
+
+
+def test_trainer_gets_exactly_its_config_and_no_credentials() -> None:
+    job, cfg = training_job(make_step(rewardWeights={"score": "1", "format": "0.2"}))
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert TrainerConfig.from_json(env[CONFIG_ENV_VAR]) == cfg
+    assert cfg.dataset_digest == DIGEST
+    assert cfg.output_url == "s3://bkt/rft/models/ckpt-1/"
+    assert cfg.reward_weights == {"score": "1", "format": "0.2"}
+    assert cfg.parent_adapter_url is None
+    assert not any("KEY" in name or "SECRET" in name for name in env)
+    assert env["HF_HUB_OFFLINE"] == "1"
+
+
+def test_warm_start_passes_the_parent_adapter() -> None:
+    step = make_step(model="ckpt-0")
+    _, cfg = training_job(step, source=PARENT)
+    assert cfg.parent_adapter_url == "s3://bkt/rft/models/ckpt-0/"
+    assert cfg.parent_model_name == "ckpt-0"
+    assert cfg.base_model_url == "s3://bkt/rft/models/base/"
+
+
+def test_output_location_can_be_given() -> None:
+    assert default_output_location(BASE, "x") == "s3://bkt/rft/models/x/"
+
+
+def test_unknown_accelerator_is_a_clear_error() -> None:
+    amap = AcceleratorMap({})
+    with pytest.raises(
+        UnknownAcceleratorError, match="NVIDIA_H100_80GB is not in the operator's accelerator map"
+    ):
+        amap.placement("NVIDIA_H100_80GB")
+
+
+def test_accelerator_map_file_overrides_entries(tmp_path: Any) -> None:
+    path = tmp_path / "map.yaml"
+    path.write_text("NVIDIA_H100_80GB:\n  nodeSelector: {pool: h100}\n  tolerations: []\n")
+    amap = AcceleratorMap.load(path)
+    assert amap.placement("NVIDIA_H100_80GB").node_selector == {"pool": "h100"}
+    assert amap.placement("NVIDIA_A100_80GB").node_selector == {
+        "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"
+    }
+    path.write_text("TPU: {}\n")
+    with pytest.raises(ValueError, match="unknown accelerator type 'TPU'"):
+        AcceleratorMap.load(path)
+
+
+def test_validation_job_streams_the_source_under_the_dataset_service_account() -> None:
+    job = build_validation_job(make_dataset(), CONFIG)
+    assert job["metadata"]["name"] == "ds-validate-g3"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "reader"
+    assert pod["automountServiceAccountToken"] is False
+    container = pod["containers"][0]
+    assert container["command"] == ["python", "-m", "rft.validate"]
+    args = container["args"]
+    assert args[args.index("--source") + 1] == "s3://bkt/rft/datasets/ds.jsonl"
+    assert args[args.index("--min-rows") + 1] == "3"
+    assert job["spec"]["ttlSecondsAfterFinished"] == CONFIG.validation_job_ttl_seconds
+
+
+def test_long_names_are_shortened_stably() -> None:
+    name = naming.training_job_name("s" * 63)
+    assert len(name) <= 63
+    assert name.endswith("-train")
+    assert name == naming.training_job_name("s" * 63)
+    assert name != naming.training_job_name("s" * 62 + "t")
+
+
+def test_trainer_config_json_is_compact_enough_for_an_env_var() -> None:
+    _, cfg = training_job(make_step())
+    assert len(json.dumps(cfg.to_wire())) < 4096
