@@ -1,0 +1,127 @@
+"""Checking `reinforcement_step(...)` arguments and turning them into a ReinforcementStep spec."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, get_args
+
+from rft.api.common import ACCELERATOR_TYPES
+from rft.api.reinforcement_step import LossMethod
+from rft.sdk.decimals import decimal_string
+from rft.sdk.validation import check_choice, check_int, check_optional_int
+
+LOSS_METHODS = get_args(LossMethod)
+REWARD_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_REWARD_KEYS = 64
+
+
+def reward_weights_spec(value: object) -> dict[str, str]:
+    """Reward weights as the spec stores them: `{key: decimal string}`.
+
+    Accepts a mapping of reward key to weight, a sequence of keys (each weighted 1), or None.
+    """
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        items = [(key, 1) for key in value]
+    else:
+        raise TypeError(
+            "reward_weights: expected a mapping of reward key to weight or a list of reward keys, "
+            f"got {type(value).__name__}"
+        )
+    if len(items) > MAX_REWARD_KEYS:
+        raise ValueError(f"reward_weights: at most {MAX_REWARD_KEYS} reward keys, got {len(items)}")
+    weights: dict[str, str] = {}
+    for key, weight in items:
+        if not isinstance(key, str) or not REWARD_KEY_PATTERN.match(key):
+            raise ValueError(
+                f"reward_weights: key {key!r} is not a reward key name "
+                "(letters, digits, '_', '.', '-'; at most 64 characters)"
+            )
+        weights[key] = decimal_string(weight, f"reward_weights[{key!r}]", signed=True)
+    return weights
+
+
+def step_spec_fields(
+    *,
+    dataset: str,
+    model: str,
+    output_model: str,
+    lora_rank: int,
+    learning_rate: object,
+    max_context_length: int,
+    epochs: int,
+    batch_size: int,
+    accelerator_count: int,
+    accelerator_type: str | None,
+    loss_method: str,
+    kl_coefficient: object,
+    reward_weights: object,
+    service_account: str,
+    lora_alpha: int | None = None,
+    output_location: str | None = None,
+    trainer_image: str | None = None,
+    active_deadline_seconds: int | None = None,
+    backoff_limit: int | None = None,
+) -> dict[str, Any]:
+    """The spec fields (API snake_case names) for one step; errors name the argument at fault.
+
+    Numbers that the API keeps as decimal strings (learning rate, KL coefficient, reward weights)
+    are spelled so that they parse back to exactly the value given (`1e-4` -> `"0.0001"`).
+    """
+    if output_model == model:
+        raise ValueError(f"output_model: {output_model!r} must differ from the source model")
+    check_int(lora_rank, "lora_rank", minimum=1, maximum=512)
+    check_optional_int(lora_alpha, "lora_alpha", minimum=1, maximum=4096)
+    check_int(max_context_length, "max_context_length", minimum=16, maximum=1_048_576)
+    check_int(epochs, "epochs", minimum=1, maximum=100)
+    check_int(batch_size, "batch_size", minimum=16, maximum=16_777_216)
+    if batch_size < max_context_length:
+        raise ValueError(
+            f"batch_size: {batch_size} tokens is less than max_context_length {max_context_length}; "
+            "batch_size is a token budget per packed batch and must hold the longest sequence"
+        )
+    check_int(accelerator_count, "accelerator_count", minimum=0, maximum=16)
+    if accelerator_type is not None:
+        check_choice(accelerator_type, "accelerator_type", ACCELERATOR_TYPES)
+    if accelerator_count == 0 and accelerator_type != "CPU":
+        raise ValueError("accelerator_count: 0 is only allowed with accelerator_type='CPU'")
+    if not isinstance(loss_method, str):
+        raise TypeError(f"loss_method: expected a string, got {type(loss_method).__name__}")
+    method = check_choice(loss_method.lower(), "loss_method", LOSS_METHODS)
+    check_optional_int(active_deadline_seconds, "active_deadline_seconds", minimum=1, maximum=30 * 86400)
+    check_optional_int(backoff_limit, "backoff_limit", minimum=0, maximum=20)
+
+    training: dict[str, Any] = {
+        "lora_rank": lora_rank,
+        "learning_rate": decimal_string(learning_rate, "learning_rate", positive=True),
+        "max_context_length": max_context_length,
+        "epochs": epochs,
+        "batch_size": batch_size,
+    }
+    if lora_alpha is not None:
+        training["lora_alpha"] = lora_alpha
+    accelerator: dict[str, Any] = {"count": accelerator_count}
+    if accelerator_type is not None:
+        accelerator["type"] = accelerator_type
+    fields: dict[str, Any] = {
+        "dataset": dataset,
+        "model": model,
+        "output_model": output_model,
+        "training": training,
+        "loss": {"method": method, "kl_coefficient": decimal_string(kl_coefficient, "kl_coefficient")},
+        "reward_weights": reward_weights_spec(reward_weights),
+        "accelerator": accelerator,
+        "service_account_name": service_account,
+    }
+    optional = {
+        "output_location": output_location,
+        "trainer_image": trainer_image,
+        "active_deadline_seconds": active_deadline_seconds,
+        "backoff_limit": backoff_limit,
+    }
+    fields.update({key: value for key, value in optional.items() if value is not None})
+    return fields
