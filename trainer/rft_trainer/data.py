@@ -41,7 +41,7 @@ class RawSample:
 
     line: int
     group: int
-    position: int  # the completion's index within its group (1-based in messages)
+    where: str  # how the row names this completion, e.g. "samples[1]", for error messages
     prompt: list[dict[str, str]]
     completion: str
     reward: float
@@ -119,7 +119,7 @@ def _aligned_logprobs(raw: RawSample, completion_len: int) -> list[float] | None
         return [*raw.sampling_logprobs, math.nan]
     raise BadInputError(
         "InvalidDataset",
-        f"line {raw.line}: completion {raw.position} has {given} logprobs but tokenizes to "
+        f"line {raw.line}: {raw.where} has {given} logprobs but tokenizes to "
         f"{completion_len - 1} tokens (+1 end-of-turn) with the base model's tokenizer: the rows "
         "were sampled from a model with another tokenizer, or the logprobs do not belong to the text",
     )

@@ -11,6 +11,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -19,15 +23,7 @@ CHAT_TEMPLATE = (
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
-_WORDS = (
-    "the a an of to and in is it you that he was for on are with as his they be at one have this "
-    "from or had by hot word but what some we can out other were all there when up use your how "
-    "said each she which do their time if will way about many then them write would like so these "
-    "her long make thing see him two has look more day could go come did number sound no most "
-    "people my over know water than call first who may down side been now find yes maybe good bad "
-    "red blue green apple banana cherry cat dog bird fish one two three four five six seven eight "
-    "nine ten hello world answer question please thanks system user assistant"
-).split()
+_WORDS = ["the", "a", "an", "of", "to", "and", "in", "is", "it", "you", "that", "he", "was", "for", "on", "are", "with", "as", "his", "they", "be", "at", "one", "have", "this", "from", "or", "had", "by", "hot", "word", "but", "what", "some", "we", "can", "out", "other", "were", "all", "there", "when", "up", "use", "your", "how", "said", "each", "she", "which", "do", "their", "time", "if", "will", "way", "about", "many", "then", "them", "write", "would", "like", "so", "these", "her", "long", "make", "thing", "see", "him", "two", "has", "look", "more", "day", "could", "go", "come", "did", "number", "sound", "no", "most", "people", "my", "over", "know", "water", "than", "call", "first", "who", "may", "down", "side", "been", "now", "find", "yes", "maybe", "good", "bad", "red", "blue", "green", "apple", "banana", "cherry", "cat", "dog", "bird", "fish", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "hello", "world", "answer", "question", "please", "thanks", "system", "user", "assistant"]
 
 
 def corpus(lines: int = 400) -> list[str]:
@@ -39,11 +35,8 @@ def corpus(lines: int = 400) -> list[str]:
     return out
 
 
-def build_tokenizer(vocab_size: int = 512):  # type: ignore[no-untyped-def]
+def build_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer with the chat special tokens and a ChatML template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -56,8 +49,8 @@ def build_tokenizer(vocab_size: int = 512):  # type: ignore[no-untyped-def]
     tok.train_from_iterator(corpus(), trainer=trainer)
     fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
+        eos_token="<|im_end|>",  # noqa: S106 - a token, not a password
+        pad_token="<|endoftext|>",  # noqa: S106
         bos_token=None,
         unk_token=None,
     )
@@ -78,9 +71,6 @@ def build_tiny_model(
     seed: int = 0,
 ) -> Path:
     """Write a tiny Qwen2-architecture chat model to `out_dir` and return the path."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(vocab_size)

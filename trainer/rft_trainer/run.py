@@ -1,0 +1,232 @@
+"""One reinforcement step from config to published adapter: setup, train, save, as separate steps."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rft.trainer_config import ProgressReport, TrainerConfig, TrainerResult
+
+from rft_trainer.checkpoint import build_metadata, publish, save_adapter
+from rft_trainer.data import SampleTokenizer, TokenizedDataset, tokenize_samples
+from rft_trainer.dataset import LoadedDataset, ScoredDataset, load_dataset, parse_reward_weights, score_groups
+from rft_trainer.errors import BadInputError
+from rft_trainer.loop import Distributed, OptimSettings, Trainer, TrainOutcome
+from rft_trainer.loss import LossParams
+from rft_trainer.model import (
+    attach_new_adapter,
+    attach_parent_adapter,
+    check_parent_compatible,
+    load_base_model,
+    read_adapter_config,
+    resolve_device,
+    trainable_parameter_count,
+)
+from rft_trainer.progress import ProgressReporter
+from rft_trainer.sources import fetch_base_model, fetch_parent_adapter, output_is_free
+
+
+def optim_settings(config: TrainerConfig) -> OptimSettings:
+    """The optimiser numbers from the CRD's decimal strings."""
+    t = config.training
+    return OptimSettings(
+        learning_rate=float(t.learning_rate),
+        weight_decay=float(t.weight_decay),
+        max_grad_norm=float(t.max_grad_norm),
+        warmup_steps=t.warmup_steps,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        epochs=t.epochs,
+        batch_tokens=t.batch_size,
+        max_context_length=t.max_context_length,
+        seed=t.seed,
+    )
+
+
+def init_distributed(device_choice: str) -> tuple[Distributed, torch.device]:
+    """Join the torchrun process group when WORLD_SIZE > 1; pick this rank's device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Distributed(), resolve_device(device_choice)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_choice != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    return Distributed(rank=torch.distributed.get_rank(), world_size=world_size), device
+
+
+@contextmanager
+def scratch_directory(root: str) -> Iterator[Path]:
+    """A fresh private directory under `root`, removed afterwards."""
+    Path(root).mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="step-", dir=root))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass
+class Prepared:
+    """Everything training needs, loaded and checked."""
+
+    dataset: LoadedDataset
+    scored: ScoredDataset
+    tokenized: TokenizedDataset
+    policy: Any
+    new_adapter: bool
+    device: torch.device
+
+
+def prepare(config: TrainerConfig, scratch: Path, reporter: ProgressReporter, device: torch.device) -> Prepared:
+    """Check the output is free, read and score the dataset, load the model and its adapter."""
+    reporter.phase("loading", "checking the output location")
+    if not output_is_free(config.output_url):
+        raise BadInputError(
+            "OutputExists",
+            f"the output location {config.output_url} already holds objects; checkpoints are never "
+            "overwritten (choose another output model name)",
+        )
+    reporter.phase("loading", "reading the dataset")
+    dataset = load_dataset(config.dataset_url, config.dataset_digest, config.dataset_format)
+    scored = score_groups(dataset.groups, parse_reward_weights(config.reward_weights), config.loss.advantage)
+    reporter.log(
+        f"dataset: {len(dataset.groups)} rows, {len(scored.samples)} samples, mean reward "
+        f"{scored.mean_reward:.4g}, {scored.advantages.zero_signal_groups} rows with identical rewards (no signal)"
+    )
+
+    reporter.phase("loading", "loading the base model")
+    source = fetch_base_model(config.base_model_url, scratch, allow_hub_download=config.allow_hub_download)
+    model, tokenizer = load_base_model(source.location, device, local_files_only=source.local_files_only)
+    lora = config.lora_settings()
+    if config.parent_adapter_url and config.parent_model_name:
+        reporter.phase("loading", f"loading the parent checkpoint {config.parent_model_name}")
+        adapter_dir, parent_metadata = fetch_parent_adapter(
+            config.parent_adapter_url, scratch, config.parent_model_name
+        )
+        check_parent_compatible(
+            read_adapter_config(adapter_dir), parent_metadata, lora, config.base_model_name, config.parent_model_name
+        )
+        policy = attach_parent_adapter(model, adapter_dir, config.parent_model_name)
+        new_adapter = False
+    else:
+        policy = attach_new_adapter(model, lora, config.training.seed)
+        new_adapter = True
+    if config.gradient_checkpointing:
+        policy.enable_input_require_grads()
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    tokenized = tokenize_samples(scored.samples, SampleTokenizer(tokenizer, config.training.max_context_length))
+    if not tokenized.samples:
+        raise BadInputError(
+            "InvalidDataset",
+            f"line 0: no sample fits maxContextLength={config.training.max_context_length}: every prompt "
+            "is at least that long",
+        )
+    if tokenized.skipped or tokenized.truncated:
+        reporter.log(
+            f"{tokenized.skipped} samples skipped (prompt too long), {tokenized.truncated} completions "
+            f"truncated to maxContextLength={config.training.max_context_length}"
+        )
+    return Prepared(dataset, scored, tokenized, policy, new_adapter, device)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.6g}" if math.isfinite(value) else str(value)
+
+
+def final_metrics(prepared: Prepared, outcome: TrainOutcome) -> dict[str, str]:
+    """The run's metrics as decimal strings (the Model and the step status record them)."""
+    steps = outcome.steps
+    tokens = max(sum(s.tokens for s in steps), 1)
+    scored = prepared.scored
+    adv = [a for group in scored.advantages.values for a in group]
+    metrics = {
+        "loss": sum(s.loss for s in steps) / max(len(steps), 1),
+        "mean_reward": scored.mean_reward,
+        "reward_std": scored.reward_std,
+        "advantage_abs_mean": sum(abs(a) for a in adv) / len(adv),
+        "kl": sum(s.kl_sum for s in steps) / tokens,
+        "clip_fraction": sum(s.clipped_tokens for s in steps) / tokens,
+        "adv_logp_first_step": steps[0].metrics()["adv_logp"] if steps else 0.0,
+        "adv_logp_last_step": steps[-1].metrics()["adv_logp"] if steps else 0.0,
+        "grad_norm_last_step": steps[-1].grad_norm if steps else 0.0,
+        "rows": len(prepared.dataset.groups),
+        "samples": len(prepared.tokenized.samples),
+        "zero_signal_rows": scored.advantages.zero_signal_groups,
+        "truncated_samples": prepared.tokenized.truncated,
+        "skipped_samples": prepared.tokenized.skipped,
+        "optimizer_steps": outcome.optimizer_steps,
+        "trained_tokens": outcome.packed_tokens,
+        "train_seconds": outcome.train_seconds,
+        "tokens_per_second": outcome.packed_tokens / outcome.train_seconds if outcome.train_seconds > 0 else 0.0,
+    }
+    return {k: _fmt(float(v)) for k, v in metrics.items()}
+
+
+def run_step(config: TrainerConfig, reporter: ProgressReporter) -> TrainerResult | None:
+    """Run the whole step; returns the result on rank 0 (None on other ranks)."""
+    dist, device = init_distributed(config.device)
+    try:
+        with scratch_directory(config.scratch_dir) as scratch:
+            prepared = prepare(config, scratch, reporter, device)
+            trainer = Trainer(
+                prepared.policy,
+                prepared.tokenized.samples,
+                optim_settings(config),
+                LossParams.from_settings(config.loss),
+                device,
+                new_adapter=prepared.new_adapter,
+                dist=dist,
+            )
+            mean_reward = prepared.scored.mean_reward
+            reporter.update(
+                ProgressReport(
+                    phase="training",
+                    epoch=1,
+                    step=0,
+                    total_steps=trainer.total_steps,
+                    mean_reward=mean_reward,
+                    message=f"{trainable_parameter_count(prepared.policy)} trainable parameters",
+                )
+            )
+
+            def on_step(report: ProgressReport) -> None:
+                if dist.rank == 0:
+                    reporter.update(report.model_copy(update={"mean_reward": mean_reward}))
+
+            outcome = trainer.run(on_step)
+            if dist.rank != 0:
+                return None
+            reporter.phase("writing_results", f"publishing the adapter to {config.output_url}")
+            metrics = final_metrics(prepared, outcome)
+            adapter_dir = save_adapter(prepared.policy, scratch / "adapter", config.base_model_name)
+            metadata = build_metadata(
+                config,
+                dataset_digest=prepared.dataset.digest,
+                dataset_rows=len(prepared.dataset.groups),
+                dataset_samples=len(prepared.scored.samples),
+                metrics=metrics,
+                trainable_parameters=trainable_parameter_count(prepared.policy),
+            )
+            files = publish(adapter_dir, config.output_url, metadata)
+            return TrainerResult(
+                output_location=config.output_url,
+                files=files,
+                metrics=metrics,
+                dataset_digest=prepared.dataset.digest,
+                lora=config.lora_settings(),
+                training=config.training_record(),
+            )
+    finally:
+        if dist.enabled:
+            torch.distributed.destroy_process_group()

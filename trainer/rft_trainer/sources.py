@@ -1,0 +1,74 @@
+"""Where the base model and the parent adapter come from: the user's storage, a local path, or
+(only when explicitly allowed) the Hugging Face Hub."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rft.storage import DigestMismatch, NotFound, list_objects
+from rft.storage.checkpoints import fetch_checkpoint
+from rft.trainer_config import FailureReason
+
+from rft_trainer.errors import BadInputError
+
+STORAGE_SCHEMES = ("s3://", "gs://", "file://")
+
+
+def is_storage_url(location: str) -> bool:
+    """True for s3://, gs:// and file:// URLs (fetched with digest checks); False for plain paths."""
+    return location.startswith(STORAGE_SCHEMES)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model directory ready for `from_pretrained`, and the lineage metadata found with it."""
+
+    location: str
+    local_files_only: bool
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def fetch_base_model(url: str, scratch: Path, *, allow_hub_download: bool) -> ModelSource:
+    """Fetch a base model from storage (verified), use a local directory in place, or name a hub repo."""
+    if is_storage_url(url):
+        target = scratch / "base-model"
+        metadata = _fetch(url, target, "ModelLoadFailed", "base model")
+        return ModelSource(str(target), local_files_only=True, metadata=metadata)
+    if Path(url).is_dir():
+        return ModelSource(url, local_files_only=True)
+    if allow_hub_download:
+        return ModelSource(url, local_files_only=False)
+    raise BadInputError(
+        "ModelLoadFailed",
+        f"base model {url!r} is neither a storage URL nor a local directory, and downloads from the "
+        "Hugging Face Hub are disabled (allowHubDownload: false)",
+    )
+
+
+def fetch_parent_adapter(url: str, scratch: Path, parent_name: str) -> tuple[Path, dict[str, Any]]:
+    """Fetch the parent LoRA checkpoint (verified against its commit manifest) and its metadata."""
+    target = scratch / "parent-adapter"
+    if is_storage_url(url):
+        return target, _fetch(url, target, "IncompatibleCheckpoint", f"parent checkpoint {parent_name!r}")
+    path = Path(url)
+    if not path.is_dir():
+        raise BadInputError(
+            "IncompatibleCheckpoint", f"parent checkpoint {parent_name!r}: {url} is not a directory"
+        )
+    return target, fetch_checkpoint(url, target)
+
+
+def _fetch(url: str, target: Path, reason: FailureReason, what: str) -> dict[str, Any]:
+    try:
+        return fetch_checkpoint(url, target)
+    except NotFound as exc:
+        raise BadInputError(reason, f"{what} at {url} is not available: {exc}") from None
+    except DigestMismatch as exc:
+        raise BadInputError(reason, f"{what} at {url} failed its digest check: {exc}") from None
+
+
+def output_is_free(url: str) -> bool:
+    """True when nothing (committed or not) is stored under the output prefix yet."""
+    return not list_objects(url.rstrip("/") + "/")
