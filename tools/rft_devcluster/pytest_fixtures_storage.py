@@ -17,7 +17,6 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -86,12 +85,14 @@ def _reset_storage_clients() -> None:
 
 @pytest.fixture
 def s3_bucket(
-    moto_server: emulators.Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    moto_server: emulators.Emulator,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[S3Bucket]:
     """A fresh S3 bucket; this process's environment is an IRSA pod's (web identity, no static keys)."""
     name = _bucket_name("rft-test")
     emulators.create_s3_bucket(moto_server.endpoint, name)
-    env = emulators.irsa_environment(moto_server.endpoint, tmp_path / "irsa")
+    env = emulators.irsa_environment(moto_server.endpoint, tmp_path_factory.mktemp("irsa"))
     for variable in emulators.STATIC_CREDENTIAL_ENV:
         monkeypatch.delenv(variable, raising=False)
     for variable, value in env.items():

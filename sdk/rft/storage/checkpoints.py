@@ -9,17 +9,24 @@ Layout under a model's prefix ``<prefix>/models/<name>/``::
 Commit protocol: every object is created with create-only semantics, so nothing is ever
 overwritten; the marker is created last and holds the sha256 of every file and of
 ``metadata.json``. A reader trusts a checkpoint only when the marker exists and every digest
-matches. A crash midway leaves objects without a marker: readers ignore them, publishing to the
+matches.
+
+Failures: an upload that fails with an exception deletes the objects it created. A hard crash
+(killed pod, lost node) leaves objects without a marker: readers ignore them, publishing to the
 same prefix again is refused (``AlreadyExists`` says the prefix holds an uncommitted upload), and
-:func:`discard_uncommitted` removes it.
+:func:`discard_uncommitted` removes them. Local destinations are assembled in a hidden sibling
+directory (``.<name>.partial-*``) and renamed into place, so they never hold a partial upload.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
@@ -101,33 +108,79 @@ def publish_checkpoint(local_dir: Path, dest_url: str, metadata: Mapping[str, An
     """Upload every file of ``local_dir`` to ``dest_url``, then ``metadata.json``, then the marker.
 
     Refuses with :class:`AlreadyExists` when anything is already under ``dest_url``. Every object
-    is created with create-only semantics, so a concurrent publisher to the same prefix makes one
-    of the two fail instead of mixing files. Returns the records of the uploaded files.
+    is created with create-only semantics, so of two concurrent publishers to one prefix, one
+    fails instead of mixing files. When an upload fails with an exception, the objects this call
+    created are deleted again (they are ours: create-only); after a hard crash they stay, without
+    a marker, until :func:`discard_uncommitted` removes them. A local destination is assembled in
+    a hidden sibling directory and renamed into place, so it never holds a partial upload.
+    Returns the records of the uploaded files.
     """
     if "files" in metadata:
         raise StorageError("metadata must not contain 'files': publish_checkpoint records them")
     local_dir = Path(local_dir)
     dest = _prefix(dest_url)
     files = _local_files(local_dir)
-    _refuse_if_occupied(dest)
-    records: list[FileRecord] = []
-    for relative, path in files:
-        record = FileRecord(relative, _sha256_file(path), path.stat().st_size)
-        upload_file(path, dest.join(relative).url, create_only=True)
-        records.append(record)
+    records = [FileRecord(relative, _sha256_file(path), path.stat().st_size) for relative, path in files]
     try:
         document = {**metadata, "files": [asdict(record) for record in records]}
         metadata_bytes = json.dumps(document, indent=2, sort_keys=True).encode() + b"\n"
     except (TypeError, ValueError) as exc:
         raise StorageError(f"metadata for {dest.url} is not JSON-serialisable: {exc}") from exc
-    create_bytes(dest.join(METADATA_FILE).url, metadata_bytes)
     manifest = {
         "format": MANIFEST_FORMAT,
         "files": [asdict(record) for record in records],
         "metadata": {"path": METADATA_FILE, "sha256": hashlib.sha256(metadata_bytes).hexdigest()},
     }
-    create_bytes(dest.join(COMMIT_MARKER).url, json.dumps(manifest, indent=2).encode() + b"\n")
+    manifest_bytes = json.dumps(manifest, indent=2).encode() + b"\n"
+    _refuse_if_occupied(dest)
+    if dest.is_local:
+        _publish_local(files, Path(dest.key), metadata_bytes, manifest_bytes)
+    else:
+        _publish_objects(files, dest, metadata_bytes, manifest_bytes)
     return records
+
+
+def _publish_objects(
+    files: list[tuple[str, Path]], dest: Location, metadata_bytes: bytes, manifest_bytes: bytes
+) -> None:
+    created: list[str] = []
+    marker = dest.join(COMMIT_MARKER).url
+    try:
+        for relative, path in files:
+            url = dest.join(relative).url
+            upload_file(path, url, create_only=True)
+            created.append(url)
+        create_bytes(dest.join(METADATA_FILE).url, metadata_bytes)
+        created.append(dest.join(METADATA_FILE).url)
+        create_bytes(marker, manifest_bytes)
+    except Exception:
+        # A failed marker write may still have landed (e.g. a timeout after the server wrote it):
+        # then the checkpoint is committed and its files must stay.
+        with contextlib.suppress(StorageError):
+            if not exists(marker):
+                for url in created:
+                    delete_object(url)
+        raise
+
+
+def _publish_local(
+    files: list[tuple[str, Path]], target: Path, metadata_bytes: bytes, manifest_bytes: bytes
+) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        _publish_objects(files, parse_url(str(staging)).as_prefix(), metadata_bytes, manifest_bytes)
+        if target.exists() and any(target.iterdir()):
+            raise AlreadyExists(f"file://{target}/ was filled by someone else while publishing; not replaced")
+        # Renaming onto an absent or empty directory is atomic; a non-empty one makes it fail.
+        os.rename(staging, target)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise AlreadyExists(f"file://{target}/ was filled by someone else while publishing") from exc
+        raise StorageError(f"cannot publish to file://{target}/: {exc.strerror}") from exc
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def upload_tree(

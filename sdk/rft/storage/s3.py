@@ -145,6 +145,12 @@ def translate_error(exc: Exception, location: Location, action: str) -> StorageE
         )
     if isinstance(exc, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectionError):
         return StorageError(f"cannot {action} {url}: cannot reach the S3 endpoint ({exc})")
+    token_file = os.environ.get("AWS_WEB_IDENTITY_TOKEN_FILE")
+    if isinstance(exc, OSError) and token_file and exc.filename == token_file:
+        return CredentialsError(
+            f"cannot {action} {url}: cannot read the web identity token {token_file} ({exc.strerror}); "
+            "is the ServiceAccount token projected into the pod?"
+        )
     if isinstance(exc, botocore.exceptions.BotoCoreError | OSError):
         return StorageError(f"cannot {action} {url}: {exc}")
     return StorageError(f"cannot {action} {url}: {type(exc).__name__}: {exc}")

@@ -1,0 +1,31 @@
+"""Storage emulator fixtures, imported by name until the root conftest registers the plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from rft_devcluster.pytest_fixtures_storage import (  # noqa: F401 (pytest finds fixtures by name)
+    gcs_bucket,
+    gcs_emulator,
+    moto_server,
+    s3_bucket,
+)
+
+BACKENDS = ("s3", "gs", "file")
+
+
+@pytest.fixture(params=BACKENDS)
+def bucket_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The root URL of a fresh, empty location on each backend: moto S3, the GCS emulator, a local dir."""
+    if request.param == "s3":
+        return str(request.getfixturevalue("s3_bucket").url)
+    if request.param == "gs":
+        return str(request.getfixturevalue("gcs_bucket").url)
+    return f"file://{tmp_path_factory.mktemp('bucket')}"
+
+
+@pytest.fixture
+def url_in(bucket_url: str) -> Callable[[str], str]:
+    """Build a URL for a key inside the test's bucket."""
+    return lambda key: f"{bucket_url}/{key}"
