@@ -1,0 +1,26 @@
+"""Server test fixtures: the tiny chat model and random LoRA adapters, built once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rft_trainer.server.testing import make_lora_adapter
+from rft_trainer.tiny import build_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen2-architecture chat model directory (random weights, local BPE tokenizer)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def adapter_dirs(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Path]:
+    """Random rank-8 adapters 'a' and 'b' (different seeds) and a rank-32 adapter 'wide'."""
+    root = tmp_path_factory.mktemp("adapters")
+    return {
+        "a": make_lora_adapter(tiny_model_dir, root / "a", rank=8, seed=1),
+        "b": make_lora_adapter(tiny_model_dir, root / "b", rank=8, seed=2),
+        "wide": make_lora_adapter(tiny_model_dir, root / "wide", rank=32, seed=3),
+    }

@@ -1,0 +1,30 @@
+"""Start the server: load the engine, then serve the app with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from rft_trainer.server.app import create_app
+from rft_trainer.server.config import ServerConfig
+from rft_trainer.server.engine import Engine
+
+logger = logging.getLogger(__name__)
+
+
+def run(config: ServerConfig) -> None:
+    """Load the model (and preloaded adapters), then serve until interrupted."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    engine = Engine.from_config(config)
+    logger.info(
+        "serving %s as %s on %s:%d (max_model_len=%d, lora=%s)",
+        config.model,
+        ", ".join(engine.model_names),
+        config.host,
+        config.port,
+        engine.max_model_len,
+        config.enable_lora,
+    )
+    app = create_app(engine, runtime_lora_updating=config.allow_runtime_lora_updating)
+    uvicorn.run(app, host=config.host, port=config.port, log_level=config.uvicorn_log_level)
