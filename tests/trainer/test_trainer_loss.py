@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-
 from rft.api.reinforcement_step import LossSettings
 from rft_trainer.loss import (
     LossParams,
@@ -38,7 +37,7 @@ def _seq() -> torch.Tensor:
 
 
 def _grad(token_loss: torch.Tensor, logp: torch.Tensor) -> list[float]:
-    token_loss.sum().backward()
+    torch.autograd.backward(token_loss.sum())
     assert logp.grad is not None
     return logp.grad.tolist()
 
@@ -115,12 +114,12 @@ def test_gspo_token_has_the_same_value_but_per_token_gradient() -> None:
     first_token_only, _ = gspo_loss(
         logp, _t(REF), _t(ADV), _seq(), 2, clip_low=0.5, clip_high=0.5, token_level=True
     )
-    first_token_only[0].backward()
+    torch.autograd.backward(first_token_only[0])
     assert logp.grad is not None
     assert logp.grad.tolist() == pytest.approx([-s0, 0.0, 0.0, 0.0])
     logp = _t(LOGP, grad=True)
     seq_level, _ = gspo_loss(logp, _t(REF), _t(ADV), _seq(), 2, clip_low=0.5, clip_high=0.5, token_level=False)
-    seq_level[0].backward()
+    torch.autograd.backward(seq_level[0])
     assert logp.grad is not None
     assert logp.grad.tolist() == pytest.approx([-s0 / 2, -s0 / 2, 0.0, 0.0])
 
@@ -205,7 +204,7 @@ def test_on_policy_clip_loss_reads_zero_but_has_the_reinforce_gradient() -> None
         norms=Normalizers(tokens=4, sequences=2, max_context_length=8),
     )
     assert float(out.loss.detach()) == pytest.approx(0.0)
-    out.loss.backward()
+    torch.autograd.backward(out.loss)
     assert logp.grad is not None
     assert logp.grad.tolist() == pytest.approx([-0.25, -0.25, 0.25, 0.25])
     assert out.adv_logp_sum == pytest.approx(-1.0 - 0.5 + 2.0 + 0.1)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from rft_trainer.errors import BadInputError
 
 ADAPTER_CONFIG = "adapter_config.json"
+
+
+@contextmanager
+def _quiet_peft() -> Iterator[None]:
+    # PEFT probes a transformers attribute deprecated in v5; the warning is not actionable here.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -112,7 +123,8 @@ def attach_new_adapter(model: Any, lora: LoraSettings, seed: int) -> Any:
         task_type="CAUSAL_LM",
     )
     torch.manual_seed(seed)
-    return get_peft_model(model, config)
+    with _quiet_peft():
+        return get_peft_model(model, config)
 
 
 def read_adapter_config(adapter_dir: Path) -> dict[str, Any]:
@@ -184,7 +196,8 @@ def _lineage_base_name(metadata: dict[str, Any] | None) -> str | None:
 def attach_parent_adapter(model: Any, adapter_dir: Path, parent_name: str) -> Any:
     """Load a parent adapter trainable (without is_trainable=True PEFT silently freezes it)."""
     try:
-        peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
+        with _quiet_peft():
+            peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
     except (RuntimeError, ValueError, KeyError) as exc:
         raise BadInputError(
             "IncompatibleCheckpoint",

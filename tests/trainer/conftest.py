@@ -1,0 +1,49 @@
+"""Trainer test fixtures: a tiny random chat model built once per session, a config builder."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rft.trainer_config import TrainerConfig
+from rft_trainer.tiny import build_tiny_model
+from trainer_testlib import ConfigFactory, sha256_of
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen2-architecture chat model directory (random weights, local BPE tokenizer)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, tiny_model_dir: Path) -> ConfigFactory:
+    """A TrainerConfig on local paths; keyword arguments override fields (training/loss as dicts).
+
+    With `dataset` bytes, they are written to a file and its digest recorded as validation would.
+    """
+
+    def factory(dataset: bytes | None = None, **overrides: Any) -> TrainerConfig:
+        fields: dict[str, Any] = {
+            "step_name": "step-1",
+            "namespace": "team-a",
+            "base_model_url": str(tiny_model_dir),
+            "base_model_name": "tiny-base",
+            "output_url": str(tmp_path / "out" / "model-1"),
+            "output_model_name": "model-1",
+            "scratch_dir": str(tmp_path / "scratch"),
+            "termination_log": str(tmp_path / "termination-log"),
+            "training": {"lora_rank": 4, "learning_rate": "1e-3", "batch_size": 512, "max_context_length": 128},
+            "loss": {"method": "grpo"},
+        }
+        if dataset is not None:
+            path = tmp_path / f"dataset-{hashlib.sha256(dataset).hexdigest()[:8]}.jsonl"
+            path.write_bytes(dataset)
+            fields["dataset_url"] = str(path)
+            fields["dataset_digest"] = sha256_of(dataset)
+        fields.update(overrides)
+        return TrainerConfig.model_validate(fields)
+
+    return factory

@@ -1,0 +1,35 @@
+"""Helpers shared by the trainer tests (a plain module: the test folders are not packages)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from rft.trainer_config import TrainerConfig
+
+ConfigFactory = Callable[..., TrainerConfig]
+
+
+def sha256_of(data: bytes) -> str:
+    """The digest string a validated Dataset records."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def samples_row(prompt: str, completions: list[tuple[str, float]]) -> dict[str, Any]:
+    """A row in the managed service's samples format."""
+    return {
+        "samples": [
+            {
+                "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": text}],
+                "evals": {"score": reward},
+            }
+            for text, reward in completions
+        ]
+    }
+
+
+def jsonl(rows: list[dict[str, Any]]) -> bytes:
+    """Rows as JSONL bytes."""
+    return "".join(json.dumps(row) + "\n" for row in rows).encode()
