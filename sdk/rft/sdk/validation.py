@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from pydantic import ValidationError
+from pydantic.alias_generators import to_camel
 
 
 def check_int(value: object, argument: str, *, minimum: int, maximum: int) -> int:
@@ -48,11 +49,12 @@ def check_positive_number(value: object, argument: str) -> float:
 def explain_validation_error(error: ValidationError, arguments: dict[str, str], subject: str) -> ValueError:
     """Turn a Pydantic error on a spec into a ValueError naming the SDK argument for each field.
 
-    `arguments` maps a dotted wire path (`accelerator.count`) to the argument that set it.
+    `arguments` maps a dotted wire path (`accelerator.count`) to the argument that set it; error
+    locations are matched in camelCase whichever spelling the input used.
     """
     problems = []
     for item in error.errors():
-        path = ".".join(str(part) for part in item["loc"])
+        path = ".".join(to_camel(part) if isinstance(part, str) else str(part) for part in item["loc"])
         argument = arguments.get(path, f"{subject}.{path}")
         problems.append(f"{argument}: {item['msg']}")
     return ValueError("; ".join(problems))
