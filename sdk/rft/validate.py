@@ -220,8 +220,9 @@ def _error_kind(exc: Exception) -> str:
     return "storage"
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Validate ``args.source``; write the summary; return the exit code."""
+    out = out or sys.stdout
     _log(out, "validation_started", source=args.source, format=args.format)
     resolved: str | None = None
     try:

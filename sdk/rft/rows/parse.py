@@ -91,7 +91,7 @@ def _number(value: Any, where: str) -> float:
     if isinstance(value, bool):
         _fail(f"{where} is a boolean; rewards must be numbers (use 1.0 / 0.0)")
     if not isinstance(value, int | float):
-        _fail(f"{where} must be a number, got {_kind(value)} {_show(value)}")
+        _fail(f"{where} must be a number, got {_kind(value)}" + ("" if value is None else f" {_show(value)}"))
     number = float(value)
     if not math.isfinite(number):
         _fail(f"{where} is not a finite number")
@@ -160,6 +160,25 @@ def _reward_keys_match(keys: list[set[str]], where: str) -> None:
             )
 
 
+def _same_prompt_fast_path(
+    raw: Any, first_raw: list[Any], prompt: list[Message] | None, where: str
+) -> list[Message] | None:
+    """The messages of a later sample whose prompt turns equal samples[0]'s byte for byte.
+
+    Only the completion is validated then: the prompt turns were checked in samples[0]. Returns
+    None (validate everything, for the precise error) when the fast path does not apply.
+    """
+    if (
+        prompt is None
+        or not isinstance(raw, list)
+        or len(raw) != len(first_raw)
+        or raw[:-1] != first_raw[:-1]
+    ):
+        return None
+    last = _message(raw[-1], f"{where}.messages[{len(raw) - 1}]")
+    return [*prompt, last] if last.role == "assistant" else None
+
+
 def _parse_samples(row: dict[str, Any]) -> tuple[list[Message], list[Completion]]:
     samples = row["samples"]
     if not isinstance(samples, list):
@@ -169,6 +188,7 @@ def _parse_samples(row: dict[str, Any]) -> tuple[list[Message], list[Completion]
             f"'samples' has {len(samples)} sample(s); a row is a prompt group and needs at least {MIN_COMPLETIONS}"
         )
     prompt: list[Message] | None = None
+    first_raw: list[Any] = []
     completions: list[Completion] = []
     for index, sample in enumerate(samples):
         where = f"samples[{index}]"
@@ -176,7 +196,12 @@ def _parse_samples(row: dict[str, Any]) -> tuple[list[Message], list[Completion]
             _fail(f"{where} must be an object, got {_kind(sample)}")
         if "messages" not in sample:
             _fail(f"{where} has no 'messages'")
-        messages = _messages(sample["messages"], f"{where}.messages")
+        raw = sample["messages"]
+        messages = _same_prompt_fast_path(raw, first_raw, prompt, where)
+        if messages is None:
+            messages = _messages(raw, f"{where}.messages")
+        if index == 0:
+            first_raw = raw
         if messages[-1].role != "assistant":
             _fail(
                 f"{where}.messages: the last message must be the assistant's completion, "
