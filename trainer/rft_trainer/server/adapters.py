@@ -16,18 +16,19 @@ from typing import Any
 
 from peft import PeftConfig, PeftModel
 
-from rft_trainer.server.errors import ApiError, bad_request, invalid_user_input, not_found
+from rft_trainer.server.errors import bad_request, invalid_user_input, not_found
 
 ADAPTER_CONFIG = "adapter_config.json"
 
 
 @dataclass(frozen=True)
 class AdapterInfo:
-    """A loaded adapter: its name, where it came from, its rank."""
+    """A loaded adapter: its served name, where it came from, its rank, and its name inside peft."""
 
     name: str
     source: str
     rank: int
+    peft_name: str
 
 
 def adapter_rank(adapter_dir: Path, name: str) -> int:
@@ -61,6 +62,9 @@ class AdapterSet:
         self._base = base_model
         self._peft: Any = None
         self._adapters: dict[str, AdapterInfo] = {}
+        # Served names are the client's (they may hold '.' or be part of peft's 'lora_' key prefix,
+        # which peft cannot take); inside peft every adapter gets a fresh safe name instead.
+        self._loaded_count = 0
         self.max_loras = max_loras
         self.max_lora_rank = max_lora_rank
 
@@ -98,13 +102,13 @@ class AdapterSet:
             raise bad_request(
                 f"LoRA rank {rank} is greater than max_lora_rank {self.max_lora_rank}.", "lora_path"
             )
+        self._loaded_count += 1
+        peft_name = f"adapter{self._loaded_count}"
         try:
-            self._load_into_model(name, adapter_dir)
-        except ApiError:
-            raise
+            self._load_into_model(peft_name, adapter_dir)
         except Exception as error:
             raise bad_request(f"Loading lora {name} failed: {error}", "lora_path") from error
-        info = AdapterInfo(name=name, source=source, rank=rank)
+        info = AdapterInfo(name=name, source=source, rank=rank, peft_name=peft_name)
         self._adapters[name] = info
         return info
 
@@ -112,7 +116,11 @@ class AdapterSet:
         """Unload `name`; raises ApiError 404 when it is not loaded (vLLM's words)."""
         if name not in self._adapters:
             raise not_found(f"The lora adapter '{name}' cannot be found.", "lora_name")
-        self._peft.delete_adapter(name)
+        peft_name = self._adapters[name].peft_name
+        others = [info.peft_name for info in self._adapters.values() if info.name != name]
+        if others and peft_name in self._peft.active_adapters:
+            self._peft.set_adapter(others[0])  # peft warns when the active adapter is deleted
+        self._peft.delete_adapter(peft_name)
         if len(self._adapters) == 1:
             self._base = self._peft.unload()
             self._peft = None
@@ -130,7 +138,7 @@ class AdapterSet:
             return
         if name not in self._adapters:
             raise not_found(f"The model `{name}` does not exist.", "model")
-        self._peft.set_adapter(name)
+        self._peft.set_adapter(self._adapters[name].peft_name)
         yield self._peft
 
     def _load_into_model(self, name: str, adapter_dir: Path) -> None:
