@@ -65,14 +65,18 @@ class AcceleratorMap:
 
     @classmethod
     def load(cls, path: str | Path | None) -> AcceleratorMap:
-        """Defaults, overridden entry by entry by a YAML mapping `{TYPE: Placement}` when given."""
+        """Defaults, overridden entry by entry by a YAML mapping `{TYPE: Placement}` when given
+        (`TYPE: null` removes a type the cluster cannot place)."""
         placements = dict(DEFAULT_PLACEMENTS)
         if path:
             raw = yaml.safe_load(Path(path).read_text()) or {}
             for name, entry in raw.items():
                 if name not in ACCELERATOR_TYPES:
                     raise ValueError(f"accelerator map {path}: unknown accelerator type {name!r}")
-                placements[name] = Placement.model_validate(entry)
+                if entry is None:  # this cluster cannot place it
+                    placements.pop(name, None)
+                else:
+                    placements[name] = Placement.model_validate(entry)
         return cls(placements)
 
     def known(self) -> list[str]:

@@ -127,7 +127,7 @@ def build_training_job(
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
             ]
         },
-        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        "template": {"metadata": _pod_metadata(step, labels), "spec": pod_spec},
     }
     if step.spec.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = step.spec.active_deadline_seconds
@@ -143,6 +143,14 @@ def build_training_job(
         },
         "spec": job_spec,
     }
+
+
+def _pod_metadata(step: ReinforcementStep, labels: dict[str, str]) -> Manifest:
+    extra = step.spec.pod_metadata
+    meta: Manifest = {"labels": {**(extra.labels if extra else {}), **labels}}
+    if extra and extra.annotations:
+        meta["annotations"] = dict(extra.annotations)
+    return meta
 
 
 def build_validation_job(dataset: Dataset, config: OperatorConfig) -> Manifest:

@@ -13,6 +13,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import kopf
 from rft.api import Dataset, Model, ReinforcementStep, ReinforcementStepStatus, StepPhase
@@ -165,11 +166,12 @@ class StepReconciler(Reconciler):
             self._write(raw, step, status)
             return self.config.poll_seconds
         if isinstance(verdict, Refuse):
-            status.conditions = set_condition(
+            refused = set_condition(
                 status.conditions, "Validated", False, verdict.reason, verdict.message, gen, now
             )
-            step.status.conditions = status.conditions
-            return self._finish(raw, step, StepPhase.FAILED, verdict.reason, verdict.message)
+            return self._finish(
+                raw, step, StepPhase.FAILED, verdict.reason, verdict.message, conditions=refused
+            )
         if isinstance(verdict, AlreadyDone):
             return self._adopt_existing_output(raw, step, verdict.model)
 
@@ -375,9 +377,7 @@ class StepReconciler(Reconciler):
         model, problem = self._register_model(step, result)
         if problem:
             return self._finish(raw, step, StepPhase.FAILED, "OutputModelExists", problem)
-        assert model is not None
-        step.status.metrics = dict(result.metrics)
-        step.status.progress = (step.status.progress or StepProgress()).model_copy(
+        progress = (step.status.progress or StepProgress()).model_copy(
             update={"loss": result.metrics.get("loss"), "mean_reward": result.metrics.get("mean_reward")}
         )
         return self._finish(
@@ -386,6 +386,9 @@ class StepReconciler(Reconciler):
             StepPhase.COMPLETED,
             "Completed",
             f"trained {naming.full_model_name(step.metadata.namespace, step.spec.output_model)} at {result.output_location}",
+            metrics=dict(result.metrics),
+            progress=progress,
+            output_location=result.output_location,
         )
 
     def _register_model(
@@ -417,7 +420,7 @@ class StepReconciler(Reconciler):
                     "baseModel": base_name,
                     "parent": step.spec.model if source and source.spec.kind == "lora" else None,
                     "lora": result.lora.to_wire(),
-                    "training": result.training.to_wire(),
+                    "training": result.training.model_copy(update={"step": step.metadata.name}).to_wire(),
                     "datasetDigest": result.dataset_digest,
                     "files": [f.to_wire() for f in result.files],
                     "metrics": result.metrics,
@@ -459,24 +462,25 @@ class StepReconciler(Reconciler):
 
     def _adopt_existing_output(self, raw: Obj, step: ReinforcementStep, model: Model) -> float | None:
         """GitOps re-created a finished step: its output already exists with this very lineage."""
-        step.status.output_location = model.spec.location
-        step.status.metrics = dict(model.spec.metrics)
-        step.status.progress = StepProgress(
-            loss=model.spec.metrics.get("loss"), mean_reward=model.spec.metrics.get("mean_reward")
-        )
         return self._finish(
             raw,
             step,
             StepPhase.COMPLETED,
             "AlreadyTrained",
             f"Model {model.metadata.name} already holds the result of this exact spec; not training again",
+            output_location=model.spec.location,
+            metrics=dict(model.spec.metrics),
+            progress=StepProgress(
+                loss=model.spec.metrics.get("loss"), mean_reward=model.spec.metrics.get("mean_reward")
+            ),
         )
 
     # --- the end -----------------------------------------------------------------------------------
     def _finish(
-        self, raw: Obj, step: ReinforcementStep, phase: StepPhase, reason: str, message: str
+        self, raw: Obj, step: ReinforcementStep, phase: StepPhase, reason: str, message: str, **updates: Any
     ) -> float | None:
-        status: ReinforcementStepStatus = step.status.model_copy(deep=True)
+        """Move to a terminal phase (with `updates` to other status fields) and honour the TTL."""
+        status: ReinforcementStepStatus = step.status.model_copy(deep=True, update=updates)
         now, gen = self.clock(), step.metadata.generation
         status.phase = phase
         status.message = message

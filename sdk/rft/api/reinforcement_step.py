@@ -124,6 +124,17 @@ class LossSettings(ApiModel):
     )
 
 
+class PodMetadata(ApiModel):
+    """Extra metadata for the training pod (cost allocation, mesh opt-outs, scheduling hints)."""
+
+    labels: dict[str, Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=dict, max_length=32, description="Labels added to the training pod."
+    )
+    annotations: dict[str, Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=dict, max_length=32, description="Annotations added to the training pod."
+    )
+
+
 class ReinforcementStepSpec(ApiModel):
     """One training run. Immutable after creation, except suspend and cancel."""
 
@@ -166,6 +177,9 @@ class ReinforcementStepSpec(ApiModel):
     )
     trainer_image: str | None = Field(
         default=None, max_length=512, description="Overrides the operator's trainer image."
+    )
+    pod_metadata: PodMetadata | None = Field(
+        default=None, description="Labels and annotations for the training pod."
     )
     suspend: bool = Field(
         default=False,
@@ -231,6 +245,7 @@ _IMMUTABLE_FIELDS = (
     "accelerator",
     "serviceAccountName",
     "trainerImage",
+    "podMetadata",
     "activeDeadlineSeconds",
     "backoffLimit",
     "ttlSecondsAfterFinished",

@@ -1,0 +1,237 @@
+"""Running the operator against the local cluster, and making the objects steps need."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from rft.api import GROUP, VERSION
+from rft.trainer_config import TrainerFailure, TrainerResult
+from rft_devcluster.handle import ClusterHandle
+from rft_devcluster.kwok_stages import FAKE_DELAY, FAKE_EXIT_CODE, FAKE_TERMINATION_MESSAGE
+
+REPO = Path(__file__).resolve().parents[2]
+DIGEST = "sha256:" + "d" * 64
+
+
+class OperatorProcess:
+    """`python -m rft_operator` as a child process, with its log in a file."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path, env: dict[str, str]) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig)}
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "rft_operator", "--all-namespaces", "--standalone"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            if "rft-operator started" in self.log_path.read_text(errors="replace")[offset:]:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"operator did not start:\n{self.log()[-3000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture(scope="session")
+def accelerator_map(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The defaults minus AMD, to test a type this 'cluster' cannot place."""
+    path = tmp_path_factory.mktemp("operator") / "accelerators.yaml"
+    path.write_text("AMD_MI300X_192GB: null\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def operator_env(accelerator_map: Path) -> dict[str, str]:
+    return {
+        "RFT_POLL_SECONDS": "1",
+        "RFT_METRICS_PORT": "0",
+        "RFT_ACCELERATOR_MAP_FILE": str(accelerator_map),
+        "RFT_TRAINER_IMAGE": "ghcr.io/rft-operator/rft-trainer:test",
+    }
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: ClusterHandle, crds: None, operator_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """One operator for the session (as cluster admin; the chart tests prove the RBAC)."""
+    proc = OperatorProcess(
+        cluster.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log", operator_env
+    )
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+class Objects:
+    """Create the project's objects in one namespace and read them back."""
+
+    def __init__(self, cluster: ClusterHandle, namespace: str) -> None:
+        self.api = cluster.api_client()
+        self.custom = client.CustomObjectsApi(self.api)
+        self.batch = client.BatchV1Api(self.api)
+        self.core = client.CoreV1Api(self.api)
+        self.namespace = namespace
+
+    def create(self, plural: str, kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": {"name": name}, "spec": spec}
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, body)  # type: ignore[no-any-return]
+
+    def get(self, plural: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, name)  # type: ignore[no-any-return]
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def patch(self, plural: str, name: str, spec: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, plural, name, {"spec": spec}
+        )
+
+    def base_model(self, name: str = "base") -> None:
+        self.create(
+            "models", "Model", name, {"kind": "base", "location": f"s3://bucket-a/rft/models/{name}/"}
+        )
+
+    def ready_dataset(self, name: str = "ds", rows: int = 10) -> None:
+        """A Dataset whose validation the test performs itself (no bucket behind kwok nodes)."""
+        obj = self.create("datasets", "Dataset", name, {"source": f"s3://bucket-a/rft/datasets/{name}.jsonl"})
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            self.namespace,
+            "datasets",
+            name,
+            {
+                "status": {
+                    "phase": "READY",
+                    "observedGeneration": obj["metadata"]["generation"],
+                    "rows": rows,
+                    "format": "samples",
+                    "digest": DIGEST,
+                }
+            },
+        )
+
+    def step(self, name: str, *, pod: dict[str, str] | None = None, **spec: Any) -> None:
+        body = {
+            "dataset": "ds",
+            "model": "base",
+            "outputModel": f"{name}-out",
+            "accelerator": {"type": "NVIDIA_H100_80GB", "count": 1},
+        }
+        body.update(spec)
+        if pod:
+            body["podMetadata"] = {"annotations": pod}
+        self.create("reinforcementsteps", "ReinforcementStep", name, body)
+
+    def wait_step(
+        self, name: str, until: Callable[[dict[str, Any]], bool], timeout: float = 60, what: str = "condition"
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        obj: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            obj = self.get("reinforcementsteps", name)
+            if obj is not None and until(obj):
+                return obj
+            time.sleep(0.25)
+        raise AssertionError(
+            f"step {name}: {what} not reached in {timeout}s; last seen: {json.dumps((obj or {}).get('status'), indent=1)}"
+        )
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 60) -> dict[str, Any]:
+        return self.wait_step(
+            name, lambda o: o.get("status", {}).get("phase") == phase, timeout, f"phase {phase}"
+        )
+
+    def jobs(self, selector: str) -> list[Any]:
+        return list(self.batch.list_namespaced_job(self.namespace, label_selector=selector).items)
+
+    def events(self, name: str) -> list[str]:
+        items = self.core.list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.name={name}"
+        ).items
+        return [f"{e.type}/{e.reason}: {e.message}" for e in items]
+
+
+@pytest.fixture
+def objects(cluster: ClusterHandle, namespace: str) -> Iterator[Objects]:
+    objs = Objects(cluster, namespace)
+    yield objs
+    objs.api.close()
+
+
+def success_message(
+    output: str = "s3://bucket-a/rft/models/out/", loss: str = "0.25", reward: str = "0.5"
+) -> str:
+    """A trainer result summary, as the trainer writes it to its termination log."""
+    return TrainerResult.model_validate(
+        {
+            "outputLocation": output,
+            "files": [{"path": "adapter_model.safetensors", "sha256": "e" * 64, "size": 1234}],
+            "metrics": {"loss": loss, "mean_reward": reward},
+            "datasetDigest": DIGEST,
+            "lora": {"rank": 16, "alpha": 32, "targetModules": ["q_proj", "v_proj"]},
+            "training": {
+                "learningRate": "1e-4",
+                "maxContextLength": 8192,
+                "batchSize": 32768,
+                "epochs": 1,
+                "lossMethod": "grpo",
+            },
+        }
+    ).model_dump_json(by_alias=True)
+
+
+def failure_message(reason: str, message: str) -> str:
+    return TrainerFailure.model_validate({"reason": reason, "message": message}).model_dump_json(
+        by_alias=True
+    )
+
+
+def fake_pod(exit_code: int = 0, message: str | None = None, delay: str | None = None) -> dict[str, str]:
+    """Annotations that make a kwok node play the trainer pod's part."""
+    out = {FAKE_EXIT_CODE: str(exit_code)}
+    if message is not None:
+        out[FAKE_TERMINATION_MESSAGE] = message
+    if delay is not None:
+        out[FAKE_DELAY] = delay
+    return out
