@@ -1,16 +1,11 @@
-"""Storage emulator fixtures, imported by name until the root conftest registers the plugin."""
+"""Backend-parametrised fixtures; the emulator fixtures come from the root conftest's plugin
+(rft_devcluster.pytest_fixtures_storage)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import pytest
-from rft_devcluster.pytest_fixtures_storage import (  # noqa: F401 (pytest finds fixtures by name)
-    gcs_bucket,
-    gcs_emulator,
-    moto_server,
-    s3_bucket,
-)
 
 BACKENDS = ("s3", "gs", "file")
 
