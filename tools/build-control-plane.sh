@@ -27,6 +27,12 @@ mkdir -p "$out"
 
 missing() { [[ ! -x "$out/$1" ]]; }
 log() { echo "[build-control-plane] $*" >&2; }
+all_present() { for b in "${binaries[@]}"; do missing "$b" && return 1; done; return 0; }
+
+if all_present; then echo "$out"; exit 0; fi
+# One build at a time per cache (test sessions may call this script concurrently).
+exec 9>"$cache/build.lock"
+flock 9
 
 export CGO_ENABLED=0 GOFLAGS="-buildvcs=false -trimpath"
 
@@ -79,7 +85,36 @@ build_etcd() {
   (cd "$work" && go build -ldflags "-s -w" -o "$out/etcd.tmp" go.etcd.io/etcd/server/v3 && mv "$out/etcd.tmp" "$out/etcd")
 }
 
-go_install() {  # name module@version
+# helm-unittest: v1.0.1 (which `go install`s directly) is missing from sum.golang.org, so its
+# download cannot be verified; the proxy's newest tag, v1.1.2, has a replace directive in its
+# go.mod, which `go install` refuses. So build it from a wrapper module that requires it and
+# repeats its replace directives (tools/go/helm-unittest/replace.txt).
+build_helm_unittest() {
+  missing helm-unittest || return 0
+  local work="$cache/src/helm-unittest-$HELM_UNITTEST_VERSION"
+  mkdir -p "$work"
+  cp "$here/go/helm-unittest/tools.go" "$work/tools.go"
+  if [[ ! -f "$work/go.sum" ]]; then
+    {
+      echo "module rft-operator/tools/helm-unittest"
+      echo
+      echo "go 1.26"
+      echo
+      echo "require github.com/helm-unittest/helm-unittest $HELM_UNITTEST_VERSION"
+      echo
+      while read -r line; do
+        [[ -z "$line" || "$line" == \#* ]] && continue
+        echo "replace $line"
+      done <"$here/go/helm-unittest/replace.txt"
+    } >"$work/go.mod"
+    (cd "$work" && go mod tidy >&2)
+  fi
+  log "building helm-unittest $HELM_UNITTEST_VERSION"
+  (cd "$work" && go build -ldflags "-s -w" -o "$out/helm-unittest.tmp" \
+    github.com/helm-unittest/helm-unittest/cmd/helm-unittest && mv "$out/helm-unittest.tmp" "$out/helm-unittest")
+}
+
+go_install() {  # name module@version [ldflags]
   missing "$1" || return 0
   log "installing $2"
   local gobin="$cache/src/gobin-$1"
@@ -90,10 +125,16 @@ go_install() {  # name module@version
 
 build_etcd
 go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
-go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" \
-  "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+# Helm assumes Kubernetes v1.20 for .Capabilities.KubeVersion (template, lint) unless told
+# otherwise; these are the variables helm's own Makefile sets (pkg/chartutil, pkg/lint/rules).
+k8s_minor="${KUBERNETES_VERSION#v1.}"; k8s_minor="${k8s_minor%%.*}"
+helm_ld="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+  helm_ld+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$k8s_minor"
+done
+go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$helm_ld"
 build_kubernetes
-go_install helm-unittest "github.com/helm-unittest/helm-unittest/cmd/helm-unittest@$HELM_UNITTEST_VERSION"
+build_helm_unittest
 
 for b in "${binaries[@]}"; do missing "$b" && { echo "missing $b after build" >&2; exit 1; }; done
 echo "$out"

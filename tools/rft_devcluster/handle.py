@@ -1,0 +1,171 @@
+"""The client side of a running local cluster: what tests and tools use to talk to it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client, config
+
+from rft_devcluster.kubeconfig import write_kubeconfig
+from rft_devcluster.state import Status, read_state
+
+
+def as_dict(obj: object) -> dict[str, Any]:
+    """A Kubernetes client model as the plain JSON dict the API speaks (camelCase keys)."""
+    data = client.ApiClient().sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
+    if not isinstance(data, dict):
+        raise TypeError(f"not an API object: {type(obj).__name__}")
+    return data
+
+
+class KubectlError(subprocess.CalledProcessError):
+    """kubectl exited non-zero; unlike its base class, the message shows kubectl's stderr."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n{self.stderr}"
+
+
+Manifest = Mapping[str, Any] | Sequence[Mapping[str, Any]] | str
+
+
+@dataclass(frozen=True)
+class LocalNodeInfo:
+    """The local node agent's node, as the cluster started it."""
+
+    name: str
+    root_dir: Path
+    pod_network: str
+    gpus: int
+    log_path: Path
+
+    def to_json(self) -> dict[str, Any]:
+        """Serialise for the state file."""
+        return {
+            "name": self.name,
+            "root_dir": str(self.root_dir),
+            "pod_network": self.pod_network,
+            "gpus": self.gpus,
+            "log_path": str(self.log_path),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LocalNodeInfo:
+        """Read back what :meth:`to_json` wrote."""
+        return cls(
+            name=str(data["name"]),
+            root_dir=Path(data["root_dir"]),
+            pod_network=str(data["pod_network"]),
+            gpus=int(data["gpus"]),
+            log_path=Path(data["log_path"]),
+        )
+
+
+@dataclass(frozen=True)
+class ClusterHandle:
+    """A running local cluster: its admin kubeconfig and helpers built on it."""
+
+    state_dir: Path
+    kubeconfig: Path
+    server: str
+    bin_dir: Path
+    ca_path: Path
+    gpu_nodes: tuple[str, ...] = ()
+    local_node: LocalNodeInfo | None = None
+    _sa_kubeconfig_dir: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_sa_kubeconfig_dir", self.state_dir / "kubeconfigs" / "serviceaccounts")
+
+    @classmethod
+    def from_state_dir(cls, state_dir: Path) -> ClusterHandle:
+        """Attach to the cluster recorded in ``state_dir`` (e.g. one started by ``make cluster``)."""
+        state = read_state(state_dir)
+        if state is None or state.status != Status.READY:
+            status = state.status if state else "absent"
+            raise RuntimeError(f"no ready cluster in {state_dir} (status: {status})")
+        local_node = LocalNodeInfo.from_json(state.local_node) if state.local_node else None
+        return cls(
+            state_dir=state_dir,
+            kubeconfig=Path(state.kubeconfig),
+            server=state.server,
+            bin_dir=Path(state.bin_dir),
+            ca_path=state_dir / "pki" / "ca.crt",
+            gpu_nodes=tuple(state.gpu_nodes),
+            local_node=local_node,
+        )
+
+    @property
+    def kubectl_path(self) -> Path:
+        """The kubectl binary matching the cluster's version."""
+        return self.bin_dir / "kubectl"
+
+    def api_client(self) -> client.ApiClient:
+        """A new Kubernetes API client authenticated as cluster admin."""
+        api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(self.kubeconfig)
+        )
+        return api
+
+    def kubectl(
+        self,
+        *args: str,
+        check: bool = True,
+        input: str | None = None,  # noqa: A002 - mirrors subprocess.run
+        timeout: float = 120,
+        kubeconfig: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run kubectl against the cluster (as admin unless ``kubeconfig`` is given).
+
+        With ``check`` a non-zero exit raises :class:`KubectlError`.
+        """
+        argv = [str(self.kubectl_path), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
+        result = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+        if check and result.returncode != 0:
+            raise KubectlError(result.returncode, argv, output=result.stdout, stderr=result.stderr)
+        return result
+
+    def apply(self, manifest: Manifest, *, namespace: str | None = None) -> list[dict[str, Any]]:
+        """``kubectl apply`` one or more objects (dicts or YAML text); return the applied objects."""
+        if isinstance(manifest, str):
+            text = manifest
+        elif isinstance(manifest, Mapping):
+            text = yaml.safe_dump(dict(manifest))
+        else:
+            text = yaml.safe_dump_all([dict(m) for m in manifest])
+        args = ["apply", "-f", "-", "-o", "json"]
+        if namespace:
+            args += ["-n", namespace]
+        out = json.loads(self.kubectl(*args, input=text).stdout)
+        items: list[dict[str, Any]] = out["items"] if out.get("kind") == "List" else [out]
+        return items
+
+    def sa_kubeconfig(
+        self, namespace: str, sa_name: str, *, expiration_seconds: int = 3600, path: Path | None = None
+    ) -> Path:
+        """Write a kubeconfig that authenticates as ServiceAccount ``namespace/sa_name``.
+
+        The token comes from the TokenRequest API, so the ServiceAccount must exist; the
+        kubeconfig's default namespace is ``namespace``.
+        """
+        with self.api_client() as api:
+            request = client.AuthenticationV1TokenRequest(
+                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=expiration_seconds)
+            )
+            response = client.CoreV1Api(api).create_namespaced_service_account_token(sa_name, namespace, request)
+        if response.status is None:
+            raise RuntimeError(f"TokenRequest for {namespace}/{sa_name} returned no token")
+        target = path or self._sa_kubeconfig_dir / f"{namespace}.{sa_name}.kubeconfig"
+        return write_kubeconfig(
+            target,
+            server=self.server,
+            ca_pem=self.ca_path.read_bytes(),
+            user=f"system:serviceaccount:{namespace}:{sa_name}",
+            token=response.status.token,
+            namespace=namespace,
+        )

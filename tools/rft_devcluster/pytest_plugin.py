@@ -1,0 +1,80 @@
+"""pytest fixtures for tests that need the local cluster.
+
+Register with ``pytest_plugins = ["rft_devcluster.pytest_plugin"]`` (or ``-p
+rft_devcluster.pytest_plugin``). The session fixture ``cluster`` starts one cluster per test
+session (control plane, kwok GPU nodes and the local node agent) and always stops it; it
+never skips: if the binaries cannot be built, the fixture errors with the build script's
+output. Set ``RFT_CLUSTER_STATE_DIR`` to reuse a cluster already started with
+``python -m rft_devcluster up`` instead (it is then left running).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from rft_devcluster.binaries import ensure_binaries
+from rft_devcluster.controlplane import ClusterOptions, ControlPlane
+from rft_devcluster.handle import ClusterHandle
+from rft_devcluster.waiting import wait_for
+
+REUSE_ENV = "RFT_CLUSTER_STATE_DIR"
+
+
+@contextlib.contextmanager
+def _sigterm_raises_keyboard_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt so that fixture teardown (and the cluster's stop) runs."""
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterHandle]:
+    """A running local cluster (admin access) shared by the whole test session."""
+    reuse = os.environ.get(REUSE_ENV)
+    if reuse:
+        yield ClusterHandle.from_state_dir(Path(reuse))
+        return
+    bin_dir = ensure_binaries()
+    state_dir = tmp_path_factory.mktemp("rft-devcluster")
+    options = ClusterOptions(gpu_nodes=2, local_node=None)
+    with _sigterm_raises_keyboard_interrupt(), ControlPlane(state_dir, bin_dir, options) as handle:
+        yield handle
+
+
+@pytest.fixture
+def namespace(cluster: ClusterHandle) -> Iterator[str]:
+    """A fresh namespace (with its ``default`` ServiceAccount ready), deleted after the test."""
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    with cluster.api_client() as api:
+        core = client.CoreV1Api(api)
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+        wait_for(
+            lambda: core.read_namespaced_service_account("default", name),
+            timeout=30,
+            what=f"ServiceAccount {name}/default",
+        )
+        try:
+            yield name
+        finally:
+            with contextlib.suppress(ApiException):
+                core.delete_namespace(name, propagation_policy="Background")
