@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from rft.trainer_config import TrainerConfig
 from rft_trainer.tiny import build_tiny_model
-from trainer_testlib import ConfigFactory, sha256_of
+
+from tests.trainer.trainer_testlib import ConfigFactory, sha256_of
 
 
 @pytest.fixture(scope="session")

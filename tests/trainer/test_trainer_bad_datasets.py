@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from rft.trainer_config import TrainerFailure, parse_termination_message
 from rft_trainer.main import main
-from trainer_testlib import ConfigFactory, jsonl, samples_row
+
+from tests.trainer.trainer_testlib import ConfigFactory, jsonl, samples_row
 
 GOOD = samples_row("say an animal", [("cat", 1.0), ("dog", 0.0)])
 GOOD_LINE = json.dumps(GOOD).encode()
