@@ -1,15 +1,21 @@
-"""Fixtures for SDK and CLI tests: an isolated environment, and SDK sessions on the local cluster."""
+"""Fixtures for SDK and CLI tests: an isolated environment, SDK sessions on the local cluster, and a
+stand-in OpenAI-compatible server."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rft.sdk.config import load_config
 from rft.sdk.kube import KubeClient
 from rft.sdk.session import Session
 from rft_devcluster.handle import ClusterHandle
+
+from tests.sdk.openai_stub import OpenAIStub, stub_handler
 
 SDK_ENV = (
     "RFT_CONFIG",
@@ -45,3 +51,18 @@ def sdk_session(cluster: ClusterHandle, crds: None, namespace: str) -> Iterator[
         yield Session(config, client)
     finally:
         client.api_client.close()  # type: ignore[no-untyped-call]
+
+
+@pytest.fixture
+def openai_stub() -> Iterator[OpenAIStub]:
+    """The stand-in inference server (the real servers need model weights); stopped after the test."""
+    recorded: list[tuple[str, dict[str, Any]]] = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), stub_handler(recorded))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield OpenAIStub(port=server.server_address[1], requests=recorded)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

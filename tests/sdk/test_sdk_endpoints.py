@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 from kubernetes import client as k8s
-from rft.sdk.endpoints import format_host, parse_service_url, pick_ready_target, resolve_base_url
+from rft.sdk.endpoints import (
+    format_host,
+    parse_service_url,
+    pick_ready_pod,
+    pick_ready_target,
+    resolve_base_url,
+)
 
 
 def test_parse_service_urls() -> None:
@@ -94,3 +100,32 @@ def test_in_cluster_uses_the_service_url_as_is() -> None:
 
 def test_non_service_endpoint_is_used_as_is() -> None:
     assert resolve_base_url("http://127.0.0.1:8000/v1/", None, {}) == "http://127.0.0.1:8000/v1"  # type: ignore[arg-type]
+
+
+def _pod(name: str, ip: str | None, phase: str = "Running", ready: str = "True") -> k8s.V1Pod:
+    return k8s.V1Pod(
+        metadata=k8s.V1ObjectMeta(name=name),
+        spec=k8s.V1PodSpec(
+            containers=[
+                k8s.V1Container(name="server", ports=[k8s.V1ContainerPort(name="http", container_port=8123)])
+            ]
+        ),
+        status=k8s.V1PodStatus(
+            phase=phase, pod_ip=ip, conditions=[k8s.V1PodCondition(type="Ready", status=ready)]
+        ),
+    )
+
+
+def test_pick_ready_pod_resolves_named_and_numbered_target_ports() -> None:
+    pods = [_pod("b", "127.0.0.3"), _pod("a", "127.0.0.2", ready="False"), _pod("c", None)]
+    assert pick_ready_pod(pods, "http", 8000) == ("127.0.0.3", 8123)
+    assert pick_ready_pod(pods, 9000, 8000) == ("127.0.0.3", 9000)
+    assert pick_ready_pod(pods, "9001", 8000) == ("127.0.0.3", 9001)
+    assert pick_ready_pod(pods, None, 8000) == ("127.0.0.3", 8000)
+
+
+def test_pick_ready_pod_skips_pods_that_cannot_serve() -> None:
+    assert pick_ready_pod([_pod("a", "127.0.0.2", phase="Pending")], "http", 80) is None
+    assert pick_ready_pod([_pod("a", "127.0.0.2", ready="False")], "http", 80) is None
+    assert pick_ready_pod([_pod("a", "127.0.0.2")], "metrics", 80) is None
+    assert pick_ready_pod([], "http", 80) is None
