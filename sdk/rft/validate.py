@@ -11,8 +11,9 @@ size Kubernetes keeps of a termination message) to the termination log::
 plus ``"error"`` and ``"errorKind"`` when the object could not be read.
 
 Exit codes: 0 the dataset is valid; 1 the dataset is bad (bad rows, too few or too many rows,
-an unusable source URL, a prefix without exactly one ``.jsonl``); 2 storage or credential errors
-(missing object, access denied, no credentials, unreachable endpoint) and bad command lines.
+an unusable source URL, a prefix holding several ``.jsonl`` objects); 2 storage or credential
+errors (missing object, access denied, no credentials, unreachable endpoint), bad command lines,
+and internal errors (``errorKind: internal``, traceback on stderr).
 
 Every option can also come from the environment: ``RFT_VALIDATE_SOURCE``, ``_FORMAT``,
 ``_MIN_ROWS``, ``_MAX_ROWS``, ``_MAX_LINE_BYTES``, ``_MAX_ERRORS``, ``_TERMINATION_LOG``
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -217,7 +219,9 @@ def _error_kind(exc: Exception) -> str:
         return "not-found"
     if isinstance(exc, SourceError):
         return "invalid-source"
-    return "storage"
+    if isinstance(exc, StorageError):
+        return "storage"
+    return "internal"
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -236,15 +240,18 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 max_line_bytes=args.max_line_bytes,
                 max_errors=args.max_errors,
             )
-    except (StorageError, SourceError) as exc:
+    except Exception as exc:
         kind = _error_kind(exc)
         code = EXIT_INVALID if isinstance(exc, SourceError) else EXIT_STORAGE
-        _log(out, "validation_error", errorKind=kind, error=str(exc))
-        print(f"ERROR ({kind}): {exc}", file=out, flush=True)
+        message = str(exc) if kind != "internal" else f"internal error: {type(exc).__name__}: {exc}"
+        if kind == "internal":  # a bug: keep the traceback in the pod's log
+            traceback.print_exc(file=sys.stderr)
+        _log(out, "validation_error", errorKind=kind, error=message)
+        print(f"ERROR ({kind}): {message}", file=out, flush=True)
         summary: dict[str, Any] = {
             "ok": False,
             "resolvedSource": resolved,
-            "error": str(exc),
+            "error": message,
             "errorKind": kind,
             "errors": [],
         }

@@ -214,3 +214,24 @@ def test_compact_summary_shrinks_in_order() -> None:
         {"ok": True, "errors": [{"line": 1, "message": "short"}], "errorCount": 1}
     )
     assert json.loads(small)["errors"] == [{"line": 1, "message": "short"}]
+
+
+def test_an_unexpected_failure_still_writes_a_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "d.jsonl"
+    source.write_bytes(_jsonl([_row(i) for i in range(3)]))
+
+    def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("bug in the validator")
+
+    monkeypatch.setattr(validate, "validate_stream", broken)
+    code, summary, _out = _main(["--source", str(source), "--termination-log", str(tmp_path / "l")], capsys)
+    assert code == 2
+    assert summary == {
+        "ok": False,
+        "resolvedSource": f"file://{source}",
+        "error": "internal error: RuntimeError: bug in the validator",
+        "errorKind": "internal",
+        "errors": [],
+    }
