@@ -174,6 +174,7 @@ class LLM:
             )
 
         self._lock = threading.Lock()
+        self._resolve_lock = threading.Lock()
         self._applied = False
         self._target: tuple[str, str] | None = None
         self._sync_client: openai.OpenAI | None = None
@@ -377,11 +378,24 @@ class LLM:
 
     # Inference -------------------------------------------------------------------------------
 
-    def _resolve_target(self) -> tuple[str, str]:
+    def _cached_target(self) -> tuple[str, str] | None:
         with self._lock:
-            if self._target is not None:
-                return self._target
-            applied = self._applied
+            return self._target
+
+    def _resolve_target(self) -> tuple[str, str]:
+        cached = self._cached_target()
+        if cached is not None:
+            return cached
+        # Concurrent first calls (a gather of acreate) apply and resolve once; the rest wait here.
+        with self._resolve_lock:
+            cached = self._cached_target()
+            if cached is not None:
+                return cached
+            with self._lock:
+                applied = self._applied
+            return self._apply_and_resolve(applied)
+
+    def _apply_and_resolve(self, applied: bool) -> tuple[str, str]:
         if not applied:
             self.apply(wait=True)
         deployment = self.wait_ready()
@@ -409,8 +423,7 @@ class LLM:
 
     def is_resolved(self) -> bool:
         """True once the endpoint is known (no more cluster calls before a request)."""
-        with self._lock:
-            return self._target is not None
+        return self._cached_target() is not None
 
     def sync_client(self) -> openai.OpenAI:
         """The official OpenAI client pointed at the deployment."""

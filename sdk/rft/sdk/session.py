@@ -8,6 +8,21 @@ from dataclasses import replace
 from rft.sdk.config import SdkConfig, load_config
 from rft.sdk.kube import KubeClient
 
+_shared_clients: dict[tuple[str | None, str | None], KubeClient] = {}
+_shared_clients_lock = threading.Lock()
+
+
+def shared_client(config: SdkConfig) -> KubeClient:
+    """One Kubernetes client per (kubeconfig, context) in this process, so that the many SDK objects
+    of a training loop share a connection pool."""
+    key = (config.kubeconfig, config.context)
+    with _shared_clients_lock:
+        client = _shared_clients.get(key)
+        if client is None:
+            client = KubeClient.from_config(config)
+            _shared_clients[key] = client
+        return client
+
 
 class Session:
     """Resolved settings plus one Kubernetes client, built on first use (constructors stay offline)."""
@@ -56,5 +71,5 @@ class Session:
         """The Kubernetes client, created from the kubeconfig on first use."""
         with self._lock:
             if self._client is None:
-                self._client = KubeClient.from_config(self.config)
+                self._client = shared_client(self.config)
             return self._client
