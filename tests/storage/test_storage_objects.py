@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from rft import storage
 from rft.storage import s3 as s3_backend
-from rft_devcluster.pytest_fixtures_storage import S3Bucket
+from rft_devcluster.pytest_fixtures_storage import GcsBucket, S3Bucket
 
 UrlIn = Callable[[str], str]
 
@@ -155,3 +155,16 @@ def test_s3_multipart_upload_is_create_only_and_cleans_up(
 def test_missing_bucket_is_named(s3_bucket: S3Bucket) -> None:
     with pytest.raises(storage.NotFound, match="no-such-bucket-rft"):
         storage.read_bytes("s3://no-such-bucket-rft/key")
+
+
+def test_gcs_resumable_upload_is_create_only(gcs_bucket: GcsBucket, tmp_path: Path) -> None:
+    """Files over 8 MiB take google-cloud-storage's resumable path; the precondition still holds."""
+    big = tmp_path / "model.safetensors"
+    big.write_bytes(os.urandom(9 * 1024 * 1024))
+    url = f"{gcs_bucket.url}/models/base/model.safetensors"
+    storage.upload_file(big, url)
+    other = tmp_path / "other"
+    other.write_bytes(os.urandom(9 * 1024 * 1024))
+    with pytest.raises(storage.AlreadyExists):
+        storage.upload_file(other, url)
+    assert storage.sha256_digest(url) == "sha256:" + hashlib.sha256(big.read_bytes()).hexdigest()
