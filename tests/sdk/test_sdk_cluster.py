@@ -611,7 +611,7 @@ def test_cli_lists_steps_and_prints_the_trainer_log_file(
         k8s.V1Pod(
             metadata=k8s.V1ObjectMeta(
                 name="ckpt-1-train-abcde",
-                labels={"job-name": "ckpt-1-train"},
+                labels={"batch.kubernetes.io/job-name": "ckpt-1-train"},
                 annotations={"rft-operator.io/log-path": str(log_file)},
             ),
             spec=k8s.V1PodSpec(

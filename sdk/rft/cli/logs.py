@@ -12,7 +12,7 @@ from rft.sdk.errors import RftError
 from rft.sdk.kube import KubeClient, translate_api_error
 
 LOG_PATH_ANNOTATION = "rft-operator.io/log-path"
-JOB_NAME_LABEL = "job-name"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
 
 def newest_pod(pods: list[Any]) -> Any:
