@@ -58,7 +58,8 @@ class Engine:
         enable_lora: bool,
         max_loras: int,
         max_lora_rank: int,
-        download_dir: Path,
+        download_dir: Path | None = None,
+        owns_download_dir: bool = False,
         logprobs_mode: LogprobsMode = "raw_logprobs",
         sampling_defaults: Mapping[str, float | int] | None = None,
     ) -> None:
@@ -75,7 +76,8 @@ class Engine:
         self.model_root = model_root
         self.max_model_len = max_model_len
         self.device = device
-        self.download_dir = download_dir
+        self._download_dir = download_dir
+        self._owns_download_dir = owns_download_dir
         self.logprobs_mode: LogprobsMode = logprobs_mode
         self.sampling_defaults = dict(sampling_defaults or {})
         self.vocab_size = len(tokenizer)
@@ -84,9 +86,12 @@ class Engine:
     @classmethod
     def from_config(cls, config: ServerConfig) -> Engine:
         """Load the base model and tokenizer named by `config` and preload its `lora_modules`."""
-        download_dir = Path(config.download_dir or tempfile.mkdtemp(prefix="rft-server-"))
+        download_dir = Path(config.download_dir) if config.download_dir else None
+        owns_download_dir = False
         model_dir = Path(config.model)
         if is_storage_url(config.model):
+            if download_dir is None:
+                download_dir, owns_download_dir = Path(tempfile.mkdtemp(prefix="rft-server-")), True
             logger.info("fetching the base model from %s", config.model)
             model_dir = fetch(config.model, download_dir / "base")
         if not model_dir.is_dir():
@@ -108,6 +113,7 @@ class Engine:
             max_loras=config.max_loras,
             max_lora_rank=config.max_lora_rank,
             download_dir=download_dir,
+            owns_download_dir=owns_download_dir,
             logprobs_mode=config.logprobs_mode,
             sampling_defaults=read_sampling_defaults(model_dir),
         )
@@ -119,6 +125,11 @@ class Engine:
     def model_name(self) -> str:
         """The base model's name as reported in responses."""
         return self.model_names[0]
+
+    @property
+    def download_dir(self) -> Path | None:
+        """Where files from storage URLs were fetched to (None before the first fetch)."""
+        return self._download_dir
 
     @property
     def adapters(self) -> tuple[AdapterInfo, ...]:
@@ -242,7 +253,7 @@ class Engine:
         self._adapters.check_can_add(name)  # fail fast; checked again under the lock
         local_dir = Path(path)
         if is_storage_url(path):
-            local_dir = fetch_adapter(name, path, self.download_dir)
+            local_dir = fetch_adapter(name, path, self._downloads())
         try:
             with self._lock:
                 info = self._adapters.add(name, local_dir, source=path)
@@ -266,6 +277,20 @@ class Engine:
             shutil.rmtree(fetched, ignore_errors=True)
         logger.info("Removed LoRA adapter: name '%s'", name)
         return info
+
+    def close(self) -> None:
+        """Delete the files this engine fetched into a temporary directory of its own."""
+        if self._owns_download_dir and self._download_dir is not None:
+            shutil.rmtree(self._download_dir, ignore_errors=True)
+            self._download_dir = None
+            self._owns_download_dir = False
+
+    def _downloads(self) -> Path:
+        """Where fetched files go: --download-dir, else a temporary directory made on first use."""
+        if self._download_dir is None:
+            self._download_dir = Path(tempfile.mkdtemp(prefix="rft-server-"))
+            self._owns_download_dir = True
+        return self._download_dir
 
     def _decode(self, token_ids: Sequence[int], skip_special_tokens: bool) -> str:
         with self._tokenizer_lock:

@@ -27,4 +27,7 @@ def run(config: ServerConfig) -> None:
         config.enable_lora,
     )
     app = create_app(engine, runtime_lora_updating=config.allow_runtime_lora_updating)
-    uvicorn.run(app, host=config.host, port=config.port, log_level=config.uvicorn_log_level)
+    try:
+        uvicorn.run(app, host=config.host, port=config.port, log_level=config.uvicorn_log_level)
+    finally:
+        engine.close()
