@@ -92,13 +92,22 @@ class Kube:
             raise ApiException(status=409, reason="object vanished after a conflict")
         return existing, False
 
-    def patch_status(self, plural: str, namespace: str, name: str, status: Obj) -> Obj | None:
-        """Merge-patch the status subresource; None when the object is gone."""
+    def patch_status(
+        self, plural: str, namespace: str, name: str, status: Obj, resource_version: str | None = None
+    ) -> Obj | None:
+        """Merge-patch the status subresource; None when the object is gone.
+
+        With `resource_version` the patch applies only to that version of the object (409
+        otherwise), so a status computed from a stale read never overwrites a newer one.
+        """
+        body: Obj = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         try:
             self.writes.add("patch_status")
             return _body(
                 self.custom.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, namespace, plural, name, {"status": status}, _preload_content=False
+                    GROUP, VERSION, namespace, plural, name, body, _preload_content=False
                 )
             )
         except ApiException as exc:

@@ -26,6 +26,7 @@ SyncFn = Callable[[str, str], float | None]
 
 MIN_BACKOFF = 0.5
 MAX_BACKOFF = 60.0
+CONFLICT_RETRY = 0.05
 
 
 class WorkQueue:
@@ -122,16 +123,20 @@ class WorkQueue:
                 log.info("%s %s/%s: %s (retry in %.1fs)", kind, namespace, name, exc, requeue)
             except ApiException as exc:
                 METRICS.errors.labels(kind=kind, error=f"api-{exc.status}").inc()
-                requeue = self._backoff(key)
-                log.warning(
-                    "%s %s/%s: API error %s %s (retry in %.1fs)",
-                    kind,
-                    namespace,
-                    name,
-                    exc.status,
-                    exc.reason,
-                    requeue,
-                )
+                if exc.status == 409:  # a write raced a newer version: reconcile again from a fresh read
+                    requeue = CONFLICT_RETRY
+                    log.debug("%s %s/%s: conflict, retrying", kind, namespace, name)
+                else:
+                    requeue = self._backoff(key)
+                    log.warning(
+                        "%s %s/%s: API error %s %s (retry in %.1fs)",
+                        kind,
+                        namespace,
+                        name,
+                        exc.status,
+                        exc.reason,
+                        requeue,
+                    )
             except Exception:
                 METRICS.errors.labels(kind=kind, error="unexpected").inc()
                 requeue = self._backoff(key)

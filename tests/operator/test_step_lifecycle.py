@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from typing import Any
 
 import pytest
@@ -138,8 +139,6 @@ def test_finished_step_and_its_job_are_removed_after_the_ttl(
     objects.step("s", pod=fake_pod(0, success_message()), ttlSecondsAfterFinished=2)
     objects.wait_phase("s", "JOB_STATE_COMPLETED")
     objects.wait_step("s", lambda _: True)  # exists right after completion
-    import time
-
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (objects.get("reinforcementsteps", "s") or objects.jobs(SUCCEEDED)):
         time.sleep(0.5)
@@ -158,8 +157,6 @@ def test_operator_killed_mid_step_resumes_with_exactly_one_job(
     (job,) = objects.jobs(SUCCEEDED)
     operator.stop(signal.SIGKILL)
     try:
-        import time
-
         time.sleep(1)
     finally:
         operator.start()

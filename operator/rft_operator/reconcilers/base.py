@@ -41,5 +41,9 @@ class Reconciler:
             return False
         patch = status_patch(old_wire, new_wire)
         meta = raw["metadata"]
-        self.kube.patch_status(self.plural, meta["namespace"], meta["name"], patch)
+        updated = self.kube.patch_status(
+            self.plural, meta["namespace"], meta["name"], patch, resource_version=meta.get("resourceVersion")
+        )
+        if updated is not None:  # later writes in the same pass build on this version
+            meta["resourceVersion"] = updated["metadata"]["resourceVersion"]
         return True

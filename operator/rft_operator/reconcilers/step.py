@@ -374,7 +374,7 @@ class StepReconciler(Reconciler):
             )
         if isinstance(result, TrainerFailure):
             return self._finish(raw, step, StepPhase.FAILED, result.reason, result.message)
-        model, problem = self._register_model(step, result)
+        problem = self._register_model(step, result)
         if problem:
             return self._finish(raw, step, StepPhase.FAILED, "OutputModelExists", problem)
         progress = (step.status.progress or StepProgress()).model_copy(
@@ -391,9 +391,8 @@ class StepReconciler(Reconciler):
             output_location=result.output_location,
         )
 
-    def _register_model(
-        self, step: ReinforcementStep, result: TrainerResult
-    ) -> tuple[Model | None, str | None]:
+    def _register_model(self, step: ReinforcementStep, result: TrainerResult) -> str | None:
+        """Create the output Model; a problem message when the name belongs to someone else."""
         ns = step.metadata.namespace
         src_raw = self.kube.get("models", ns, step.spec.model)
         source = Model.model_validate(src_raw) if src_raw else None
@@ -431,10 +430,7 @@ class StepReconciler(Reconciler):
         created, is_new = self.kube.create("models", ns, body)
         model = Model.model_validate(created)
         if not is_new and model.metadata.annotations.get(naming.ANNOTATION_STEP_UID) != step.metadata.uid:
-            return (
-                None,
-                f"Model {step.spec.output_model} was created by someone else while this step ran; the checkpoint is at {result.output_location}",
-            )
+            return f"Model {step.spec.output_model} was created by someone else while this step ran; the checkpoint is at {result.output_location}"
         if model.status.phase != "READY":
             now = self.clock()
             self.kube.patch_status(
@@ -458,7 +454,7 @@ class StepReconciler(Reconciler):
                     ],
                 },
             )
-        return model, None
+        return None
 
     def _adopt_existing_output(self, raw: Obj, step: ReinforcementStep, model: Model) -> float | None:
         """GitOps re-created a finished step: its output already exists with this very lineage."""
