@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import boto3
 import pytest
@@ -104,3 +106,78 @@ def test_clients_follow_environment_changes(s3_bucket: S3Bucket, monkeypatch: py
     storage.create_bytes(f"{s3_bucket.url}/as-another-role", b"x")
     identity = boto3.session.Session().client("sts").get_caller_identity()
     assert "assumed-role/another-role/" in identity["Arn"]
+
+
+def test_service_specific_endpoints_are_honoured(
+    s3_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_bucket.endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", s3_bucket.endpoint)
+    storage.reset_clients()
+    storage.create_bytes(f"{s3_bucket.url}/via-service-endpoints", b"ok")
+    assert storage.read_bytes(f"{s3_bucket.url}/via-service-endpoints") == b"ok"
+    client: Any = s3_backend.client()
+    assert client.meta.endpoint_url == s3_bucket.endpoint
+    assert client._request_signer._credentials.method == "assume-role-with-web-identity"
+
+
+class _PodIdentityAgent(http.server.BaseHTTPRequestHandler):
+    """The EKS Pod Identity agent's credentials endpoint, as the container provider calls it."""
+
+    expected_token = ""
+    seen_tokens: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.seen_tokens.append(self.headers.get("Authorization", ""))
+        if self.headers.get("Authorization") != self.expected_token:
+            self.send_response(401)
+            self.end_headers()
+            return
+        body = json.dumps(
+            {
+                "AccessKeyId": "ASIAPODIDENTITY",
+                "SecretAccessKey": "pod-identity-secret",
+                "Token": "pod-identity-session",
+                "Expiration": "2099-01-01T00:00:00Z",
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+def test_eks_pod_identity_credentials(
+    s3_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With Pod Identity the pod gets an agent URL and a token file: temporary keys, never static ones."""
+    token_file = tmp_path / "eks-pod-identity-token"
+    token_file.write_text("pod-identity-jwt")
+    _PodIdentityAgent.expected_token = "pod-identity-jwt"
+    agent = http.server.HTTPServer(("127.0.0.1", 0), _PodIdentityAgent)
+    thread = threading.Thread(target=agent.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.delenv("AWS_ROLE_ARN")
+        monkeypatch.delenv("AWS_WEB_IDENTITY_TOKEN_FILE")
+        monkeypatch.setenv(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI", f"http://127.0.0.1:{agent.server_port}/v1/credentials"
+        )
+        monkeypatch.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", str(token_file))
+        storage.reset_clients()
+        storage.create_bytes(f"{s3_bucket.url}/via-pod-identity", b"ok")
+        client: Any = s3_backend.client()
+        credentials = client._request_signer._credentials
+        assert credentials.method == "container-role"
+        assert credentials.get_frozen_credentials().access_key == "ASIAPODIDENTITY"
+        assert _PodIdentityAgent.seen_tokens[-1] == "pod-identity-jwt"
+        assert not any(name in os.environ for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))
+    finally:
+        agent.shutdown()
+        agent.server_close()
+        thread.join(timeout=5)
