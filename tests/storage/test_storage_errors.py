@@ -16,7 +16,9 @@ S3_URL = "s3://bucket/datasets/d.jsonl"
 GS_URL = "gs://bucket/datasets/d.jsonl"
 
 
-def _client_error(code: str, operation: str = "GetObject", status: int = 400) -> botocore.exceptions.ClientError:
+def _client_error(
+    code: str, operation: str = "GetObject", status: int = 400
+) -> botocore.exceptions.ClientError:
     response: Any = {
         "Error": {"Code": code, "Message": f"{code} happened"},
         "ResponseMetadata": {"HTTPStatusCode": status},
