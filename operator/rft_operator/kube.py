@@ -7,6 +7,7 @@ create and "not found" on delete are successes here: a reconcile that runs twice
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -115,6 +116,23 @@ class Kube:
                 return None
             raise
 
+    def set_finalizers(
+        self, plural: str, namespace: str, name: str, finalizers: list[str], resource_version: str
+    ) -> Obj:
+        """Replace metadata.finalizers, only on that version of the object."""
+        self.writes.add("patch")
+        return _body(
+            self.custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+                {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}},
+                _preload_content=False,
+            )
+        )
+
     def delete(self, plural: str, namespace: str, name: str, propagation: str = "Background") -> bool:
         try:
             self.writes.add("delete")
@@ -214,3 +232,66 @@ class Kube:
             log.warning(
                 "could not record event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc.reason
             )
+
+
+class Children:
+    """Create-or-update of the apps/v1 Deployments and Services the operator owns.
+
+    The desired manifest's hash is kept in an annotation: an unchanged hash means nothing to
+    write; a changed one (spec edited, or someone edited the child) replaces the child's spec.
+    """
+
+    HASH_ANNOTATION = f"{GROUP}/desired-hash"
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    @staticmethod
+    def _hash(manifest: Obj) -> str:
+        return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
+
+    def ensure_deployment(self, manifest: Obj) -> Obj:
+        return self._ensure(
+            manifest,
+            self.kube.apps.read_namespaced_deployment,
+            self.kube.apps.create_namespaced_deployment,
+            self.kube.apps.replace_namespaced_deployment,
+        )
+
+    def ensure_service(self, manifest: Obj) -> Obj:
+        return self._ensure(
+            manifest,
+            self.kube.core.read_namespaced_service,
+            self.kube.core.create_namespaced_service,
+            self.kube.core.replace_namespaced_service,
+        )
+
+    def _ensure(self, manifest: Obj, read: Any, create: Any, replace: Any) -> Obj:
+        meta = manifest["metadata"]
+        digest = self._hash(manifest)
+        desired = {
+            **manifest,
+            "metadata": {
+                **meta,
+                "annotations": {**meta.get("annotations", {}), self.HASH_ANNOTATION: digest},
+            },
+        }
+        try:
+            current = _body(read(meta["name"], meta["namespace"], _preload_content=False))
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.kube.writes.add("create")
+            try:
+                return _body(create(meta["namespace"], desired, _preload_content=False))
+            except ApiException as create_exc:
+                if create_exc.status != 409:
+                    raise
+                current = _body(read(meta["name"], meta["namespace"], _preload_content=False))
+        if current["metadata"].get("annotations", {}).get(self.HASH_ANNOTATION) == digest:
+            return current
+        desired["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        if manifest["kind"] == "Service":  # immutable, allocated fields are kept
+            desired["spec"] = {**desired["spec"], "clusterIP": current["spec"].get("clusterIP")}
+        self.kube.writes.add("replace")
+        return _body(replace(meta["name"], meta["namespace"], desired, _preload_content=False))

@@ -24,6 +24,7 @@ from rft_operator.accelerators import AcceleratorMap
 from rft_operator.config import OperatorConfig
 from rft_operator.kube import Kube
 from rft_operator.reconcilers.dataset import DatasetReconciler
+from rft_operator.reconcilers.deployment import DeploymentReconciler
 from rft_operator.reconcilers.model import ModelReconciler
 from rft_operator.reconcilers.step import StepReconciler
 from rft_operator.workqueue import WorkQueue
@@ -31,7 +32,12 @@ from rft_operator.workqueue import WorkQueue
 log = logging.getLogger("rft_operator")
 
 MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGER}
-KIND_OF_PLURAL = {"reinforcementsteps": "step", "datasets": "dataset", "models": "model"}
+KIND_OF_PLURAL = {
+    "reinforcementsteps": "step",
+    "datasets": "dataset",
+    "models": "model",
+    "deployments": "deployment",
+}
 
 
 def _api_client(workers: int) -> client.ApiClient:
@@ -57,6 +63,7 @@ def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         "step": StepReconciler(kube, cfg, accelerators).sync,
         "dataset": DatasetReconciler(kube, cfg).sync,
         "model": ModelReconciler(kube).sync,
+        "deployment": DeploymentReconciler(kube, cfg, accelerators).sync,
     }
     queue = WorkQueue(reconcilers, workers=cfg.workers)
     queue.start()
@@ -106,6 +113,8 @@ def _enqueue_owner(labels: Mapping[str, str], namespace: str | None, memo: Any) 
         memo.queue.add(("step", namespace or "", step))
     elif dataset := labels.get(naming.LABEL_DATASET):
         memo.queue.add(("dataset", namespace or "", dataset))
+    elif deployment := labels.get(naming.LABEL_DEPLOYMENT):
+        memo.queue.add(("deployment", namespace or "", deployment))
 
 
 for _plural, _kind in KIND_OF_PLURAL.items():
@@ -115,6 +124,23 @@ for _plural, _kind in KIND_OF_PLURAL.items():
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
 def job_changed(labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any) -> None:
     _enqueue_owner(labels, namespace, memo)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+def server_changed(labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any) -> None:
+    _enqueue_owner(labels, namespace, memo)
+
+
+@kopf.on.event(GROUP, VERSION, "deployments", id="wake-lora-deployments")
+def base_deployment_changed(
+    name: str, namespace: str | None, spec: Mapping[str, Any], memo: Any, **_: Any
+) -> None:
+    """Adapters riding on this Deployment follow its changes (new replicas, readiness)."""
+    if spec.get("deploymentType") == "on-demand-lora":
+        return
+    for obj in memo.kube.list_objects("deployments", namespace):
+        if obj["spec"].get("baseDeployment") == name:
+            memo.queue.add(("deployment", obj["metadata"]["namespace"], obj["metadata"]["name"]))
 
 
 @kopf.on.event("", "v1", "pods", labels=MANAGED)

@@ -1,0 +1,57 @@
+"""Talking to serving pods' adapter admin routes (vLLM's protocol, spoken by both engines).
+
+The operator asks each ready replica of a base deployment which models it serves
+(`GET /v1/models`), loads missing adapters (`POST /v1/load_lora_adapter`) and unloads them
+(`POST /v1/unload_lora_adapter`). Which pod addresses may be contacted follows the operator's
+`progress_poll` setting (every pod in a cluster, loopback pods only in development).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+
+class AdapterAdminError(RuntimeError):
+    """A replica refused or could not be reached."""
+
+
+def _request(url: str, payload: dict[str, Any] | None, timeout: float) -> Any:
+    data = None if payload is None else json.dumps(payload).encode()
+    req = urllib.request.Request(  # noqa: S310 - http to a pod IP the operator chose
+        url, data=data, headers={"Content-Type": "application/json"}, method="GET" if data is None else "POST"
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+            body = resp.read()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:500]
+        raise AdapterAdminError(f"{url}: HTTP {exc.code}: {detail}") from None
+    except OSError as exc:
+        raise AdapterAdminError(f"{url}: {exc}") from None
+    try:
+        return json.loads(body) if body.strip().startswith((b"{", b"[")) else body.decode(errors="replace")
+    except ValueError:
+        return body.decode(errors="replace")
+
+
+def _base(pod_ip: str, port: int) -> str:
+    host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
+    return f"http://{host}:{port}"
+
+
+def served_models(pod_ip: str, port: int, timeout: float = 5.0) -> set[str]:
+    body = _request(f"{_base(pod_ip, port)}/v1/models", None, timeout)
+    if not isinstance(body, dict):
+        raise AdapterAdminError(f"{pod_ip}:{port}: /v1/models answered {str(body)[:200]!r}")
+    return {str(m.get("id")) for m in body.get("data", [])}
+
+
+def load_adapter(pod_ip: str, port: int, name: str, path: str, timeout: float = 600.0) -> None:
+    _request(f"{_base(pod_ip, port)}/v1/load_lora_adapter", {"lora_name": name, "lora_path": path}, timeout)
+
+
+def unload_adapter(pod_ip: str, port: int, name: str, timeout: float = 60.0) -> None:
+    _request(f"{_base(pod_ip, port)}/v1/unload_lora_adapter", {"lora_name": name}, timeout)

@@ -1,0 +1,193 @@
+"""Pure builders of a served model: an apps/v1 Deployment and a ClusterIP Service.
+
+Both engines run the same arguments (`rft_trainer.server.args`, a light module): vLLM on GPU
+nodes, the reference server for CPU and small models. vLLM reads the base model from local disk,
+so an init container fetches it from the bucket under the pod's workload identity, and a sidecar
+offers bucket-aware adapter loading on ADAPTER_ADMIN_PORT. The reference server fetches bucket
+URLs itself and serves the adapter routes on its main port.
+"""
+
+from __future__ import annotations
+
+from rft.api import Deployment, Model
+from rft_trainer.server.args import server_args, server_command, server_env
+
+from rft_operator import naming
+from rft_operator.accelerators import AcceleratorMap
+from rft_operator.builders.pods import (
+    SCRATCH,
+    Manifest,
+    container_security_context,
+    offline_env,
+    owner_reference,
+    pod_security_context,
+    scratch_volumes,
+)
+from rft_operator.config import OperatorConfig
+
+SERVER_PORT = 8000
+ADAPTER_ADMIN_PORT = 8001
+SERVER_CONTAINER = "server"
+LOCAL_MODEL_DIR = "/models/base"
+
+
+def server_name(deployment: str) -> str:
+    """The apps/v1 Deployment and the Service of a served model share this name."""
+    return naming.child_name(deployment, "server")
+
+
+def selector_labels(deployment: str) -> dict[str, str]:
+    return {naming.LABEL_DEPLOYMENT: deployment, naming.LABEL_COMPONENT: "server"}
+
+
+def admin_port(deployment: Deployment) -> int:
+    """Where the operator sends adapter load/unload requests on each replica."""
+    return ADAPTER_ADMIN_PORT if deployment.spec.engine == "vllm" else SERVER_PORT
+
+
+def endpoint(deployment: Deployment) -> str:
+    name = server_name(deployment.metadata.name)
+    return f"http://{name}.{deployment.metadata.namespace}.svc.cluster.local:{SERVER_PORT}/v1"
+
+
+def _probe(path: str, period: int, failures: int) -> Manifest:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    }
+
+
+def build_server_deployment(
+    deployment: Deployment, model: Model, accelerators: AcceleratorMap, config: OperatorConfig
+) -> Manifest:
+    """The pods that serve `model` (a base model) for `deployment`."""
+    name = server_name(deployment.metadata.name)
+    spec = deployment.spec
+    placement = accelerators.placement(spec.accelerator.type)
+    labels = {**naming.labels("server"), **selector_labels(deployment.metadata.name)}
+    vllm = spec.engine == "vllm"
+    model_arg = LOCAL_MODEL_DIR if vllm else model.spec.location
+    args = server_args(
+        model_arg,
+        deployment.status.served_model_name or model.metadata.name,
+        host="$(POD_IP)",
+        port=SERVER_PORT,
+        max_loras=spec.max_loras,
+        max_lora_rank=spec.max_lora_rank,
+        max_model_len=spec.max_model_len,
+        enable_lora=spec.enable_lora,
+    )
+    if not vllm:
+        args += ["--download-dir", f"{SCRATCH}/models"]
+    env = [
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        *({"name": k, "value": v} for k, v in server_env(enable_lora=spec.enable_lora).items()),
+        *offline_env(),
+    ]
+    volumes, mounts = scratch_volumes("100Gi", shm_size="16Gi" if spec.accelerator.type != "CPU" else None)
+    containers: list[Manifest] = [
+        {
+            "name": SERVER_CONTAINER,
+            "image": spec.image or (config.vllm_image if vllm else config.server_image),
+            "imagePullPolicy": config.image_pull_policy,
+            "command": server_command(spec.engine, args),
+            "env": env,
+            "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
+            "resources": accelerators.pod_resources(spec.accelerator.type, spec.accelerator.count),
+            "securityContext": container_security_context(),
+            "volumeMounts": mounts,
+            # Loading weights takes a while: the startup probe holds liveness off for up to 30 min.
+            "startupProbe": _probe("/health", 10, 180),
+            "readinessProbe": _probe("/health", 5, 3),
+            "livenessProbe": _probe("/health", 20, 3),
+        }
+    ]
+    init: list[Manifest] = []
+    if vllm:
+        volumes += [{"name": "models", "emptyDir": {}}, {"name": "adapters", "emptyDir": {}}]
+        mounts += [{"name": "models", "mountPath": "/models"}, {"name": "adapters", "mountPath": "/adapters"}]
+        fetch_mounts = [*mounts]
+        init.append(
+            {
+                "name": "fetch-model",
+                "image": config.trainer_image,
+                "imagePullPolicy": config.image_pull_policy,
+                "command": ["python", "-m", "rft.fetch", model.spec.location, LOCAL_MODEL_DIR],
+                "env": offline_env(),
+                "securityContext": container_security_context(),
+                "volumeMounts": fetch_mounts,
+            }
+        )
+        containers.append(
+            {
+                "name": "adapter-loader",
+                "image": config.trainer_image,
+                "imagePullPolicy": config.image_pull_policy,
+                "command": ["python", "-m", "rft.adapter_sidecar"],
+                "args": [
+                    "--upstream",
+                    f"http://127.0.0.1:{SERVER_PORT}",
+                    "--host",
+                    "$(POD_IP)",
+                    "--port",
+                    str(ADAPTER_ADMIN_PORT),
+                ],
+                "env": [env[0], *offline_env()],
+                "ports": [{"name": "adapter-admin", "containerPort": ADAPTER_ADMIN_PORT, "protocol": "TCP"}],
+                "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+                "securityContext": container_security_context(),
+                "volumeMounts": mounts,
+            }
+        )
+    pod_spec: Manifest = {
+        "serviceAccountName": spec.service_account_name,
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(),
+        "containers": containers,
+        "volumes": volumes,
+        "terminationGracePeriodSeconds": 30,
+    }
+    if init:
+        pod_spec["initContainers"] = init
+    if placement.node_selector:
+        pod_spec["nodeSelector"] = dict(placement.node_selector)
+    if placement.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in placement.tolerations]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": deployment.metadata.namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(deployment)],
+        },
+        "spec": {
+            "replicas": spec.min_replica_count,
+            "selector": {"matchLabels": selector_labels(deployment.metadata.name)},
+            "progressDeadlineSeconds": 3600,
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+
+
+def build_server_service(deployment: Deployment) -> Manifest:
+    """A ClusterIP Service: the endpoint stays inside the cluster."""
+    name = server_name(deployment.metadata.name)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": deployment.metadata.namespace,
+            "labels": {**naming.labels("server"), **selector_labels(deployment.metadata.name)},
+            "ownerReferences": [owner_reference(deployment)],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(deployment.metadata.name),
+            "ports": [{"name": "http", "port": SERVER_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }

@@ -1,0 +1,337 @@
+"""Deployment: serve a base model on its own replicas, or load a LoRA checkpoint onto a base.
+
+`on-demand` (and `serverless`/`auto`, served the same way on a cluster) renders an apps/v1
+Deployment and a ClusterIP Service. `on-demand-lora` creates no pods: the adapter is loaded under
+the checkpoint's name onto every ready replica of the base Deployment, re-loaded when a replica
+restarts (the reconcile polls), and unloaded when the lora Deployment is deleted (a finalizer
+holds the object until then).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from rft.api import GROUP, Deployment, DeploymentStatus, Model
+from rft.api.deployment import LoadedAdapters
+
+from rft_operator.accelerators import AcceleratorMap, UnknownAcceleratorError
+from rft_operator.adapters import AdapterAdminError, load_adapter, served_models, unload_adapter
+from rft_operator.builders.serving import (
+    admin_port,
+    build_server_deployment,
+    build_server_service,
+    endpoint,
+    selector_labels,
+)
+from rft_operator.conditions import set_condition
+from rft_operator.config import OperatorConfig
+from rft_operator.kube import Children, Kube, Obj
+from rft_operator.progress import may_poll
+from rft_operator.reconcilers.base import Clock, Reconciler, utcnow
+
+log = logging.getLogger(__name__)
+
+UNLOAD_FINALIZER = f"{GROUP}/unload-adapter"
+READY_REFRESH_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Replica:
+    pod: str
+    ip: str
+
+
+class DeploymentReconciler(Reconciler):
+    plural = "deployments"
+
+    def __init__(
+        self, kube: Kube, config: OperatorConfig, accelerators: AcceleratorMap, clock: Clock = utcnow
+    ) -> None:
+        super().__init__(kube, clock)
+        self.config = config
+        self.accelerators = accelerators
+        self.children = Children(kube)
+
+    def sync(self, namespace: str, name: str) -> float | None:
+        raw = self.kube.get(self.plural, namespace, name)
+        if raw is None:
+            return None
+        dep = Deployment.model_validate(raw)
+        if dep.spec.deployment_type == "on-demand-lora":
+            if dep.metadata.deletion_timestamp:
+                return self._delete_lora(raw, dep)
+            return self._sync_lora(raw, dep)
+        if dep.metadata.deletion_timestamp:
+            return None
+        return self._sync_base(raw, dep)
+
+    # --- on-demand: pods of our own ---------------------------------------------------------------
+    def _sync_base(self, raw: Obj, dep: Deployment) -> float | None:
+        ns = dep.metadata.namespace
+        model_raw = self.kube.get("models", ns, dep.spec.model)
+        if model_raw is None:
+            return self._status(
+                raw, dep, "CREATING", False, "ModelNotFound", f"waiting for Model {dep.spec.model} to exist"
+            )
+        model = Model.model_validate(model_raw)
+        if model.spec.kind != "base":
+            return self._status(
+                raw,
+                dep,
+                "FAILED",
+                False,
+                "NotABaseModel",
+                f"Model {model.metadata.name} is a LoRA checkpoint: serve it with deploymentType on-demand-lora "
+                f"and baseDeployment naming a Deployment of {model.spec.base_model}",
+            )
+        try:
+            manifest = build_server_deployment(dep, model, self.accelerators, self.config)
+        except UnknownAcceleratorError as exc:
+            return self._status(raw, dep, "FAILED", False, "UnknownAccelerator", str(exc))
+        apps = self.children.ensure_deployment(manifest)
+        self.children.ensure_service(build_server_service(dep))
+
+        st = apps.get("status", {})
+        ready = int(st.get("readyReplicas", 0) or 0)
+        wanted = dep.spec.min_replica_count
+        stalled = any(
+            c.get("type") == "Progressing"
+            and c.get("status") == "False"
+            and c.get("reason") == "ProgressDeadlineExceeded"
+            for c in st.get("conditions", []) or []
+        )
+        rolled_out = (
+            st.get("observedGeneration", 0) >= apps["metadata"].get("generation", 0)
+            and int(st.get("updatedReplicas", 0) or 0) >= wanted
+        )
+        replicas = self._adapters_per_replica(
+            self._ready_replicas(ns, dep.metadata.name), model.metadata.name
+        )
+        updates = {
+            "endpoint": endpoint(dep),
+            "served_model_name": model.metadata.name,
+            "ready_replicas": ready,
+            "replicas": replicas,
+        }
+        if stalled:
+            return self._status(
+                raw,
+                dep,
+                "FAILED",
+                False,
+                "ProgressDeadlineExceeded",
+                "server pods did not become ready in time; see the pods' events",
+                **updates,
+            )
+        if ready >= max(wanted, 1) or (wanted == 0 and rolled_out):
+            if not rolled_out:
+                return self._status(
+                    raw,
+                    dep,
+                    "UPDATING",
+                    True,
+                    "RollingOut",
+                    f"{ready} ready, new replicas rolling out",
+                    **updates,
+                )
+            self._status(
+                raw,
+                dep,
+                "READY",
+                True,
+                "Serving",
+                f"{ready}/{wanted} replicas serve {model.metadata.name}",
+                **updates,
+            )
+            return READY_REFRESH_SECONDS
+        return self._status(
+            raw, dep, "CREATING", False, "ReplicasNotReady", f"{ready}/{wanted} replicas ready", **updates
+        )
+
+    # --- on-demand-lora: an adapter on someone else's pods ----------------------------------------
+    def _sync_lora(self, raw: Obj, dep: Deployment) -> float | None:
+        ns = dep.metadata.namespace
+        if UNLOAD_FINALIZER not in (raw["metadata"].get("finalizers") or []):
+            updated = self.kube.set_finalizers(
+                self.plural,
+                ns,
+                dep.metadata.name,
+                [*(raw["metadata"].get("finalizers") or []), UNLOAD_FINALIZER],
+                raw["metadata"]["resourceVersion"],
+            )
+            raw["metadata"] = updated["metadata"]
+        model_raw = self.kube.get("models", ns, dep.spec.model)
+        if model_raw is None:
+            return self._status(
+                raw, dep, "CREATING", False, "ModelNotFound", f"waiting for Model {dep.spec.model} to exist"
+            )
+        model = Model.model_validate(model_raw)
+        if model.spec.kind != "lora" or model.spec.lora is None:
+            return self._status(
+                raw,
+                dep,
+                "FAILED",
+                False,
+                "NotALoraModel",
+                f"Model {model.metadata.name} is a base model: serve it with deploymentType on-demand",
+            )
+        base_name = dep.spec.base_deployment or ""
+        base_raw = self.kube.get(self.plural, ns, base_name)
+        if base_raw is None:
+            return self._status(
+                raw,
+                dep,
+                "CREATING",
+                False,
+                "BaseDeploymentNotFound",
+                f"waiting for base Deployment {base_name} to exist",
+            )
+        base = Deployment.model_validate(base_raw)
+        problem = _incompatibility(base, model)
+        if problem:
+            return self._status(raw, dep, "FAILED", False, "IncompatibleBase", problem)
+        common: dict[str, object] = {
+            "endpoint": base.status.endpoint,
+            "served_model_name": model.metadata.name,
+        }
+        if base.status.phase not in ("READY", "UPDATING"):
+            return self._status(
+                raw,
+                dep,
+                "CREATING",
+                False,
+                "BaseNotReady",
+                f"waiting for base Deployment {base_name} to be READY",
+                **common,
+            )
+        replicas = self._ready_replicas(ns, base_name)
+        loaded: list[LoadedAdapters] = []
+        errors: list[str] = []
+        port = admin_port(base)
+        for replica in replicas:
+            if not may_poll(replica.ip, self.config.progress_poll):
+                errors.append(
+                    f"{replica.pod}: the operator may not contact pod {replica.ip} (progressPoll={self.config.progress_poll})"
+                )
+                continue
+            try:
+                models = served_models(replica.ip, port)
+                if model.metadata.name not in models:
+                    log.info("loading adapter %s onto %s (%s)", model.metadata.name, replica.pod, replica.ip)
+                    load_adapter(replica.ip, port, model.metadata.name, model.spec.location)
+                    models = served_models(replica.ip, port)
+                loaded.append(LoadedAdapters(pod=replica.pod, adapters=sorted(models - {base.spec.model})))
+            except AdapterAdminError as exc:
+                errors.append(f"{replica.pod}: {exc}")
+        common["ready_replicas"] = len(loaded)
+        common["replicas"] = loaded
+        if errors:
+            phase = "UPDATING" if loaded else "CREATING"
+            self._status(raw, dep, phase, bool(loaded), "LoadFailed", "; ".join(errors)[:2000], **common)
+            return self.config.poll_seconds
+        if not loaded:
+            return self._status(
+                raw,
+                dep,
+                "CREATING",
+                False,
+                "NoReadyReplicas",
+                f"base Deployment {base_name} has no ready replica",
+                **common,
+            )
+        self._status(
+            raw,
+            dep,
+            "READY",
+            True,
+            "AdapterLoaded",
+            f"{model.metadata.name} loaded on {len(loaded)} replica(s) of {base_name}",
+            **common,
+        )
+        return self.config.poll_seconds
+
+    def _delete_lora(self, raw: Obj, dep: Deployment) -> float | None:
+        finalizers = raw["metadata"].get("finalizers") or []
+        if UNLOAD_FINALIZER not in finalizers:
+            return None
+        self._status(raw, dep, "DELETING", False, "Unloading", "unloading the adapter from the base replicas")
+        base_raw = self.kube.get(self.plural, dep.metadata.namespace, dep.spec.base_deployment or "")
+        if base_raw is not None:
+            base = Deployment.model_validate(base_raw)
+            for replica in self._ready_replicas(dep.metadata.namespace, base.metadata.name):
+                if not may_poll(replica.ip, self.config.progress_poll):
+                    continue
+                try:
+                    if dep.spec.model in served_models(replica.ip, admin_port(base)):
+                        unload_adapter(replica.ip, admin_port(base), dep.spec.model)
+                except AdapterAdminError as exc:
+                    log.warning("could not unload %s from %s: %s", dep.spec.model, replica.pod, exc)
+        self.kube.set_finalizers(
+            self.plural,
+            dep.metadata.namespace,
+            dep.metadata.name,
+            [f for f in finalizers if f != UNLOAD_FINALIZER],
+            raw["metadata"]["resourceVersion"],
+        )
+        return None
+
+    # --- helpers ------------------------------------------------------------------------------------
+    def _ready_replicas(self, namespace: str, deployment: str) -> list[Replica]:
+        selector = ",".join(f"{k}={v}" for k, v in selector_labels(deployment).items())
+        out = []
+        for pod in self.kube.list_pods(namespace, selector):
+            status = pod.get("status", {})
+            ready = any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in status.get("conditions", []) or []
+            )
+            if ready and status.get("podIP") and not pod["metadata"].get("deletionTimestamp"):
+                out.append(Replica(pod["metadata"]["name"], status["podIP"]))
+        return sorted(out, key=lambda r: r.pod)
+
+    def _adapters_per_replica(self, replicas: list[Replica], base_name: str) -> list[LoadedAdapters]:
+        out = []
+        for replica in replicas:
+            adapters: list[str] = []
+            if may_poll(replica.ip, self.config.progress_poll):
+                try:
+                    adapters = sorted(served_models(replica.ip, 8000) - {base_name})
+                except AdapterAdminError:
+                    adapters = []
+            out.append(LoadedAdapters(pod=replica.pod, adapters=adapters))
+        return out
+
+    def _status(
+        self, raw: Obj, dep: Deployment, phase: str, ready: bool, reason: str, message: str, **updates: object
+    ) -> float | None:
+        gen = dep.metadata.generation
+        status: DeploymentStatus = dep.status.model_copy(deep=True, update=updates)
+        old_phase = status.phase
+        status.phase = phase  # type: ignore[assignment]
+        status.message = message
+        status.observed_generation = gen
+        status.conditions = set_condition(
+            status.conditions, "Ready", ready, reason, message, gen, self.clock()
+        )
+        if self.write_status(raw, dep.status, status) and phase != old_phase:
+            self.kube.record_event(
+                raw, "Warning" if phase == "FAILED" else "Normal", phase.capitalize(), message
+            )
+        dep.status = status
+        if phase == "FAILED":
+            return None
+        return self.config.poll_seconds
+
+
+def _incompatibility(base: Deployment, model: Model) -> str | None:
+    if base.spec.deployment_type == "on-demand-lora":
+        return f"baseDeployment {base.metadata.name} is itself on-demand-lora; name an on-demand Deployment"
+    if not base.spec.enable_lora:
+        return f"base Deployment {base.metadata.name} has enableLora: false"
+    if model.spec.base_model != base.spec.model:
+        return f"checkpoint {model.metadata.name} adapts {model.spec.base_model}, but {base.metadata.name} serves {base.spec.model}"
+    assert model.spec.lora is not None
+    if model.spec.lora.rank > base.spec.max_lora_rank:
+        return f"checkpoint rank {model.spec.lora.rank} exceeds maxLoraRank {base.spec.max_lora_rank} of {base.metadata.name}"
+    return None

@@ -1,0 +1,121 @@
+"""`python -m rft.adapter_sidecar`: bucket-aware adapter loading next to a vLLM server.
+
+vLLM's `/v1/load_lora_adapter` reads adapters from local paths only. This sidecar offers the same
+route on its own port, accepts `lora_path` as a bucket URL, fetches the committed adapter into a
+shared volume under the pod's workload identity, and then asks vLLM (on localhost) to load it.
+The operator thus speaks one protocol to both engines: the reference server accepts URLs itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import urllib.error
+import urllib.request
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from rft.storage import StorageError
+from rft.storage.checkpoints import fetch_checkpoint
+
+SAFE_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def _call_upstream(upstream: str, path: str, payload: dict[str, Any] | None) -> tuple[int, bytes]:
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(  # noqa: S310 - upstream is the local vLLM URL given on the command line
+        upstream + path,
+        data=data,
+        headers={"Content-Type": "application/json"},
+        method="GET" if data is None else "POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=600) as resp:  # noqa: S310
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def make_handler(upstream: str, adapter_dir: Path) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _reply(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _error(self, status: HTTPStatus, message: str) -> None:
+            body = {"error": {"message": message, "type": "BadRequestError", "code": int(status)}}
+            self._reply(status, json.dumps(body).encode())
+
+        def do_GET(self) -> None:
+            if self.path in ("/health", "/v1/models"):
+                self._reply(*_call_upstream(upstream, self.path, None))
+            else:
+                self._error(HTTPStatus.NOT_FOUND, f"no route {self.path}")
+
+        def do_POST(self) -> None:
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+                payload = json.loads(self.rfile.read(length) or b"{}")
+                name = str(payload["lora_name"])
+            except (ValueError, KeyError):
+                self._error(HTTPStatus.BAD_REQUEST, "body must be JSON with lora_name")
+                return
+            if not name or not set(name) <= SAFE_NAME_CHARS:
+                self._error(
+                    HTTPStatus.BAD_REQUEST, f"lora_name {name!r} has characters outside [A-Za-z0-9._-]"
+                )
+                return
+            local = adapter_dir / name
+            if self.path == "/v1/load_lora_adapter":
+                source = str(payload.get("lora_path") or "")
+                if not source:
+                    self._error(HTTPStatus.BAD_REQUEST, "lora_path is required")
+                    return
+                try:
+                    if not local.exists():
+                        fetch_checkpoint(source, local)
+                except StorageError as exc:
+                    shutil.rmtree(local, ignore_errors=True)
+                    self._error(HTTPStatus.BAD_REQUEST, f"cannot fetch {source}: {exc}")
+                    return
+                self._reply(
+                    *_call_upstream(upstream, self.path, {"lora_name": name, "lora_path": str(local)})
+                )
+            elif self.path == "/v1/unload_lora_adapter":
+                status, body = _call_upstream(upstream, self.path, {"lora_name": name})
+                if status < 300:
+                    shutil.rmtree(local, ignore_errors=True)
+                self._reply(status, body)
+            else:
+                self._error(HTTPStatus.NOT_FOUND, f"no route {self.path}")
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+            sys.stderr.write(json.dumps({"event": "request", "line": format % args}) + "\n")
+
+    return Handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--upstream", default="http://127.0.0.1:8000", help="the vLLM server in this pod")
+    parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 - the pod's own address
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--adapter-dir", type=Path, default=Path("/adapters"))
+    args = parser.parse_args(argv)
+    args.adapter_dir.mkdir(parents=True, exist_ok=True)
+    server = ThreadingHTTPServer(
+        (args.host, args.port), make_handler(args.upstream.rstrip("/"), args.adapter_dir)
+    )
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
