@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = add(name, handler, help_text)
         p.add_argument("--gpu-nodes", type=int, default=2, help="fake GPU nodes managed by kwok")
-        p.add_argument("--local-node", action=argparse.BooleanOptionalAction, default=False,
+        p.add_argument("--local-node", action=argparse.BooleanOptionalAction, default=True,
                        help="also run the local node agent that runs pods as processes")
         p.add_argument("--local-node-gpus", type=int, default=0, help="fake nvidia.com/gpu on the local node")
         if name == "supervise":

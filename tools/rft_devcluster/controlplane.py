@@ -38,6 +38,7 @@ KUBERNETES_SERVICE_IP = "10.0.0.1"
 KWOK_POD_CIDR = "10.200.0.1/16"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 LOCAL_NODE_NAME = "local-node"
+ANNOTATOR_USER = "rft-devcluster:local-node-annotator"
 
 Progress = Callable[[str], None]
 
@@ -52,7 +53,8 @@ class LocalNodeOptions:
     cpu: str = "4"
     memory: str = "16Gi"
     pods: int = 32
-    extra_args: tuple[str, ...] = ()
+    # "auto" (a local route for 198.18.0.0/16 if possible, else loopback), "loopback", or a CIDR.
+    pod_network: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,31 @@ def _node_schedulable(node: dict[str, Any]) -> bool:
     ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
     tainted = any(t["key"] == "node.kubernetes.io/not-ready" for t in node.get("spec", {}).get("taints", []))
     return ready and not tainted
+
+
+def _grant_pod_annotation(admin: ClusterHandle, user: str) -> None:
+    """Let ``user`` get and patch pods, nothing else (the local node's log-path annotations)."""
+    name = "rft-devcluster:pod-annotator"
+    role = {
+        "metadata": {"name": name},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}],
+    }
+    binding = {
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }
+    with admin.api_client() as api:
+        rbac = client.RbacAuthorizationV1Api(api)
+        for create in (
+            lambda: rbac.create_cluster_role(client.V1ClusterRole.model_validate(role)),
+            lambda: rbac.create_cluster_role_binding(client.V1ClusterRoleBinding.model_validate(binding)),
+        ):
+            try:
+                create()
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
 
 
 class ControlPlane:
@@ -224,7 +251,7 @@ class ControlPlane:
         kcm_port = self._start_controller_manager()
         scheduler_port = self._start_scheduler()
         self._start_kwok()
-        local_node = self._start_local_node(ca) if self.options.local_node else None
+        local_node = self._start_local_node(ca, admin) if self.options.local_node else None
         gpu_nodes = self._create_gpu_nodes(admin)
         self._wait_https_health("kube-controller-manager", kcm_port)
         self._wait_https_health("kube-scheduler", scheduler_port)
@@ -455,11 +482,15 @@ class ControlPlane:
             ],
         )
 
-    def _start_local_node(self, ca: pki.KeyPair) -> LocalNodeInfo:
+    def _start_local_node(self, ca: pki.KeyPair, admin: ClusterHandle) -> LocalNodeInfo:
         opts = self.options.local_node
         assert opts is not None
         kubeconfig = self.paths.kubeconfig("local-node")
         self._user_kubeconfig(ca, f"system:node:{opts.name}", ["system:nodes"], kubeconfig)
+        # Nodes may write only pod status; the log-path annotation needs this second identity.
+        annotator = self.paths.kubeconfig("local-node-annotator")
+        self._user_kubeconfig(ca, ANNOTATOR_USER, [], annotator)
+        _grant_pod_annotation(admin, ANNOTATOR_USER)
         root_dir = self.paths.state_dir / "local-node"
         component = self._spawn(
             "local-node",
@@ -468,16 +499,18 @@ class ControlPlane:
                 "-m",
                 "rft_devcluster.localnode",
                 f"--kubeconfig={kubeconfig}",
+                f"--annotator-kubeconfig={annotator}",
                 f"--node-name={opts.name}",
                 f"--root-dir={root_dir}",
+                f"--pod-network={opts.pod_network}",
                 f"--cpu={opts.cpu}",
                 f"--memory={opts.memory}",
                 f"--pods={opts.pods}",
                 f"--gpus={opts.gpus}",
                 f"--gpu-product={opts.gpu_product}",
-                *opts.extra_args,
             ],
         )
+
         def chosen_network() -> str | None:
             self._fail_if_dead(component)
             return self._read_local_node_network(root_dir)

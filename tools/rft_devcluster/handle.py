@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from kubernetes import client, config
 
+from rft_devcluster import pki
 from rft_devcluster.kubeconfig import write_kubeconfig
 from rft_devcluster.state import Status, read_state
 
@@ -144,6 +145,44 @@ class ClusterHandle:
         out = json.loads(self.kubectl(*args, input=text).stdout)
         items: list[dict[str, Any]] = out["items"] if out.get("kind") == "List" else [out]
         return items
+
+    def ready_endpoint(self, namespace: str, service: str, port: str | int | None = None) -> tuple[str, int]:
+        """A ready endpoint ``(address, port)`` of a Service, from its EndpointSlices.
+
+        There is no kube-proxy: clients on the host reach a Service through one of its ready
+        endpoints (as ``kubectl port-forward`` would). ``port`` selects a port by name or
+        number (default: the first). Raises LookupError if no endpoint is ready.
+        """
+        with self.api_client() as api:
+            slices = as_dict(
+                client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
+                    namespace, label_selector=f"kubernetes.io/service-name={service}"
+                )
+            )["items"]
+        for endpoint_slice in slices:
+            ports = endpoint_slice.get("ports") or []
+            chosen = next(
+                (p for p in ports if port is None or p.get("name") == port or p.get("port") == port), None
+            )
+            if chosen is None:
+                continue
+            for endpoint in endpoint_slice.get("endpoints") or []:
+                if (endpoint.get("conditions") or {}).get("ready"):
+                    return str(endpoint["addresses"][0]), int(chosen["port"])
+        raise LookupError(f"service {namespace}/{service} has no ready endpoint (port {port!r})")
+
+    def node_kubeconfig(self, node_name: str) -> Path:
+        """Credentials for another node agent (user ``system:node:<node_name>``) on this cluster."""
+        ca = pki.KeyPair(self.ca_path.read_bytes(), (self.ca_path.parent / "ca.key").read_bytes())
+        cert = pki.issue_certificate(ca, f"system:node:{node_name}", organizations=["system:nodes"])
+        return write_kubeconfig(
+            self.state_dir / "kubeconfigs" / f"node-{node_name}.kubeconfig",
+            server=self.server,
+            ca_pem=ca.cert_pem,
+            user=f"system:node:{node_name}",
+            client_cert_pem=cert.cert_pem,
+            client_key_pem=cert.key_pem,
+        )
 
     def sa_kubeconfig(
         self, namespace: str, sa_name: str, *, expiration_seconds: int = 3600, path: Path | None = None

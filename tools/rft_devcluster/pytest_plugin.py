@@ -23,7 +23,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from rft_devcluster.binaries import ensure_binaries
-from rft_devcluster.controlplane import ClusterOptions, ControlPlane
+from rft_devcluster.controlplane import ClusterOptions, ControlPlane, LocalNodeOptions
 from rft_devcluster.handle import ClusterHandle
 from rft_devcluster.waiting import wait_for
 
@@ -56,7 +56,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterHandle]
         return
     bin_dir = ensure_binaries()
     state_dir = tmp_path_factory.mktemp("rft-devcluster")
-    options = ClusterOptions(gpu_nodes=2, local_node=None)
+    options = ClusterOptions(gpu_nodes=2, local_node=LocalNodeOptions())
     with _sigterm_raises_keyboard_interrupt(), ControlPlane(state_dir, bin_dir, options) as handle:
         yield handle
 

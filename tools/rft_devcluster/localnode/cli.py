@@ -1,0 +1,56 @@
+"""``python -m rft_devcluster.localnode``: run the local node agent in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from rft_devcluster.localnode.agent import Agent
+from rft_devcluster.localnode.config import AgentConfig, NodeCapacity
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The agent's command-line options."""
+    p = argparse.ArgumentParser(prog="python -m rft_devcluster.localnode", description=__doc__)
+    p.add_argument("--kubeconfig", type=Path, required=True, help="the node's credentials (system:node:<name>)")
+    p.add_argument("--annotator-kubeconfig", type=Path, help="credentials allowed to patch pods (log-path annotation)")
+    p.add_argument("--node-name", default="local-node")
+    p.add_argument("--root-dir", type=Path, required=True, help="pods' directories, logs and volumes")
+    p.add_argument("--pod-network", default="auto", help="auto, loopback, or an IPv4 CIDR local to this host")
+    p.add_argument("--cpu", default="4")
+    p.add_argument("--memory", default="16Gi")
+    p.add_argument("--pods", type=int, default=32)
+    p.add_argument("--gpus", type=int, default=0, help="fake nvidia.com/gpu to advertise (no real GPU is used)")
+    p.add_argument("--gpu-product", default="NVIDIA-A100-SXM4-80GB")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the agent until SIGTERM or SIGINT."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    config = AgentConfig(
+        kubeconfig=args.kubeconfig,
+        annotator_kubeconfig=args.annotator_kubeconfig,
+        node_name=args.node_name,
+        root_dir=args.root_dir.resolve(),
+        pod_network=args.pod_network,
+        capacity=NodeCapacity(
+            cpu=args.cpu, memory=args.memory, pods=args.pods, gpus=args.gpus, gpu_product=args.gpu_product
+        ),
+    )
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    config.root_dir.mkdir(parents=True, exist_ok=True)
+    Agent(config).run(stop)
+    return 0
