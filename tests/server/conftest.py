@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from rft_trainer.server.testing import make_lora_adapter
 from rft_trainer.tiny import build_tiny_model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Run the tiny model on one intra-op thread (restored after each module).
+
+    The model's matrices are tiny: thread hand-offs cost more than they save, and on a machine
+    whose cores are busy with other work they make decoding many times slower.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -81,6 +81,9 @@ def test_env_switches_the_admin_routes() -> None:
     assert server_env(enable_lora=True) == {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
     assert server_env(enable_lora=False) == {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "False"}
     assert server_env(allow_runtime_lora_updating=False) == {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "False"}
+    assert server_env(cpu_threads=2) == {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "OMP_NUM_THREADS": "2"}
+    with pytest.raises(ValueError, match="cpu_threads"):
+        server_env(cpu_threads=0)
 
 
 def test_commands_differ_only_in_the_program() -> None:

@@ -116,7 +116,10 @@ def test_the_server_runs_as_a_process_with_the_shared_args(
     base_url = f"http://{LOOPBACK}:{port}"
     log = tmp_path / "server.log"
     with server_process(
-        [*args, "--uvicorn-log-level", "warning"], env=server_env(), base_url=base_url, log_path=log
+        [*args, "--uvicorn-log-level", "warning"],
+        env=server_env(cpu_threads=1),
+        base_url=base_url,
+        log_path=log,
     ):
         client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
         assert [model.id for model in client.models.list().data] == ["tiny", "a"]

@@ -56,7 +56,7 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
         ("chat/completions", {"messages": []}, "messages", "at least 1 item"),
         ("chat/completions", {"messages": [{"content": "no role"}]}, "messages.0.role", "field required"),
         ("chat/completions", {"stop": ["ok", ""]}, "stop", "must not be empty"),
-        ("chat/completions", {"stream": True}, "stream", "not supported"),
+        ("chat/completions", {"stream_options": {"include_usage": True}}, "stream_options", "stream=True"),
         ("chat/completions", {"presence_penalty": 0.5}, "presence_penalty", "not supported"),
         ("chat/completions", {"tools": [{"type": "function"}]}, "tools", "not supported"),
         ("chat/completions", {"model": None}, "model", "valid string"),

@@ -1,29 +1,32 @@
 """The HTTP layer: FastAPI routes of vLLM's OpenAI server over the engine.
 
-Handlers parse JSON and hand the work to a worker thread (`service`), so the event loop keeps
-answering /health and /v1/models while a request generates.
+Handlers parse JSON and hand the work to worker threads (`service`), so the event loop keeps
+answering /health and /v1/models while a request generates. `stream: true` answers with
+server-sent events (`data: {chunk}` ... `data: [DONE]`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from rft_trainer.server import responses, service
 from rft_trainer.server.engine import Engine
 from rft_trainer.server.errors import ApiError, bad_request
+from rft_trainer.server.generation import GenerationCancelledError
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 def create_app(engine: Engine, *, runtime_lora_updating: bool) -> FastAPI:
@@ -56,24 +59,30 @@ def create_app(engine: Engine, *, runtime_lora_updating: bool) -> FastAPI:
         return responses.model_list(engine.models(), created)
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> dict[str, Any]:
-        return await _in_thread(service.chat_completion, engine, await _json(request))
+    async def chat_completions(request: Request) -> Response:
+        prepared = await asyncio.to_thread(service.prepare_chat, engine, await _json(request))
+        if prepared.request.stream:
+            return _event_stream(partial(service.stream_chat, engine, prepared))
+        return JSONResponse(await asyncio.to_thread(service.run_chat, engine, prepared))
 
     @app.post("/v1/completions")
-    async def completions(request: Request) -> dict[str, Any]:
-        return await _in_thread(service.text_completion, engine, await _json(request))
+    async def completions(request: Request) -> Response:
+        prepared = await asyncio.to_thread(service.prepare_completion, engine, await _json(request))
+        if prepared.request.stream:
+            return _event_stream(partial(service.stream_completion, engine, prepared))
+        return JSONResponse(await asyncio.to_thread(service.run_completion, engine, prepared))
 
     if runtime_lora_updating:
         logger.warning("LoRA dynamic loading & unloading is enabled: keep this server inside the cluster.")
 
         @app.post("/v1/load_lora_adapter")
         async def load_lora_adapter(request: Request) -> PlainTextResponse:
-            text = await _in_thread(service.load_lora_adapter, engine, await _json(request))
+            text = await asyncio.to_thread(service.load_lora_adapter, engine, await _json(request))
             return PlainTextResponse(text)
 
         @app.post("/v1/unload_lora_adapter")
         async def unload_lora_adapter(request: Request) -> PlainTextResponse:
-            text = await _in_thread(service.unload_lora_adapter, engine, await _json(request))
+            text = await asyncio.to_thread(service.unload_lora_adapter, engine, await _json(request))
             return PlainTextResponse(text)
 
     return app
@@ -87,5 +96,44 @@ async def _json(request: Request) -> object:
         raise bad_request(f"The request body is not valid JSON: {error}") from None
 
 
-async def _in_thread(function: Callable[[Engine, object], T], engine: Engine, body: object) -> T:
-    return await asyncio.to_thread(function, engine, body)
+def _event_stream(produce: Callable[[service.Emit, Callable[[], bool]], None]) -> StreamingResponse:
+    """Server-sent events of the chunks `produce(emit, cancelled)` emits from a worker thread,
+    then `data: [DONE]`. An error after the stream began is sent as an error event, as vLLM does;
+    a client that goes away cancels the generation at its next token."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    gone = threading.Event()
+
+    def put(item: dict[str, Any] | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the event loop closed: nobody is listening
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def work() -> None:
+        try:
+            produce(put, gone.is_set)
+        except GenerationCancelledError:
+            pass
+        except ApiError as error:
+            put(error.body())
+        except Exception as error:
+            logger.exception("streaming request failed")
+            failure = ApiError(
+                f"Internal server error: {error}",
+                status=HTTPStatus.INTERNAL_SERVER_ERROR,
+                err_type="InternalServerError",
+            )
+            put(failure.body())
+        finally:
+            put(None)
+
+    async def events() -> AsyncIterator[str]:
+        worker = loop.run_in_executor(None, work)
+        try:
+            while (chunk := await queue.get()) is not None:
+                yield f"data: {json.dumps(chunk)}\n\n"
+            yield "data: [DONE]\n\n"
+            await worker
+        finally:
+            gone.set()
+
+    return StreamingResponse(events(), media_type="text/event-stream")

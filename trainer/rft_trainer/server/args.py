@@ -91,10 +91,19 @@ def server_args(
     return args
 
 
-def server_env(*, enable_lora: bool = True, allow_runtime_lora_updating: bool = True) -> dict[str, str]:
-    """Environment variables for either engine: turns the adapter admin routes on or off."""
+def server_env(
+    *, enable_lora: bool = True, allow_runtime_lora_updating: bool = True, cpu_threads: int | None = None
+) -> dict[str, str]:
+    """Environment variables for either engine: the adapter admin routes on or off and, with
+    `cpu_threads`, OMP_NUM_THREADS (set it to the pod's CPU limit: torch otherwise starts one
+    thread per core of the node, and oversubscribed threads slow a CPU server down many times)."""
     enabled = enable_lora and allow_runtime_lora_updating
-    return {RUNTIME_LORA_UPDATING_ENV: "True" if enabled else "False"}
+    env = {RUNTIME_LORA_UPDATING_ENV: "True" if enabled else "False"}
+    if cpu_threads is not None:
+        if cpu_threads < 1:
+            raise ValueError(f"cpu_threads must be at least 1, got {cpu_threads}")
+        env["OMP_NUM_THREADS"] = str(cpu_threads)
+    return env
 
 
 def server_command(engine: ServerEngine, args: Sequence[str], *, python: str = "python") -> list[str]:

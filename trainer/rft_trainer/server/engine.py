@@ -12,7 +12,7 @@ import logging
 import shutil
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from rft_trainer.server.adapters import AdapterInfo, AdapterSet
 from rft_trainer.server.config import LogprobsMode, ServerConfig
 from rft_trainer.server.errors import bad_request, invalid_user_input, model_not_found
-from rft_trainer.server.generation import Completion, generate
+from rft_trainer.server.generation import Completion, TokenEvent, generate
 from rft_trainer.server.sampling import SamplingParams
 from rft_trainer.server.sources import fetch, fetch_adapter, is_storage_url
 
@@ -209,11 +209,20 @@ class Engine:
             )
         return max_tokens
 
-    def generate(self, model: str, prompt_ids: Sequence[int], params: SamplingParams) -> list[Completion]:
+    def generate(
+        self,
+        model: str,
+        prompt_ids: Sequence[int],
+        params: SamplingParams,
+        *,
+        on_token: Callable[[TokenEvent], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> list[Completion]:
         """Sample `params.n` completions of `prompt_ids` from the base model or adapter `model`.
 
         Blocks while another request runs. Raises ApiError 404 when `model` is unknown (or was
-        unloaded while the request waited).
+        unloaded while the request waited). `on_token` and `cancelled` serve streaming (see
+        `generation.generate`).
         """
         with self._lock:
             adapter = self.resolve_model(model)
@@ -226,6 +235,8 @@ class Engine:
                     eos_token_ids=self.eos_token_ids,
                     device=self.device,
                     logprobs_mode=self.logprobs_mode,
+                    on_token=on_token,
+                    cancelled=cancelled,
                 )
 
     def token_text(self, token_id: int) -> str:

@@ -49,6 +49,25 @@ class Completion:
     logprobs: tuple[TokenLogprob, ...] | None
 
 
+@dataclass(frozen=True)
+class TokenEvent:
+    """One new token of one sample, as streaming reports it.
+
+    `text` is the sample's whole text so far (final once `finish_reason` is set).
+    """
+
+    index: int
+    token_id: int
+    logprob: TokenLogprob | None
+    text: str
+    finish_reason: FinishReason | None
+    stop_reason: str | int | None
+
+
+class GenerationCancelledError(Exception):
+    """The caller no longer wants the result (a streaming client went away)."""
+
+
 @dataclass
 class _Row:
     """The growing state of one sample."""
@@ -70,12 +89,15 @@ def generate(
     eos_token_ids: frozenset[int],
     device: torch.device,
     logprobs_mode: LogprobsMode = "raw_logprobs",
+    on_token: Callable[[TokenEvent], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> list[Completion]:
     """Sample `params.n` completions of `prompt_ids` from `model` (a causal LM, maybe a PeftModel).
 
     `decode(token_ids, skip_special_tokens)` turns tokens into text. Stops a row at an EOS token
     (unless `ignore_eos`), at one of `stop_token_ids`, when its text contains a stop string, or
-    after `max_tokens` tokens.
+    after `max_tokens` tokens. `on_token` hears of every new token as it is chosen; when
+    `cancelled()` turns true, raises GenerationCancelledError before the next step.
     """
     generator = make_generator(params.seed, device)
     rows = [_Row() for _ in range(params.n)]
@@ -84,6 +106,8 @@ def generate(
     end_ids = stop_ids if params.ignore_eos else stop_ids | eos_token_ids
     cache = None
     for _ in range(params.max_tokens):
+        if cancelled is not None and cancelled():
+            raise GenerationCancelledError
         out = model(input_ids=step_input, past_key_values=cache, use_cache=True)
         cache = out.past_key_values
         raw = out.logits[:, -1, :]
@@ -96,7 +120,18 @@ def generate(
             row.token_ids.append(token)
             if step_logprobs is not None:
                 row.logprobs.append(step_logprobs[index])
-            _update(row, token, params, end_ids=end_ids, stop_ids=stop_ids, decode=decode)
+            _update(
+                row,
+                token,
+                params,
+                end_ids=end_ids,
+                stop_ids=stop_ids,
+                decode=decode,
+                track_text=on_token is not None,
+            )
+            if on_token is not None:
+                logprob = step_logprobs[index] if step_logprobs is not None else None
+                on_token(TokenEvent(index, token, logprob, row.text, row.finish_reason, row.stop_reason))
         if all(row.finish_reason is not None for row in rows):
             break
         step_input = tokens.unsqueeze(-1)
@@ -129,26 +164,30 @@ def _update(
     end_ids: set[int] | frozenset[int],
     stop_ids: set[int],
     decode: Decode,
+    track_text: bool,
 ) -> None:
-    """Record why `row` ends after its newest `token`, if it does."""
+    """Record why `row` ends after its newest `token`, if it does; keep `row.text` current when
+    `track_text` (streaming) or stop strings need it, else decode only at the end."""
     if token in end_ids:
         row.finish_reason = "stop"
         row.stop_reason = token if token in stop_ids else None
         row.text = decode(row.token_ids[:-1], params.skip_special_tokens)
         return
-    if params.stop:
+    decoded = params.stop or track_text
+    if decoded:
         # Decoding the whole row each step keeps multi-byte characters split across tokens right.
         row.text = decode(row.token_ids, params.skip_special_tokens)
-        hits = [(position, stop) for stop in params.stop if (position := row.text.find(stop)) >= 0]
-        if hits:
-            position, stop = min(hits)
-            row.text = row.text[:position]
-            row.finish_reason = "stop"
-            row.stop_reason = stop
-            return
+    hits = [(position, stop) for stop in params.stop if (position := row.text.find(stop)) >= 0]
+    if hits:
+        position, stop = min(hits)
+        row.text = row.text[:position]
+        row.finish_reason = "stop"
+        row.stop_reason = stop
+        return
     if len(row.token_ids) >= params.max_tokens:
         row.finish_reason = "length"
-        row.text = decode(row.token_ids, params.skip_special_tokens)
+        if not decoded:
+            row.text = decode(row.token_ids, params.skip_special_tokens)
 
 
 def _finish(row: _Row, params: SamplingParams) -> Completion:

@@ -26,6 +26,12 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class StreamOptions(_Body):
+    """OpenAI's `stream_options`."""
+
+    include_usage: bool = False
+
+
 class _GenerationRequest(_Body):
     """Fields shared by chat and text completions."""
 
@@ -41,6 +47,7 @@ class _GenerationRequest(_Body):
     ignore_eos: bool = False
     skip_special_tokens: bool = True
     stream: bool = False
+    stream_options: StreamOptions | None = None
     return_token_ids: bool = False
     best_of: int | None = None
     presence_penalty: float | None = None
@@ -59,8 +66,8 @@ class _GenerationRequest(_Body):
         """400 naming the first parameter this server cannot honour."""
         if any(not stop for stop in self.stop_strings()):
             raise bad_request("stop: stop sequences must not be empty strings", "stop")
-        if self.stream:
-            raise bad_request("stream: streaming is not supported by the reference server", "stream")
+        if self.stream_options is not None and not self.stream:
+            raise bad_request("stream_options: can only be given when `stream=True`", "stream_options")
         if self.best_of is not None and self.best_of != self.n:
             raise bad_request("best_of: only best_of equal to n is supported", "best_of")
         for name in ("presence_penalty", "frequency_penalty", "min_p"):
@@ -76,6 +83,11 @@ class _GenerationRequest(_Body):
     def requested_max_tokens(self) -> int | None:
         """The completion length the client asked for, if any."""
         return self.max_tokens
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether a stream ends with a chunk carrying `usage`."""
+        return self.stream_options is not None and self.stream_options.include_usage
 
     def logprobs_count(self) -> int | None:
         """None for no logprobs, else how many alternatives to report per token."""

@@ -46,7 +46,7 @@ def chat_completion(
         choice: dict[str, Any] = {
             "index": index,
             "message": {"role": "assistant", "content": completion.text},
-            "logprobs": _chat_logprobs(completion.logprobs, token_text),
+            "logprobs": chat_logprobs(completion.logprobs, token_text),
             "finish_reason": completion.finish_reason,
             "stop_reason": completion.stop_reason,
         }
@@ -66,7 +66,8 @@ def chat_completion(
     return body
 
 
-def _chat_logprobs(logprobs: Sequence[TokenLogprob] | None, token_text: TokenText) -> dict[str, Any] | None:
+def chat_logprobs(logprobs: Sequence[TokenLogprob] | None, token_text: TokenText) -> dict[str, Any] | None:
+    """The chat `logprobs` object ({"content": [...]}) of these tokens, or None."""
     if logprobs is None:
         return None
     return {
@@ -100,7 +101,7 @@ def text_completion(
             choice: dict[str, Any] = {
                 "index": len(choices),
                 "text": completion.text,
-                "logprobs": _text_logprobs(completion.logprobs, token_text),
+                "logprobs": text_logprobs(completion.logprobs, token_text),
                 "finish_reason": completion.finish_reason,
                 "stop_reason": completion.stop_reason,
             }
@@ -119,13 +120,15 @@ def text_completion(
     }
 
 
-def _text_logprobs(logprobs: Sequence[TokenLogprob] | None, token_text: TokenText) -> dict[str, Any] | None:
+def text_logprobs(
+    logprobs: Sequence[TokenLogprob] | None, token_text: TokenText, *, offset: int = 0
+) -> dict[str, Any] | None:
     """The legacy logprobs object; each `top_logprobs` dict holds the sampled token and the top
-    alternatives, as the OpenAI API documents and vLLM does (up to logprobs + 1 entries)."""
+    alternatives, as the OpenAI API documents and vLLM does (up to logprobs + 1 entries).
+    `offset` is the text offset of the first token (streaming continues where it left off)."""
     if logprobs is None:
         return None
     tokens, token_logprobs, top_logprobs, offsets = [], [], [], []
-    offset = 0
     for entry in logprobs:
         text = token_text(entry.token_id)
         tokens.append(text)

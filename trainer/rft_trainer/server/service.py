@@ -1,15 +1,19 @@
 """What each route does, as plain functions of the engine and the JSON body (no HTTP here).
 
-They block (tokenising, waiting for the model) and are meant to run in a worker thread.
+Every function blocks (tokenising, waiting for the model) and is meant to run in a worker thread.
+A generation request is prepared first (parsed, validated, tokenised: every 4xx is raised there),
+then answered whole (`run_*`) or as a stream of chunks (`stream_*`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from rft_trainer.server import responses
+from rft_trainer.server import responses, streaming
 from rft_trainer.server.engine import Engine
-from rft_trainer.server.generation import Completion
+from rft_trainer.server.generation import Completion, TokenEvent
 from rft_trainer.server.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -17,10 +21,31 @@ from rft_trainer.server.protocol import (
     UnloadLoRAAdapterRequest,
     parse_request,
 )
+from rft_trainer.server.sampling import SamplingParams
+
+Emit = Callable[[dict[str, Any]], None]
 
 
-def chat_completion(engine: Engine, body: object) -> dict[str, Any]:
-    """Answer a /v1/chat/completions body with a `chat.completion` object (or raise ApiError)."""
+@dataclass(frozen=True)
+class PreparedChat:
+    """A valid chat request, its prompt tokens and sampling parameters."""
+
+    request: ChatCompletionRequest
+    prompt_ids: list[int]
+    params: SamplingParams
+
+
+@dataclass(frozen=True)
+class PreparedCompletion:
+    """A valid completion request: its prompts' tokens and each prompt's sampling parameters."""
+
+    request: CompletionRequest
+    prompts: list[list[int]]
+    params: list[SamplingParams]
+
+
+def prepare_chat(engine: Engine, body: object) -> PreparedChat:
+    """Parse and check a /v1/chat/completions body; raises ApiError for anything wrong."""
     request = parse_request(ChatCompletionRequest, body)
     request.check_supported()
     engine.resolve_model(request.model)
@@ -32,19 +57,12 @@ def chat_completion(engine: Engine, body: object) -> dict[str, Any]:
         continue_final_message=request.continue_final_message,
     )
     max_tokens = engine.fit_max_tokens(len(prompt_ids), request.requested_max_tokens(), "messages")
-    params = request.sampling_params(max_tokens, engine.sampling_defaults)
-    completions = engine.generate(request.model, prompt_ids, params)
-    return responses.chat_completion(
-        model=request.model,
-        prompt_ids=prompt_ids,
-        completions=completions,
-        token_text=engine.token_text,
-        return_token_ids=request.return_token_ids,
-    )
+    return PreparedChat(request, prompt_ids, request.sampling_params(max_tokens, engine.sampling_defaults))
 
 
-def text_completion(engine: Engine, body: object) -> dict[str, Any]:
-    """Answer a /v1/completions body with a `text_completion` object (or raise ApiError)."""
+def prepare_completion(engine: Engine, body: object) -> PreparedCompletion:
+    """Parse and check a /v1/completions body; raises ApiError for anything wrong, before any
+    prompt of a batch is generated."""
     request = parse_request(CompletionRequest, body)
     request.check_supported()
     engine.resolve_model(request.model)
@@ -57,19 +75,102 @@ def text_completion(engine: Engine, body: object) -> dict[str, Any]:
         else:
             engine.check_token_ids(prompt, "prompt")
             prompts.append(prompt)
-    # Check every prompt before generating anything, so a bad batch costs nothing.
-    limits = [engine.fit_max_tokens(len(ids), request.requested_max_tokens(), "prompt") for ids in prompts]
-    completions: list[list[Completion]] = []
-    for prompt_ids, max_tokens in zip(prompts, limits, strict=True):
-        params = request.sampling_params(max_tokens, engine.sampling_defaults)
-        completions.append(engine.generate(request.model, prompt_ids, params))
-    return responses.text_completion(
-        model=request.model,
-        prompts=prompts,
+    params = [
+        request.sampling_params(
+            engine.fit_max_tokens(len(ids), request.requested_max_tokens(), "prompt"),
+            engine.sampling_defaults,
+        )
+        for ids in prompts
+    ]
+    return PreparedCompletion(request, prompts, params)
+
+
+def run_chat(engine: Engine, prepared: PreparedChat) -> dict[str, Any]:
+    """Generate every choice, then answer with one `chat.completion` object."""
+    completions = engine.generate(prepared.request.model, prepared.prompt_ids, prepared.params)
+    return responses.chat_completion(
+        model=prepared.request.model,
+        prompt_ids=prepared.prompt_ids,
         completions=completions,
         token_text=engine.token_text,
+        return_token_ids=prepared.request.return_token_ids,
+    )
+
+
+def run_completion(engine: Engine, prepared: PreparedCompletion) -> dict[str, Any]:
+    """Generate every prompt's choices, then answer with one `text_completion` object."""
+    completions: list[list[Completion]] = [
+        engine.generate(prepared.request.model, prompt_ids, params)
+        for prompt_ids, params in zip(prepared.prompts, prepared.params, strict=True)
+    ]
+    return responses.text_completion(
+        model=prepared.request.model,
+        prompts=prepared.prompts,
+        completions=completions,
+        token_text=engine.token_text,
+        return_token_ids=prepared.request.return_token_ids,
+    )
+
+
+def chat_completion(engine: Engine, body: object) -> dict[str, Any]:
+    """Answer a /v1/chat/completions body whole (`stream` is not looked at)."""
+    return run_chat(engine, prepare_chat(engine, body))
+
+
+def text_completion(engine: Engine, body: object) -> dict[str, Any]:
+    """Answer a /v1/completions body whole (`stream` is not looked at)."""
+    return run_completion(engine, prepare_completion(engine, body))
+
+
+def stream_chat(engine: Engine, prepared: PreparedChat, emit: Emit, cancelled: Callable[[], bool]) -> None:
+    """Generate the choices, emitting `chat.completion.chunk` objects as tokens arrive."""
+    request = prepared.request
+    chunks = streaming.ChatChunks(
+        model=request.model,
+        n=prepared.params.n,
+        stop=prepared.params.stop,
+        token_text=engine.token_text,
+        logprobs=prepared.params.logprobs is not None,
         return_token_ids=request.return_token_ids,
     )
+    for chunk in chunks.opening(prepared.prompt_ids):
+        emit(chunk)
+    completions = engine.generate(
+        request.model,
+        prepared.prompt_ids,
+        prepared.params,
+        on_token=_relay(chunks.token, emit),
+        cancelled=cancelled,
+    )
+    if request.include_usage:
+        emit(chunks.usage(responses.usage(len(prepared.prompt_ids), completions)))
+
+
+def stream_completion(
+    engine: Engine, prepared: PreparedCompletion, emit: Emit, cancelled: Callable[[], bool]
+) -> None:
+    """Generate each prompt's choices in turn, emitting `text_completion` chunks as tokens arrive."""
+    request = prepared.request
+    chunks = streaming.CompletionChunks(
+        model=request.model, token_text=engine.token_text, return_token_ids=request.return_token_ids
+    )
+    every: list[Completion] = []
+    for number, (prompt_ids, params) in enumerate(zip(prepared.prompts, prepared.params, strict=True)):
+        stream = chunks.prompt(
+            first_index=number * params.n, n=params.n, stop=params.stop, prompt_ids=prompt_ids
+        )
+        every += engine.generate(
+            request.model, prompt_ids, params, on_token=_relay(stream, emit), cancelled=cancelled
+        )
+    if request.include_usage:
+        emit(chunks.usage(responses.usage(sum(len(ids) for ids in prepared.prompts), every)))
+
+
+def _relay(build: Callable[[TokenEvent], dict[str, Any]], emit: Emit) -> Callable[[TokenEvent], None]:
+    def relay(event: TokenEvent) -> None:
+        emit(build(event))
+
+    return relay
 
 
 def load_lora_adapter(engine: Engine, body: object) -> str:
