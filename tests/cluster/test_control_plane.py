@@ -200,6 +200,7 @@ def _descendants_alive(records: list[dict[str, Any]]) -> list[int]:
     return alive
 
 
+@pytest.mark.slow  # starts and stops a second cluster through the CLI
 def test_cli_up_and_down_leave_no_process(cluster: ClusterHandle, tmp_path: Path) -> None:
     state_dir = tmp_path / "cli-cluster"
     env_bin = {"RFT_BIN_DIR": str(cluster.bin_dir)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import shutil
 import ssl
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -39,6 +41,8 @@ KWOK_POD_CIDR = "10.200.0.1/16"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 LOCAL_NODE_NAME = "local-node"
 ANNOTATOR_USER = "rft-devcluster:local-node-annotator"
+
+_ETCD_DIR_PREFIX = "rft-devcluster-etcd-"
 
 Progress = Callable[[str], None]
 
@@ -106,11 +110,19 @@ class _Paths:
         return self.logs / f"{component}.log"
 
 
-def _tmpfs_dir(prefix: str) -> Path:
-    """A fresh directory on tmpfs when available (etcd's fsyncs then cost nothing)."""
+def _etcd_data_dir() -> Path:
+    """A fresh directory for etcd, on tmpfs when available (fsyncs then cost nothing).
+
+    Its name carries our pid; directories left by processes that died without cleaning up
+    (SIGKILL) are removed here.
+    """
     shm = Path("/dev/shm")  # noqa: S108 - tmpfs on purpose, a private mkdtemp directory
-    base = shm if shm.is_dir() and shm.stat().st_mode & 0o002 else None
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    base = shm if shm.is_dir() and shm.stat().st_mode & 0o002 else Path(tempfile.gettempdir())
+    for stale in base.glob(f"{_ETCD_DIR_PREFIX}*"):
+        owner = stale.name.removeprefix(_ETCD_DIR_PREFIX).split("-", 1)[0]
+        if owner.isdigit() and not psutil.pid_exists(int(owner)):
+            shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{_ETCD_DIR_PREFIX}{os.getpid()}-", dir=base))
 
 
 def _node_schedulable(node: dict[str, Any]) -> bool:
@@ -350,7 +362,7 @@ class ControlPlane:
         self._progress(f"{what}: ok ({time.monotonic() - started:.1f}s)")
 
     def _start_etcd(self) -> str:
-        self._etcd_data_dir = _tmpfs_dir("rft-devcluster-etcd-")
+        self._etcd_data_dir = _etcd_data_dir()
         client_port, peer_port = free_port(), free_port()
         client_url, peer_url = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
         etcd = self._spawn(
