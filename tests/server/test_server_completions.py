@@ -120,27 +120,29 @@ def test_sampled_logprobs_are_the_models_raw_logprobs(
     response = client.completions.create(
         model=MODEL,
         prompt="the cat",
+        n=3,
         max_tokens=6,
         temperature=0.7,
         seed=11,
         logprobs=2,
         extra_body={"ignore_eos": True, "return_token_ids": True},
     )
-    choice = response.choices[0]
-    token_ids = extra_field(choice, "token_ids")
-    assert extra_field(choice, "prompt_token_ids") == tokenizer("the cat")["input_ids"]
-    expected = reference_logprobs(model, extra_field(choice, "prompt_token_ids"), token_ids)
-    assert choice.logprobs is not None
-    assert choice.logprobs.token_logprobs == pytest.approx(
-        [expected[i, token].item() for i, token in enumerate(token_ids)], abs=1e-4
-    )
-    assert choice.logprobs.tokens == [tokenizer.decode([token]) for token in token_ids]
-    offsets = [sum(len(token) for token in choice.logprobs.tokens[:i]) for i in range(len(token_ids))]
-    assert choice.logprobs.text_offset == offsets
-    assert choice.logprobs.top_logprobs is not None
-    for token_text, top in zip(choice.logprobs.tokens, choice.logprobs.top_logprobs, strict=True):
-        assert token_text in top  # the sampled token is always reported
-        assert 2 <= len(top) <= 3
+    assert len({tuple(extra_field(choice, "token_ids")) for choice in response.choices}) > 1
+    for choice in response.choices:  # every sample of the batch, not just the first row
+        token_ids = extra_field(choice, "token_ids")
+        assert extra_field(choice, "prompt_token_ids") == tokenizer("the cat")["input_ids"]
+        expected = reference_logprobs(model, extra_field(choice, "prompt_token_ids"), token_ids)
+        assert choice.logprobs is not None
+        assert choice.logprobs.token_logprobs == pytest.approx(
+            [expected[i, token].item() for i, token in enumerate(token_ids)], abs=1e-4
+        )
+        assert choice.logprobs.tokens == [tokenizer.decode([token]) for token in token_ids]
+        offsets = [sum(len(token) for token in choice.logprobs.tokens[:i]) for i in range(len(token_ids))]
+        assert choice.logprobs.text_offset == offsets
+        assert choice.logprobs.top_logprobs is not None
+        for token_text, top in zip(choice.logprobs.tokens, choice.logprobs.top_logprobs, strict=True):
+            assert token_text in top  # the sampled token is always reported
+            assert 2 <= len(top) <= 3
 
 
 def test_n_samples_differ_when_sampling_and_agree_when_greedy(client: openai.OpenAI) -> None:
@@ -158,7 +160,10 @@ def test_n_samples_differ_when_sampling_and_agree_when_greedy(client: openai.Ope
     assert sampled.usage is not None
     assert sampled.usage.completion_tokens == 4 * 8
     greedy = client.chat.completions.create(model=MODEL, messages=MESSAGES, n=3, max_tokens=8, **GREEDY)
-    assert len({choice.message.content for choice in greedy.choices}) == 1
+    single = client.chat.completions.create(model=MODEL, messages=MESSAGES, n=1, max_tokens=8, **GREEDY)
+    assert [extra_field(choice, "token_ids") for choice in greedy.choices] == [
+        extra_field(single.choices[0], "token_ids")
+    ] * 3
 
 
 def test_seed_makes_sampling_reproducible(client: openai.OpenAI) -> None:

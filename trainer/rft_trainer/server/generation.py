@@ -101,16 +101,17 @@ def generate(
     """
     generator = make_generator(params.seed, device)
     rows = [_Row() for _ in range(params.n)]
-    step_input = torch.tensor([list(prompt_ids)] * params.n, dtype=torch.long, device=device)
     stop_ids = set(params.stop_token_ids)
     end_ids = stop_ids if params.ignore_eos else stop_ids | eos_token_ids
-    cache = None
+    # The prompt is read once; its cache is then copied for each of the n samples.
+    out = model(input_ids=torch.tensor([list(prompt_ids)], dtype=torch.long, device=device), use_cache=True)
+    cache = out.past_key_values
+    if params.n > 1:
+        cache.batch_repeat_interleave(params.n)
+    raw = out.logits[:, -1, :].expand(params.n, -1)
     for _ in range(params.max_tokens):
         if cancelled is not None and cancelled():
             raise GenerationCancelledError
-        out = model(input_ids=step_input, past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
-        raw = out.logits[:, -1, :]
         processed = processed_logits(raw, params)
         tokens = next_tokens(processed, params, generator)
         step_logprobs = _logprobs(raw if logprobs_mode == "raw_logprobs" else processed, tokens, params)
@@ -134,7 +135,9 @@ def generate(
                 on_token(TokenEvent(index, token, logprob, row.text, row.finish_reason, row.stop_reason))
         if all(row.finish_reason is not None for row in rows):
             break
-        step_input = tokens.unsqueeze(-1)
+        out = model(input_ids=tokens.unsqueeze(-1), past_key_values=cache, use_cache=True)
+        cache = out.past_key_values
+        raw = out.logits[:, -1, :]
     return [_finish(row, params) for row in rows]
 
 
