@@ -57,8 +57,11 @@ class LocalNodeOptions:
     cpu: str = "4"
     memory: str = "16Gi"
     pods: int = 32
-    # "auto" (a local route for 198.18.0.0/16 if possible, else loopback), "loopback", or a CIDR.
-    pod_network: str = "auto"
+    # "loopback" (127.77.x.y: reachable only from this host; the apiserver refuses loopback
+    # addresses in EndpointSlices, so clients reach pods directly, as port-forward would),
+    # "auto" (a local route for 198.18.0.0/16 if possible, else loopback) or a CIDR. Loopback is
+    # the default because development machines and CI may only talk to 127.0.0.0/8.
+    pod_network: str = "loopback"
 
 
 @dataclass(frozen=True)
@@ -504,6 +507,8 @@ class ControlPlane:
         self._user_kubeconfig(ca, ANNOTATOR_USER, [], annotator)
         _grant_pod_annotation(admin, ANNOTATOR_USER)
         root_dir = self.paths.state_dir / "local-node"
+        # A fresh etcd knows none of an earlier run's pods: start from an empty directory.
+        shutil.rmtree(root_dir, ignore_errors=True)
         component = self._spawn(
             "local-node",
             [
