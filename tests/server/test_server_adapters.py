@@ -23,11 +23,13 @@ PROMPT = "the cat and the dog"
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_model_dir: Path) -> Engine:
+def engine(tiny_model_dir: Path) -> Iterator[Engine]:
     config = ServerConfig(
         model=str(tiny_model_dir), served_model_names=(BASE,), enable_lora=True, max_loras=2, max_lora_rank=16
     )
-    return Engine.from_config(config)
+    engine = Engine.from_config(config)
+    yield engine
+    engine.close()  # removes the directory adapters from URLs were fetched to
 
 
 @pytest.fixture(scope="module")
