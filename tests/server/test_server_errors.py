@@ -59,7 +59,7 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
         ("chat/completions", {"stream_options": {"include_usage": True}}, "stream_options", "stream=True"),
         ("chat/completions", {"presence_penalty": 0.5}, "presence_penalty", "not supported"),
         ("chat/completions", {"tools": [{"type": "function"}]}, "tools", "not supported"),
-        ("chat/completions", {"model": None}, "model", "valid string"),
+        ("chat/completions", {"model": 5}, "model", "valid string"),
         ("chat/completions", {"stop_token_ids": [10**6]}, "stop_token_ids", "outside the vocabulary"),
         ("completions", {"logprobs": 21}, "logprobs", "less than or equal to 20"),
         ("completions", {"prompt": ""}, "prompt", "must not be empty"),
@@ -118,6 +118,12 @@ def test_without_max_tokens_the_rest_of_the_context_is_the_limit(server: Running
     body = response.json()
     assert body["usage"]["completion_tokens"] == MAX_MODEL_LEN - 3
     assert body["choices"][0]["finish_reason"] == "length"
+
+
+def test_without_a_model_the_base_model_answers(server: RunningServer) -> None:
+    response = post(server, "completions", {"prompt": "hi", "max_tokens": 2})
+    assert response.status_code == 200
+    assert response.json()["model"] == MODEL
 
 
 def test_malformed_bodies_are_400(server: RunningServer) -> None:

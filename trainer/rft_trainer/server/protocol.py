@@ -35,7 +35,7 @@ class StreamOptions(_Body):
 class _GenerationRequest(_Body):
     """Fields shared by chat and text completions."""
 
-    model: StrictStr
+    model: StrictStr | None = None
     n: int = Field(default=1, ge=1, le=MAX_N)
     temperature: float | None = Field(default=None, ge=0)
     top_p: float | None = Field(default=None, gt=0, le=1)

@@ -31,6 +31,7 @@ class PreparedChat:
     """A valid chat request, its prompt tokens and sampling parameters."""
 
     request: ChatCompletionRequest
+    model: str
     prompt_ids: list[int]
     params: SamplingParams
 
@@ -40,6 +41,7 @@ class PreparedCompletion:
     """A valid completion request: its prompts' tokens and each prompt's sampling parameters."""
 
     request: CompletionRequest
+    model: str
     prompts: list[list[int]]
     params: list[SamplingParams]
 
@@ -48,7 +50,8 @@ def prepare_chat(engine: Engine, body: object) -> PreparedChat:
     """Parse and check a /v1/chat/completions body; raises ApiError for anything wrong."""
     request = parse_request(ChatCompletionRequest, body)
     request.check_supported()
-    engine.resolve_model(request.model)
+    model = request.model or engine.model_name  # vLLM serves the base model when none is named
+    engine.resolve_model(model)
     if request.stop_token_ids:
         engine.check_token_ids(request.stop_token_ids, "stop_token_ids")
     prompt_ids = engine.chat_prompt_ids(
@@ -57,7 +60,9 @@ def prepare_chat(engine: Engine, body: object) -> PreparedChat:
         continue_final_message=request.continue_final_message,
     )
     max_tokens = engine.fit_max_tokens(len(prompt_ids), request.requested_max_tokens(), "messages")
-    return PreparedChat(request, prompt_ids, request.sampling_params(max_tokens, engine.sampling_defaults))
+    return PreparedChat(
+        request, model, prompt_ids, request.sampling_params(max_tokens, engine.sampling_defaults)
+    )
 
 
 def prepare_completion(engine: Engine, body: object) -> PreparedCompletion:
@@ -65,7 +70,8 @@ def prepare_completion(engine: Engine, body: object) -> PreparedCompletion:
     prompt of a batch is generated."""
     request = parse_request(CompletionRequest, body)
     request.check_supported()
-    engine.resolve_model(request.model)
+    model = request.model or engine.model_name
+    engine.resolve_model(model)
     if request.stop_token_ids:
         engine.check_token_ids(request.stop_token_ids, "stop_token_ids")
     prompts: list[list[int]] = []
@@ -82,14 +88,14 @@ def prepare_completion(engine: Engine, body: object) -> PreparedCompletion:
         )
         for ids in prompts
     ]
-    return PreparedCompletion(request, prompts, params)
+    return PreparedCompletion(request, model, prompts, params)
 
 
 def run_chat(engine: Engine, prepared: PreparedChat) -> dict[str, Any]:
     """Generate every choice, then answer with one `chat.completion` object."""
-    completions = engine.generate(prepared.request.model, prepared.prompt_ids, prepared.params)
+    completions = engine.generate(prepared.model, prepared.prompt_ids, prepared.params)
     return responses.chat_completion(
-        model=prepared.request.model,
+        model=prepared.model,
         prompt_ids=prepared.prompt_ids,
         completions=completions,
         token_text=engine.token_text,
@@ -100,11 +106,11 @@ def run_chat(engine: Engine, prepared: PreparedChat) -> dict[str, Any]:
 def run_completion(engine: Engine, prepared: PreparedCompletion) -> dict[str, Any]:
     """Generate every prompt's choices, then answer with one `text_completion` object."""
     completions: list[list[Completion]] = [
-        engine.generate(prepared.request.model, prompt_ids, params)
+        engine.generate(prepared.model, prompt_ids, params)
         for prompt_ids, params in zip(prepared.prompts, prepared.params, strict=True)
     ]
     return responses.text_completion(
-        model=prepared.request.model,
+        model=prepared.model,
         prompts=prepared.prompts,
         completions=completions,
         token_text=engine.token_text,
@@ -126,7 +132,7 @@ def stream_chat(engine: Engine, prepared: PreparedChat, emit: Emit, cancelled: C
     """Generate the choices, emitting `chat.completion.chunk` objects as tokens arrive."""
     request = prepared.request
     chunks = streaming.ChatChunks(
-        model=request.model,
+        model=prepared.model,
         n=prepared.params.n,
         stop=prepared.params.stop,
         token_text=engine.token_text,
@@ -136,7 +142,7 @@ def stream_chat(engine: Engine, prepared: PreparedChat, emit: Emit, cancelled: C
     for chunk in chunks.opening(prepared.prompt_ids):
         emit(chunk)
     completions = engine.generate(
-        request.model,
+        prepared.model,
         prepared.prompt_ids,
         prepared.params,
         on_token=_relay(chunks.token, emit),
@@ -152,7 +158,7 @@ def stream_completion(
     """Generate each prompt's choices in turn, emitting `text_completion` chunks as tokens arrive."""
     request = prepared.request
     chunks = streaming.CompletionChunks(
-        model=request.model, token_text=engine.token_text, return_token_ids=request.return_token_ids
+        model=prepared.model, token_text=engine.token_text, return_token_ids=request.return_token_ids
     )
     every: list[Completion] = []
     for number, (prompt_ids, params) in enumerate(zip(prepared.prompts, prepared.params, strict=True)):
@@ -160,7 +166,7 @@ def stream_completion(
             first_index=number * params.n, n=params.n, stop=params.stop, prompt_ids=prompt_ids
         )
         every += engine.generate(
-            request.model, prompt_ids, params, on_token=_relay(stream, emit), cancelled=cancelled
+            prepared.model, prompt_ids, params, on_token=_relay(stream, emit), cancelled=cancelled
         )
     if request.include_usage:
         emit(chunks.usage(responses.usage(sum(len(ids) for ids in prepared.prompts), every)))
