@@ -90,7 +90,8 @@ class _GenerationRequest(_Body):
         return self.stream_options is not None and self.stream_options.include_usage
 
     def logprobs_count(self) -> int | None:
-        """None for no logprobs, else how many alternatives to report per token."""
+        """None for no logprobs, else how many alternatives to report per token; each request
+        kind reads it from its own fields (chat: logprobs + top_logprobs, completions: logprobs)."""
         raise NotImplementedError
 
     def sampling_params(self, max_tokens: int, defaults: Mapping[str, float | int]) -> SamplingParams:
