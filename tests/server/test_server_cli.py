@@ -105,6 +105,7 @@ def test_help_is_quick_and_loads_no_model() -> None:
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch, transformers and peft: 6-20 s on a busy machine
 def test_the_server_runs_as_a_process_with_the_shared_args(
     tiny_model_dir: Path, adapter_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
