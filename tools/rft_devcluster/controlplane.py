@@ -43,6 +43,9 @@ LOCAL_NODE_NAME = "local-node"
 ANNOTATOR_USER = "rft-devcluster:local-node-annotator"
 
 _ETCD_DIR_PREFIX = "rft-devcluster-etcd-"
+START_ATTEMPTS = 3
+# What Go servers log when a port picked free was taken before they could bind it.
+_PORT_CLASH = "address already in use"
 
 Progress = Callable[[str], None]
 
@@ -62,6 +65,8 @@ class LocalNodeOptions:
     # "auto" (a local route for 198.18.0.0/16 if possible, else loopback) or a CIDR. Loopback is
     # the default because development machines and CI may only talk to 127.0.0.0/8.
     pod_network: str = "loopback"
+    # KEY=VALUE pairs the emulated EKS pod identity webhook adds to IRSA pods (emulator endpoint).
+    workload_identity_env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -211,23 +216,36 @@ class ControlPlane:
     def start(self) -> ClusterHandle:
         """Start every component, wait until the cluster is usable, and return its handle.
 
-        On failure everything already started is stopped and :class:`ClusterStartError`
-        (or the waiting timeout) is raised.
+        Ports are picked free just before use; if another process grabs one in between, the
+        start is retried from scratch (up to :data:`START_ATTEMPTS` times). On failure
+        everything already started is stopped and :class:`ClusterStartError` (or the waiting
+        timeout) is raised.
         """
         atexit.register(self.stop)
         started = time.monotonic()
         self.paths.state_dir.mkdir(parents=True, exist_ok=True)
         self._write_state(Status.STARTING)
-        try:
-            handle = self._start_all()
-        except BaseException as exc:
-            self._write_state(Status.FAILED, error=str(exc))
-            self.stop(final_status=Status.FAILED, error=str(exc))
-            raise
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                handle = self._start_all()
+                break
+            except ClusterStartError as exc:
+                if _PORT_CLASH not in str(exc) or attempt == START_ATTEMPTS:
+                    self._fail(exc)
+                    raise
+                self._progress(f"a port was taken meanwhile; starting again ({exc})")
+                self._stop_components()
+            except BaseException as exc:
+                self._fail(exc)
+                raise
         self._handle = handle
         self._write_state(Status.READY)
         self._progress(f"cluster ready in {time.monotonic() - started:.1f}s")
         return handle
+
+    def _fail(self, exc: BaseException) -> None:
+        self._write_state(Status.FAILED, error=str(exc))
+        self.stop(final_status=Status.FAILED, error=str(exc))
 
     def stop(self, *, final_status: str = Status.STOPPED, error: str = "") -> None:
         """Stop every process this control plane started (idempotent) and remove etcd's data."""
@@ -235,6 +253,12 @@ class ControlPlane:
             if self._stopped:
                 return
             self._stopped = True
+        self._stop_components(error=error)
+        self._write_state(final_status, components=[], error=error)
+        atexit.unregister(self.stop)
+
+    def _stop_components(self, *, error: str = "") -> None:
+        with self._lock:
             components, self._components = self._components, []
         if components:
             self._write_state(Status.STOPPING, components=components, error=error)
@@ -243,8 +267,7 @@ class ControlPlane:
             stop_group(comp.record, grace_seconds=self.options.stop_grace_seconds, popen=comp.popen)
         if self._etcd_data_dir is not None:
             shutil.rmtree(self._etcd_data_dir, ignore_errors=True)
-        self._write_state(final_status, components=[], error=error)
-        atexit.unregister(self.stop)
+            self._etcd_data_dir = None
 
     def dead_components(self) -> list[str]:
         """Names of the components whose process has exited."""
@@ -358,6 +381,7 @@ class ControlPlane:
                 timeout=self.options.startup_timeout,
                 what=what,
                 on_timeout=lambda: logs,
+                fatal=(ClusterStartError,),
             )
         except Exception as exc:
             check_alive()
@@ -520,6 +544,7 @@ class ControlPlane:
                 f"--node-name={opts.name}",
                 f"--root-dir={root_dir}",
                 f"--pod-network={opts.pod_network}",
+                *(f"--workload-identity-env={k}={v}" for k, v in opts.workload_identity_env),
                 f"--cpu={opts.cpu}",
                 f"--memory={opts.memory}",
                 f"--pods={opts.pods}",
@@ -537,6 +562,7 @@ class ControlPlane:
             timeout=self.options.startup_timeout,
             what="the local node agent to choose its pod network",
             on_timeout=lambda: tail(component.log_path),
+            fatal=(ClusterStartError,),
         )
         return LocalNodeInfo(
             name=opts.name, root_dir=root_dir, pod_network=network, gpus=opts.gpus, log_path=component.log_path

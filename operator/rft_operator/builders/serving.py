@@ -68,6 +68,9 @@ def build_server_deployment(
     placement = accelerators.placement(spec.accelerator.type)
     labels = {**naming.labels("server"), **selector_labels(deployment.metadata.name)}
     vllm = spec.engine == "vllm"
+    resources = accelerators.pod_resources(spec.accelerator.type, spec.accelerator.count)
+    # torch otherwise starts a thread per core of the node, not of the pod.
+    cpu_threads = int(resources["requests"]["cpu"]) if spec.accelerator.type == "CPU" else None
     model_arg = LOCAL_MODEL_DIR if vllm else model.spec.location
     args = server_args(
         model_arg,
@@ -83,7 +86,10 @@ def build_server_deployment(
         args += ["--download-dir", f"{SCRATCH}/models"]
     env = [
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-        *({"name": k, "value": v} for k, v in server_env(enable_lora=spec.enable_lora).items()),
+        *(
+            {"name": k, "value": v}
+            for k, v in server_env(enable_lora=spec.enable_lora, cpu_threads=cpu_threads).items()
+        ),
         *offline_env(),
     ]
     volumes, mounts = scratch_volumes("100Gi", shm_size="16Gi" if spec.accelerator.type != "CPU" else None)
@@ -95,7 +101,7 @@ def build_server_deployment(
             "command": server_command(spec.engine, args),
             "env": env,
             "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
-            "resources": accelerators.pod_resources(spec.accelerator.type, spec.accelerator.count),
+            "resources": resources,
             "securityContext": container_security_context(),
             "volumeMounts": mounts,
             # Loading weights takes a while: the startup probe holds liveness off for up to 30 min.

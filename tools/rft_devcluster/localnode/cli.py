@@ -16,15 +16,32 @@ from rft_devcluster.localnode.config import AgentConfig, NodeCapacity
 def build_parser() -> argparse.ArgumentParser:
     """The agent's command-line options."""
     p = argparse.ArgumentParser(prog="python -m rft_devcluster.localnode", description=__doc__)
-    p.add_argument("--kubeconfig", type=Path, required=True, help="the node's credentials (system:node:<name>)")
-    p.add_argument("--annotator-kubeconfig", type=Path, help="credentials allowed to patch pods (log-path annotation)")
+    p.add_argument(
+        "--kubeconfig", type=Path, required=True, help="the node's credentials (system:node:<name>)"
+    )
+    p.add_argument(
+        "--annotator-kubeconfig", type=Path, help="credentials allowed to patch pods (log-path annotation)"
+    )
     p.add_argument("--node-name", default="local-node")
     p.add_argument("--root-dir", type=Path, required=True, help="pods' directories, logs and volumes")
-    p.add_argument("--pod-network", default="auto", help="auto, loopback, or an IPv4 CIDR local to this host")
+    p.add_argument(
+        "--pod-network",
+        default="loopback",
+        help="loopback (default), auto, or an IPv4 CIDR local to this host",
+    )
+    p.add_argument(
+        "--workload-identity-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="added to pods whose ServiceAccount has eks.amazonaws.com/role-arn (emulated IRSA webhook)",
+    )
     p.add_argument("--cpu", default="4")
     p.add_argument("--memory", default="16Gi")
     p.add_argument("--pods", type=int, default=32)
-    p.add_argument("--gpus", type=int, default=0, help="fake nvidia.com/gpu to advertise (no real GPU is used)")
+    p.add_argument(
+        "--gpus", type=int, default=0, help="fake nvidia.com/gpu to advertise (no real GPU is used)"
+    )
     p.add_argument("--gpu-product", default="NVIDIA-A100-SXM4-80GB")
     return p
 
@@ -40,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         node_name=args.node_name,
         root_dir=args.root_dir.resolve(),
         pod_network=args.pod_network,
+        workload_identity_env=tuple(_key_value(item) for item in args.workload_identity_env),
         capacity=NodeCapacity(
             cpu=args.cpu, memory=args.memory, pods=args.pods, gpus=args.gpus, gpu_product=args.gpu_product
         ),
@@ -54,3 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     config.root_dir.mkdir(parents=True, exist_ok=True)
     Agent(config).run(stop)
     return 0
+
+
+def _key_value(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--workload-identity-env wants KEY=VALUE, got {item!r}")
+    return key, value

@@ -46,7 +46,7 @@ class AgentConfig:
     root_dir: Path
     capacity: NodeCapacity
     # "auto", "loopback" or an IPv4 CIDR to carve per-node /24s from (see network.py).
-    pod_network: str = "auto"
+    pod_network: str = "loopback"
     # A second identity allowed to patch pods, to write the log-path annotation (optional).
     annotator_kubeconfig: Path | None = None
     lease_duration_seconds: int = 40
@@ -55,3 +55,6 @@ class AgentConfig:
     # Restart back-off of crashed containers; kubelet starts at 10s, tests want less.
     restart_backoff_initial: float = 1.0
     restart_backoff_max: float = 30.0
+    # Environment the emulated EKS pod identity webhook adds to IRSA pods (e.g. the local S3/STS
+    # emulator's AWS_ENDPOINT_URL and AWS_DEFAULT_REGION); see workload_identity.py.
+    workload_identity_env: tuple[tuple[str, str], ...] = ()

@@ -30,6 +30,7 @@ from rft_devcluster.localnode.paths import PathMapper
 from rft_devcluster.localnode.podstatus import ConditionBook, StatusWriter, terminal_phase, will_restart
 from rft_devcluster.localnode.probes import Probe
 from rft_devcluster.localnode.volumes import PodContext, PodSetupError, VolumeBuilder
+from rft_devcluster.localnode.workload_identity import inject_web_identity
 from rft_devcluster.processes import ProcessRecord, stop_group
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,9 @@ def _is_terminal(pod: dict[str, Any]) -> bool:
 class _Container:
     """A container of this pod: its spec, launch settings, state, process and probes."""
 
-    def __init__(self, spec: dict[str, Any], runtime: ImageRuntime, launch: ContainerLaunch, mapper: PathMapper) -> None:
+    def __init__(
+        self, spec: dict[str, Any], runtime: ImageRuntime, launch: ContainerLaunch, mapper: PathMapper
+    ) -> None:
         self.spec = spec
         self.runtime = runtime
         self.launch = launch
@@ -101,7 +104,12 @@ class _Container:
         argv = self.runtime.resolve_command([self.mapper.rewrite(a) for a in command], [])
         try:
             result = subprocess.run(
-                argv, env=dict(self.launch.env), cwd=self.launch.cwd, capture_output=True, timeout=timeout, check=False
+                argv,
+                env=dict(self.launch.env),
+                cwd=self.launch.cwd,
+                capture_output=True,
+                timeout=timeout,
+                check=False,
             )
         except subprocess.TimeoutExpired:
             return -1
@@ -282,7 +290,8 @@ class PodWorker:
         """Whether an earlier agent already started this pod's containers."""
         status = pod.get("status") or {}
         started = [
-            s for s in (*status.get("containerStatuses", []), *status.get("initContainerStatuses", []))
+            s
+            for s in (*status.get("containerStatuses", []), *status.get("initContainerStatuses", []))
             if "running" in (s.get("state") or {}) or "terminated" in (s.get("state") or {})
         ]
         return bool(started)
@@ -292,6 +301,22 @@ class PodWorker:
         if previous and self._ctx.network.reserve(previous):
             return str(previous)
         return self._ctx.network.allocate()
+
+    def _service_account(self, pod: dict[str, Any]) -> dict[str, Any] | None:
+        """The pod's ServiceAccount (None if it does not exist), for workload-identity injection."""
+        name = pod["spec"].get("serviceAccountName") or "default"
+        path = f"/api/v1/namespaces/{pod['metadata']['namespace']}/serviceaccounts/{name}"
+        for _attempt in range(10):
+            try:
+                sa: dict[str, Any] = self._ctx.api.get(path)
+            except ApiError as exc:
+                if exc.status == 404:
+                    return None
+                log.warning("reading serviceaccount %s for pod %s: %s", name, self.key, exc)
+                self._sleep(1.0)
+            else:
+                return sa
+        raise _PodFailedError("CreateContainerConfigError", f"cannot read serviceaccount {name}")
 
     def _base_env(self, pod: dict[str, Any], runtime: ImageRuntime) -> dict[str, str]:
         ctx = self._ctx
@@ -314,6 +339,9 @@ class PodWorker:
 
     def _prepare(self, pod: dict[str, Any]) -> None:
         """Check images, create volumes, resolve env and commands for every container."""
+        pod = inject_web_identity(
+            pod, self._service_account(pod), dict(self._ctx.config.workload_identity_env)
+        )
         spec = pod["spec"]
         runtimes: dict[str, ImageRuntime] = {}
         for c in (*spec.get("initContainers", []), *spec["containers"]):
@@ -322,7 +350,10 @@ class PodWorker:
             except UnsupportedImageError as exc:
                 raise _PodFailedError("UnsupportedImage", str(exc)) from exc
         pod_ctx = PodContext(
-            pod=pod, pod_ip=self._pod_ip, host_ip=self._ctx.network.node_ip, capacity=self._ctx.config.capacity
+            pod=pod,
+            pod_ip=self._pod_ip,
+            host_ip=self._ctx.network.node_ip,
+            capacity=self._ctx.config.capacity,
         )
         while True:
             try:
@@ -334,7 +365,8 @@ class PodWorker:
                     for c in spec.get("initContainers", [])
                 ]
                 self._main = [
-                    self._container(c, runtimes[c["name"]], volume_paths, resolver, pod) for c in spec["containers"]
+                    self._container(c, runtimes[c["name"]], volume_paths, resolver, pod)
+                    for c in spec["containers"]
                 ]
                 break
             except PodSetupError as exc:
@@ -350,7 +382,8 @@ class PodWorker:
         """Carry restart counts over from an earlier agent; return the first init container to run."""
         status = pod.get("status") or {}
         previous = {
-            s["name"]: s for s in (*status.get("containerStatuses", []), *status.get("initContainerStatuses", []))
+            s["name"]: s
+            for s in (*status.get("containerStatuses", []), *status.get("initContainerStatuses", []))
         }
         first_init = 0
         for container in (*self._init, *self._main):
@@ -452,7 +485,9 @@ class PodWorker:
         now = time.monotonic()
         self._make_probes(container, now)
         self._save_runtime()
-        log.info("pod %s: started %s (pid %d): %s", self.key, container.name, state.pid, container.launch.argv)
+        log.info(
+            "pod %s: started %s (pid %d): %s", self.key, container.name, state.pid, container.launch.argv
+        )
 
     def _make_probes(self, container: _Container, now: float) -> None:
         ports = {p["name"]: int(p["containerPort"]) for p in container.spec.get("ports", []) if p.get("name")}
@@ -462,8 +497,12 @@ class PodWorker:
             if not spec:
                 return None
             return Probe(
-                spec, initial=initial, pod_ip=self._pod_ip, named_ports=ports,
-                exec_fn=container.exec_in, started_at=now,
+                spec,
+                initial=initial,
+                pod_ip=self._pod_ip,
+                named_ports=ports,
+                exec_fn=container.exec_in,
+                started_at=now,
             )
 
         container.startup = make("startupProbe", initial=False)
@@ -495,11 +534,15 @@ class PodWorker:
             state.terminated = None
             cfg = self._ctx.config
             container.backoff = (
-                cfg.restart_backoff_initial if container.backoff == 0 else min(container.backoff * 2, cfg.restart_backoff_max)
+                cfg.restart_backoff_initial
+                if container.backoff == 0
+                else min(container.backoff * 2, cfg.restart_backoff_max)
             )
             container.restart_at = time.monotonic() + container.backoff
             state.waiting_reason = "CrashLoopBackOff"
-            state.waiting_message = f"back-off {container.backoff:.0f}s restarting failed container={container.name}"
+            state.waiting_message = (
+                f"back-off {container.backoff:.0f}s restarting failed container={container.name}"
+            )
         else:
             state.terminated = terminated
             container.done = True
@@ -530,8 +573,12 @@ class PodWorker:
         if container.liveness is not None and container.liveness.due(now):
             container.liveness.run(now)
             if not container.liveness.healthy and container.process is not None:
-                log.info("pod %s: %s failed liveness (%s); restarting", self.key, container.name,
-                         container.liveness.last_error)
+                log.info(
+                    "pod %s: %s failed liveness (%s); restarting",
+                    self.key,
+                    container.name,
+                    container.liveness.last_error,
+                )
                 container.process.stop(self._grace())
         if container.readiness is None:
             state.ready = True
@@ -559,7 +606,9 @@ class PodWorker:
                 if container.done:
                     code = container.state.terminated["exitCode"] if container.state.terminated else 1
                     if code != 0:
-                        raise _PodFailedError("InitContainerFailed", f"init container {container.name} exited {code}")
+                        raise _PodFailedError(
+                            "InitContainerFailed", f"init container {container.name} exited {code}"
+                        )
                     self._init_index += 1
                     continue
             else:
@@ -630,7 +679,8 @@ class PodWorker:
             "podIP": self._pod_ip,
             "podIPs": [{"ip": self._pod_ip}],
             "startTime": self._start_time,
-            "containerStatuses": [c.state.status() for c in self._main] or self._waiting_statuses("containers"),
+            "containerStatuses": [c.state.status() for c in self._main]
+            or self._waiting_statuses("containers"),
             "initContainerStatuses": [c.state.status() for c in self._init]
             or self._waiting_statuses("initContainers"),
         }
@@ -650,6 +700,8 @@ class PodWorker:
         reason = self._failure.reason if self._failure else "ContainerCreating"
         message = self._failure.message if self._failure else ""
         return [
-            RunState(name=c["name"], image=c["image"], waiting_reason=reason, waiting_message=message).status()
+            RunState(
+                name=c["name"], image=c["image"], waiting_reason=reason, waiting_message=message
+            ).status()
             for c in self._snapshot()["spec"].get(key, [])
         ]
