@@ -411,7 +411,11 @@ def test_rbac_has_no_wildcards_no_secrets_no_escalation(variant: str) -> None:
             assert not rule.get("nonResourceURLs"), rule
             assert set(rule["verbs"]) <= ALLOWED_VERBS, rule
             assert "secrets" not in rule["resources"], rule
-            assert not {"configmaps", "serviceaccounts", "nodes", "namespaces"} & set(rule["resources"]), rule
+            assert not {"configmaps", "serviceaccounts", "nodes"} & set(rule["resources"]), rule
+            if "namespaces" in rule["resources"]:
+                assert rule == {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}
+                assert role["kind"] == "ClusterRole"
+                assert role["metadata"]["name"].endswith("-framework")
             assert not any(
                 r in rule["resources"] for r in ("pods/exec", "pods/attach", "serviceaccounts/token")
             )
@@ -424,7 +428,7 @@ def test_rbac_has_no_wildcards_no_secrets_no_escalation(variant: str) -> None:
                 assert set(rule["verbs"]) == {"get", "list", "watch"}
 
 
-def test_namespaced_variant_grants_nothing_cluster_wide_but_crd_observation() -> None:
+def test_namespaced_variant_grants_nothing_cluster_wide_but_observation() -> None:
     docs = render(NAMESPACED)
     cluster_roles = find(docs, "ClusterRole")
     assert [r["metadata"]["name"] for r in cluster_roles] == ["rft-operator-framework"]
@@ -433,8 +437,11 @@ def test_namespaced_variant_grants_nothing_cluster_wide_but_crd_observation() ->
             "apiGroups": ["apiextensions.k8s.io"],
             "resources": ["customresourcedefinitions"],
             "verbs": ["list", "watch"],
-        }
+        },
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
     ]
+    default_framework = one(render(), "ClusterRole", "rft-operator-framework")
+    assert [r["resources"] for r in default_framework["rules"]] == [["customresourcedefinitions"]]
     roles = find(docs, "Role", "rft-operator")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     bindings = find(docs, "RoleBinding", "rft-operator")
