@@ -45,6 +45,12 @@ class OperatorConfig(BaseModel):
         default=3600, ge=0, description="How long finished dataset-validation Jobs are kept."
     )
     scratch_size: str = Field(default="200Gi", description="Size limit of the trainer's scratch volume.")
+    leader_election: bool = Field(
+        default=False, description="Only the holder of a Lease reconciles (for more than one replica)."
+    )
+    leader_election_namespace: str | None = Field(
+        default=None, description="Namespace of the Lease; default: the pod's (env POD_NAMESPACE)."
+    )
     metrics_port: int = Field(default=8080, description="Port of the Prometheus /metrics endpoint (0: off).")
 
     @classmethod

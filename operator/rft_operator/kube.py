@@ -237,11 +237,13 @@ class Kube:
 class Children:
     """Create-or-update of the apps/v1 Deployments and Services the operator owns.
 
-    The desired manifest's hash is kept in an annotation: an unchanged hash means nothing to
-    write; a changed one (spec edited, or someone edited the child) replaces the child's spec.
+    Updates use server-side apply under the operator's field manager, so fields the operator no
+    longer sets are removed and fields others own (an HPA's replicas, say) are left alone. The
+    desired manifest's hash is kept in an annotation: an unchanged hash means nothing to write.
     """
 
     HASH_ANNOTATION = f"{GROUP}/desired-hash"
+    FIELD_MANAGER = "rft-operator"
 
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
@@ -252,23 +254,24 @@ class Children:
 
     def ensure_deployment(self, manifest: Obj) -> Obj:
         return self._ensure(
-            manifest,
-            self.kube.apps.read_namespaced_deployment,
-            self.kube.apps.create_namespaced_deployment,
-            self.kube.apps.replace_namespaced_deployment,
+            manifest, self.kube.apps.read_namespaced_deployment, self.kube.apps.patch_namespaced_deployment
         )
 
     def ensure_service(self, manifest: Obj) -> Obj:
         return self._ensure(
-            manifest,
-            self.kube.core.read_namespaced_service,
-            self.kube.core.create_namespaced_service,
-            self.kube.core.replace_namespaced_service,
+            manifest, self.kube.core.read_namespaced_service, self.kube.core.patch_namespaced_service
         )
 
-    def _ensure(self, manifest: Obj, read: Any, create: Any, replace: Any) -> Obj:
+    def _ensure(self, manifest: Obj, read: Any, patch: Any) -> Obj:
         meta = manifest["metadata"]
         digest = self._hash(manifest)
+        try:
+            current = _body(read(meta["name"], meta["namespace"], _preload_content=False))
+            if current["metadata"].get("annotations", {}).get(self.HASH_ANNOTATION) == digest:
+                return current
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
         desired = {
             **manifest,
             "metadata": {
@@ -276,22 +279,15 @@ class Children:
                 "annotations": {**meta.get("annotations", {}), self.HASH_ANNOTATION: digest},
             },
         }
-        try:
-            current = _body(read(meta["name"], meta["namespace"], _preload_content=False))
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            self.kube.writes.add("create")
-            try:
-                return _body(create(meta["namespace"], desired, _preload_content=False))
-            except ApiException as create_exc:
-                if create_exc.status != 409:
-                    raise
-                current = _body(read(meta["name"], meta["namespace"], _preload_content=False))
-        if current["metadata"].get("annotations", {}).get(self.HASH_ANNOTATION) == digest:
-            return current
-        desired["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        if manifest["kind"] == "Service":  # immutable, allocated fields are kept
-            desired["spec"] = {**desired["spec"], "clusterIP": current["spec"].get("clusterIP")}
-        self.kube.writes.add("replace")
-        return _body(replace(meta["name"], meta["namespace"], desired, _preload_content=False))
+        self.kube.writes.add("apply")
+        return _body(
+            patch(
+                meta["name"],
+                meta["namespace"],
+                desired,
+                field_manager=self.FIELD_MANAGER,
+                force=True,
+                _content_type="application/apply-patch+yaml",
+                _preload_content=False,
+            )
+        )

@@ -10,6 +10,7 @@ decide to make (a Job, a status, a Model, an Event). Children are cleaned up by 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +24,7 @@ from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap
 from rft_operator.config import OperatorConfig
 from rft_operator.kube import Kube
+from rft_operator.leader import LeaderElector
 from rft_operator.reconcilers.dataset import DatasetReconciler
 from rft_operator.reconcilers.deployment import DeploymentReconciler
 from rft_operator.reconcilers.model import ModelReconciler
@@ -65,8 +67,14 @@ def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         "model": ModelReconciler(kube).sync,
         "deployment": DeploymentReconciler(kube, cfg, accelerators).sync,
     }
-    queue = WorkQueue(reconcilers, workers=cfg.workers)
+    elector = None
+    if cfg.leader_election:
+        namespace = cfg.leader_election_namespace or os.environ.get("POD_NAMESPACE") or "default"
+        elector = LeaderElector(kube.api_client, namespace)
+        elector.start()
+    queue = WorkQueue(reconcilers, workers=cfg.workers, active=elector.leading if elector else None)
     queue.start()
+    memo.elector = elector
     memo.queue = queue
     memo.kube = kube
     memo.config = cfg
@@ -83,6 +91,8 @@ def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
 def stop(memo: Any, **_: Any) -> None:
     memo.stop_resync.set()
     memo.queue.stop()
+    if memo.elector is not None:
+        memo.elector.stop()
 
 
 def _resync_loop(kube: Kube, queue: WorkQueue, cfg: OperatorConfig, stop: threading.Event) -> None:

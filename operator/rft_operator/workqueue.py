@@ -30,8 +30,12 @@ CONFLICT_RETRY = 0.05
 
 
 class WorkQueue:
-    def __init__(self, handlers: Mapping[str, SyncFn], workers: int = 8) -> None:
+    def __init__(
+        self, handlers: Mapping[str, SyncFn], workers: int = 8, active: threading.Event | None = None
+    ) -> None:
         self._handlers = dict(handlers)
+        # Keys queue up while inactive (not the leader); workers start once this is set.
+        self._active_gate = active
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, Key]] = []
         self._due: dict[Key, float] = {}
@@ -107,6 +111,10 @@ class WorkQueue:
             self.add(key, requeue_after)
 
     def _work(self) -> None:
+        if self._active_gate is not None:
+            while not self._active_gate.wait(1.0):
+                if self._stopping:
+                    return
         while (key := self._next()) is not None:
             kind, namespace, name = key
             requeue: float | None = None
