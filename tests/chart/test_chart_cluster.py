@@ -18,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from rft_devcluster.handle import ClusterHandle
 from rft_devcluster.waiting import wait_for
 
+from tests.argocd.sandbox import health
 from tests.chart.cluster import (
     ChartOperator,
     Release,
@@ -243,6 +244,10 @@ def test_step_completes_under_the_charts_token(all_namespaces: Running, team: Ob
     assert [j.spec.template.spec.service_account_name for j in jobs] == ["rft-trainer"]
     reasons = {e.split(":")[0] for e in team.events("s")}
     assert {"Normal/Pending", "Normal/Running", "Normal/Completed"} <= reasons  # events created
+    # Argo CD's health checks read what the operator really wrote.
+    assert health(done) == {"status": "Healthy", "message": done["status"]["message"]}
+    assert health(model)["status"] == "Healthy"
+    assert health(base)["status"] == "Healthy"
 
 
 def test_suspend_and_cancel_under_the_charts_token(all_namespaces: Running, team: Objects) -> None:
@@ -250,18 +255,21 @@ def test_suspend_and_cancel_under_the_charts_token(all_namespaces: Running, team
     team.base_model("base2")
     team.ready_dataset("ds2")
     team.step("c", pod=fake_pod(0, success_message(), delay="300s"), model="base2", dataset="ds2")
-    team.wait_phase("c", "JOB_STATE_RUNNING", timeout=90)
+    running = team.wait_phase("c", "JOB_STATE_RUNNING", timeout=90)
+    assert health(running)["status"] == "Progressing"
     team.patch("reinforcementsteps", "c", {"suspend": True})
     suspended = team.wait_step(
         "c", lambda o: conditions(o).get("Suspended", {}).get("status") == "True", what="Suspended"
     )
     assert suspended["status"]["phase"] == "JOB_STATE_PENDING"
+    assert health(suspended)["status"] == "Suspended"
     team.wait_step(
         "c", lambda _: bool(team.jobs("rft-operator.io/step=c")[0].spec.suspend), what="Job suspended"
     )
     team.patch("reinforcementsteps", "c", {"cancel": True})
     cancelled = team.wait_phase("c", "JOB_STATE_CANCELLED")
     assert conditions(cancelled)["Succeeded"]["reason"] == "Cancelled"
+    assert health(cancelled) == {"status": "Suspended", "message": "cancelled by the user (spec.cancel)"}
     team.wait_step("c", lambda _: not team.jobs("rft-operator.io/step=c"), what="Job deleted")
 
 
