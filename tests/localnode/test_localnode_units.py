@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -11,6 +12,7 @@ from rft_devcluster.kwok_stages import render_kwok_config
 from rft_devcluster.localnode.config import NodeCapacity
 from rft_devcluster.localnode.container import RunState, exit_code_of
 from rft_devcluster.localnode.downward import field_value, parse_quantity, resource_value
+from rft_devcluster.localnode.endpoints import desired_slices
 from rft_devcluster.localnode.envvars import expand
 from rft_devcluster.localnode.images import VENV_BIN, UnsupportedImageError, repository_name, runtime_for
 from rft_devcluster.localnode.paths import PathMapper
@@ -174,3 +176,47 @@ def test_kwok_stages_render_as_stage_documents_with_exclusive_outcomes() -> None
     terminating = [s for s in stages if s["metadata"]["name"] not in ("pod-ready", "pod-delete")]
     for stage in terminating:
         assert "$code" in stage["spec"]["next"]["statusTemplate"]
+
+
+def _pod(name: str, ip: str, *, ready: bool, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "labels": labels or {"app": "web"}},
+        "spec": {"containers": [{"name": "c", "ports": [{"name": "http", "containerPort": 8080}]}]},
+        "status": {
+            "phase": "Running",
+            "podIP": ip,
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+SERVICE = {
+    "metadata": {"name": "web", "namespace": "ns", "uid": "svc-uid"},
+    "spec": {"selector": {"app": "web"}, "ports": [{"name": "api", "port": 80, "targetPort": "http"}]},
+}
+
+
+def test_loopback_pods_are_mirrored_into_fqdn_endpoint_slices() -> None:
+    pods = [
+        _pod("a", "127.77.1.2", ready=True),
+        _pod("b", "127.77.1.3", ready=False),
+        _pod("other", "127.77.1.4", ready=True, labels={"app": "db"}),
+        _pod("routed", "198.18.1.2", ready=True),  # published by the controller-manager instead
+    ]
+    [(key, endpoint_slice)] = desired_slices([SERVICE], pods, "local-node").items()
+
+    assert key[0] == "ns"
+    assert endpoint_slice["addressType"] == "FQDN"
+    assert endpoint_slice["metadata"]["labels"]["kubernetes.io/service-name"] == "web"
+    assert endpoint_slice["metadata"]["ownerReferences"][0]["uid"] == "svc-uid"
+    assert endpoint_slice["ports"] == [{"name": "api", "port": 8080, "protocol": "TCP"}]
+    assert [(e["addresses"], e["conditions"]["ready"]) for e in endpoint_slice["endpoints"]] == [
+        (["127.77.1.2"], True),
+        (["127.77.1.3"], False),
+    ]
+
+
+def test_services_without_selector_or_matching_pods_get_no_slice() -> None:
+    headless = {**SERVICE, "spec": {"ports": [{"port": 80}]}}
+    assert desired_slices([headless], [_pod("a", "127.77.1.2", ready=True)], "n") == {}
+    assert desired_slices([SERVICE], [], "n") == {}

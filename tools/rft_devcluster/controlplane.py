@@ -40,7 +40,7 @@ KUBERNETES_SERVICE_IP = "10.0.0.1"
 KWOK_POD_CIDR = "10.200.0.1/16"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 LOCAL_NODE_NAME = "local-node"
-ANNOTATOR_USER = "rft-devcluster:local-node-annotator"
+HELPER_USER = "rft-devcluster:local-node-helper"
 
 _ETCD_DIR_PREFIX = "rft-devcluster-etcd-"
 START_ATTEMPTS = 3
@@ -144,12 +144,26 @@ def _node_schedulable(node: dict[str, Any]) -> bool:
     return ready and not tainted
 
 
-def _grant_pod_annotation(admin: ClusterHandle, user: str) -> None:
-    """Let ``user`` get and patch pods, nothing else (the local node's log-path annotations)."""
-    name = "rft-devcluster:pod-annotator"
+def _grant_local_node_helper(admin: ClusterHandle, user: str) -> None:
+    """What the local node agent needs beyond a node's rights, granted to its second identity.
+
+    A node may write only pod status and read only what its pods reference. The agent also
+    annotates pods with their log path, reads ServiceAccounts (the emulated IRSA webhook), and
+    publishes loopback pod addresses in EndpointSlices of its own (see localnode/endpoints.py).
+    """
+    name = "rft-devcluster:local-node-helper"
     role = {
         "metadata": {"name": name},
-        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}],
+        "rules": [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]},
+            {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]},
+            {
+                "apiGroups": ["discovery.k8s.io"],
+                "resources": ["endpointslices"],
+                "verbs": ["get", "list", "watch", "create", "update", "delete"],
+            },
+        ],
     }
     binding = {
         "metadata": {"name": name},
@@ -526,10 +540,10 @@ class ControlPlane:
         assert opts is not None
         kubeconfig = self.paths.kubeconfig("local-node")
         self._user_kubeconfig(ca, f"system:node:{opts.name}", ["system:nodes"], kubeconfig)
-        # Nodes may write only pod status; the log-path annotation needs this second identity.
-        annotator = self.paths.kubeconfig("local-node-annotator")
-        self._user_kubeconfig(ca, ANNOTATOR_USER, [], annotator)
-        _grant_pod_annotation(admin, ANNOTATOR_USER)
+        # A node may write only pod status; the rest goes through a second identity.
+        helper = self.paths.kubeconfig("local-node-helper")
+        self._user_kubeconfig(ca, HELPER_USER, [], helper)
+        _grant_local_node_helper(admin, HELPER_USER)
         root_dir = self.paths.state_dir / "local-node"
         # A fresh etcd knows none of an earlier run's pods: start from an empty directory.
         shutil.rmtree(root_dir, ignore_errors=True)
@@ -540,7 +554,7 @@ class ControlPlane:
                 "-m",
                 "rft_devcluster.localnode",
                 f"--kubeconfig={kubeconfig}",
-                f"--annotator-kubeconfig={annotator}",
+                f"--helper-kubeconfig={helper}",
                 f"--node-name={opts.name}",
                 f"--root-dir={root_dir}",
                 f"--pod-network={opts.pod_network}",

@@ -29,11 +29,13 @@ def wait_for(
     what: str,
     interval: float = 0.1,
     on_timeout: Callable[[], str] | None = None,
+    fatal: tuple[type[BaseException], ...] = (),
 ) -> T:
     """Call ``probe`` until it returns something other than None or False, and return that.
 
-    Exceptions raised by ``probe`` count as "not yet". On timeout, raise
-    :class:`WaitTimeoutError` naming ``what``, the last exception, and ``on_timeout()``.
+    Exceptions raised by ``probe`` count as "not yet", except those of the ``fatal`` types,
+    which propagate at once. On timeout, raise :class:`WaitTimeoutError` naming ``what``,
+    the last exception, and ``on_timeout()``.
     """
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
@@ -42,6 +44,8 @@ def wait_for(
             result = probe()
             if result is not None and result is not False:
                 return result
+        except fatal:
+            raise
         except Exception as exc:
             last_error = exc
         if time.monotonic() >= deadline:

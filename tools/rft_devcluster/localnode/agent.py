@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rft_devcluster.localnode.config import AgentConfig
+from rft_devcluster.localnode.endpoints import EndpointMirror
 from rft_devcluster.localnode.kubeapi import ApiError, KubeApi
 from rft_devcluster.localnode.network import PodNetwork
 from rft_devcluster.localnode.node import NodeRegistration
@@ -32,16 +33,21 @@ class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self._api = KubeApi(config.kubeconfig)
-        annotator = KubeApi(config.annotator_kubeconfig) if config.annotator_kubeconfig else None
+        helper = KubeApi(config.helper_kubeconfig) if config.helper_kubeconfig else None
         self.network = PodNetwork(config.pod_network, config.root_dir / "pod-network")
         server = urlsplit(self._api.server)
+        # Loopback pod IPs cannot appear in the controller-manager's EndpointSlices: mirror them.
+        self._mirror = (
+            EndpointMirror(helper, self._api, config.node_name) if helper and self.network.loopback else None
+        )
         self._ctx = AgentContext(
             api=self._api,
-            annotator=annotator,
+            helper=helper,
             config=config,
             network=self.network,
             apiserver_host=server.hostname or "127.0.0.1",
             apiserver_port=server.port or 443,
+            pods_changed=self._mirror.trigger if self._mirror else (lambda: None),
         )
         self._node = NodeRegistration(self._api, config, self.network.node_ip)
         self._workers: dict[str, PodWorker] = {}
@@ -57,6 +63,8 @@ class Agent:
         heartbeat.start()
         watcher = threading.Thread(target=self._watch_forever, name="watch", daemon=True)
         watcher.start()
+        if self._mirror is not None:
+            threading.Thread(target=self._mirror.run, args=(stop,), name="endpoints", daemon=True).start()
         stop.wait()
         self._shutdown()
 

@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--kubeconfig", type=Path, required=True, help="the node's credentials (system:node:<name>)"
     )
     p.add_argument(
-        "--annotator-kubeconfig", type=Path, help="credentials allowed to patch pods (log-path annotation)"
+        "--helper-kubeconfig", type=Path, help="a second identity (see controlplane._grant_local_node_helper): log-path annotations, ServiceAccounts, endpoint mirroring"
     )
     p.add_argument("--node-name", default="local-node")
     p.add_argument("--root-dir", type=Path, required=True, help="pods' directories, logs and volumes")
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     config = AgentConfig(
         kubeconfig=args.kubeconfig,
-        annotator_kubeconfig=args.annotator_kubeconfig,
+        helper_kubeconfig=args.helper_kubeconfig,
         node_name=args.node_name,
         root_dir=args.root_dir.resolve(),
         pod_network=args.pod_network,

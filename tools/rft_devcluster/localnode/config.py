@@ -48,7 +48,7 @@ class AgentConfig:
     # "auto", "loopback" or an IPv4 CIDR to carve per-node /24s from (see network.py).
     pod_network: str = "loopback"
     # A second identity allowed to patch pods, to write the log-path annotation (optional).
-    annotator_kubeconfig: Path | None = None
+    helper_kubeconfig: Path | None = None
     lease_duration_seconds: int = 40
     lease_renew_seconds: float = 10.0
     node_status_seconds: float = 60.0

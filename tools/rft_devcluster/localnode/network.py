@@ -1,16 +1,22 @@
 """Pod IPs on one host: every pod gets its own address that the host can reach.
 
-The EndpointSlice API rejects loopback addresses (127.0.0.0/8), so Services could not list
-pods there. Linux delivers locally any address in a ``local`` route; one route makes a whole
-range behave like 127.0.0.0/8::
+Two kinds of ranges work:
 
-    ip route add local 198.18.0.0/16 dev lo
+* ``loopback`` (the default): 127.77.0.0/16. Reachable everywhere, even where only
+  127.0.0.0/8 traffic is allowed, but the EndpointSlice API rejects loopback addresses, so
+  the controller-manager cannot publish these pods; see endpoints.py for how the agent
+  publishes them instead.
+* a routed range: Linux delivers locally any address in a ``local`` route, so one route
+  makes a whole range behave like 127.0.0.0/8::
 
-198.18.0.0/15 is reserved for network benchmarking (RFC 2544) and is not routed on the
-internet. The agent adds that route itself when it may (CAP_NET_ADMIN); otherwise it falls
-back to loopback addresses (pods still run and answer at their IP, but Services get no
-endpoints). Each agent on the host claims one /24 of the range with a lock file, so several
-local clusters never hand out the same address; the node takes ``.1``, pods ``.2``-``.254``.
+      ip route add local 198.18.0.0/16 dev lo
+
+  198.18.0.0/15 is reserved for network benchmarking (RFC 2544) and is not routed on the
+  internet. ``auto`` uses it, adding the route itself when it may (CAP_NET_ADMIN), and
+  falls back to loopback otherwise.
+
+Each agent on the host claims one /24 of the range with a lock file, so several local
+clusters never hand out the same address; the node takes ``.1``, pods ``.2``-``.254``.
 """
 
 from __future__ import annotations

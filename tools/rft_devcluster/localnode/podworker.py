@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,11 +47,13 @@ class AgentContext:
     """What every pod worker shares."""
 
     api: KubeApi
-    annotator: KubeApi | None
+    helper: KubeApi | None
     config: AgentConfig
     network: PodNetwork
     apiserver_host: str
     apiserver_port: int
+    # Called after each pod status write (the endpoint mirror resyncs).
+    pods_changed: Callable[[], None] = lambda: None
 
 
 class _PodFailedError(Exception):
@@ -303,20 +306,34 @@ class PodWorker:
         return self._ctx.network.allocate()
 
     def _service_account(self, pod: dict[str, Any]) -> dict[str, Any] | None:
-        """The pod's ServiceAccount (None if it does not exist), for workload-identity injection."""
+        """The pod's ServiceAccount (None if it does not exist), for workload-identity injection.
+
+        Nodes may not read ServiceAccounts: this needs the agent's helper identity. Without
+        one, no pod gets the emulated IRSA environment.
+        """
+        helper = self._ctx.helper
+        if helper is None:
+            return None
         name = pod["spec"].get("serviceAccountName") or "default"
         path = f"/api/v1/namespaces/{pod['metadata']['namespace']}/serviceaccounts/{name}"
-        for _attempt in range(10):
+        try:
+            return helper.get(path)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise PodSetupError(f"serviceaccount {name}: {exc}", permanent=False) from exc
+
+    def _with_web_identity(self, pod: dict[str, Any]) -> dict[str, Any]:
+        """The pod as EKS's pod identity webhook would have admitted it (see workload_identity.py)."""
+        while True:
             try:
-                sa: dict[str, Any] = self._ctx.api.get(path)
-            except ApiError as exc:
-                if exc.status == 404:
-                    return None
-                log.warning("reading serviceaccount %s for pod %s: %s", name, self.key, exc)
-                self._sleep(1.0)
-            else:
-                return sa
-        raise _PodFailedError("CreateContainerConfigError", f"cannot read serviceaccount {name}")
+                service_account = self._service_account(pod)
+                break
+            except PodSetupError as exc:
+                self._set_waiting("CreateContainerConfigError", str(exc))
+                self._write_status()
+                self._sleep(2.0)
+        return inject_web_identity(pod, service_account, dict(self._ctx.config.workload_identity_env))
 
     def _base_env(self, pod: dict[str, Any], runtime: ImageRuntime) -> dict[str, str]:
         ctx = self._ctx
@@ -339,9 +356,7 @@ class PodWorker:
 
     def _prepare(self, pod: dict[str, Any]) -> None:
         """Check images, create volumes, resolve env and commands for every container."""
-        pod = inject_web_identity(
-            pod, self._service_account(pod), dict(self._ctx.config.workload_identity_env)
-        )
+        pod = self._with_web_identity(pod)
         spec = pod["spec"]
         runtimes: dict[str, ImageRuntime] = {}
         for c in (*spec.get("initContainers", []), *spec["containers"]):
@@ -449,13 +464,13 @@ class PodWorker:
         logs.mkdir(parents=True, exist_ok=True)
         main_log = str(logs / f"{pod['spec']['containers'][0]['name']}.log")
         self._conditions.set(LOG_PATH_CONDITION, True, "LogsOnLocalNode", str(logs))
-        annotator = self._ctx.annotator
-        if annotator is None:
+        helper = self._ctx.helper
+        if helper is None:
             return
         meta = pod["metadata"]
         patch = {"metadata": {"annotations": {LOG_PATH_ANNOTATION: main_log}}}
         try:
-            annotator.merge_patch(pod_path(meta["namespace"], meta["name"]), patch)
+            helper.merge_patch(pod_path(meta["namespace"], meta["name"]), patch)
         except ApiError as exc:
             log.warning("pod %s: cannot annotate the log path: %s", self.key, exc)
 
@@ -694,6 +709,7 @@ class PodWorker:
             self._gone.set()
             raise _Stop
         self._last_written = encoded
+        self._ctx.pods_changed()
 
     def _waiting_statuses(self, key: str) -> list[dict[str, Any]]:
         """Statuses for containers not yet prepared (before or instead of _prepare)."""
