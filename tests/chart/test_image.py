@@ -1,0 +1,246 @@
+"""The container image recipe (Dockerfile, .dockerignore, deploy/image/*.lock). No Docker engine
+runs here: hadolint lints it, and these tests check what a build would rely on."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from rft_operator import config as operator_config
+
+from tests.chart.helm import CHART, REPO
+
+DOCKERFILE = REPO / "Dockerfile"
+IMAGE_DIR = REPO / "deploy" / "image"
+HADOLINT = Path(sys.executable).parent / "hadolint"
+TEXT = DOCKERFILE.read_text()
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def _instructions() -> list[str]:
+    """Dockerfile instructions with continuation lines joined and comments dropped."""
+    joined = re.sub(r"\\\n", " ", TEXT)
+    return [
+        line.strip() for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def _args() -> dict[str, str]:
+    return dict(re.findall(r"^ARG (\w+)=(\S+)$", TEXT, flags=re.MULTILINE))
+
+
+def _stages() -> dict[str, list[str]]:
+    stages: dict[str, list[str]] = {}
+    current = None
+    for line in _instructions():
+        match = re.match(r"FROM (\S+) AS (\S+)", line)
+        if match:
+            current = match.group(2)
+            stages[current] = [line]
+        elif current:
+            stages[current].append(line)
+    return stages
+
+
+def _lock(name: str) -> dict[str, str]:
+    pins = re.findall(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)", (IMAGE_DIR / name).read_text(), flags=re.MULTILINE)
+    return {canonicalize_name(n): v for n, v in pins}
+
+
+# --- hadolint -------------------------------------------------------------------------------------
+def _hadolint(path: Path) -> list[dict[str, object]]:
+    result = subprocess.run(
+        [str(HADOLINT), "--config", str(IMAGE_DIR / "hadolint.yaml"), "--format", "json", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    findings: list[dict[str, object]] = json.loads(result.stdout or "[]")
+    assert (result.returncode == 0) == (not findings), result.stderr
+    return findings
+
+
+def test_hadolint_finds_nothing() -> None:
+    assert _hadolint(DOCKERFILE) == []
+
+
+def test_hadolint_with_this_config_catches_the_usual_mistakes(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN pip install torch\nUSER root\n")
+    codes = {f["code"] for f in _hadolint(bad)}
+    assert {"DL3007", "DL3013", "DL3042", "DL3049"} <= codes
+
+
+# --- the recipe ---------------------------------------------------------------------------------------
+def test_targets_operator_and_trainer_exist_and_run_as_user_1000() -> None:
+    stages = _stages()
+    for target in ("operator", "trainer"):
+        assert target in stages
+        assert "USER 1000:1000" in stages[target]
+        assert any(line.startswith("LABEL org.opencontainers.image.title=") for line in stages[target])
+    assert stages["operator"][0] == "FROM ${OPERATOR_BASE} AS operator"
+    assert stages["trainer"][0] == "FROM ${TRAINER_BASE} AS trainer"
+    assert 'ENTRYPOINT ["python", "-m", "rft_operator"]' in stages["operator"]
+
+
+def test_final_stages_copy_only_the_interpreter_and_the_virtualenv() -> None:
+    """No build tools or caches: the final stages hold the base image, uv's Python and the venv."""
+    for target in ("operator", "trainer"):
+        steps = _stages()[target]
+        assert not any(s.startswith(("RUN", "ADD")) for s in steps), steps
+        copies = [s for s in steps if s.startswith("COPY")]
+        assert sorted(copies) == sorted(
+            [
+                f"COPY --from={target}-env /opt/python /opt/python",
+                f"COPY --from={target}-env /opt/venv /opt/venv",
+            ]
+        )
+
+
+def test_base_images_are_pinned_release_tags() -> None:
+    args = _args()
+    for name in ("UV_IMAGE", "BUILD_BASE", "OPERATOR_BASE", "TRAINER_BASE"):
+        image = args[name]
+        assert ":" in image.split("/")[-1], image
+        tag = image.rsplit(":", 1)[1].split("@")[0]
+        assert tag != "latest"
+    # Version-pinned tags (distroless only publishes moving tags: pin it by digest, docs/image.md).
+    assert re.fullmatch(r"ghcr\.io/astral-sh/uv:\d+\.\d+\.\d+", args["UV_IMAGE"])
+    assert re.fullmatch(r"debian:\d+\.\d+-slim", args["BUILD_BASE"])
+    assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-base-ubuntu\d+\.\d+", args["TRAINER_BASE"])
+
+
+def test_every_install_is_hash_checked() -> None:
+    runs = " ".join(s for s in _instructions() if s.startswith("RUN"))
+    assert "pip install --" not in runs.replace("uv pip install --python /opt/venv/bin/python --no-deps", "")
+    assert "apt-get" not in runs
+    for command in re.findall(r"uv pip sync [^&]+", runs):
+        assert "--require-hashes" in command
+    assert re.search(r"uv build [^&]*--build-constraints deploy/image/build.lock --require-hashes", runs)
+    # The project itself goes in without dependencies: they all come from the lock.
+    for command in re.findall(r"uv pip install [^&]+", runs):
+        assert "--no-deps /tmp/wheels/*.whl" in command
+
+
+def test_the_uv_version_is_the_one_the_makefile_pins() -> None:
+    makefile_uv = re.search(r"^UV_VERSION := (\S+)$", (REPO / "Makefile").read_text(), flags=re.MULTILINE)
+    assert makefile_uv is not None
+    assert _args()["UV_IMAGE"].endswith(f":{makefile_uv.group(1)}")
+
+
+def test_python_version_is_the_tested_one() -> None:
+    version = _args()["PYTHON_VERSION"]
+    assert version == f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert f"PYTHON_VERSION={version}" in (IMAGE_DIR / "lock.sh").read_text()
+
+
+def test_versions_agree() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert PYPROJECT["project"]["version"] == chart["appVersion"] == operator_config.VERSION
+    assert re.search(rf"^ARG VERSION={re.escape(chart['appVersion'])}$", TEXT, flags=re.MULTILINE)
+
+
+# --- the lock files ------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["operator.lock", "trainer.lock", "build.lock"])
+def test_every_pin_has_hashes(name: str) -> None:
+    blocks = re.split(r"\n(?=[A-Za-z0-9_.\-]+==)", (IMAGE_DIR / name).read_text())
+    pins = [b for b in blocks if re.match(r"[A-Za-z0-9_.\-]+==", b)]
+    assert pins
+    for block in pins:
+        assert "--hash=sha256:" in block, block.splitlines()[0]
+
+
+def _extra(name: str) -> list[Requirement]:
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    return [Requirement(r) for r in PYPROJECT["project"]["dependencies"] + extras[name]]
+
+
+@pytest.mark.parametrize(("lock", "extra"), [("operator.lock", "operator"), ("trainer.lock", "trainer")])
+def test_locks_hold_the_extras_requirements(lock: str, extra: str) -> None:
+    pins = _lock(lock)
+    for requirement in _extra(extra):
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement} missing from {lock}: run deploy/image/lock.sh"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (requirement, pins[name])
+
+
+def test_operator_image_has_no_torch_and_trainer_image_no_kopf() -> None:
+    operator, trainer = _lock("operator.lock"), _lock("trainer.lock")
+    assert not {"torch", "transformers", "peft", "triton"} & set(operator)
+    assert not any(n.startswith("nvidia-") for n in operator)
+    assert "kopf" not in trainer
+
+
+@pytest.mark.parametrize("lock", ["operator.lock", "trainer.lock"])
+def test_images_run_the_versions_the_tests_ran(lock: str) -> None:
+    """The locks are constrained to .venv (deploy/image/lock.sh): same versions as tested."""
+    differing = {}
+    for name, version in _lock(lock).items():
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue  # a platform-specific dependency this machine does not need
+        if installed != version:
+            differing[name] = (version, installed)
+    assert differing == {}, "run deploy/image/lock.sh"
+
+
+def test_cuda_base_matches_torchs_cuda_libraries() -> None:
+    cuda_major = re.search(r"nvidia/cuda:(\d+)\.", _args()["TRAINER_BASE"])
+    assert cuda_major is not None
+    wheels = {m for n in _lock("trainer.lock") for m in re.findall(r"^nvidia-cudnn-cu(\d+)$", n)}
+    assert wheels == {cuda_major.group(1)}
+
+
+# --- the build context ----------------------------------------------------------------------------
+def _dockerignore_allows(path: str) -> bool:
+    """.dockerignore here is an allowlist: `*`, then `!` lines; later lines win."""
+    allowed = False
+    for raw in (REPO / ".dockerignore").read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = line.lstrip("!").rstrip("/")
+        regex = re.escape(pattern).replace(r"\*\*/", "(.*/)?").replace(r"\*", "[^/]*")
+        if re.fullmatch(regex, path) or re.match(regex + "/", path):
+            allowed = negate
+    return allowed
+
+
+def test_build_context_holds_what_the_dockerfile_copies_and_nothing_else() -> None:
+    sources = []
+    for line in _instructions():
+        if line.startswith("COPY") and "--from=" not in line:
+            sources += line.split()[1:-1]
+    assert sources
+    for source in sources:
+        if source != "README.md":  # see test_the_readme_the_wheel_needs_exists
+            assert (REPO / source).exists(), source
+        assert _dockerignore_allows(source), f"{source} is excluded by .dockerignore"
+    for excluded in (
+        "tests/chart/test_image.py",
+        ".venv/bin/python",
+        "charts/rft-operator/values.yaml",
+        "sdk/rft/__pycache__/x.pyc",
+        "tools/rft_devcluster/cli.py",
+        ".git/config",
+    ):
+        assert not _dockerignore_allows(excluded), excluded
+
+
+def test_the_readme_the_wheel_needs_exists() -> None:
+    """pyproject.toml names README.md as the package's readme: building the wheel (in the image,
+    or `pip install .` from a clean checkout) fails without it."""
+    assert PYPROJECT["project"]["readme"] == "README.md"
+    assert (REPO / "README.md").is_file(), "README.md is missing: the image's wheel build needs it"
