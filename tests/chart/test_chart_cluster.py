@@ -319,6 +319,7 @@ def test_charts_token_is_allowed_what_the_operator_does(all_namespaces: Running)
         assert can(api, "create", "events", namespace=ns)
         assert can(api, "create", "deployments", group="apps", namespace=ns)
         assert can(api, "patch", "services", namespace=ns)
+        assert can(api, "patch", "deployments", group=g, namespace=ns)  # the unload-adapter finalizer
         assert can(api, "watch", "customresourcedefinitions", group="apiextensions.k8s.io")
         assert can(api, "create", "leases", group="coordination.k8s.io", namespace=release_ns)
         assert can(
@@ -353,6 +354,11 @@ def test_charts_token_is_allowed_what_the_operator_does(all_namespaces: Running)
         ("delete", "models", "rft-operator.io", "workloads", None, None),
         ("delete", "datasets", "rft-operator.io", "workloads", None, None),
         ("create", "deployments", "rft-operator.io", "workloads", None, None),
+        ("delete", "deployments", "rft-operator.io", "workloads", None, None),
+        ("delete", "deployments", "apps", "workloads", None, None),
+        ("delete", "services", "", "workloads", None, None),
+        ("list", "services", "", "workloads", None, None),
+        ("update", "deployments", "apps", "workloads", None, None),
         ("get", "configmaps", "", "workloads", None, None),
         ("patch", "namespaces", "", None, None, None),
         ("list", "namespaces", "", None, None, None),
@@ -405,6 +411,8 @@ def test_operator_log_shows_no_denied_call(all_namespaces: Running) -> None:
     on a watch or scan, the reconcilers' errors name Forbidden)."""
     log = all_namespaces.operator.log()
     assert "rft-operator started" in log
+    # RFT_LEADER_ELECTION=true: it took the Lease in the release namespace with the chart's Role.
+    assert f"became the leader ({all_namespaces.release.namespace}/rft-operator" in log
     assert "Forbidden" not in log
     assert "403" not in log
     assert "Not enough permissions" not in log

@@ -78,6 +78,7 @@ def test_namespaced_rbac_serves_the_listed_namespace_only(
                 operator.stop()
             log = operator.log()
             assert "rft-operator started" in log
+            assert f"became the leader ({namespace}/rft-operator" in log
             assert "Forbidden" not in log
             assert "Not enough permissions" not in log
     finally:

@@ -115,6 +115,13 @@ No Secrets, no wildcards, no `update` where a merge patch is all that is used.
 - apiGroups: [rft-operator.io]
   resources: [reinforcementsteps]
   verbs: [delete]
+# on-demand-lora Deployments carry the finalizer rft-operator.io/unload-adapter, added and
+# removed with a merge patch of metadata.finalizers (Kube.set_finalizers), so that their adapter
+# is unloaded from the base replicas before they go. (RBAC cannot narrow a patch to one field;
+# the operator patches nothing else of the object.)
+- apiGroups: [rft-operator.io]
+  resources: [deployments]
+  verbs: [patch]
 {{- if .Values.rbac.ownerReferencesPermissionEnforcement }}
 # Children carry owner references with blockOwnerDeletion; where the
 # OwnerReferencesPermissionEnforcement admission plugin runs, setting them needs `update` on
@@ -134,12 +141,14 @@ No Secrets, no wildcards, no `update` where a merge patch is all that is used.
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]
-# Inference servers of Deployments (rft-operator.io): an apps/v1 Deployment and a Service per
-# served model, created, updated with merge patches, and deleted when no longer wanted.
+# Inference servers of Deployments (rft-operator.io): an apps/v1 Deployment per served model,
+# watched, read, and created or updated by server-side apply (a patch; `create` when it does not
+# exist yet); never deleted by the operator: the garbage collector removes it with its owner.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get, list, watch, create, patch]
+# ... and its Service: read, then created or updated by server-side apply; not watched.
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get, create, patch]
 {{- end }}
