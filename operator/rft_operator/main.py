@@ -56,6 +56,8 @@ def _api_client(workers: int) -> client.ApiClient:
 def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     cfg = OperatorConfig.from_env()
     settings.posting.level = logging.WARNING
+    # Handlers only enqueue: Kopf's per-event "Handler ... succeeded" lines would drown the log.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
