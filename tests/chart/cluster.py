@@ -139,7 +139,7 @@ class ChartOperator:
     def _accelerator_map(self) -> Path:
         name = one(self.release.objects, "ConfigMap")["metadata"]["name"]
         with self.release.cluster.api_client() as api:
-            data = client.CoreV1Api(api).read_namespaced_config_map(name, self.release.namespace).data
+            data = client.CoreV1Api(api).read_namespaced_config_map(name, self.release.namespace).data or {}
         path = self.workdir / "accelerators.yaml"
         path.write_text(data["accelerators.yaml"])
         return path
@@ -230,4 +230,4 @@ def can(
         )
     )
     result = client.AuthorizationV1Api(api).create_self_subject_access_review(review)
-    return bool(result.status.allowed)
+    return bool(result.status is not None and result.status.allowed)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,7 @@ def test_rendered_manifests_are_accepted_by_the_api_server(
 ) -> None:
     watched = [create_namespace(cluster, "watched"), create_namespace(cluster, "watched")]
     try:
-        values: dict[str, Any] = {
+        variants: dict[str, dict[str, Any]] = {
             "default": {},
             "namespaced": {"watchNamespaces": watched},
             "everything": {
@@ -93,7 +93,8 @@ def test_rendered_manifests_are_accepted_by_the_api_server(
                     }
                 ],
             },
-        }[variant]
+        }
+        values = variants[variant]
         text = render_for(namespace, values, tmp_path)
         docs = parse(text)
         accepted = _server_dry_run(cluster, text)
@@ -209,7 +210,7 @@ def all_namespaces(
 def team(cluster: ClusterHandle, all_namespaces: Running) -> Iterator[Objects]:
     objs = Objects(cluster, all_namespaces.workloads)
     yield objs
-    objs.api.close()
+    objs.api.close()  # type: ignore[no-untyped-call]
 
 
 def test_chart_creates_the_workload_identity(all_namespaces: Running, cluster: ClusterHandle) -> None:
@@ -290,6 +291,96 @@ def test_finished_step_is_deleted_after_its_ttl(all_namespaces: Running, team: O
         lambda: team.get("reinforcementsteps", "t") is None, timeout=60, what="step t deleted after its TTL"
     )
     assert team.get("models", "t-out") is not None  # the output Model outlives the step
+
+
+def _wait(team: Objects, plural: str, name: str, until: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        obj = team.get(plural, name)
+        return obj if obj is not None and until(obj) else None
+
+    last = lambda: json.dumps(team.get(plural, name), indent=1)  # noqa: E731
+    return wait_for(probe, timeout=90, interval=0.25, what=f"{plural}/{name}", on_timeout=last)
+
+
+def test_serving_under_the_charts_token(
+    all_namespaces: Running, team: Objects, cluster: ClusterHandle
+) -> None:
+    """An on-demand Deployment gets its apps/v1 Deployment and Service by server-side apply; an
+    on-demand-lora one gets and loses the unload-adapter finalizer (patches of the rft
+    Deployment). Adapter loading itself is not exercised: kwok's pods have no server behind them."""
+    team.base_model("serve-base")
+    team.create(
+        "deployments",
+        "Deployment",
+        "srv",
+        {
+            "model": "serve-base",
+            "deploymentType": "on-demand",
+            "engine": "vllm",
+            "accelerator": {"type": "NVIDIA_H100_80GB", "count": 1},
+            "minReplicaCount": 1,
+            "maxReplicaCount": 1,
+        },
+    )
+    ready = _wait(team, "deployments", "srv", lambda o: o.get("status", {}).get("phase") == "READY")
+    assert health(ready)["status"] == "Healthy"
+    apps = json.loads(
+        cluster.kubectl(
+            "get",
+            "deployment.apps",
+            "srv-server",
+            "-n",
+            team.namespace,
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ).stdout
+    )
+    service = json.loads(
+        cluster.kubectl(
+            "get", "service", "srv-server", "-n", team.namespace, "-o", "json", "--show-managed-fields"
+        ).stdout
+    )
+    for child in (apps, service):
+        managers = {f["manager"] for f in child["metadata"]["managedFields"] if f["operation"] == "Apply"}
+        assert managers == {"rft-operator"}, child["metadata"]["managedFields"]
+
+    team.create(
+        "models",
+        "Model",
+        "serve-lora",
+        {
+            "kind": "lora",
+            "location": "s3://bucket-a/rft/models/serve-lora/",
+            "baseModel": "serve-base",
+            "lora": {"rank": 16, "alpha": 32, "targetModules": ["q_proj", "v_proj"]},
+        },
+    )
+    team.create(
+        "deployments",
+        "Deployment",
+        "srv-lora",
+        {
+            "model": "serve-lora",
+            "deploymentType": "on-demand-lora",
+            "baseDeployment": "srv",
+            "accelerator": {"type": "NVIDIA_H100_80GB", "count": 1},
+        },
+    )
+    lora = _wait(
+        team,
+        "deployments",
+        "srv-lora",
+        lambda o: (
+            "rft-operator.io/unload-adapter" in o["metadata"].get("finalizers", [])
+            and "may not contact pod" in o.get("status", {}).get("message", "")
+        ),
+    )
+    assert lora["status"]["phase"] == "CREATING"
+    team.custom.delete_namespaced_custom_object(
+        "rft-operator.io", "v1alpha1", team.namespace, "deployments", "srv-lora"
+    )
+    wait_for(lambda: team.get("deployments", "srv-lora") is None, timeout=60, what="srv-lora finalized")
 
 
 def test_liveness_and_metrics_endpoints_answer(all_namespaces: Running) -> None:
@@ -392,12 +483,10 @@ def test_charts_token_really_fails_to_read_secrets_or_make_pods(all_namespaces: 
         with pytest.raises(ApiException) as secrets:
             core.list_namespaced_secret(ns)
         assert secrets.value.status == 403
-        pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "x"},
-            "spec": {"containers": [{"name": "x", "image": "busybox"}]},
-        }
+        pod = client.V1Pod(
+            metadata=client.V1ObjectMeta(name="x"),
+            spec=client.V1PodSpec(containers=[client.V1Container(name="x", image="busybox")]),
+        )
         with pytest.raises(ApiException) as pods:
             core.create_namespaced_pod(ns, pod)
         assert pods.value.status == 403

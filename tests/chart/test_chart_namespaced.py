@@ -73,7 +73,7 @@ def test_namespaced_rbac_serves_the_listed_namespace_only(
                     assert can(api, "watch", "namespaces")  # Kopf matches --namespace against them
                     assert can(api, "watch", "customresourcedefinitions", group="apiextensions.k8s.io")
                 for objs in (mine, theirs):
-                    objs.api.close()
+                    objs.api.close()  # type: ignore[no-untyped-call]
             finally:
                 operator.stop()
             log = operator.log()
