@@ -23,7 +23,15 @@ CHAT_TEMPLATE = (
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
-_WORDS = ["the", "a", "an", "of", "to", "and", "in", "is", "it", "you", "that", "he", "was", "for", "on", "are", "with", "as", "his", "they", "be", "at", "one", "have", "this", "from", "or", "had", "by", "hot", "word", "but", "what", "some", "we", "can", "out", "other", "were", "all", "there", "when", "up", "use", "your", "how", "said", "each", "she", "which", "do", "their", "time", "if", "will", "way", "about", "many", "then", "them", "write", "would", "like", "so", "these", "her", "long", "make", "thing", "see", "him", "two", "has", "look", "more", "day", "could", "go", "come", "did", "number", "sound", "no", "most", "people", "my", "over", "know", "water", "than", "call", "first", "who", "may", "down", "side", "been", "now", "find", "yes", "maybe", "good", "bad", "red", "blue", "green", "apple", "banana", "cherry", "cat", "dog", "bird", "fish", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "hello", "world", "answer", "question", "please", "thanks", "system", "user", "assistant"]
+_WORDS = (  # noqa: SIM905 - a word list reads better as text
+    "the a an of to and in is it you that he was for on are with as his they be at one have this "
+    "from or had by hot word but what some we can out other were all there when up use your how "
+    "said each she which do their time if will way about many then them write would like so these "
+    "her long make thing see him two has look more day could go come did number sound no most "
+    "people my over know water than call first who may down side been now find yes maybe good bad "
+    "red blue green apple banana cherry cat dog bird fish one two three four five six seven eight "
+    "nine ten hello world answer question please thanks system user assistant"
+).split()
 
 
 def corpus(lines: int = 400) -> list[str]:
@@ -58,6 +66,11 @@ def build_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
     return fast
 
 
+def vocabulary_words() -> list[str]:
+    """The words of the built-in text, once each, in first-seen order."""
+    return list(dict.fromkeys(_WORDS))
+
+
 def build_tiny_model(
     out_dir: str | Path,
     *,
@@ -69,8 +82,17 @@ def build_tiny_model(
     intermediate_size: int = 128,
     max_position_embeddings: int = 2048,
     seed: int = 0,
+    head_init_std: float | None = None,
 ) -> Path:
-    """Write a tiny Qwen2-architecture chat model to `out_dir` and return the path."""
+    """Write a tiny Qwen2-architecture chat model to `out_dir` and return the path.
+
+    With the default initialisation (std 0.02, tied embeddings) the next-token distribution is
+    almost uniform and nearly fixed: the final RMS norm bounds the hidden state's length, so a
+    LoRA adapter on the block linears can move a token's logit by about one unit at most and no
+    reward can be learned. `head_init_std` (e.g. 0.2) unties the output head and initialises it
+    wider: the random model then has a moderately peaked distribution that an adapter can steer,
+    which is what reinforcement-learning tests and demos need.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(vocab_size)
@@ -82,13 +104,16 @@ def build_tiny_model(
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
         max_position_embeddings=max_position_embeddings,
-        tie_word_embeddings=True,
+        tie_word_embeddings=head_init_std is None,
         bos_token_id=None,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
+    if head_init_std is not None:
+        with torch.no_grad():
+            model.lm_head.weight.normal_(mean=0.0, std=head_init_std)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out)
@@ -103,6 +128,12 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--vocab-size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--head-init-std",
+        type=float,
+        default=None,
+        help="Untie the output head and initialise it with this std (e.g. 0.2) so that rewards can be learned.",
+    )
     args = parser.parse_args()
     path = build_tiny_model(
         args.out_dir,
@@ -110,6 +141,7 @@ def main() -> None:
         layers=args.layers,
         vocab_size=args.vocab_size,
         seed=args.seed,
+        head_init_std=args.head_init_std,
     )
     print(path)
 
