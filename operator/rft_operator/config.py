@@ -45,6 +45,11 @@ class OperatorConfig(BaseModel):
         default=3600, ge=0, description="How long finished dataset-validation Jobs are kept."
     )
     scratch_size: str = Field(default="200Gi", description="Size limit of the trainer's scratch volume.")
+    watch_namespaces: str = Field(
+        default="",
+        description="Comma-separated namespaces the operator serves (matching its --namespace "
+        "arguments); empty: all namespaces.",
+    )
     leader_election: bool = Field(
         default=False, description="Only the holder of a Lease reconciles (for more than one replica)."
     )
@@ -60,3 +65,8 @@ class OperatorConfig(BaseModel):
             name: env[f"RFT_{name.upper()}"] for name in cls.model_fields if f"RFT_{name.upper()}" in env
         }
         return cls.model_validate(values)
+
+    def namespaces(self) -> list[str] | None:
+        """The watched namespaces, or None for all of them."""
+        names = [n.strip() for n in self.watch_namespaces.split(",") if n.strip()]
+        return names or None

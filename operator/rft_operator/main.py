@@ -101,11 +101,14 @@ def _resync_loop(kube: Kube, queue: WorkQueue, cfg: OperatorConfig, stop: thread
     """Every object is looked at now and then even without events (repairs missed events)."""
     while not stop.wait(cfg.resync_seconds):
         for plural, kind in KIND_OF_PLURAL.items():
-            try:
-                for obj in kube.list_objects(plural):
-                    queue.add((kind, obj["metadata"]["namespace"], obj["metadata"]["name"]))
-            except Exception:  # the next round tries again
-                log.exception("resync of %s failed", plural)
+            namespaces = cfg.namespaces()
+            scopes: list[str | None] = [*namespaces] if namespaces else [None]
+            for namespace in scopes:
+                try:
+                    for obj in kube.list_objects(plural, namespace):
+                        queue.add((kind, obj["metadata"]["namespace"], obj["metadata"]["name"]))
+                except Exception:  # the next round tries again
+                    log.exception("resync of %s failed", plural)
 
 
 @kopf.on.probe(id="queue")

@@ -157,6 +157,9 @@ def _grant_local_node_helper(admin: ClusterHandle, user: str) -> None:
         "rules": [
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]},
             {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]},
+            # Tokens for the emulated IRSA webhook's volume (audience sts.amazonaws.com), which
+            # the NodeRestriction plugin refuses the node because the stored pod lacks it.
+            {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]},
             {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]},
             {
                 "apiGroups": ["discovery.k8s.io"],
@@ -513,7 +516,10 @@ class ControlPlane:
         port = free_port()
         self._spawn(
             "kube-scheduler",
-            [str(self.bin_dir / "kube-scheduler"), *self._component_flags(kubeconfig, port, "kube-scheduler")],
+            [
+                str(self.bin_dir / "kube-scheduler"),
+                *self._component_flags(kubeconfig, port, "kube-scheduler"),
+            ],
         )
         return port
 
@@ -579,7 +585,11 @@ class ControlPlane:
             fatal=(ClusterStartError,),
         )
         return LocalNodeInfo(
-            name=opts.name, root_dir=root_dir, pod_network=network, gpus=opts.gpus, log_path=component.log_path
+            name=opts.name,
+            root_dir=root_dir,
+            pod_network=network,
+            gpus=opts.gpus,
+            log_path=component.log_path,
         )
 
     @staticmethod

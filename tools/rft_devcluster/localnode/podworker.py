@@ -31,6 +31,7 @@ from rft_devcluster.localnode.paths import PathMapper
 from rft_devcluster.localnode.podstatus import ConditionBook, StatusWriter, terminal_phase, will_restart
 from rft_devcluster.localnode.probes import Probe
 from rft_devcluster.localnode.volumes import PodContext, PodSetupError, VolumeBuilder
+from rft_devcluster.localnode.workload_identity import VOLUME_NAME as WEB_IDENTITY_VOLUME
 from rft_devcluster.localnode.workload_identity import inject_web_identity
 from rft_devcluster.processes import ProcessRecord, stop_group
 
@@ -372,7 +373,13 @@ class PodWorker:
         )
         while True:
             try:
-                self._volumes = VolumeBuilder(self._ctx.api, pod_ctx, self._dir / "volumes")
+                self._volumes = VolumeBuilder(
+                    self._ctx.api,
+                    pod_ctx,
+                    self._dir / "volumes",
+                    helper_api=self._ctx.helper,
+                    injected_volumes=frozenset({WEB_IDENTITY_VOLUME}),
+                )
                 volume_paths = self._volumes.build()
                 resolver = EnvResolver(self._ctx.api, pod_ctx)
                 self._init = [

@@ -35,6 +35,9 @@ class ProjectedToken:
     expiration_seconds: int
     mode: int
     refresh_at: float = 0.0
+    # Tokens of the emulated IRSA webhook's volume: the real pod spec does not declare their
+    # audience, so the NodeRestriction plugin refuses the node; the agent's helper asks instead.
+    requested_by_helper: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,18 @@ def _get_optional(api: KubeApi, path: str, what: str, optional: bool) -> dict[st
 class VolumeBuilder:
     """Creates the pod's volumes under ``volumes_dir`` and keeps its token files fresh."""
 
-    def __init__(self, api: KubeApi, ctx: PodContext, volumes_dir: Path) -> None:
+    def __init__(
+        self,
+        api: KubeApi,
+        ctx: PodContext,
+        volumes_dir: Path,
+        *,
+        helper_api: KubeApi | None = None,
+        injected_volumes: frozenset[str] = frozenset(),
+    ) -> None:
         self._api = api
+        self._helper_api = helper_api
+        self._injected = injected_volumes
         self._ctx = ctx
         self._dir = volumes_dir
         self.tokens: list[ProjectedToken] = []
@@ -104,13 +117,15 @@ class VolumeBuilder:
         elif "projected" in volume:
             mode = volume["projected"].get("defaultMode", 0o644)
             for source in volume["projected"].get("sources", []):
-                self._projected_source(source, target, mode)
+                self._projected_source(source, target, mode, injected=name in self._injected)
         else:
             kinds = sorted(k for k in volume if k != "name")
             raise PodSetupError(f"volume {name!r}: unsupported type {kinds}", permanent=True)
         return target
 
-    def _projected_source(self, source: dict[str, Any], target: Path, mode: int) -> None:
+    def _projected_source(
+        self, source: dict[str, Any], target: Path, mode: int, *, injected: bool = False
+    ) -> None:
         if "configMap" in source:
             self._config_map(source["configMap"], target, mode)
         elif "secret" in source:
@@ -124,6 +139,7 @@ class VolumeBuilder:
                 audience=spec.get("audience"),
                 expiration_seconds=int(spec.get("expirationSeconds", DEFAULT_TOKEN_SECONDS)),
                 mode=mode,
+                requested_by_helper=injected and self._helper_api is not None,
             )
             self.tokens.append(token)
             self._refresh_token(token)
@@ -164,10 +180,14 @@ class VolumeBuilder:
         ctx = self._ctx
         for item in spec.get("items", []):
             if "fieldRef" in item:
-                value = field_value(ctx.pod, item["fieldRef"]["fieldPath"], pod_ip=ctx.pod_ip, host_ip=ctx.host_ip)
+                value = field_value(
+                    ctx.pod, item["fieldRef"]["fieldPath"], pod_ip=ctx.pod_ip, host_ip=ctx.host_ip
+                )
             else:
                 ref = item["resourceFieldRef"]
-                value = resource_value(ctx.pod, ref["containerName"], ref["resource"], ref.get("divisor"), ctx.capacity)
+                value = resource_value(
+                    ctx.pod, ref["containerName"], ref["resource"], ref.get("divisor"), ctx.capacity
+                )
             _write(target / item["path"], value.encode(), item.get("mode", mode))
 
     def _refresh_token(self, token: ProjectedToken) -> None:
@@ -179,11 +199,21 @@ class VolumeBuilder:
             "spec": {
                 "audiences": [token.audience] if token.audience else [],
                 "expirationSeconds": token.expiration_seconds,
-                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]},
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                },
             },
         }
         try:
-            answer = self._api.create(f"/api/v1/namespaces/{self._ctx.namespace}/serviceaccounts/{sa}/token", request)
+            api = (
+                self._helper_api if token.requested_by_helper and self._helper_api is not None else self._api
+            )
+            answer = api.create(
+                f"/api/v1/namespaces/{self._ctx.namespace}/serviceaccounts/{sa}/token", request
+            )
         except ApiError as exc:
             raise PodSetupError(f"token for serviceaccount {sa}: {exc}", permanent=False) from exc
         _write(token.path, answer["status"]["token"].encode(), token.mode)

@@ -1,0 +1,268 @@
+"""`make demo`: the iterative RL loop on an embedded local cluster, end to end, on CPU.
+
+What it sets up, all on this machine and all real:
+  * the control plane (etcd, kube-apiserver, controller-manager, scheduler), kwok GPU nodes and
+    the local node that runs pods as processes;
+  * moto as the user's S3 bucket and STS: pods reach it only through workload identity (the local
+    node plays EKS's pod identity webhook for the ServiceAccount annotated with a role ARN);
+  * a tiny chat model built locally (nothing is downloaded) and uploaded to the bucket as the
+    base `Model`;
+  * the operator, under its own ServiceAccount with the Helm chart's RBAC (not as admin).
+Then it runs `examples/rl_loop.py` (the loop as users write it, with the SDK) for a few steps,
+prints each step's mean reward, `kubectl get rft` and a reward plot, and stops everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from rft_devcluster.binaries import REPO_ROOT, ensure_binaries
+from rft_devcluster.controlplane import ClusterOptions, ControlPlane, LocalNodeOptions
+from rft_devcluster.emulators import DEFAULT_REGION, create_s3_bucket, start_moto_server
+from rft_devcluster.handle import ClusterHandle
+
+NAMESPACE = "demo"
+BUCKET = "rft-demo"
+SERVICE_ACCOUNT = "rft-trainer"
+ROLE_ARN = "arn:aws:iam::123456789012:role/rft-demo-trainer"
+BASE_MODEL = "tiny-chat"
+OPERATOR_NAMESPACE = "rft-system"
+OPERATOR_SA = "rft-operator"
+CHART_RBAC_TEMPLATES = (
+    "serviceaccount",
+    "clusterrole",
+    "clusterrolebinding",
+    "clusterrole-framework",
+    "clusterrolebinding-framework",
+)
+
+# The user's own credentials for uploading datasets (the emulator accepts any key).
+USER_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "demo-user",
+    "AWS_SECRET_ACCESS_KEY": "demo-user-secret",
+    "AWS_DEFAULT_REGION": DEFAULT_REGION,
+    "AWS_REGION": DEFAULT_REGION,
+}
+
+
+def say(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+def apply_yaml(cluster: ClusterHandle, text: str) -> None:
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=text)
+
+
+def install_crds(cluster: ClusterHandle) -> None:
+    crds = str(REPO_ROOT / "crds")
+    cluster.kubectl("apply", "--server-side", "-f", crds)
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", crds)
+
+
+def operator_kubeconfig(cluster: ClusterHandle, state_dir: Path) -> Path:
+    """The operator's own identity: the Helm chart's ServiceAccount and RBAC, rendered by helm."""
+    helm = cluster.bin_dir / "helm"
+    rendered = subprocess.run(
+        [
+            str(helm),
+            "template",
+            "rft-operator",
+            str(REPO_ROOT / "charts" / "rft-operator"),
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--kube-version",
+            "1.33.13",
+            *(f"--show-only=templates/{t}.yaml" for t in CHART_RBAC_TEMPLATES),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE)
+    apply_yaml(cluster, rendered)
+    return cluster.sa_kubeconfig(OPERATOR_NAMESPACE, OPERATOR_SA, path=state_dir / "operator.kubeconfig")
+
+
+@contextlib.contextmanager
+def running_operator(kubeconfig: Path, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        "KUBECONFIG": str(kubeconfig),
+        "RFT_POLL_SECONDS": "1",
+        "RFT_METRICS_PORT": "0",
+        "RFT_PROGRESS_POLL": "loopback",
+    }
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rft_operator", "--all-namespaces", "--standalone"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "rft-operator started" not in log_path.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the operator did not start; see {log_path}")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 15)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(15)
+
+
+def upload_base_model(state_dir: Path, endpoint: str) -> tuple[str, Path]:
+    """Build the tiny model locally and put it in the bucket with a commit marker."""
+    from rft.storage.checkpoints import upload_tree  # noqa: PLC0415 - after the env is set
+    from rft_trainer.tiny import build_tiny_model  # noqa: PLC0415 - torch only when needed
+
+    local = build_tiny_model(state_dir / "base-model")
+    location = f"s3://{BUCKET}/rft/models/{BASE_MODEL}/"
+    saved = {k: os.environ.get(k) for k in (*USER_AWS_ENV, "AWS_ENDPOINT_URL")}
+    os.environ.update({**USER_AWS_ENV, "AWS_ENDPOINT_URL": endpoint})
+    try:
+        upload_tree(local, location)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return location, local
+
+
+def user_objects(location: str) -> str:
+    return f"""
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {NAMESPACE}}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {SERVICE_ACCOUNT}
+  namespace: {NAMESPACE}
+  annotations: {{eks.amazonaws.com/role-arn: "{ROLE_ARN}"}}
+automountServiceAccountToken: false
+---
+apiVersion: rft-operator.io/v1alpha1
+kind: Model
+metadata: {{name: {BASE_MODEL}, namespace: {NAMESPACE}}}
+spec: {{kind: base, location: "{location}", serviceAccountName: {SERVICE_ACCOUNT}}}
+"""
+
+
+def run_loop(cluster: ClusterHandle, endpoint: str, tokenizer_dir: Path, steps: int, results: Path) -> int:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        **USER_AWS_ENV,
+        "AWS_ENDPOINT_URL": endpoint,
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "RFT_NAMESPACE": NAMESPACE,
+        "RFT_BUCKET": f"s3://{BUCKET}/rft",
+        "RFT_SERVICE_ACCOUNT": SERVICE_ACCOUNT,
+        "HF_HUB_OFFLINE": "1",
+    }
+    cmd = [
+        sys.executable,
+        str(REPO_ROOT / "examples" / "rl_loop.py"),
+        "--base-model",
+        BASE_MODEL,
+        "--tokenizer-dir",
+        str(tokenizer_dir),
+        "--steps",
+        str(steps),
+        "--results",
+        str(results),
+    ]
+    return subprocess.run(cmd, env=env, check=False).returncode
+
+
+def summarize(cluster: ClusterHandle, state_dir: Path, results: Path) -> None:
+    say(f"kubectl get rft -n {NAMESPACE}")
+    print(cluster.kubectl("get", "rft", "-n", NAMESPACE).stdout, flush=True)
+    history = json.loads(results.read_text()) if results.exists() else []
+    last = next((h["output_model"] for h in reversed(history) if h.get("output_model")), None)
+    if last:
+        plot = state_dir / "reward.png"
+        env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+        subprocess.run(
+            [
+                str(REPO_ROOT / ".venv" / "bin" / "rft"),
+                "-n",
+                NAMESPACE,
+                "plot",
+                last.rsplit("/", 1)[-1],
+                "-o",
+                str(plot),
+            ],
+            env=env,
+            check=False,
+        )
+        say(f"reward plot: {plot}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--state-dir", type=Path, default=REPO_ROOT / ".demo")
+    parser.add_argument("--steps", type=int, default=3)
+    args = parser.parse_args(argv)
+    state_dir: Path = args.state_dir.resolve()
+    if state_dir.exists():
+        import shutil  # noqa: PLC0415
+
+        shutil.rmtree(state_dir)
+    state_dir.mkdir(parents=True)
+    started = time.monotonic()
+
+    say("control-plane binaries")
+    bin_dir = ensure_binaries()
+    say("S3 and STS (moto) on loopback")
+    with start_moto_server(log_dir=state_dir) as moto:
+        create_s3_bucket(moto.endpoint, BUCKET)
+        node = LocalNodeOptions(
+            # What the node advertises to the scheduler (server, trainer and validation pods
+            # together); the processes share this machine's real cores.
+            cpu="8",
+            memory="32Gi",
+            workload_identity_env=(
+                ("AWS_ENDPOINT_URL", moto.endpoint),
+                ("AWS_DEFAULT_REGION", DEFAULT_REGION),
+                ("AWS_REGION", DEFAULT_REGION),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+            ),
+        )
+        say(
+            "local cluster: etcd, kube-apiserver, controller-manager, scheduler, 2 kwok GPU nodes, the local node"
+        )
+        with ControlPlane(
+            state_dir / "cluster", bin_dir, ClusterOptions(gpu_nodes=2, local_node=node)
+        ) as cluster:
+            install_crds(cluster)
+            say("base model: a tiny chat model built locally, uploaded to the bucket")
+            location, local_model = upload_base_model(state_dir, moto.endpoint)
+            apply_yaml(cluster, user_objects(location))
+            say("the operator, under its own ServiceAccount (the Helm chart's RBAC)")
+            kubeconfig = operator_kubeconfig(cluster, state_dir)
+            with running_operator(kubeconfig, state_dir / "operator.log"):
+                say(f"the RL loop: examples/rl_loop.py, {args.steps} steps")
+                results = state_dir / "results.json"
+                code = run_loop(cluster, moto.endpoint, local_model, args.steps, results)
+                summarize(cluster, state_dir, results)
+    say(f"done in {time.monotonic() - started:.0f}s (logs in {state_dir})")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
