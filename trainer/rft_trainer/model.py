@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from rft.api.model import LoraSettings
+from rft.api.model import LoraSettings, TrainingRecord
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rft_trainer.errors import BadInputError
@@ -159,8 +159,14 @@ def check_parent_compatible(
     expected: LoraSettings,
     base_model_name: str,
     parent_name: str,
+    *,
+    training: TrainingRecord | None = None,
 ) -> None:
-    """Refuse to continue from a checkpoint of another shape or another base model."""
+    """Refuse to continue from a checkpoint of another shape or another base model.
+
+    With `training`, the parent's recorded learning rate, max context length and batch size must
+    match too (the managed service's warm-start rule); parents without lineage skip those checks.
+    """
     problems = []
     rank = adapter_config.get("r")
     if rank != expected.rank:
@@ -176,12 +182,32 @@ def check_parent_compatible(
     base = _lineage_base_name(parent_metadata)
     if base is not None and base != base_model_name:
         problems.append(f"base model {base!r} (this step: {base_model_name!r})")
+    if training is not None:
+        problems.extend(_training_mismatches(parent_metadata, training))
     if problems:
         raise BadInputError(
             "IncompatibleCheckpoint",
             f"cannot continue from checkpoint {parent_name!r}: it has " + "; ".join(problems)
-            + ". A continuation must keep the base model, rank, alpha and target modules.",
+            + ". A continuation must keep the base model, LoRA shape, learning rate, max context "
+            "length and batch size of its parent.",
         )
+
+
+def _training_mismatches(metadata: dict[str, Any] | None, training: TrainingRecord) -> list[str]:
+    recorded = (metadata or {}).get("training")
+    if not isinstance(recorded, dict):
+        return []
+    problems = []
+    parent_lr = recorded.get("learningRate")
+    if parent_lr is not None and float(parent_lr) != float(training.learning_rate):
+        problems.append(f"learning rate {parent_lr} (this step: {training.learning_rate})")
+    for key, label, value in (
+        ("maxContextLength", "max context length", training.max_context_length),
+        ("batchSize", "batch size", training.batch_size),
+    ):
+        if recorded.get(key) is not None and recorded[key] != value:
+            problems.append(f"{label} {recorded[key]} (this step: {value})")
+    return problems
 
 
 def _lineage_base_name(metadata: dict[str, Any] | None) -> str | None:

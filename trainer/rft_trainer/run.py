@@ -114,7 +114,12 @@ def prepare(config: TrainerConfig, scratch: Path, reporter: ProgressReporter, de
             config.parent_adapter_url, scratch, config.parent_model_name
         )
         check_parent_compatible(
-            read_adapter_config(adapter_dir), parent_metadata, lora, config.base_model_name, config.parent_model_name
+            read_adapter_config(adapter_dir),
+            parent_metadata,
+            lora,
+            config.base_model_name,
+            config.parent_model_name,
+            training=config.training_record(),
         )
         policy = attach_parent_adapter(model, adapter_dir, config.parent_model_name)
         new_adapter = False
