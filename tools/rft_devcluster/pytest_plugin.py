@@ -24,6 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from rft_devcluster.binaries import ensure_binaries
 from rft_devcluster.controlplane import ClusterOptions, ControlPlane, LocalNodeOptions
+from rft_devcluster.emulators import DEFAULT_REGION, Emulator
 from rft_devcluster.handle import ClusterHandle
 from rft_devcluster.waiting import wait_for
 
@@ -48,15 +49,29 @@ def _sigterm_raises_keyboard_interrupt() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterHandle]:
-    """A running local cluster (admin access) shared by the whole test session."""
+def cluster(tmp_path_factory: pytest.TempPathFactory, moto_server: Emulator) -> Iterator[ClusterHandle]:
+    """A running local cluster (admin access) shared by the whole test session.
+
+    Pods of ServiceAccounts annotated with an IAM role get the session's moto server as their
+    S3/STS endpoint (the local node emulates EKS's pod identity webhook).
+    """
     reuse = os.environ.get(REUSE_ENV)
     if reuse:
         yield ClusterHandle.from_state_dir(Path(reuse))
         return
     bin_dir = ensure_binaries()
     state_dir = tmp_path_factory.mktemp("rft-devcluster")
-    options = ClusterOptions(gpu_nodes=2, local_node=LocalNodeOptions())
+    node = LocalNodeOptions(
+        cpu="8",
+        memory="32Gi",
+        workload_identity_env=(
+            ("AWS_ENDPOINT_URL", moto_server.endpoint),
+            ("AWS_DEFAULT_REGION", DEFAULT_REGION),
+            ("AWS_REGION", DEFAULT_REGION),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ),
+    )
+    options = ClusterOptions(gpu_nodes=2, local_node=node)
     with _sigterm_raises_keyboard_interrupt(), ControlPlane(state_dir, bin_dir, options) as handle:
         yield handle
 
