@@ -73,9 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     if not config.allow_hub_download:
         # Belt and braces: nothing in this process may reach the Hugging Face Hub.
         os.environ["HF_HUB_OFFLINE"] = "1"
-    reporter = ProgressReporter()
+    # Under torchrun only rank 0 reports: one progress stream, one server on the port, one summary.
+    lead = os.environ.get("RANK", "0") == "0"
+    reporter = ProgressReporter(quiet=not lead)
     try:
-        if config.progress_port is not None:
+        if config.progress_port is not None and lead:
             reporter.serve(config.progress_port)
         from rft_trainer.run import run_step  # noqa: PLC0415 - torch loads only once the config is valid
 
@@ -92,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         reason, message, code = classify(exc)
         if reason == "InternalError":
             traceback.print_exc(file=sys.stderr)
+        if not lead:
+            print(f"[rft-trainer] rank {os.environ.get('RANK')} FAILED ({reason}): {message}", file=sys.stderr)
+            return code
         return _fail(config.termination_log, make_failure(reason, message), reporter, code)
     finally:
         reporter.close()

@@ -18,9 +18,11 @@ from rft.trainer_config import Phase, ProgressReport
 class ProgressReporter:
     """Holds the latest progress snapshot, prints every update and serves the latest on demand."""
 
-    def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None, *, quiet: bool = False) -> None:
+        """`quiet` (the non-zero ranks of a torchrun job) records progress without printing it."""
         self._out = out if out is not None else sys.stdout
         self._err = err if err is not None else sys.stderr
+        self._quiet = quiet
         self._lock = threading.Lock()
         self._latest = ProgressReport(phase="loading")
         self._server: ThreadingHTTPServer | None = None
@@ -43,12 +45,16 @@ class ProgressReporter:
         """Record `report`, print it as a JSON line on stdout and as prose on stderr."""
         with self._lock:
             self._latest = report
+        if self._quiet:
+            return
         line = {"event": "progress", **report.model_dump(mode="json", by_alias=False)}
         print(json.dumps(line, sort_keys=True), file=self._out, flush=True)
         print(_human(report), file=self._err, flush=True)
 
     def log(self, message: str) -> None:
         """A human-readable note on stderr."""
+        if self._quiet:
+            return
         print(f"[rft-trainer] {message}", file=self._err, flush=True)
 
     def serve(self, port: int, host: str = "0.0.0.0") -> int:  # noqa: S104 - the operator polls the pod IP
