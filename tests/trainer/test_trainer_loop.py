@@ -13,10 +13,11 @@ import torch
 from rft.api.model import LoraSettings
 from rft.api.reinforcement_step import LossSettings
 from rft_trainer.data import RawSample, Sample, SampleTokenizer, build_batch, tokenize_samples
+from rft_trainer.errors import BadInputError
 from rft_trainer.logprobs import CompletionLogprobs
 from rft_trainer.loop import OptimSettings, Trainer, warmup_factor
 from rft_trainer.loss import LossParams
-from rft_trainer.model import attach_new_adapter, load_base_model
+from rft_trainer.model import attach_new_adapter, enable_gradient_checkpointing, load_base_model
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 CPU = torch.device("cpu")
@@ -177,3 +178,33 @@ def test_kl_is_measured_against_the_base_with_the_adapter_disabled(tiny_model_di
 def test_warmup_is_linear_then_constant() -> None:
     assert [warmup_factor(step, 4) for step in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert warmup_factor(0, 0) == 1.0
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(
+    tiny_model_dir: Path, captured_gradients: list[dict[str, torch.Tensor]]
+) -> None:
+    params = LossParams.from_settings(LossSettings(method="grpo", kl_coefficient="0"))
+    for checkpointing in (False, True):
+        model, tokenizer = load_base_model(str(tiny_model_dir), CPU)
+        policy = attach_new_adapter(model, LORA, seed=0)
+        if checkpointing:
+            enable_gradient_checkpointing(policy)
+        assert policy.get_base_model().is_activation_checkpointing == checkpointing
+        Trainer(policy, _samples(tokenizer), _settings(), params, CPU, new_adapter=True).run()
+    plain, checkpointed = captured_gradients
+    assert plain.keys() == checkpointed.keys()
+    assert any(g.abs().sum() > 0 for g in plain.values())  # (lora_A has none yet while B = 0)
+    for name, grad in plain.items():
+        assert torch.allclose(grad, checkpointed[name], atol=1e-6, rtol=1e-4), name
+
+
+def test_a_diverging_step_stops_training_before_the_update(tokenizer_and_policy: tuple[Any, Any]) -> None:
+    tokenizer, policy = tokenizer_and_policy
+    # Sampling logprobs 1e4 nats below the policy's: exp(logp - ref) overflows to inf.
+    samples = [Sample(**{**s.__dict__, "sampling_logprobs": [-1e4] * s.completion_len}) for s in _samples(tokenizer)]
+    before = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
+    params = LossParams.from_settings(LossSettings(method="reinforce", kl_coefficient="0"))
+    with pytest.raises(BadInputError, match="training diverged: loss") as caught:
+        Trainer(policy, samples, _settings(), params, CPU, new_adapter=True).run()
+    assert caught.value.reason == "TrainingFailed"
+    assert all(torch.equal(before[n], p) for n, p in policy.named_parameters() if p.requires_grad)

@@ -1,8 +1,12 @@
-"""Failures the trainer reports, classified by who can fix them (this decides the exit code)."""
+"""Failures the trainer reports, classified by who can fix them (this decides the exit code).
+
+Storage and other infrastructure failures are not wrapped: `rft_trainer.main.classify` maps
+`rft.storage.StorageError` and unexpected exceptions to exit code 2 (a retry may help).
+"""
 
 from __future__ import annotations
 
-from rft.trainer_config import EXIT_BAD_INPUT, EXIT_INFRASTRUCTURE, FailureReason
+from rft.trainer_config import EXIT_BAD_INPUT, FailureReason
 
 
 class TrainerError(Exception):
@@ -21,8 +25,3 @@ class BadInputError(TrainerError):
 
     exit_code = EXIT_BAD_INPUT
 
-
-class InfrastructureError(TrainerError):
-    """Storage, network or hardware trouble: a retry may succeed (exit 2)."""
-
-    exit_code = EXIT_INFRASTRUCTURE

@@ -28,6 +28,7 @@ import torch
 from rft.trainer_config import ProgressReport
 
 from rft_trainer.data import PackedBatch, Sample, epoch_order, pack
+from rft_trainer.errors import BadInputError
 from rft_trainer.logprobs import CompletionLogprobs
 from rft_trainer.loss import LossParams, Normalizers, policy_loss
 
@@ -313,10 +314,16 @@ class Trainer:
             stats.adv_logp_sum += stats_part.adv_logp_sum
         if self.dist.enabled:
             stats = _all_reduce_stats(stats, self.device)
-        if self.settings.max_grad_norm > 0:
-            stats.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.settings.max_grad_norm))
-        else:
-            stats.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, math.inf))
+        max_norm = self.settings.max_grad_norm if self.settings.max_grad_norm > 0 else math.inf
+        stats.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        if not (math.isfinite(stats.loss) and math.isfinite(stats.grad_norm)):
+            # Checked before the update: a non-finite step would silently ruin the adapter.
+            raise BadInputError(
+                "TrainingFailed",
+                f"training diverged: loss {stats.loss}, gradient norm {stats.grad_norm}. Lower "
+                "training.learningRate, or check the rows' sampling logprobs (a ratio "
+                "exp(policy - sampling) overflows when they are far off).",
+            )
         optimizer.step()
         stats.seconds = time.perf_counter() - started
         return stats

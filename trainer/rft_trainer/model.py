@@ -235,6 +235,19 @@ def attach_parent_adapter(model: Any, adapter_dir: Path, parent_name: str) -> An
     return peft_model
 
 
+def enable_gradient_checkpointing(peft_model: Any) -> None:
+    """Recompute block activations in backward: non-reentrant (works under DDP), and with input
+    gradients enabled so that checkpointed blocks see a tensor requiring grad (PEFT freezes the
+    embeddings, and without this no gradient would reach the adapters)."""
+    peft_model.enable_input_require_grads()
+    model = peft_model.get_base_model()
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 renamed it
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def trainable_parameter_count(model: torch.nn.Module) -> int:
     """Number of parameters that receive gradients."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

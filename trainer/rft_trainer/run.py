@@ -25,6 +25,7 @@ from rft_trainer.model import (
     attach_new_adapter,
     attach_parent_adapter,
     check_parent_compatible,
+    enable_gradient_checkpointing,
     load_base_model,
     read_adapter_config,
     resolve_device,
@@ -127,8 +128,7 @@ def prepare(config: TrainerConfig, scratch: Path, reporter: ProgressReporter, de
         policy = attach_new_adapter(model, lora, config.training.seed)
         new_adapter = True
     if config.gradient_checkpointing:
-        policy.enable_input_require_grads()
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_gradient_checkpointing(policy)
 
     tokenized = tokenize_samples(scored.samples, SampleTokenizer(tokenizer, config.training.max_context_length))
     if not tokenized.samples:
