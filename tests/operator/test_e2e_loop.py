@@ -1,0 +1,150 @@
+"""Two steps of the RL loop end to end: SDK -> operator -> real pods on the local node -> moto S3.
+
+Everything runs for real: the reference server serves the tiny base model and then the first
+checkpoint as an adapter; the validation and training Jobs read and write the bucket through
+the emulated IRSA webhook; the operator registers each checkpoint as a Model.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rft import LLM, Dataset
+from rft.sdk.session import Session
+from rft.storage.checkpoints import upload_tree
+from rft_devcluster.handle import ClusterHandle
+from rft_devcluster.pytest_fixtures_storage import S3Bucket
+from rft_trainer.tiny import build_tiny_model
+
+from tests.operator.conftest import Objects, OperatorProcess
+
+pytestmark = [pytest.mark.cluster, pytest.mark.localnode, pytest.mark.slow]
+
+ROLE = "arn:aws:iam::123456789012:role/rft-e2e"
+
+
+def rollout_rows(llm: LLM, seed: int) -> list[dict[str, Any]]:
+    rows = []
+    for i in range(4):
+        messages = [{"role": "user", "content": f"say something {i}"}]
+        reply = llm.chat.completions.create(
+            messages=messages, n=4, max_tokens=8, temperature=1.0, seed=seed + i
+        )
+        samples = []
+        for j, choice in enumerate(reply.choices):
+            text = choice.message.content or "."
+            samples.append(
+                {
+                    "messages": [*messages, {"role": "assistant", "content": text}],
+                    "evals": {"score": float(j) / 3},
+                }
+            )
+        rows.append({"samples": samples})
+    return rows
+
+
+def run_step(llm: LLM, session: Session, name: str, seed: int) -> tuple[Any, list[str]]:
+    dataset = Dataset.from_list(rollout_rows(llm, seed), session=session)
+    dataset.sync(timeout=180)
+    job = llm.reinforcement_step(
+        dataset,
+        output_model=name,
+        lora_rank=4,
+        learning_rate=1e-3,
+        max_context_length=64,
+        epochs=1,
+        batch_size=512,
+        accelerator_type="CPU",
+        accelerator_count=0,
+        kl_coefficient=0,
+    )
+    phases: list[str] = []
+    deadline = time.monotonic() + 300
+    while not job.is_completed:
+        job.raise_if_bad_state()
+        if not phases or phases[-1] != job.state:
+            phases.append(job.state)
+        assert time.monotonic() < deadline, f"step {name} stuck in {job.state}: {job.message}"
+        time.sleep(0.5)
+        job = job.get()
+        assert job is not None
+    phases.append(job.state)
+    return job, phases
+
+
+def test_two_steps_of_the_loop_build_a_checkpoint_chain(
+    operator: OperatorProcess, objects: Objects, cluster: ClusterHandle, s3_bucket: S3Bucket, tmp_path: Path
+) -> None:
+    ns = objects.namespace
+    objects.core.create_namespaced_service_account(
+        ns, {"metadata": {"name": "rft-trainer", "annotations": {"eks.amazonaws.com/role-arn": ROLE}}}
+    )
+    base_location = f"s3://{s3_bucket.name}/rft/models/tiny/"
+    upload_tree(build_tiny_model(tmp_path / "tiny"), base_location)
+    objects.create(
+        "models",
+        "Model",
+        "tiny",
+        {"kind": "base", "location": base_location, "serviceAccountName": "rft-trainer"},
+    )
+    session = Session.create(
+        namespace=ns,
+        bucket=f"s3://{s3_bucket.name}/rft",
+        service_account="rft-trainer",
+        kubeconfig=str(cluster.kubeconfig),
+    )
+
+    base = LLM(
+        "tiny",
+        "on-demand",
+        id="tiny-base",
+        accelerator_type="CPU",
+        accelerator_count=0,
+        engine="reference",
+        session=session,
+    )
+    base.apply(timeout=300)
+    first, phases_1 = run_step(base, session, "ckpt-1", seed=1)
+    lora = LLM(first.output_model, "on-demand-lora", base_id="tiny-base", session=session)
+    second, phases_2 = run_step(lora, session, "ckpt-2", seed=2)
+
+    for phases in (phases_1, phases_2):
+        assert phases[-1] == "JOB_STATE_COMPLETED"
+        assert set(phases) <= {
+            "JOB_STATE_CREATING",
+            "JOB_STATE_PENDING",
+            "JOB_STATE_RUNNING",
+            "JOB_STATE_WRITING_RESULTS",
+            "JOB_STATE_COMPLETED",
+        }
+        assert "JOB_STATE_RUNNING" in phases or "JOB_STATE_PENDING" in phases, phases
+
+    ckpt1, ckpt2 = objects.get("models", "ckpt-1"), objects.get("models", "ckpt-2")
+    assert ckpt1 is not None
+    assert ckpt2 is not None
+    assert ckpt1["spec"]["baseModel"] == "tiny"
+    assert "parent" not in ckpt1["spec"]
+    assert ckpt2["spec"]["baseModel"] == "tiny"
+    assert ckpt2["spec"]["parent"] == "ckpt-1", "the second checkpoint continues the first"
+    assert ckpt2["spec"]["location"] == f"s3://{s3_bucket.name}/rft/models/ckpt-2/"
+    assert {f["path"] for f in ckpt2["spec"]["files"]} >= {"adapter_model.safetensors", "adapter_config.json"}
+    assert ckpt1["status"]["phase"] == ckpt2["status"]["phase"] == "READY"
+
+    step2 = objects.get("reinforcementsteps", "ckpt-2")
+    assert step2 is not None
+    assert step2["status"]["warmStartFrom"] == f"accounts/{ns}/models/ckpt-1"
+    (job,) = objects.jobs("rft-operator.io/step=ckpt-2")
+    config = json.loads(
+        next(e.value for e in job.spec.template.spec.containers[0].env if e.name == "RFT_TRAINER_CONFIG")
+    )
+    assert config["parentAdapterUrl"] == ckpt1["spec"]["location"]
+    assert config["parentModelName"] == "ckpt-1"
+    assert float(step2["status"]["metrics"]["mean_reward"]) == pytest.approx(
+        statistics.fmean([0, 1 / 3, 2 / 3, 1]), abs=1e-4
+    )
+    assert second.output_model == f"accounts/{ns}/models/ckpt-2"
