@@ -77,6 +77,11 @@ class ClusterOptions:
     local_node: LocalNodeOptions | None = None
     startup_timeout: float = 120.0
     stop_grace_seconds: float = 10.0
+    # Extra command-line flags, e.g. for load tests: the controller-manager's and scheduler's
+    # client-side rate limits (20 and 50 requests/s by default) would otherwise be what is measured.
+    apiserver_args: tuple[str, ...] = ()
+    controller_manager_args: tuple[str, ...] = ()
+    scheduler_args: tuple[str, ...] = ()
 
 
 class ClusterStartError(RuntimeError):
@@ -465,6 +470,7 @@ class ControlPlane:
                 # which Endpoints validation rejects (loopback); nothing here needs it.
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
+                *self.options.apiserver_args,
             ],
         )
         ssl_context = ssl.create_default_context(cafile=str(pki_dir / "ca.crt"))
@@ -506,6 +512,7 @@ class ControlPlane:
                 f"--cluster-signing-key-file={pki_dir / 'ca.key'}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                 "--use-service-account-credentials=true",
+                *self.options.controller_manager_args,
             ],
         )
         return port
@@ -519,6 +526,7 @@ class ControlPlane:
             [
                 str(self.bin_dir / "kube-scheduler"),
                 *self._component_flags(kubeconfig, port, "kube-scheduler"),
+                *self.options.scheduler_args,
             ],
         )
         return port
