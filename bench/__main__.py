@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 import traceback
@@ -37,7 +38,8 @@ def machine_line() -> str:
     memory = f", {info['memory_gib']} GiB" if "memory_gib" in info else ""
     return (
         f"machine: {info['cpu']}, {info['cores']} cores{memory}, SIMD {'/'.join(info['simd']) or 'baseline'}; "
-        f"torch threads {info['torch_threads']}; Python {info['python']}; {libs}"
+        f"torch threads {info['torch_threads']}; Python {info['python']}; {libs}; "
+        f"load average now {os.getloadavg()[0]:.1f} (other work on the machine slows every figure)"
     )
 
 

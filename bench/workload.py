@@ -27,6 +27,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config, Qw
 
 SPEC_FILE = "workload.json"
 ROLLOUTS_FILE = "rollouts.json"
+SAMPLING_LOGPROBS_FILE = "sampling_logprobs.json"  # written by the benchmark from the model; stale on rebuild
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -173,8 +174,9 @@ def prepare(spec: WorkloadSpec, work_dir: Path) -> Path:
     """Build the model and the rollouts under `work_dir` (once); returns `work_dir`."""
     model_dir = work_dir / "model"
     spec_path = work_dir / SPEC_FILE
-    if spec_path.exists() and json.loads(spec_path.read_text()) == spec.to_json():
+    if spec_path.exists() and json.loads(spec_path.read_text()) == json.loads(json.dumps(spec.to_json())):
         return work_dir
+    (work_dir / SAMPLING_LOGPROBS_FILE).unlink(missing_ok=True)
     build_model(spec, model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     prompts, rollouts = make_rollouts(spec, tokenizer)

@@ -59,23 +59,34 @@ def test_plan_matches_optimizer_steps(tmp_path: Path) -> None:
 def test_harness_runs_and_losses_match(tmp_path: Path) -> None:
     results = tmp_path / "results"
     options = trainer_vs_trl.Options(
-        spec=TINY, repetitions=1, batch_tokens=64, work_dir=tmp_path / "work", results_dir=results
+        spec=TINY,
+        repetitions=1,
+        batch_tokens=64,
+        patch_batch_tokens=96,
+        work_dir=tmp_path / "work",
+        results_dir=results,
     )
     rows, payload = trainer_vs_trl.run(options)
 
     equivalence = payload["equivalence"]
     assert equivalence["passed"], equivalence
-    assert equivalence["loss_rel_diff"] <= trainer_vs_trl.LOSS_RTOL
-    assert equivalence["grad_rel_diff"] <= trainer_vs_trl.GRAD_RTOL
-    for side in ("ours", "trl"):
+    for variant in ("ours", "ours+patch"):
+        assert equivalence[variant]["loss_rel_diff"] <= trainer_vs_trl.LOSS_RTOL
+        assert equivalence[variant]["grad_rel_diff"] <= trainer_vs_trl.GRAD_RTOL
+    for side in trainer_vs_trl.SIDES:
         (run,) = payload["runs"][side]
         assert run["optimizer_steps"] == TINY.optimizer_steps
         assert run["peak_rss_kib"] >= run["baseline_rss_kib"] > 0
     stored = json.loads((results / "trainer_vs_trl.json").read_text())
-    assert stored["ratios"].keys() == {"tokens_per_second", "peak_rss", "training_rss"}
+    assert stored["ratios"]["ours"].keys() == {
+        "tokens_per_second",
+        "loop_tokens_per_second",
+        "peak_rss",
+        "training_rss",
+    }
     assert stored["machine"]["cores"] >= 1
-    assert {r.metric for r in rows} >= {"trained tokens/s", "loss equivalence, first batch"}
-    assert "trained tokens/s" in format_table(rows)
+    assert {r.metric for r in rows} >= {"ours: trained tokens/s", "ours+patch: loss, first batch"}
+    assert "ours+patch: trained tokens/s" in format_table(rows)
 
 
 def fake_benchmark(quick: bool) -> list[Row]:
