@@ -9,7 +9,7 @@ import pytest
 import torch
 from rft.api.model import LoraSettings
 from rft_trainer.data import Sample, build_batch
-from rft_trainer.logprobs import CompletionLogprobs, gather_logprobs
+from rft_trainer.logprobs import CompletionLogprobs, gather_logprobs, row_spans
 from rft_trainer.model import attach_new_adapter
 from transformers import AutoModelForCausalLM
 
@@ -90,9 +90,10 @@ def test_completion_logprobs_match_the_model_logits_at_completion_positions(poli
     assert got.tolist() == pytest.approx(expected, abs=1e-5)
 
 
-def test_packed_batch_equals_separate_sequences_in_logprobs_and_gradients(policy: Any) -> None:
+@pytest.mark.parametrize("row_tokens", [None, 20], ids=["one-row", "rows-of-20"])
+def test_packed_batch_equals_separate_sequences_in_logprobs_and_gradients(policy: Any, row_tokens: int | None) -> None:
     samples = _samples(policy.config.vocab_size)
-    scorer = CompletionLogprobs(policy, chunk_tokens=8)
+    scorer = CompletionLogprobs(policy, chunk_tokens=8, row_tokens=row_tokens)
     weights = torch.linspace(-1.0, 1.0, sum(length - prompt for length, prompt in LENGTHS))
 
     policy.zero_grad(set_to_none=True)
@@ -130,3 +131,11 @@ def test_without_restarted_positions_sequences_would_see_each_other(policy: Any)
     first = samples[0].completion_len
     assert torch.allclose(isolated[:first], leaking[:first], atol=1e-5)  # nothing precedes sequence 0
     assert not torch.allclose(isolated[first:], leaking[first:], atol=1e-3)
+
+
+def test_rows_hold_whole_sequences_up_to_the_row_budget() -> None:
+    positions = torch.tensor([*range(11), *range(7), *range(13), *range(5)])  # lengths 11, 7, 13, 5
+    assert row_spans(positions, None) == [(0, 36)]
+    assert row_spans(positions, 100) == [(0, 36)]
+    assert row_spans(positions, 20) == [(0, 18), (18, 36)]
+    assert row_spans(positions, 10) == [(0, 11), (11, 18), (18, 31), (31, 36)]  # a longer sequence gets its own row

@@ -1,6 +1,7 @@
 """Log-probabilities of the completion tokens of a packed batch, without [T, vocab] log-softmax.
 
-The decoder runs once over the packed row; the output projection is then applied only to the
+The decoder runs over the packed row (split into rows of about one context length for attention
+kernels that materialise a mask); the output projection is then applied only to the
 hidden states that predict completion tokens, a chunk at a time, and each chunk's logits are
 reduced at once to (target logit - logsumexp). With gradients on, each chunk is checkpointed, so
 backward keeps the chunk's hidden states, not its logits.
@@ -8,12 +9,14 @@ backward keeps the chunk's hidden states, not its logits.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
 DEFAULT_CHUNK_TOKENS = 1024
+DEFAULT_ROW_TOKENS = 1024
 
 
 def _chunk_logprobs(
@@ -56,10 +59,15 @@ class CompletionLogprobs(torch.nn.Module):
     gradients it must all-reduce.
     """
 
-    def __init__(self, causal_lm: Any, chunk_tokens: int = DEFAULT_CHUNK_TOKENS) -> None:
+    def __init__(
+        self, causal_lm: Any, chunk_tokens: int = DEFAULT_CHUNK_TOKENS, row_tokens: int | None = None
+    ) -> None:
+        """`row_tokens`: run the decoder on rows of at most this many tokens (whole sequences
+        each); None runs the packed row at once."""
         super().__init__()
         self.causal_lm = causal_lm
         self.chunk_tokens = chunk_tokens
+        self.row_tokens = row_tokens
         config = _hf_model(causal_lm).config
         self.softcap: float | None = getattr(config, "final_logit_softcapping", None)
 
@@ -69,16 +77,48 @@ class CompletionLogprobs(torch.nn.Module):
         """[N] log-probabilities of input_ids[0, target_positions] given everything before them."""
         model = _hf_model(self.causal_lm)
         decoder = model.get_decoder()
-        # attention_mask=None and no cache: transformers then derives the block-diagonal causal
-        # mask from the restarting position_ids, so packed sequences stay independent.
-        out = decoder(
-            input_ids=input_ids, position_ids=position_ids, attention_mask=None, use_cache=False
-        )
-        hidden = out.last_hidden_state[0, target_positions - 1]
+        parts = []
+        for start, end in row_spans(position_ids[0], self.row_tokens):
+            # attention_mask=None and no cache: transformers then derives the block-diagonal
+            # causal mask from the restarting position_ids, so packed sequences stay independent.
+            out = decoder(
+                input_ids=input_ids[:, start:end],
+                position_ids=position_ids[:, start:end],
+                attention_mask=None,
+                use_cache=False,
+            )
+            parts.append(out.last_hidden_state[0])
+        hidden = torch.cat(parts)[target_positions - 1]
         targets = input_ids[0, target_positions]
         return gather_logprobs(
             hidden, targets, model.get_output_embeddings(), softcap=self.softcap, chunk_tokens=self.chunk_tokens
         )
+
+
+def row_spans(position_ids: torch.Tensor, row_tokens: int | None) -> list[tuple[int, int]]:
+    """[start, end) spans of whole sequences (position 0 starts one), each at most `row_tokens`
+    long unless a single sequence is longer; one span when `row_tokens` is None."""
+    total = int(position_ids.shape[0])
+    if row_tokens is None or total <= row_tokens:
+        return [(0, total)]
+    starts = [*(position_ids == 0).nonzero().flatten().tolist(), total]
+    spans: list[tuple[int, int]] = []
+    row_start = 0
+    for seq_start, seq_end in itertools.pairwise(starts):
+        if seq_end - row_start > row_tokens and seq_start > row_start:
+            spans.append((row_start, seq_start))
+            row_start = seq_start
+    spans.append((row_start, total))
+    return spans
+
+
+def row_tokens_for(causal_lm: Any, max_context_length: int) -> int | None:
+    """How long one decoder row may be. Flash-attention works on sequence boundaries (varlen) and
+    takes the whole packed batch as one row; other kernels build a [row, row] mask and spend
+    attention time quadratic in the row, so rows are kept near one context length."""
+    if _hf_model(causal_lm).config._attn_implementation == "flash_attention_2":
+        return None
+    return max(max_context_length, DEFAULT_ROW_TOKENS)
 
 
 def _hf_model(causal_lm: Any) -> Any:

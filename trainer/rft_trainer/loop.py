@@ -29,7 +29,7 @@ from rft.trainer_config import ProgressReport
 
 from rft_trainer.data import PackedBatch, Sample, epoch_order, pack
 from rft_trainer.errors import BadInputError
-from rft_trainer.logprobs import CompletionLogprobs
+from rft_trainer.logprobs import CompletionLogprobs, row_tokens_for
 from rft_trainer.loss import LossParams, Normalizers, policy_loss
 
 
@@ -197,7 +197,7 @@ class Trainer:
         self.device = device
         self.new_adapter = new_adapter
         self.dist = dist
-        self.scorer = CompletionLogprobs(policy)
+        self.scorer = CompletionLogprobs(policy, row_tokens=row_tokens_for(policy, settings.max_context_length))
         self.epoch_batches = [plan_epoch(samples, settings, e) for e in range(settings.epochs)]
         self.total_steps = total_optimizer_steps(
             [len(b) for b in self.epoch_batches], settings.gradient_accumulation_steps, dist.world_size
