@@ -33,6 +33,7 @@ from rft_trainer.model import (
 )
 from rft_trainer.progress import ProgressReporter
 from rft_trainer.sources import fetch_base_model, fetch_parent_adapter, output_is_free
+from rft_trainer.threads import cpu_threads
 
 
 def optim_settings(config: TrainerConfig) -> OptimSettings:
@@ -181,6 +182,8 @@ def final_metrics(prepared: Prepared, outcome: TrainOutcome) -> dict[str, str]:
 def run_step(config: TrainerConfig, reporter: ProgressReporter) -> TrainerResult | None:
     """Run the whole step; returns the result on rank 0 (None on other ranks)."""
     dist, device = init_distributed(config.device)
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads())
     try:
         with scratch_directory(config.scratch_dir) as scratch:
             prepared = prepare(config, scratch, reporter, device)
