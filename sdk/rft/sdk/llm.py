@@ -361,7 +361,7 @@ class LLM:
             riders = [
                 d.metadata.name
                 for d in client.list(DeploymentResource, self.namespace)
-                if d.spec.base_deployment == self.deployment_id
+                if d.spec.base_deployment == self.deployment_id and not d.metadata.deletion_timestamp
             ]
             if riders:
                 raise RftError(
