@@ -106,12 +106,15 @@ class LossSettings(ApiModel):
         description="Weight of the k3 KL estimate to the base model (adapter disabled); '0' disables.",
     )
     clip_low: str | None = Field(
-        default=None, pattern=DECIMAL_PATTERN, description="Lower clip epsilon; default 0.2."
+        default=None,
+        pattern=DECIMAL_PATTERN,
+        description="Lower clip epsilon of the importance ratio; default 0.2 (3e-4 for gspo and gspo-token).",
     )
     clip_high: str | None = Field(
         default=None,
         pattern=DECIMAL_PATTERN,
-        description="Upper clip epsilon; default 0.2 (0.28 for dapo, 5.0 as CISPO's max weight).",
+        description="Upper clip epsilon; default 0.2 (0.28 for dapo, 4e-4 for gspo and gspo-token). "
+        "For cispo: the largest importance weight, default 5.",
     )
     advantage: AdvantageMode = Field(
         default="group",
