@@ -29,6 +29,7 @@ from rft_operator.reconcilers.dataset import DatasetReconciler
 from rft_operator.reconcilers.deployment import DeploymentReconciler
 from rft_operator.reconcilers.model import ModelReconciler
 from rft_operator.reconcilers.step import StepReconciler
+from rft_operator.waiting import WaitingSteps
 from rft_operator.workqueue import WorkQueue
 
 log = logging.getLogger("rft_operator")
@@ -40,6 +41,7 @@ KIND_OF_PLURAL = {
     "models": "model",
     "deployments": "deployment",
 }
+CHILD_RESOURCES = (("", "v1", "pods"), ("batch", "v1", "jobs"), ("apps", "v1", "deployments"))
 
 
 def _api_client(workers: int) -> client.ApiClient:
@@ -61,6 +63,10 @@ def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    # Children are watched through server-side label selectors: the API server sends only the
+    # pods, Jobs and apps/v1 Deployments the operator made, not every pod of the cluster.
+    for resource in CHILD_RESOURCES:
+        settings.watching.label_selectors[resource] = f"{naming.LABEL_MANAGED_BY}={naming.MANAGER}"
     kube = Kube(_api_client(cfg.workers))
     accelerators = AcceleratorMap.load(cfg.accelerator_map_file)
     reconcilers = {
@@ -78,6 +84,7 @@ def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     queue.start()
     memo.elector = elector
     memo.queue = queue
+    memo.waiting = WaitingSteps()
     memo.kube = kube
     memo.config = cfg
     memo.stop_resync = threading.Event()
@@ -117,7 +124,9 @@ def queue_depth(memo: Any, **_: Any) -> int:
 
 
 def _enqueue_own(kind: str) -> Any:
-    def handler(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    # Handlers that only enqueue are coroutines: Kopf then runs them on its event loop instead of
+    # handing each event to a thread pool.
+    async def handler(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
         memo.queue.add((kind, namespace or "", name))
 
     return handler
@@ -133,16 +142,25 @@ def _enqueue_owner(labels: Mapping[str, str], namespace: str | None, memo: Any) 
 
 
 for _plural, _kind in KIND_OF_PLURAL.items():
-    kopf.on.event(GROUP, VERSION, _plural, id=f"watch-{_plural}")(_enqueue_own(_kind))
+    if _kind != "step":
+        kopf.on.event(GROUP, VERSION, _plural, id=f"watch-{_plural}")(_enqueue_own(_kind))
+
+
+@kopf.on.event(GROUP, VERSION, "reinforcementsteps", id="watch-reinforcementsteps")
+async def step_changed(
+    name: str, namespace: str | None, event: Mapping[str, Any], body: Mapping[str, Any], memo: Any, **_: Any
+) -> None:
+    memo.waiting.update(namespace or "", name, None if event.get("type") == "DELETED" else body)
+    memo.queue.add(("step", namespace or "", name))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
-def job_changed(labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any) -> None:
+async def job_changed(labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any) -> None:
     _enqueue_owner(labels, namespace, memo)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-def server_changed(labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any) -> None:
+async def server_changed(labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any) -> None:
     _enqueue_owner(labels, namespace, memo)
 
 
@@ -159,14 +177,19 @@ def base_deployment_changed(
 
 
 @kopf.on.event("", "v1", "pods", labels=MANAGED)
-def pod_changed(labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any) -> None:
+async def pod_changed(labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any) -> None:
     _enqueue_owner(labels, namespace, memo)
 
 
 @kopf.on.event(GROUP, VERSION, "datasets", id="wake-steps-of-dataset")
+async def dataset_changed(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    """Steps waiting for this Dataset look again."""
+    for step in memo.waiting.waking(namespace or "", "datasets", name):
+        memo.queue.add(("step", namespace or "", step))
+
+
 @kopf.on.event(GROUP, VERSION, "models", id="wake-steps-of-model")
-def reference_changed(namespace: str | None, memo: Any, **_: Any) -> None:
-    """Steps waiting for this Dataset or Model look again (cheap: waiting steps are few)."""
-    for obj in memo.kube.list_objects("reinforcementsteps", namespace):
-        if obj.get("status", {}).get("phase") in (None, "JOB_STATE_CREATING"):
-            memo.queue.add(("step", obj["metadata"]["namespace"], obj["metadata"]["name"]))
+async def model_changed(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    """Steps waiting for this Model look again."""
+    for step in memo.waiting.waking(namespace or "", "models", name):
+        memo.queue.add(("step", namespace or "", step))
