@@ -21,6 +21,8 @@ class JobState:
     failed_pods: int
     suspended: bool
     running_pod: Obj | None
+    succeeded_pods: int = 0
+    """Pods that exited 0 (the Job's Complete condition may not be there yet)."""
 
 
 def _condition(job: Obj, type_: str) -> Obj | None:
@@ -54,6 +56,7 @@ def job_state(job: Obj, pods: list[Obj]) -> JobState:
         failed_pods=int(status.get("failed", 0) or 0),
         suspended=_condition(job, "Suspended") is not None,
         running_pod=running,
+        succeeded_pods=sum(1 for p in pods if p.get("status", {}).get("phase") == "Succeeded"),
     )
 
 

@@ -210,7 +210,7 @@ class StepReconciler(Reconciler):
             METRICS.time_to_job.observe(max(0.0, (self.clock() - created).total_seconds()))
         status.phase = StepPhase.PENDING
         status.job_name = job_name
-        status.message = f"Job {job_name} created; waiting for a {step.spec.accelerator.type} node"
+        status.message = _pending_message(step, job_name, 0)
         if any(c.type == "Suspended" for c in status.conditions):
             status.conditions = set_condition(status.conditions, "Suspended", False, "Resumed", "", gen, now)
         self._write(raw, step, status)
@@ -326,10 +326,13 @@ class StepReconciler(Reconciler):
                     if report.phase == "writing_results":
                         status.phase = StepPhase.WRITING_RESULTS
                         status.message = "writing the checkpoint"
+        elif state.succeeded_pods and status.phase is not None:
+            # The trainer exited 0 and the Job's Complete condition follows (its event wakes the
+            # step): stay where the step is instead of falling back to PENDING for that moment.
+            pass
         else:
             status.phase = StepPhase.PENDING
-            retry = f" (after {state.failed_pods} failed attempt(s))" if state.failed_pods else ""
-            status.message = f"Job {status.job_name} waiting for a pod to run{retry}"
+            status.message = _pending_message(step, status.job_name, state.failed_pods)
         self._write(raw, step, status)
         return self.config.poll_seconds
 
@@ -525,6 +528,13 @@ class StepReconciler(Reconciler):
                 status.message,
             )
         step.status = status
+
+
+def _pending_message(step: ReinforcementStep, job_name: str, failed_pods: int) -> str:
+    """The same words when the Job is created and while it waits, so waiting rewrites nothing."""
+    if failed_pods:
+        return f"Job {job_name} waiting for a pod to run (after {failed_pods} failed attempt(s))"
+    return f"Job {job_name} created; waiting for a {step.spec.accelerator.type} node"
 
 
 def _event_reason(phase: StepPhase) -> str:
