@@ -18,6 +18,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from rft.api import GROUP, VERSION
 
+from rft_operator.metrics import METRICS
+
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
 
@@ -28,15 +30,17 @@ def _body(response: Any) -> Obj:
 
 
 class WriteCounter:
-    """Counts the API writes this process makes, by verb (for metrics and benchmarks)."""
+    """Counts the API writes this process makes, by verb and resource (exported as the metric
+    `rft_api_writes_total`; the scale benchmark checks writes per step with it)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.counts: dict[str, int] = {}
+        self.counts: dict[tuple[str, str], int] = {}
 
-    def add(self, verb: str) -> None:
+    def add(self, verb: str, resource: str) -> None:
         with self._lock:
-            self.counts[verb] = self.counts.get(verb, 0) + 1
+            self.counts[(verb, resource)] = self.counts.get((verb, resource), 0) + 1
+        METRICS.api_writes.labels(verb=verb, resource=resource).inc()
 
 
 class Kube:
@@ -78,7 +82,7 @@ class Kube:
     def create(self, plural: str, namespace: str, body: Obj) -> tuple[Obj, bool]:
         """Create; on 409 return the existing object and False."""
         try:
-            self.writes.add("create")
+            self.writes.add("create", plural)
             created = _body(
                 self.custom.create_namespaced_custom_object(
                     GROUP, VERSION, namespace, plural, body, _preload_content=False
@@ -105,7 +109,7 @@ class Kube:
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
         try:
-            self.writes.add("patch_status")
+            self.writes.add("patch", f"{plural}/status")
             return _body(
                 self.custom.patch_namespaced_custom_object_status(
                     GROUP, VERSION, namespace, plural, name, body, _preload_content=False
@@ -120,7 +124,7 @@ class Kube:
         self, plural: str, namespace: str, name: str, finalizers: list[str], resource_version: str
     ) -> Obj:
         """Replace metadata.finalizers, only on that version of the object."""
-        self.writes.add("patch")
+        self.writes.add("patch", plural)
         return _body(
             self.custom.patch_namespaced_custom_object(
                 GROUP,
@@ -135,7 +139,7 @@ class Kube:
 
     def delete(self, plural: str, namespace: str, name: str, propagation: str = "Background") -> bool:
         try:
-            self.writes.add("delete")
+            self.writes.add("delete", plural)
             self.custom.delete_namespaced_custom_object(
                 GROUP,
                 VERSION,
@@ -162,7 +166,7 @@ class Kube:
 
     def create_job(self, namespace: str, body: Obj) -> tuple[Obj, bool]:
         try:
-            self.writes.add("create")
+            self.writes.add("create", "jobs")
             response = self.batch.create_namespaced_job(namespace, body, _preload_content=False)  # type: ignore[arg-type]
             return _body(response), True
         except ApiException as exc:
@@ -174,12 +178,12 @@ class Kube:
         return existing, False
 
     def patch_job(self, namespace: str, name: str, patch: Obj) -> None:
-        self.writes.add("patch")
+        self.writes.add("patch", "jobs")
         self.batch.patch_namespaced_job(name, namespace, patch, _preload_content=False)
 
     def delete_job(self, namespace: str, name: str) -> bool:
         try:
-            self.writes.add("delete")
+            self.writes.add("delete", "jobs")
             self.batch.delete_namespaced_job(
                 name,
                 namespace,
@@ -226,7 +230,7 @@ class Kube:
             "count": 1,
         }
         try:
-            self.writes.add("create_event")
+            self.writes.add("create", "events")
             self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False)  # type: ignore[arg-type]
         except ApiException as exc:
             log.warning(
@@ -279,7 +283,7 @@ class Children:
                 "annotations": {**meta.get("annotations", {}), self.HASH_ANNOTATION: digest},
             },
         }
-        self.kube.writes.add("apply")
+        self.kube.writes.add("apply", f"{manifest['kind'].lower()}s")
         return _body(
             patch(
                 meta["name"],

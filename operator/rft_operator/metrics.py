@@ -19,6 +19,11 @@ class _Metrics:
             "From a ReinforcementStep's creation to its training Job's creation.",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
         )
+        self.api_writes = Counter(
+            "rft_api_writes_total",
+            "Writes to the Kubernetes API, by verb and resource.",
+            ["verb", "resource"],
+        )
         self.reconcile_seconds = Histogram(
             "rft_reconcile_seconds", "Time spent in one reconcile, by kind.", ["kind"]
         )
