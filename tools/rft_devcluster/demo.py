@@ -127,7 +127,8 @@ def upload_base_model(state_dir: Path, endpoint: str) -> tuple[str, Path]:
     from rft.storage.checkpoints import upload_tree  # noqa: PLC0415 - after the env is set
     from rft_trainer.tiny import build_tiny_model  # noqa: PLC0415 - torch only when needed
 
-    local = build_tiny_model(state_dir / "base-model")
+    # words_only: a model an adapter can steer, whose completions survive the text API (see tiny.py)
+    local = build_tiny_model(state_dir / "base-model", words_only=True)
     location = f"s3://{BUCKET}/rft/models/{BASE_MODEL}/"
     saved = {k: os.environ.get(k) for k in (*USER_AWS_ENV, "AWS_ENDPOINT_URL")}
     os.environ.update({**USER_AWS_ENV, "AWS_ENDPOINT_URL": endpoint})

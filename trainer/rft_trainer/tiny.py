@@ -9,6 +9,7 @@ project loads exactly like a real base model.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import torch
@@ -71,6 +72,12 @@ def vocabulary_words() -> list[str]:
     return list(dict.fromkeys(_WORDS))
 
 
+def word_token_ids(tokenizer: PreTrainedTokenizerFast) -> list[int]:
+    """The ids of the tokens that are a whole built-in word with its leading space (" cat")."""
+    ids = {tokenizer.convert_tokens_to_ids("Ġ" + word) for word in vocabulary_words()}
+    return sorted(i for i in ids if isinstance(i, int) and i != tokenizer.unk_token_id)
+
+
 def build_tiny_model(
     out_dir: str | Path,
     *,
@@ -83,6 +90,7 @@ def build_tiny_model(
     max_position_embeddings: int = 2048,
     seed: int = 0,
     head_init_std: float | None = None,
+    words_only: bool = False,
 ) -> Path:
     """Write a tiny Qwen2-architecture chat model to `out_dir` and return the path.
 
@@ -92,6 +100,25 @@ def build_tiny_model(
     reward can be learned. `head_init_std` (e.g. 0.2) unties the output head and initialises it
     wider: the random model then has a moderately peaked distribution that an adapter can steer,
     which is what reinforcement-learning tests and demos need.
+
+    `words_only` makes the model speak in whole words, as a pretrained model speaks valid text:
+    every token that is not a built-in word with its leading space (`word_token_ids`: " cat",
+    " the", ...) gets a logit about 30 below the others, the end-of-turn token included, so
+    samples run to `max_tokens`. Completions then come back from an OpenAI-style server as text
+    that re-tokenizes to exactly the sampled tokens. A random model's free samples are byte soups
+    instead: lone bytes of multi-byte characters come back as U+FFFD and sub-word tokens merge
+    when the text is tokenized again, so a trainer (which only sees the text) would train on
+    tokens the policy never sampled and a reward on the text would mostly count replacement
+    characters. The penalty is a bias carried by a constant hidden channel (dimension 0 of the
+    residual stream: the same large value in every token embedding, never written by the blocks),
+    which the final RMS norm turns into a steady feature the output head weighs against the non-word
+    tokens; adapters wear it down only slowly (after three demo steps at most a few completions in a
+    hundred hold a non-word token, in the seeds tried). Because that constant
+    dominates every RMS norm, the norms no longer cap how far an adapter moves the output, so this
+    model is steerable with the usual head initialisation too: it starts almost uniform over the
+    words and learns a reward smoothly (`make demo` uses it: `words_only=True`, no `head_init_std`;
+    with both it is steered so easily that a learning rate of 2e-2 collapses it onto one word).
+    Implies an untied output head (std `head_init_std`, else the usual 0.02).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,7 +131,7 @@ def build_tiny_model(
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
         max_position_embeddings=max_position_embeddings,
-        tie_word_embeddings=head_init_std is None,
+        tie_word_embeddings=head_init_std is None and not words_only,
         bos_token_id=None,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -114,11 +141,42 @@ def build_tiny_model(
     if head_init_std is not None:
         with torch.no_grad():
             model.lm_head.weight.normal_(mean=0.0, std=head_init_std)
+    if words_only:
+        _bias_against_non_words(model, word_token_ids(tokenizer))
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def _bias_against_non_words(model: Qwen2ForCausalLM, allowed: list[int], penalty: float = 30.0) -> None:
+    """Give every token outside `allowed` a logit about `penalty` below the rest (see `words_only`).
+
+    Dimension 0 of the residual stream becomes a constant far larger than the other dimensions
+    (which keep the initialiser's scale): every token embedding holds it and no block writes to it
+    (rows 0 of o_proj and down_proj are zero). It then dominates every RMS norm, so after a norm it
+    reads about 1 at every position however the other dimensions (and adapters) move, and the
+    output head turns it into the penalty. The norms' other weights are scaled up so that blocks
+    and head see the other dimensions at the size they would without the constant.
+    """
+    dims = model.config.hidden_size
+    typical = model.config.initializer_range  # the other dimensions' size in the embeddings
+    constant = 1.0
+    rms = math.sqrt((constant**2 + (dims - 1) * typical**2) / dims)  # an embedding's RMS with the constant
+    norm_weight = torch.full((dims,), rms / typical)
+    norm_weight[0] = rms / constant
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:, 0] = constant
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight[0, :] = 0.0
+            layer.mlp.down_proj.weight[0, :] = 0.0
+            layer.input_layernorm.weight.copy_(norm_weight)
+            layer.post_attention_layernorm.weight.copy_(norm_weight)
+        model.model.norm.weight.copy_(norm_weight)
+        column = torch.full((model.config.vocab_size,), -penalty)
+        column[allowed] = 0.0
+        model.lm_head.weight[:, 0] = column
 
 
 def main() -> None:
@@ -134,6 +192,11 @@ def main() -> None:
         default=None,
         help="Untie the output head and initialise it with this std (e.g. 0.2) so that rewards can be learned.",
     )
+    parser.add_argument(
+        "--words-only",
+        action="store_true",
+        help="Make the model sample only whole built-in words, so its text re-tokenizes to the sampled tokens.",
+    )
     args = parser.parse_args()
     path = build_tiny_model(
         args.out_dir,
@@ -142,6 +205,7 @@ def main() -> None:
         vocab_size=args.vocab_size,
         seed=args.seed,
         head_init_std=args.head_init_std,
+        words_only=args.words_only,
     )
     print(path)
 
