@@ -223,3 +223,18 @@ def test_policy_loss_adds_the_weighted_kl() -> None:
     assert float(out.loss.detach()) == pytest.approx((sum(pg) + 0.5 * sum(kl)) / 4)
     assert out.kl_sum == pytest.approx(sum(kl))
     assert out.pg_loss_sum == pytest.approx(sum(pg))
+
+
+def test_dual_clip_caps_negative_advantage_tokens_whose_ratio_exploded() -> None:
+    logp = torch.tensor([0.0, 0.0, 0.0], requires_grad=True)
+    ref = torch.tensor([-25.0, -25.0, -0.1])  # ratios e^25, e^25 and about 1.1
+    adv = torch.tensor([-1.0, 1.0, -1.0])
+    loss, clipped = ppo_clip_loss(logp, ref, adv, 0.2, 0.2)
+    # A < 0 and an exploded ratio: capped at 3|A|; A > 0: clipped at (1 + 0.2) A; small ratio: untouched.
+    assert loss.tolist() == pytest.approx([3.0, -1.2, float(torch.exp(torch.tensor(0.1)))], rel=1e-5)
+    assert clipped.tolist() == [True, True, False]
+    loss.sum().backward()
+    assert logp.grad is not None
+    assert logp.grad[0].item() == 0.0, "a capped token gives no gradient"
+    unbounded, _ = ppo_clip_loss(logp.detach(), ref, adv, 0.2, 0.2, dual_clip=None)
+    assert unbounded[0].item() > 1e10

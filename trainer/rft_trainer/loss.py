@@ -134,11 +134,31 @@ def clipped_surrogate(
     return -torch.minimum(unclipped, clipped), is_clipped
 
 
+DUAL_CLIP = 3.0
+"""Dual-clip bound on a negative-advantage token's loss, in units of |A| (verl's clip_ratio_c)."""
+
+
 def ppo_clip_loss(
-    logp: torch.Tensor, ref_logp: torch.Tensor, adv: torch.Tensor, clip_low: float, clip_high: float
+    logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    adv: torch.Tensor,
+    clip_low: float,
+    clip_high: float,
+    dual_clip: float | None = DUAL_CLIP,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """PPO/GRPO clip (and DAPO with clip_high > clip_low) on the per-token ratio."""
-    return clipped_surrogate(importance_ratio(logp, ref_logp), adv, clip_low, clip_high)
+    """PPO/GRPO clip (and DAPO with clip_high > clip_low) on the per-token ratio.
+
+    With a negative advantage the pessimistic surrogate grows with the ratio without bound: a
+    token whose probability rose e-fold several times since sampling would dominate the batch
+    (losses of 1e10 were seen on a tiny model). Dual-clip PPO caps that term at
+    `dual_clip * |A|` (and its gradient at zero); None disables the cap.
+    """
+    loss, is_clipped = clipped_surrogate(importance_ratio(logp, ref_logp), adv, clip_low, clip_high)
+    if dual_clip is None:
+        return loss, is_clipped
+    cap = -dual_clip * adv
+    capped = (adv < 0) & (loss > cap)
+    return torch.where(capped, cap, loss), is_clipped | capped
 
 
 def cispo_loss(
