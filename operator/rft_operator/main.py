@@ -41,7 +41,22 @@ KIND_OF_PLURAL = {
     "models": "model",
     "deployments": "deployment",
 }
+CHILD_BATCH_SECONDS = 0.2
 CHILD_RESOURCES = (("", "v1", "pods"), ("batch", "v1", "jobs"), ("apps", "v1", "deployments"))
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No diff-base: Kopf builds one (a deep copy of the body) on every event for its on.create /
+    on.update handlers; with on.event handlers only, nothing reads it."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
 
 
 def _api_client(workers: int) -> client.ApiClient:
@@ -63,6 +78,7 @@ def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    settings.persistence.diffbase_storage = NoDiffBase()
     # Children are watched through server-side label selectors: the API server sends only the
     # pods, Jobs and apps/v1 Deployments the operator made, not every pod of the cluster.
     for resource in CHILD_RESOURCES:
@@ -133,12 +149,15 @@ def _enqueue_own(kind: str) -> Any:
 
 
 def _enqueue_owner(labels: Mapping[str, str], namespace: str | None, memo: Any) -> None:
+    """The owner of a changed child looks again after CHILD_BATCH_SECONDS: a Job and its pods
+    change several times within moments (created, scheduled, running, done), and one look at
+    the end replaces several (the Job controller batches pod updates the same way)."""
     if step := labels.get(naming.LABEL_STEP):
-        memo.queue.add(("step", namespace or "", step))
+        memo.queue.add(("step", namespace or "", step), CHILD_BATCH_SECONDS)
     elif dataset := labels.get(naming.LABEL_DATASET):
-        memo.queue.add(("dataset", namespace or "", dataset))
+        memo.queue.add(("dataset", namespace or "", dataset), CHILD_BATCH_SECONDS)
     elif deployment := labels.get(naming.LABEL_DEPLOYMENT):
-        memo.queue.add(("deployment", namespace or "", deployment))
+        memo.queue.add(("deployment", namespace or "", deployment), CHILD_BATCH_SECONDS)
 
 
 for _plural, _kind in KIND_OF_PLURAL.items():
