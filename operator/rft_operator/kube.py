@@ -18,6 +18,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from rft.api import GROUP, VERSION
 
+from rft_operator.cache import Cache
 from rft_operator.metrics import METRICS
 
 Obj = dict[str, Any]
@@ -53,8 +54,11 @@ class WriteCounter:
 class Kube:
     """The few API calls the reconcilers need."""
 
-    def __init__(self, api_client: client.ApiClient, component: str = "rft-operator") -> None:
+    def __init__(
+        self, api_client: client.ApiClient, component: str = "rft-operator", cache: Cache | None = None
+    ) -> None:
         self.api_client = api_client
+        self.cache = cache
         self.custom = client.CustomObjectsApi(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
@@ -64,7 +68,18 @@ class Kube:
         self.writes = WriteCounter()
 
     # --- the project's custom resources -------------------------------------------------------
-    def get(self, plural: str, namespace: str, name: str) -> Obj | None:
+    def get(self, plural: str, namespace: str, name: str, *, confirm_absent: bool = True) -> Obj | None:
+        """The object from the watch cache when it has it, else from the API (None: not found).
+
+        `confirm_absent=False`: trust the cache's "not there" too (when acting on a missed object
+        is safe anyway, as a create that meets "already exists" is).
+        """
+        found, cached = self._from_cache(plural, namespace, name, confirm_absent)
+        return cached if found else self.read(plural, namespace, name)
+
+    def read(self, plural: str, namespace: str, name: str) -> Obj | None:
+        """The object from the API (None: not found)."""
+        METRICS.api_reads.labels(verb="get", resource=plural).inc()
         try:
             return _body(
                 self.custom.get_namespaced_custom_object(
@@ -76,7 +91,22 @@ class Kube:
                 return None
             raise
 
+    def _from_cache(
+        self, plural: str, namespace: str, name: str, confirm_absent: bool
+    ) -> tuple[bool, Obj | None]:
+        """(True, the object or None) when the cache decides; (False, None) to ask the API."""
+        if self.cache is None or not self.cache.covers(plural):
+            return False, None
+        cached = self.cache.get(plural, namespace, name)
+        return cached is not None or not confirm_absent, cached
+
+    def _remember(self, plural: str, obj: Obj) -> Obj:
+        if self.cache is not None:
+            self.cache.remember(plural, obj)
+        return obj
+
     def list_objects(self, plural: str, namespace: str | None = None) -> list[Obj]:
+        METRICS.api_reads.labels(verb="list", resource=plural).inc()
         if namespace is None:
             resp = self.custom.list_cluster_custom_object(GROUP, VERSION, plural, _preload_content=False)
         else:
@@ -95,11 +125,11 @@ class Kube:
                     GROUP, VERSION, namespace, plural, body, _preload_content=False
                 )
             )
-            return created, True
+            return self._remember(plural, created), True
         except ApiException as exc:
             if exc.status != 409:
                 raise
-        existing = self.get(plural, namespace, body["metadata"]["name"])
+        existing = self.read(plural, namespace, body["metadata"]["name"])
         if existing is None:  # deleted in between: the caller retries
             raise ApiException(status=409, reason="object vanished after a conflict")
         return existing, False
@@ -117,10 +147,13 @@ class Kube:
             body["metadata"] = {"resourceVersion": resource_version}
         try:
             self.writes.add("patch", f"{plural}/status")
-            return _body(
-                self.custom.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, namespace, plural, name, body, _preload_content=False
-                )
+            return self._remember(
+                plural,
+                _body(
+                    self.custom.patch_namespaced_custom_object_status(
+                        GROUP, VERSION, namespace, plural, name, body, _preload_content=False
+                    )
+                ),
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -132,19 +165,24 @@ class Kube:
     ) -> Obj:
         """Replace metadata.finalizers, only on that version of the object."""
         self.writes.add("patch", plural)
-        return _body(
-            self.custom.patch_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                namespace,
-                plural,
-                name,
-                {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}},
-                _preload_content=False,
-            )
+        return self._remember(
+            plural,
+            _body(
+                self.custom.patch_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    plural,
+                    name,
+                    {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}},
+                    _preload_content=False,
+                )
+            ),
         )
 
     def delete(self, plural: str, namespace: str, name: str, propagation: str = "Background") -> bool:
+        if self.cache is not None:
+            self.cache.forget(plural, namespace, name)
         try:
             self.writes.add("delete", plural)
             _drain(
@@ -165,7 +203,14 @@ class Kube:
             raise
 
     # --- Jobs and Pods --------------------------------------------------------------------------
-    def get_job(self, namespace: str, name: str) -> Obj | None:
+    def get_job(self, namespace: str, name: str, *, confirm_absent: bool = True) -> Obj | None:
+        """The Job from the watch cache when it has it, else from the API (None: not found)."""
+        found, cached = self._from_cache("jobs", namespace, name, confirm_absent)
+        return cached if found else self.read_job(namespace, name)
+
+    def read_job(self, namespace: str, name: str) -> Obj | None:
+        """The Job from the API (None: not found)."""
+        METRICS.api_reads.labels(verb="get", resource="jobs").inc()
         try:
             return _body(self.batch.read_namespaced_job(name, namespace, _preload_content=False))
         except ApiException as exc:
@@ -177,20 +222,24 @@ class Kube:
         try:
             self.writes.add("create", "jobs")
             response = self.batch.create_namespaced_job(namespace, body, _preload_content=False)  # type: ignore[arg-type]
-            return _body(response), True
+            return self._remember("jobs", _body(response)), True
         except ApiException as exc:
             if exc.status != 409:
                 raise
-        existing = self.get_job(namespace, body["metadata"]["name"])
+        existing = self.read_job(namespace, body["metadata"]["name"])
         if existing is None:
             raise ApiException(status=409, reason="Job vanished after a conflict")
         return existing, False
 
     def patch_job(self, namespace: str, name: str, patch: Obj) -> None:
         self.writes.add("patch", "jobs")
-        _drain(self.batch.patch_namespaced_job(name, namespace, patch, _preload_content=False))
+        self._remember(
+            "jobs", _body(self.batch.patch_namespaced_job(name, namespace, patch, _preload_content=False))
+        )
 
     def delete_job(self, namespace: str, name: str) -> bool:
+        if self.cache is not None:
+            self.cache.forget("jobs", namespace, name)
         try:
             self.writes.add("delete", "jobs")
             _drain(
@@ -207,7 +256,14 @@ class Kube:
                 return False
             raise
 
+    def job_pods(self, namespace: str, job_name: str) -> list[Obj]:
+        """The Job's pods, from the watch cache when there is one (it may lag behind the Job)."""
+        if self.cache is not None and (cached := self.cache.pods(namespace, job_name)) is not None:
+            return cached
+        return self.list_pods(namespace, f"batch.kubernetes.io/job-name={job_name}")
+
     def list_pods(self, namespace: str, selector: str) -> list[Obj]:
+        METRICS.api_reads.labels(verb="list", resource="pods").inc()
         items: list[Obj] = _body(
             self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
         )["items"]

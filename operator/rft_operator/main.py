@@ -22,6 +22,7 @@ from rft.api import GROUP, VERSION
 
 from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap
+from rft_operator.cache import Cache, trim
 from rft_operator.config import OperatorConfig
 from rft_operator.kube import Kube
 from rft_operator.leader import LeaderElector
@@ -43,6 +44,12 @@ KIND_OF_PLURAL = {
 }
 CHILD_BATCH_SECONDS = 0.2
 CHILD_RESOURCES = (("", "v1", "pods"), ("batch", "v1", "jobs"), ("apps", "v1", "deployments"))
+CACHED = {  # plural -> the Kopf index (below) that caches it
+    "reinforcementsteps": "step_objects",
+    "datasets": "dataset_objects",
+    "models": "model_objects",
+    "jobs": "job_objects",
+}
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -70,7 +77,7 @@ def _api_client(workers: int) -> client.ApiClient:
 
 
 @kopf.on.startup()
-def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+def start(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> None:
     cfg = OperatorConfig.from_env()
     settings.posting.level = logging.WARNING
     # Handlers only enqueue: Kopf's per-event "Handler ... succeeded" lines would drown the log.
@@ -83,7 +90,10 @@ def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     # pods, Jobs and apps/v1 Deployments the operator made, not every pod of the cluster.
     for resource in CHILD_RESOURCES:
         settings.watching.label_selectors[resource] = f"{naming.LABEL_MANAGED_BY}={naming.MANAGER}"
-    kube = Kube(_api_client(cfg.workers))
+    # Reconcilers read through the watches' caches (Kopf fills the indices below from the initial
+    # listing before any event handler runs); a miss is confirmed with the API.
+    cache = Cache({plural: kwargs[index] for plural, index in CACHED.items()}, kwargs["pods_by_job"])
+    kube = Kube(_api_client(cfg.workers), cache=cache)
     accelerators = AcceleratorMap.load(cfg.accelerator_map_file)
     reconcilers = {
         "step": StepReconciler(kube, cfg, accelerators).sync,
@@ -139,6 +149,34 @@ def queue_depth(memo: Any, **_: Any) -> int:
     return len(memo.queue)
 
 
+# --- the watch caches (read by the reconcilers through Kube.get / get_job / job_pods) -------------
+@kopf.index(GROUP, VERSION, "reinforcementsteps")
+async def step_objects(name: str, namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+    return {(namespace or "", name): trim(body)}
+
+
+@kopf.index(GROUP, VERSION, "datasets")
+async def dataset_objects(name: str, namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+    return {(namespace or "", name): trim(body)}
+
+
+@kopf.index(GROUP, VERSION, "models")
+async def model_objects(name: str, namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+    return {(namespace or "", name): trim(body)}
+
+
+@kopf.index("batch", "v1", "jobs", labels=MANAGED)
+async def job_objects(name: str, namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+    return {(namespace or "", name): trim(body)}
+
+
+@kopf.index("", "v1", "pods", labels=MANAGED)
+async def pods_by_job(namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> Any:
+    job = labels.get("batch.kubernetes.io/job-name")
+    return {(namespace or "", job): trim(body)} if job else {}
+
+
+# --- events: enqueue keys ------------------------------------------------------------------------
 def _enqueue_own(kind: str) -> Any:
     # Handlers that only enqueue are coroutines: Kopf then runs them on its event loop instead of
     # handing each event to a thread pool.

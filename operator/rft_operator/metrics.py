@@ -24,6 +24,11 @@ class _Metrics:
             "Writes to the Kubernetes API, by verb and resource.",
             ["verb", "resource"],
         )
+        self.api_reads = Counter(
+            "rft_api_reads_total",
+            "Reads from the Kubernetes API (not from the watch caches), by verb and resource.",
+            ["verb", "resource"],
+        )
         self.reconcile_seconds = Histogram(
             "rft_reconcile_seconds", "Time spent in one reconcile, by kind.", ["kind"]
         )

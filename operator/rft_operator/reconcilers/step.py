@@ -122,14 +122,10 @@ class StepReconciler(Reconciler):
             return self._expire_after_ttl(step)
 
         job_name = naming.training_job_name(name)
-        job = self.kube.get_job(namespace, job_name)
-        if (
-            job is not None
-            and job["metadata"].get("annotations", {}).get(naming.ANNOTATION_STEP_UID) != step.metadata.uid
-        ):
-            raise kopf.TemporaryError(
-                f"Job {job_name} of an earlier step with this name is still being deleted", delay=5
-            )
+        # Before the status names a Job, "no Job" needs no confirmation: creating it meets an
+        # existing one (409) and reads that instead. After, absence means JobDeleted: confirmed.
+        job = self.kube.get_job(namespace, job_name, confirm_absent=bool(step.status.job_name))
+        _check_job_owner(job, step)
 
         if step.spec.cancel:
             if job is not None:
@@ -204,7 +200,8 @@ class StepReconciler(Reconciler):
             step, verdict.dataset, verdict.source, verdict.base, verdict.output_location, self.config
         )
         manifest = build_training_job(step, trainer, self.accelerators, self.config)
-        self.kube.create_job(step.metadata.namespace, manifest)
+        job, _ = self.kube.create_job(step.metadata.namespace, manifest)
+        _check_job_owner(job, step)
         created = _parse_time(raw["metadata"].get("creationTimestamp"))
         if created is not None:
             METRICS.time_to_job.observe(max(0.0, (self.clock() - created).total_seconds()))
@@ -251,7 +248,8 @@ class StepReconciler(Reconciler):
                 )
             base = Model.model_validate(base_raw)
 
-        out_raw = self.kube.get("models", ns, spec.output_model)
+        # A Model of that name made in the watch's last moments is still caught at registration.
+        out_raw = self.kube.get("models", ns, spec.output_model, confirm_absent=False)
         if out_raw is not None:
             existing = Model.model_validate(out_raw)
             if existing.metadata.annotations.get(naming.ANNOTATION_LINEAGE) == lineage_digest(
@@ -279,8 +277,13 @@ class StepReconciler(Reconciler):
     # --- while the Job exists ----------------------------------------------------------------------
     def _with_job(self, raw: Obj, step: ReinforcementStep, job: Obj) -> float | None:
         ns, job_name = step.metadata.namespace, job["metadata"]["name"]
-        pods = self.kube.list_pods(ns, f"batch.kubernetes.io/job-name={job_name}")
+        pods = self.kube.job_pods(ns, job_name)
         state = job_state(job, pods)
+        if state.outcome is not None:
+            # The verdict reads the pods' termination messages: from the API, not from a pod
+            # watch that may lag behind the Job's.
+            pods = self.kube.list_pods(ns, f"batch.kubernetes.io/job-name={job_name}")
+            state = job_state(job, pods)
         if bool(job["spec"].get("suspend")) != step.spec.suspend and state.outcome is None:
             self.kube.patch_job(ns, job_name, {"spec": {"suspend": step.spec.suspend}})
         if state.outcome == "complete":
@@ -528,6 +531,17 @@ class StepReconciler(Reconciler):
                 status.message,
             )
         step.status = status
+
+
+def _check_job_owner(job: Obj | None, step: ReinforcementStep) -> None:
+    """A Job of that name made for an earlier step of the same name (still being deleted)."""
+    if (
+        job is not None
+        and job["metadata"].get("annotations", {}).get(naming.ANNOTATION_STEP_UID) != step.metadata.uid
+    ):
+        raise kopf.TemporaryError(
+            f"Job {job['metadata']['name']} of an earlier step with this name is still being deleted", delay=5
+        )
 
 
 def _pending_message(step: ReinforcementStep, job_name: str, failed_pods: int) -> str:
