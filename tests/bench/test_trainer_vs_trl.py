@@ -78,12 +78,14 @@ def test_harness_runs_and_losses_match(tmp_path: Path) -> None:
         assert run["optimizer_steps"] == TINY.optimizer_steps
         assert run["peak_rss_kib"] >= run["baseline_rss_kib"] > 0
     stored = json.loads((results / "trainer_vs_trl.json").read_text())
-    assert stored["ratios"]["ours"].keys() == {
+    assert stored["ratios"]["ours+patch"].keys() == {
         "tokens_per_second",
         "loop_tokens_per_second",
+        "cpu_seconds",
         "peak_rss",
         "training_rss",
     }
+    assert len(stored["ratios"]["ours"]["tokens_per_second"]["values"]) == 1
     assert stored["machine"]["cores"] >= 1
     assert {r.metric for r in rows} >= {"ours: trained tokens/s", "ours+patch: loss, first batch"}
     assert "ours+patch: trained tokens/s" in format_table(rows)
