@@ -4,10 +4,17 @@ READY once its references hold together; the trainer and servers verify the file
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from rft.api import Model
 
+from rft_operator import naming
 from rft_operator.conditions import set_condition
 from rft_operator.reconcilers.base import Reconciler
+
+STEP_REGISTRATION_GRACE = 30.0
+"""A Model a ReinforcementStep registers gets its status from that step (one writer, one write);
+this reconciler writes it only if the step has not within this many seconds (deleted meanwhile)."""
 
 
 class ModelReconciler(Reconciler):
@@ -21,6 +28,14 @@ class ModelReconciler(Reconciler):
         gen = model.metadata.generation
         if model.status.observed_generation == gen and model.status.phase is not None:
             return None
+        if model.status.phase is None and model.metadata.annotations.get(naming.ANNOTATION_STEP_UID):
+            created = raw["metadata"].get("creationTimestamp")
+            if created:
+                waited = (
+                    self.clock() - datetime.fromisoformat(created.replace("Z", "+00:00"))
+                ).total_seconds()
+                if waited < STEP_REGISTRATION_GRACE:
+                    return STEP_REGISTRATION_GRACE - waited
         status = model.status.model_copy(deep=True)
         ready, reason, message = True, "Registered", f"{model.spec.kind} model at {model.spec.location}"
         if model.spec.kind == "lora" and model.spec.base_model:
