@@ -30,9 +30,7 @@ def _is_running(state: ClusterState | None) -> bool:
 
 
 def _options(args: argparse.Namespace) -> ClusterOptions:
-    local_node = (
-        LocalNodeOptions(gpus=args.local_node_gpus) if args.local_node else None
-    )
+    local_node = LocalNodeOptions(gpus=args.local_node_gpus) if args.local_node else None
     return ClusterOptions(gpu_nodes=args.gpu_nodes, local_node=local_node)
 
 
@@ -67,8 +65,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     write_state(state_dir, ClusterState(status=Status.STARTING))
     popen, _ = spawn(
         "supervisor",
-        [sys.executable, "-m", "rft_devcluster", "supervise", f"--state-dir={state_dir}",
-         f"--bin-dir={bin_dir}", *_option_args(args)],
+        [
+            sys.executable,
+            "-m",
+            "rft_devcluster",
+            "supervise",
+            f"--state-dir={state_dir}",
+            f"--bin-dir={bin_dir}",
+            *_option_args(args),
+        ],
         log_path=log_path,
         cwd=REPO_ROOT,
         die_with_parent=False,
@@ -166,8 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = add(name, handler, help_text)
         p.add_argument("--gpu-nodes", type=int, default=2, help="fake GPU nodes managed by kwok")
-        p.add_argument("--local-node", action=argparse.BooleanOptionalAction, default=True,
-                       help="also run the local node agent that runs pods as processes")
+        p.add_argument(
+            "--local-node",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="also run the local node agent that runs pods as processes",
+        )
         p.add_argument("--local-node-gpus", type=int, default=0, help="fake nvidia.com/gpu on the local node")
         if name == "supervise":
             p.add_argument("--bin-dir", type=Path, required=True)

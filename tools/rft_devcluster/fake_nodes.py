@@ -31,7 +31,9 @@ class GpuNodeProfile:
 
 # Alternated across the fake nodes so that tests can select a product by label.
 A100_NODE = GpuNodeProfile(gpu_product="NVIDIA-A100-SXM4-80GB", instance_type="p4d.24xlarge")
-H100_NODE = GpuNodeProfile(gpu_product="NVIDIA-H100-80GB-HBM3", instance_type="p5.48xlarge", cpu="192", memory="2048Gi")
+H100_NODE = GpuNodeProfile(
+    gpu_product="NVIDIA-H100-80GB-HBM3", instance_type="p5.48xlarge", cpu="192", memory="2048Gi"
+)
 DEFAULT_PROFILES = (A100_NODE, H100_NODE)
 
 
@@ -75,6 +77,8 @@ def gpu_node_manifest(name: str, profile: GpuNodeProfile) -> dict[str, Any]:
     }
 
 
-def gpu_node_manifests(count: int, profiles: tuple[GpuNodeProfile, ...] = DEFAULT_PROFILES) -> list[dict[str, Any]]:
+def gpu_node_manifests(
+    count: int, profiles: tuple[GpuNodeProfile, ...] = DEFAULT_PROFILES
+) -> list[dict[str, Any]]:
     """``count`` fake GPU nodes, alternating through ``profiles``."""
     return [gpu_node_manifest(gpu_node_name(i), profiles[i % len(profiles)]) for i in range(count)]

@@ -126,7 +126,9 @@ class ClusterHandle:
         With ``check`` a non-zero exit raises :class:`KubectlError`.
         """
         argv = [str(self.kubectl_path), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
-        result = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+        result = subprocess.run(
+            argv, input=input, capture_output=True, text=True, timeout=timeout, check=False
+        )
         if check and result.returncode != 0:
             raise KubectlError(result.returncode, argv, output=result.stdout, stderr=result.stderr)
         return result
@@ -196,7 +198,9 @@ class ClusterHandle:
             request = client.AuthenticationV1TokenRequest(
                 spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=expiration_seconds)
             )
-            response = client.CoreV1Api(api).create_namespaced_service_account_token(sa_name, namespace, request)
+            response = client.CoreV1Api(api).create_namespaced_service_account_token(
+                sa_name, namespace, request
+            )
         if response.status is None:
             raise RuntimeError(f"TokenRequest for {namespace}/{sa_name} returned no token")
         target = path or self._sa_kubeconfig_dir / f"{namespace}.{sa_name}.kubeconfig"

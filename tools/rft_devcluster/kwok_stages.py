@@ -146,7 +146,9 @@ def _terminate(name: str, selector: list[dict[str, Any]]) -> dict[str, Any]:
 
 def pod_stages() -> list[dict[str, Any]]:
     """The kwok Stage documents for pods; their selectors are mutually exclusive."""
-    exit_code, message, delay = (_annotation(k) for k in (FAKE_EXIT_CODE, FAKE_TERMINATION_MESSAGE, FAKE_DELAY))
+    exit_code, message, delay = (
+        _annotation(k) for k in (FAKE_EXIT_CODE, FAKE_TERMINATION_MESSAGE, FAKE_DELAY)
+    )
     return [
         _stage(
             "pod-ready",

@@ -102,7 +102,9 @@ def _group_members(pgid: int) -> list[psutil.Process]:
     return members
 
 
-def stop_group(record: ProcessRecord, *, grace_seconds: float = 10.0, popen: subprocess.Popen[bytes] | None = None) -> None:
+def stop_group(
+    record: ProcessRecord, *, grace_seconds: float = 10.0, popen: subprocess.Popen[bytes] | None = None
+) -> None:
     """Stop the process group led by ``record`` (SIGTERM, then SIGKILL after the grace period).
 
     Works from any process. When ``popen`` (our own child) is given it is also reaped.

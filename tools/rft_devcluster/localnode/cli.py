@@ -20,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--kubeconfig", type=Path, required=True, help="the node's credentials (system:node:<name>)"
     )
     p.add_argument(
-        "--helper-kubeconfig", type=Path, help="a second identity (see controlplane._grant_local_node_helper): log-path annotations, ServiceAccounts, endpoint mirroring"
+        "--helper-kubeconfig",
+        type=Path,
+        help="a second identity (see controlplane._grant_local_node_helper): log-path annotations, ServiceAccounts, endpoint mirroring",
     )
     p.add_argument("--node-name", default="local-node")
     p.add_argument("--root-dir", type=Path, required=True, help="pods' directories, logs and volumes")

@@ -65,7 +65,11 @@ def desired_slices(
             pod_meta = pod["metadata"]
             labels = pod_meta.get("labels") or {}
             ip = (pod.get("status") or {}).get("podIP")
-            if pod_meta["namespace"] != meta["namespace"] or not ip or not ipaddress.ip_address(ip).is_loopback:
+            if (
+                pod_meta["namespace"] != meta["namespace"]
+                or not ip
+                or not ipaddress.ip_address(ip).is_loopback
+            ):
                 continue
             if any(labels.get(k) != v for k, v in selector.items()):
                 continue
@@ -75,7 +79,10 @@ def desired_slices(
             for service_port in spec.get("ports") or []:
                 resolved = _resolve_port(service_port.get("targetPort"), int(service_port["port"]), pod)
                 if resolved is not None:
-                    entry: dict[str, Any] = {"port": resolved, "protocol": service_port.get("protocol", "TCP")}
+                    entry: dict[str, Any] = {
+                        "port": resolved,
+                        "protocol": service_port.get("protocol", "TCP"),
+                    }
                     if service_port.get("name"):
                         entry["name"] = service_port["name"]
                     ports.append(entry)
@@ -83,7 +90,11 @@ def desired_slices(
             ready = _condition_true(pod, "Ready") and not terminating
             endpoint = {
                 "addresses": [ip],
-                "conditions": {"ready": ready, "serving": _condition_true(pod, "Ready"), "terminating": terminating},
+                "conditions": {
+                    "ready": ready,
+                    "serving": _condition_true(pod, "Ready"),
+                    "terminating": terminating,
+                },
                 "nodeName": node_name,
                 "targetRef": {
                     "kind": "Pod",
@@ -109,7 +120,13 @@ def desired_slices(
                         NODE_LABEL: node_name,
                     },
                     "ownerReferences": [
-                        {"apiVersion": "v1", "kind": "Service", "name": meta["name"], "uid": meta["uid"], "controller": True}
+                        {
+                            "apiVersion": "v1",
+                            "kind": "Service",
+                            "name": meta["name"],
+                            "uid": meta["uid"],
+                            "controller": True,
+                        }
                     ],
                 },
                 "addressType": "FQDN",
@@ -158,13 +175,15 @@ class EndpointMirror:
             try:
                 if current is None:
                     self._helper.create(path, body)
-                elif (current.get("endpoints") or []) != body["endpoints"] or current.get("ports") != body["ports"]:
+                elif (current.get("endpoints") or []) != body["endpoints"] or current.get("ports") != body[
+                    "ports"
+                ]:
                     body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
                     self._helper.replace(f"{path}/{name}", body)
             except ApiError as exc:
                 if exc.status not in (404, 409):
                     raise
-        for (namespace, name) in existing.keys() - desired.keys():
+        for namespace, name in existing.keys() - desired.keys():
             try:
                 self._helper.delete(f"{SLICES}/namespaces/{namespace}/endpointslices/{name}")
             except ApiError as exc:

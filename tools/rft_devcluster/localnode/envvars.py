@@ -86,15 +86,20 @@ class EnvResolver:
                 elif "resourceFieldRef" in value_from:
                     ref = value_from["resourceFieldRef"]
                     value = resource_value(
-                        ctx.pod, ref.get("containerName") or container["name"], ref["resource"],
-                        ref.get("divisor"), ctx.capacity,
+                        ctx.pod,
+                        ref.get("containerName") or container["name"],
+                        ref["resource"],
+                        ref.get("divisor"),
+                        ctx.capacity,
                     )
                 elif "configMapKeyRef" in value_from:
                     value = self._key("configMap", value_from["configMapKeyRef"])
                 elif "secretKeyRef" in value_from:
                     value = self._key("secret", value_from["secretKeyRef"])
                 else:
-                    raise PodSetupError(f"env {name}: unsupported valueFrom {sorted(value_from)}", permanent=True)
+                    raise PodSetupError(
+                        f"env {name}: unsupported valueFrom {sorted(value_from)}", permanent=True
+                    )
             except DownwardApiError as exc:
                 raise PodSetupError(f"env {name}: {exc}", permanent=True) from exc
             if value is not None:

@@ -85,12 +85,19 @@ def runtime_for(image: str) -> ImageRuntime:
     for suffix, default in _PROJECT_DEFAULTS.items():
         if name.endswith(suffix):
             return ImageRuntime(
-                kind=suffix, python=venv_python, path=f"{VENV_BIN}{os.pathsep}{_HOST_PATH}", default_command=default
+                kind=suffix,
+                python=venv_python,
+                path=f"{VENV_BIN}{os.pathsep}{_HOST_PATH}",
+                default_command=default,
             )
     if name == "python":
-        return ImageRuntime(kind="python", python=sys.executable, path=f"{Path(sys.executable).parent}:{_HOST_PATH}")
+        return ImageRuntime(
+            kind="python", python=sys.executable, path=f"{Path(sys.executable).parent}:{_HOST_PATH}"
+        )
     if name in _SHELL_IMAGES:
-        return ImageRuntime(kind="shell", python=sys.executable, path=_HOST_PATH, default_command=("/bin/sh",))
+        return ImageRuntime(
+            kind="shell", python=sys.executable, path=_HOST_PATH, default_command=("/bin/sh",)
+        )
     raise UnsupportedImageError(
         f"image {image!r} has no local stand-in; the local node runs *rft-trainer, *rft-server, "
         f"*rft-operator, python and {', '.join(sorted(_SHELL_IMAGES))} images (see docs/local-cluster.md)"

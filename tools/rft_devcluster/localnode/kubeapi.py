@@ -67,7 +67,10 @@ class KubeApi:
         if "token" in user:
             headers["Authorization"] = f"Bearer {user['token']}"
         self._client = httpx.Client(
-            base_url=self.server, verify=ssl_context, headers=headers, timeout=timeout,
+            base_url=self.server,
+            verify=ssl_context,
+            headers=headers,
+            timeout=timeout,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
         )
 
@@ -119,7 +122,12 @@ class KubeApi:
 
     def watch(self, path: str, *, timeout_seconds: int, **params: Any) -> Iterator[JsonDict]:
         """Yield watch events (``{"type": ..., "object": ...}``) until the server ends the watch."""
-        query = {**params, "watch": "true", "timeoutSeconds": str(timeout_seconds), "allowWatchBookmarks": "true"}
+        query = {
+            **params,
+            "watch": "true",
+            "timeoutSeconds": str(timeout_seconds),
+            "allowWatchBookmarks": "true",
+        }
         timeout = httpx.Timeout(10.0, read=timeout_seconds + 30.0)
         with self._client.stream("GET", path, params=query, timeout=timeout) as response:
             if response.status_code >= 400:

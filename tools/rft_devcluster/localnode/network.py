@@ -82,7 +82,9 @@ def _routable_range(requested: str) -> ipaddress.IPv4Network:
     if _is_local_address(probe):
         return network
     if requested != "auto":
-        raise RuntimeError(f"{network} is not local to this host; run: sudo ip route add local {network} dev lo")
+        raise RuntimeError(
+            f"{network} is not local to this host; run: sudo ip route add local {network} dev lo"
+        )
     log.warning(
         "pod IPs fall back to loopback (%s): Services will have no endpoints. To fix, run once: "
         "sudo ip route add local %s dev lo",

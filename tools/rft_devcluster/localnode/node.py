@@ -31,7 +31,14 @@ def _conditions(ready: bool, reason: str, message: str) -> list[dict[str, Any]]:
         ("PIDPressure", "KubeletHasSufficientPID"),
     ]
     conditions = [
-        {"type": t, "status": "False", "reason": r, "message": r, "lastHeartbeatTime": now, "lastTransitionTime": now}
+        {
+            "type": t,
+            "status": "False",
+            "reason": r,
+            "message": r,
+            "lastHeartbeatTime": now,
+            "lastTransitionTime": now,
+        }
         for t, r in pressure
     ]
     conditions.append(
@@ -55,7 +62,9 @@ class NodeRegistration:
         self._config = config
         self._node_ip = node_ip
         self._path = f"/api/v1/nodes/{config.node_name}"
-        self._lease_path = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{config.node_name}"
+        self._lease_path = (
+            f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{config.node_name}"
+        )
         self._node_uid = ""
 
     def labels(self) -> dict[str, str]:
@@ -130,11 +139,20 @@ class NodeRegistration:
         except ApiError as exc:
             if exc.status != 404:
                 raise
-            owner = {"apiVersion": "v1", "kind": "Node", "name": self._config.node_name, "uid": self._node_uid}
+            owner = {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "name": self._config.node_name,
+                "uid": self._node_uid,
+            }
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
-                "metadata": {"name": self._config.node_name, "namespace": LEASE_NAMESPACE, "ownerReferences": [owner]},
+                "metadata": {
+                    "name": self._config.node_name,
+                    "namespace": LEASE_NAMESPACE,
+                    "ownerReferences": [owner],
+                },
                 "spec": spec,
             }
             self._api.create(f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases", body)
@@ -161,6 +179,8 @@ class NodeRegistration:
             try:
                 self.renew_lease()
                 if tick % ticks_per_status == 0:
-                    self.post_status(ready=True, reason="KubeletReady", message="local node agent is posting ready status")
+                    self.post_status(
+                        ready=True, reason="KubeletReady", message="local node agent is posting ready status"
+                    )
             except Exception:  # the next tick retries; a dead heartbeat shows as NotReady
                 log.exception("node heartbeat failed")

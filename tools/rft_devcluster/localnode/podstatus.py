@@ -16,7 +16,13 @@ log = logging.getLogger(__name__)
 _ATTEMPTS = 50
 
 # The condition types this agent owns; others (PodScheduled, readiness gates...) are kept.
-OWNED_CONDITIONS = ("PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready", LOG_PATH_CONDITION)
+OWNED_CONDITIONS = (
+    "PodReadyToStartContainers",
+    "Initialized",
+    "ContainersReady",
+    "Ready",
+    LOG_PATH_CONDITION,
+)
 
 
 def will_restart(restart_policy: str, exit_code: int) -> bool:
@@ -47,7 +53,9 @@ class ConditionBook:
             "type": type_,
             "status": value,
             "lastProbeTime": None,
-            "lastTransitionTime": now_rfc3339() if changed or previous is None else previous["lastTransitionTime"],
+            "lastTransitionTime": now_rfc3339()
+            if changed or previous is None
+            else previous["lastTransitionTime"],
         }
         if reason:
             condition["reason"] = reason
@@ -68,9 +76,9 @@ def merge_status(current: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any
     """``current`` pod status with our fields replaced; foreign conditions are kept."""
     merged = {**current, **{k: v for k, v in ours.items() if k != "conditions"}}
     our_types = {c["type"] for c in ours.get("conditions", [])}
-    merged["conditions"] = [c for c in current.get("conditions", []) if c["type"] not in our_types] + ours.get(
-        "conditions", []
-    )
+    merged["conditions"] = [
+        c for c in current.get("conditions", []) if c["type"] not in our_types
+    ] + ours.get("conditions", [])
     for key in ("reason", "message"):
         if key not in ours:
             merged.pop(key, None)

@@ -92,8 +92,10 @@ class Probe:
         headers = {h["name"]: h["value"] for h in get.get("httpHeaders", [])}
         # Like the kubelet: HTTPS probes do not verify certificates.
         response = httpx.get(
-            f"{scheme}://{host}:{port}{path}", headers=headers, timeout=self.timeout, verify=False  # noqa: S501
+            f"{scheme}://{host}:{port}{path}",
+            headers=headers,
+            timeout=self.timeout,
+            verify=False,  # noqa: S501
         )
         self.last_error = "" if 200 <= response.status_code < 400 else f"HTTP {response.status_code}"
         return 200 <= response.status_code < 400
-
