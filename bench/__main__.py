@@ -22,6 +22,7 @@ BenchmarkFn = Callable[[bool], list[Row]]
 
 BENCHMARKS: dict[str, str] = {
     "trainer_vs_trl": "bench.trainer_vs_trl:benchmark",
+    "operator": "bench.operator_scale:benchmark",
 }
 
 
