@@ -84,11 +84,13 @@ def operator_env(accelerator_map: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def operator(
     cluster: ClusterHandle, crds: None, operator_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    """One operator for the session (as cluster admin; the chart tests prove the RBAC)."""
+    """One operator for the tests of this package (as cluster admin; the chart tests prove the
+    RBAC). It stops when the package's tests end: other packages (the SDK's cluster tests, the
+    chart's) write statuses themselves and must not race a running operator."""
     proc = OperatorProcess(
         cluster.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log", operator_env
     )
