@@ -53,6 +53,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +256,44 @@ def operator_requests(port: int) -> dict[str, int]:
     return out
 
 
+def operator_histogram(port: int, name: str) -> dict[float, float]:
+    """A histogram of the operator's /metrics as {upper bound: cumulative count}."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return {}
+    out: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == f"{name}_bucket":
+                out[float(sample.labels["le"])] = sample.value
+    return out
+
+
+def histogram_quantiles(after: Mapping[float, float], before: Mapping[float, float]) -> dict[str, Any]:
+    """Bucket upper bounds holding the 50th, 95th and 99th percentiles of what was observed between
+    two scrapes (a histogram only knows its buckets)."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0.0
+    out: dict[str, Any] = {"count": total}
+    for q in (50, 95, 99):
+        out[f"p{q}_at_most"] = next(
+            (b for b, c in zip(bounds, counts, strict=True) if c >= total * q / 100), None
+        )
+    return out
+
+
+def timeline(times: Mapping[str, float], start: float) -> list[int]:
+    """How many of `times` fell in each second after `start`."""
+    bins: list[int] = []
+    for t in times.values():
+        i = max(0, int(t - start))
+        bins.extend([0] * (i + 1 - len(bins)))
+        bins[i] += 1
+    return bins
+
+
 # ---------------------------------------------------------------------------------------------
 # Processes: the operator, the watcher, the control plane's components
 
@@ -350,6 +389,8 @@ class WatchProcess:
         )
         self.seen: dict[tuple[str, str], dict[str, float]] = {}  # (kind, what) -> name -> time
         self.requests: Counter[RequestKey] = Counter()
+        self.lags: dict[str, dict[str, float]] = {}  # kind -> name -> seconds after creationTimestamp
+        self.created: dict[str, dict[str, float]] = {}  # kind -> name -> creationTimestamp (epoch)
         self._ready: set[str] = set()
         self._kinds = set(kinds)
         self._cond = threading.Condition()
@@ -370,6 +411,9 @@ class WatchProcess:
                     self.seen.setdefault((event["kind"], event["what"]), {}).setdefault(
                         event["name"], event["t"]
                     )
+                    if "lag" in event:
+                        self.lags.setdefault(event["kind"], {})[event["name"]] = event["lag"]
+                        self.created.setdefault(event["kind"], {})[event["name"]] = event["created"]
                 self._cond.notify_all()
 
     def wait_ready(self, timeout: float = 60) -> None:
@@ -479,6 +523,12 @@ def watch_main(kubeconfig: Path, namespace: str, kinds: Sequence[str]) -> None:
         thread.join()
 
 
+def _timestamp(value: str | None) -> float:
+    if not value:
+        return math.nan
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
 def _job_events(job: dict[str, Any]) -> Iterator[str]:
     yield "added"
     for cond in job.get("status", {}).get("conditions") or []:
@@ -503,12 +553,16 @@ def _watch_forever(
     emitted: set[tuple[str, str]] = set()
 
     def handle(obj: dict[str, Any]) -> None:
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         name = obj["metadata"]["name"]
         for what in events(obj):
             if (name, what) not in emitted:
                 emitted.add((name, what))
-                emit({"t": now, "kind": kind, "name": name, "what": what})
+                event = {"t": now, "kind": kind, "name": name, "what": what}
+                if what == "added":  # when the API server made it (1 s steps), how late the watch was
+                    event["created"] = _timestamp(obj["metadata"].get("creationTimestamp"))
+                    event["lag"] = wall - event["created"]
+                emit(event)
 
     resource_version: str | None = None
     announced = False
@@ -739,6 +793,7 @@ def run_operator_phase(cluster: ClusterHandle, options: Options, work_dir: Path)
         events_before = events_by_component(core, OPERATOR_NAMESPACE)
         before = apiserver_requests(api)
         before_writes = operator_requests(metrics_port)
+        before_to_job = operator_histogram(metrics_port, "rft_step_time_to_job_seconds")
         before_cpu = operator.cpu_seconds()
         before_components = component_cpu()
         rss_before = operator.rss_kib()
@@ -771,6 +826,7 @@ def run_operator_phase(cluster: ClusterHandle, options: Options, work_dir: Path)
         _settle(api, _operator_keys, options.settle_seconds)
         after = apiserver_requests(api)
         after_writes = operator_requests(metrics_port)
+        after_to_job = operator_histogram(metrics_port, "rft_step_time_to_job_seconds")
         events = counter_delta(events_by_component(core, OPERATOR_NAMESPACE), events_before)
         cpu = operator.cpu_seconds() - before_cpu
         after_components = component_cpu()
@@ -799,6 +855,9 @@ def run_operator_phase(cluster: ClusterHandle, options: Options, work_dir: Path)
         "requests": counter_delta(after, before),
         "own_requests": own,
         "events_by_component": dict(events),
+        "watch_lag": {kind: dict(lags) for kind, lags in watcher.lags.items()},
+        "created_at": {kind: dict(created) for kind, created in watcher.created.items()},
+        "operator_time_to_job": histogram_quantiles(after_to_job, before_to_job),
         "operator_requests": {
             k: v - before_writes.get(k, 0) for k, v in after_writes.items() if v - before_writes.get(k, 0)
         },
@@ -853,6 +912,7 @@ def run_raw_phase(cluster: ClusterHandle, options: Options) -> dict[str, Any]:
         "jobs": n,
         "created": {manifests[i]["metadata"]["name"]: t for i, t in enumerate(created)},
         "jobs_complete": watcher.times("jobs", "complete"),
+        "watch_lag": {kind: dict(lags) for kind, lags in watcher.lags.items()},
         "finished": finished,
         "seconds": ended - started,
         "create_seconds": created_done - started,
@@ -918,7 +978,7 @@ def operator_may_send(key: RequestKey) -> bool:
     if (group, resource) == ("", "pods"):
         return verb in ("GET", "LIST")
     if (group, resource) == ("", "events"):
-        return verb in ("POST", "PATCH")
+        return verb == "POST"  # the operator never updates an Event
     return False
 
 
@@ -997,6 +1057,18 @@ def summarize(
     peak_mib = operator_phase["operator_rss_kib"]["peak"] / 1024
 
     dist_job, dist_done = distribution(to_job), distribution(to_completed)
+    own_to_job = operator_phase.get("operator_time_to_job", {})
+    stamps = operator_phase.get("created_at", {})
+    step_stamps, job_stamps = stamps.get("steps", {}), stamps.get("jobs", {})
+    server_to_job = distribution(
+        [
+            job_stamps[naming.training_job_name(name)] - stamp
+            for name, stamp in step_stamps.items()
+            if naming.training_job_name(name) in job_stamps
+        ]
+    )
+    job_lag = distribution(list(operator_phase["watch_lag"].get("jobs", {}).values()))
+    raw_lag = distribution(list(raw_phase["watch_lag"].get("jobs", {}).values()))
     fraction = op_complete_rate / raw_create_rate
     rows = [
         Row(
@@ -1006,6 +1078,28 @@ def summarize(
             target=f"p99 < {TARGET_P99_TO_JOB:g}",
             met=dist_job["p99"] < TARGET_P99_TO_JOB and len(to_job) == n,
             note=f"{len(to_job)}/{n} Jobs; max {dist_job['max']:.2f}",
+        ),
+        Row(
+            NAME,
+            "  operator's own view of it, s",
+            (
+                f"<= {own_to_job['p50_at_most']:g} / {own_to_job['p95_at_most']:g} / {own_to_job['p99_at_most']:g}"
+                if own_to_job.get("p50_at_most") is not None
+                else ""
+            ),
+            note="creationTimestamp (1 s steps) to its create call: rft_step_time_to_job_seconds buckets",
+        ),
+        Row(
+            NAME,
+            "  by the API server's timestamps, s",
+            f"{server_to_job['p50']:.0f} / {server_to_job['p95']:.0f} / {server_to_job['p99']:.0f}",
+            note="Job creationTimestamp - step creationTimestamp (whole seconds, +-1)",
+        ),
+        Row(
+            NAME,
+            "  watch delivery lag of Jobs, s (p50/p99)",
+            f"{job_lag['p50']:.2f} / {job_lag['p99']:.2f}",
+            note=f"seen - creationTimestamp (1 s steps); raw phase {raw_lag['p50']:.2f} / {raw_lag['p99']:.2f}",
         ),
         Row(
             NAME,
@@ -1106,6 +1200,18 @@ def summarize(
             "job_create_rate": op_job_rate,
             "completed_rate": op_complete_rate,
             "phases_seen": {k: len(v) for k, v in operator_phase["phases"].items()},
+            "operator_time_to_job": own_to_job,
+            "server_timestamps_to_job_seconds": server_to_job,
+            "job_watch_lag_seconds": job_lag,
+            "step_watch_lag_seconds": distribution(
+                list(operator_phase["watch_lag"].get("steps", {}).values())
+            ),
+            "timeline_per_second": {
+                "steps_created": timeline({k: r for k, (_, r) in created.items()}, first_sent),
+                "jobs_seen": timeline(jobs_added, first_sent),
+                "running_seen": timeline(operator_phase["phases"]["JOB_STATE_RUNNING"], first_sent),
+                "completed_seen": timeline(completed, first_sent),
+            },
             "cpu_seconds": cpu,
             "cpu_ms_per_step": cpu / n * 1000,
             "rss_kib": operator_phase["operator_rss_kib"],
@@ -1129,6 +1235,11 @@ def summarize(
             "job_create_rate": raw_create_rate,
             "completed_rate": raw_complete_rate,
             "creation_to_complete_seconds": distribution(raw_to_complete),
+            "job_watch_lag_seconds": raw_lag,
+            "timeline_per_second": {
+                "jobs_created": timeline({k: r for k, (_, r) in raw_created.items()}, raw_first),
+                "jobs_complete": timeline(raw_complete, raw_first),
+            },
             "all_requests_per_job": _per_item(raw_phase["requests"], raw_phase["jobs"]),
             "component_cpu_seconds": raw_phase["component_cpu_seconds"],
         },
