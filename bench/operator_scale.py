@@ -1260,9 +1260,15 @@ def writes_breakdown(payload: Mapping[str, Any]) -> str:
     return ", ".join(f"{k} {v:.2f}" for k, v in items.items())
 
 
-def benchmark(quick: bool = False) -> list[Row]:
-    """Entry point for `python -m bench` (quick: 100 steps on 10 nodes)."""
-    options = Options(steps=100, nodes=10) if quick else Options()
+def benchmark(quick: bool = False, argv: Sequence[str] = ()) -> list[Row]:
+    """Entry point for `python -m bench` (quick: 100 steps on 10 nodes); `argv` takes this
+    module's options (`--steps 1000 --nodes 100 ...`), for a runner that passes them on."""
+    if argv:
+        parser = argparse.ArgumentParser(prog="python -m bench operator")
+        add_run_arguments(parser)
+        options = options_from_args(parser.parse_args(list(argv)))
+    else:
+        options = Options(steps=100, nodes=10) if quick else Options()
     rows, _ = run(options)
     return rows
 
