@@ -13,9 +13,10 @@ threads, 8 optimizer steps on each side.
 - Ours: `rft_trainer.loop.Trainer` on the same samples; packed rows of at most `batch_tokens`
   tokens, `gradient_accumulation_steps` rows per optimizer step, chosen so that the epoch takes
   the same 8 optimizer steps (a step then holds about, not exactly, 64 completions).
+- Ours+patch: the same with the speed-ups proposed in `bench.fastpaths` applied.
 
-First the two are checked to compute the same loss and the same LoRA gradients on the same first
-optimizer batch (groups 0-7); then each side trains the whole epoch in its own subprocess,
+First each of ours and ours+patch is checked to compute TRL's loss and LoRA gradients on the same
+first optimizer batch (groups 0-7); then each side trains the whole epoch in its own subprocess,
 alternating, several times. Each subprocess reports its wall time and its peak resident memory
 during training (VmHWM, reset just before training starts).
 """
