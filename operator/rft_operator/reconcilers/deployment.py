@@ -18,6 +18,7 @@ from rft.api.deployment import LoadedAdapters
 from rft_operator.accelerators import AcceleratorMap, UnknownAcceleratorError
 from rft_operator.adapters import AdapterAdminError, load_adapter, served_models, unload_adapter
 from rft_operator.builders.serving import (
+    SERVER_PORT,
     admin_port,
     build_server_deployment,
     build_server_service,
@@ -296,7 +297,7 @@ class DeploymentReconciler(Reconciler):
             adapters: list[str] = []
             if may_poll(replica.ip, self.config.progress_poll):
                 try:
-                    adapters = sorted(served_models(replica.ip, 8000) - {base_name})
+                    adapters = sorted(served_models(replica.ip, SERVER_PORT) - {base_name})
                 except AdapterAdminError:
                     adapters = []
             out.append(LoadedAdapters(pod=replica.pod, adapters=adapters))
