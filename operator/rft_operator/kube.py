@@ -11,6 +11,9 @@ import hashlib
 import json
 import logging
 import threading
+import time
+from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +54,100 @@ class WriteCounter:
         METRICS.api_writes.labels(verb=verb, resource=resource).inc()
 
 
+class EventRecorder:
+    """Posts Events in the background, like client-go's event broadcaster: a reconcile hands its
+    Event over and goes on instead of waiting for the API server.
+
+    Events queue up to `capacity`; beyond that (or once stopping) they are dropped, counted in
+    `rft_events_dropped_total` and logged at debug level: Events are best effort and must never
+    hold up reconciling. `workers` threads post them; `stop` posts what is queued for a short
+    while (on shutdown), then drops the rest.
+    """
+
+    def __init__(self, post: Callable[[str, Obj], None], capacity: int = 1000, workers: int = 2) -> None:
+        self._post = post
+        self._capacity = capacity
+        self._pending: deque[tuple[str, Obj]] = deque()
+        self._posting = 0
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._idle = threading.Condition(self._lock)
+        self._stopping = False
+        self.dropped = 0
+        self._threads = [
+            threading.Thread(target=self._run, name=f"events-{i}", daemon=True) for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def record(self, namespace: str, event: Obj) -> bool:
+        """Queue `event` for posting; False when it was dropped (queue full or stopping)."""
+        with self._lock:
+            if not self._stopping and len(self._pending) < self._capacity:
+                self._pending.append((namespace, event))
+                self._work.notify()
+                return True
+            self.dropped += 1
+        METRICS.events_dropped.inc()
+        involved = event.get("involvedObject", {})
+        log.debug(
+            "event queue full: dropped event %s on %s/%s",
+            event.get("reason"),
+            namespace,
+            involved.get("name"),
+        )
+        return False
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._pending) + self._posting
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every queued Event has been posted (or failed); False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._pending or self._posting:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+        return True
+
+    def stop(self, timeout: float = 2.0) -> bool:
+        """Post what is queued for up to `timeout` seconds, then drop the rest and stop."""
+        flushed = self.flush(timeout)
+        with self._lock:
+            self._stopping = True
+            left = len(self._pending)
+            self._pending.clear()
+            self.dropped += left
+            self._work.notify_all()
+            self._idle.notify_all()
+        if left:
+            METRICS.events_dropped.inc(left)
+            log.info("dropped %d event(s) not posted within %.1fs of shutdown", left, timeout)
+        return flushed
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending and not self._stopping:
+                    self._work.wait()
+                if not self._pending:
+                    return
+                namespace, event = self._pending.popleft()
+                self._posting += 1
+            try:
+                self._post(namespace, event)
+            except Exception:  # best effort: the poster logs API errors itself
+                log.exception("could not post event %s", event.get("reason"))
+            finally:
+                with self._lock:
+                    self._posting -= 1
+                    if not self._pending and not self._posting:
+                        self._idle.notify_all()
+
+
 class Kube:
     """The few API calls the reconcilers need."""
 
@@ -66,6 +163,7 @@ class Kube:
         self.discovery = client.DiscoveryV1Api(api_client)
         self.component = component
         self.writes = WriteCounter()
+        self.events = EventRecorder(self._post_event)
 
     # --- the project's custom resources -------------------------------------------------------
     def get(self, plural: str, namespace: str, name: str, *, confirm_absent: bool = True) -> Obj | None:
@@ -271,7 +369,8 @@ class Kube:
 
     # --- Events ----------------------------------------------------------------------------------
     def record_event(self, obj: Obj, event_type: str, reason: str, message: str) -> None:
-        """Post a core/v1 Event about `obj`. Failures are logged, never raised: events are best effort."""
+        """Queue a core/v1 Event about `obj` for posting in the background (`EventRecorder`): the
+        caller never waits for it. Failures are logged, never raised: events are best effort."""
         meta = obj["metadata"]
         now = datetime.now(UTC)
         event = {
@@ -296,12 +395,19 @@ class Kube:
             "lastTimestamp": now.isoformat().replace("+00:00", "Z"),
             "count": 1,
         }
+        self.events.record(meta["namespace"], event)
+
+    def _post_event(self, namespace: str, event: Obj) -> None:
         try:
             self.writes.add("create", "events")
-            _drain(self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False))  # type: ignore[arg-type]
+            _drain(self.core.create_namespaced_event(namespace, event, _preload_content=False))  # type: ignore[arg-type]
         except ApiException as exc:
             log.warning(
-                "could not record event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc.reason
+                "could not record event %s on %s/%s: %s",
+                event["reason"],
+                namespace,
+                event["involvedObject"]["name"],
+                exc.reason,
             )
 
 

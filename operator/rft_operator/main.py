@@ -43,6 +43,7 @@ KIND_OF_PLURAL = {
     "deployments": "deployment",
 }
 CHILD_BATCH_SECONDS = 0.2
+EVENT_FLUSH_SECONDS = 2.0
 CHILD_RESOURCES = (("", "v1", "pods"), ("batch", "v1", "jobs"), ("apps", "v1", "deployments"))
 CACHED = {  # plural -> the Kopf index (below) that caches it
     "reinforcementsteps": "step_objects",
@@ -126,6 +127,7 @@ def start(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> None:
 def stop(memo: Any, **_: Any) -> None:
     memo.stop_resync.set()
     memo.queue.stop()
+    memo.kube.events.stop(timeout=EVENT_FLUSH_SECONDS)  # after the reconciles that queue them
     if memo.elector is not None:
         memo.elector.stop()
 

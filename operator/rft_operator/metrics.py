@@ -29,6 +29,10 @@ class _Metrics:
             "Reads from the Kubernetes API (not from the watch caches), by verb and resource.",
             ["verb", "resource"],
         )
+        self.events_dropped = Counter(
+            "rft_events_dropped_total",
+            "Kubernetes Events dropped unposted (the event queue was full, or at shutdown).",
+        )
         self.reconcile_seconds = Histogram(
             "rft_reconcile_seconds", "Time spent in one reconcile, by kind.", ["kind"]
         )

@@ -243,8 +243,8 @@ def test_step_completes_under_the_charts_token(all_namespaces: Running, team: Ob
     assert base["status"]["phase"] == "READY"
     jobs = team.jobs("rft-operator.io/step=s")
     assert [j.spec.template.spec.service_account_name for j in jobs] == ["rft-trainer"]
-    reasons = {e.split(":")[0] for e in team.events("s")}
-    assert {"Normal/Pending", "Normal/Running", "Normal/Completed"} <= reasons  # events created
+    wanted = {"Normal/Pending", "Normal/Running", "Normal/Completed"}  # events created
+    team.wait_events("s", lambda seen: wanted <= {e.split(":")[0] for e in seen}, what=str(wanted))
     # Argo CD's health checks read what the operator really wrote.
     assert health(done) == {"status": "Healthy", "message": done["status"]["message"]}
     assert health(model)["status"] == "Healthy"

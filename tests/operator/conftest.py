@@ -193,6 +193,20 @@ class Objects:
         ).items
         return [f"{e.type}/{e.reason}: {e.message}" for e in items]
 
+    def wait_events(
+        self, name: str, until: Callable[[list[str]], bool], timeout: float = 15, what: str = "events"
+    ) -> list[str]:
+        """The object's events once `until` holds: the operator posts them in the background, so
+        they may arrive a moment after the status change they report."""
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = self.events(name)
+            if until(seen):
+                return seen
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name}: {what} not seen in {timeout}s; seen: {seen}")
+            time.sleep(0.25)
+
 
 @pytest.fixture
 def objects(cluster: ClusterHandle, namespace: str) -> Iterator[Objects]:

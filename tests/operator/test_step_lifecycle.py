@@ -61,8 +61,8 @@ def test_step_completes_and_registers_its_model(operator: OperatorProcess, objec
     pod_spec = jobs[0].spec.template.spec
     assert pod_spec.node_selector == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     assert pod_spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
-    reasons = [e.split(":")[0] for e in objects.events("s")]
-    assert {"Normal/Pending", "Normal/Running", "Normal/Completed"} <= set(reasons)
+    wanted = {"Normal/Pending", "Normal/Running", "Normal/Completed"}
+    objects.wait_events("s", lambda seen: wanted <= {e.split(":")[0] for e in seen}, what=str(wanted))
 
 
 def test_failing_pods_exhaust_retries_and_report_the_trainers_last_words(
@@ -79,7 +79,9 @@ def test_failing_pods_exhaust_retries_and_report_the_trainers_last_words(
     assert "after 2 attempt(s)" in failed["status"]["message"]
     assert "exit code 2" in failed["status"]["message"]
     assert "connection reset" in failed["status"]["message"]
-    assert any(e.startswith("Warning/Failed") for e in objects.events("s"))
+    objects.wait_events(
+        "s", lambda seen: any(e.startswith("Warning/Failed") for e in seen), what="Warning/Failed"
+    )
 
 
 def test_bad_input_fails_at_once_without_retries(operator: OperatorProcess, objects: Objects) -> None:
