@@ -59,36 +59,37 @@ def test_plan_matches_optimizer_steps(tmp_path: Path) -> None:
 def test_harness_runs_and_losses_match(tmp_path: Path) -> None:
     results = tmp_path / "results"
     options = trainer_vs_trl.Options(
-        spec=TINY,
-        repetitions=1,
-        batch_tokens=64,
-        patch_batch_tokens=96,
-        work_dir=tmp_path / "work",
-        results_dir=results,
+        spec=TINY, repetitions=1, batch_tokens=64, work_dir=tmp_path / "work", results_dir=results
     )
     rows, payload = trainer_vs_trl.run(options)
 
     equivalence = payload["equivalence"]
     assert equivalence["passed"], equivalence
-    for variant in ("ours", "ours+patch"):
-        assert equivalence[variant]["loss_rel_diff"] <= trainer_vs_trl.LOSS_RTOL
-        assert equivalence[variant]["grad_rel_diff"] <= trainer_vs_trl.GRAD_RTOL
+    assert equivalence["ours"]["loss_rel_diff"] <= trainer_vs_trl.LOSS_RTOL
+    assert equivalence["ours"]["grad_rel_diff"] <= trainer_vs_trl.GRAD_RTOL
     for side in trainer_vs_trl.SIDES:
         (run,) = payload["runs"][side]
         assert run["optimizer_steps"] == TINY.optimizer_steps
         assert run["peak_rss_kib"] >= run["baseline_rss_kib"] > 0
+    # the peer makes the same update as ours: every micro-batch's ratio against old-policy
+    # logprobs; on-policy TRL takes the ratio to be 1 (no old logprobs at all)
+    micro_batches = TINY.samples // TINY.group_size
+    assert payload["runs"]["trl"][0]["old_logprob_batches"] == micro_batches
+    assert payload["runs"]["trl-on-policy"][0]["old_logprob_batches"] == 0
+    assert payload["runs"]["ours"][0]["reference_seconds"] > 0
     stored = json.loads((results / "trainer_vs_trl.json").read_text())
-    assert stored["ratios"]["ours+patch"].keys() == {
+    assert stored["ratios"].keys() == {"trl", "trl-on-policy"}
+    assert stored["ratios"]["trl"].keys() == {
         "tokens_per_second",
         "loop_tokens_per_second",
         "cpu_seconds",
         "peak_rss",
         "training_rss",
     }
-    assert len(stored["ratios"]["ours"]["tokens_per_second"]["values"]) == 1
+    assert len(stored["ratios"]["trl"]["tokens_per_second"]["values"]) == 1
     assert stored["machine"]["cores"] >= 1
-    assert {r.metric for r in rows} >= {"ours: trained tokens/s", "ours+patch: loss, first batch"}
-    assert "ours+patch: trained tokens/s" in format_table(rows)
+    assert {r.metric for r in rows} >= {"trained tokens/s", "loss, first batch", "RSS added by training, MiB"}
+    assert "trained tokens/s vs TRL on-policy" in format_table(rows)
 
 
 def fake_benchmark(quick: bool) -> list[Row]:

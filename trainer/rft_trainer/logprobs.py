@@ -3,8 +3,14 @@
 The decoder runs over the packed row (split into rows of about one context length for attention
 kernels that materialise a mask); the output projection is then applied only to the
 hidden states that predict completion tokens, a chunk at a time, and each chunk's logits are
-reduced at once to (target logit - logsumexp). With gradients on, each chunk is checkpointed, so
-backward keeps the chunk's hidden states, not its logits.
+reduced at once to (target logit - logsumexp).
+
+With gradients on, backward must not keep [chunk, vocab] logits. For a frozen linear head (the
+trainer's case: adapters stay on the blocks) `FrozenHeadLogprobs` computes the gradient with
+respect to the hidden states in the forward pass: d log p(target) / d logits = onehot - softmax,
+so d log p / d hidden = (onehot - softmax) @ W, a [chunk, hidden] matrix known before the loss;
+backward only scales its rows. Two head matmuls and one softmax, where a checkpointed chunk
+(any other head) costs three matmuls and two softmaxes.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from typing import Any
 
 import torch
 from torch.utils.checkpoint import checkpoint
+
+from rft_trainer.attention import PACKED_SDPA
 
 DEFAULT_CHUNK_TOKENS = 1024
 DEFAULT_ROW_TOKENS = 1024
@@ -29,6 +37,45 @@ def _chunk_logprobs(
     return picked - torch.logsumexp(logits, dim=-1)
 
 
+class FrozenHeadLogprobs(torch.autograd.Function):
+    """log p(targets | hidden) through a frozen linear head, gradient to `hidden` made in forward."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        hidden: torch.Tensor,
+        targets: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        softcap: float | None,
+    ) -> torch.Tensor:
+        logits = torch.nn.functional.linear(hidden, weight, bias).float()
+        tanh = None
+        if softcap:
+            tanh = torch.tanh(logits / softcap)
+            logits = tanh * softcap
+        lse = torch.logsumexp(logits, dim=-1)
+        logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
+        if ctx.needs_input_grad[0]:
+            # onehot - softmax, built in place in the logits buffer
+            grad_logits = logits.sub_(lse.unsqueeze(-1)).exp_().neg_()
+            grad_logits.scatter_add_(-1, targets.unsqueeze(-1), torch.ones_like(lse).unsqueeze(-1))
+            if tanh is not None:
+                grad_logits.mul_(1.0 - tanh * tanh)
+            ctx.save_for_backward(grad_logits.to(weight.dtype) @ weight)
+            ctx.hidden_dtype = hidden.dtype
+        return logp
+
+    @staticmethod
+    def backward(ctx: Any, grad_logp: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None, None]:
+        (grad_hidden,) = ctx.saved_tensors
+        return (grad_logp.unsqueeze(-1) * grad_hidden).to(ctx.hidden_dtype), None, None, None, None
+
+
+def _frozen_linear(module: torch.nn.Module) -> bool:
+    return isinstance(module, torch.nn.Linear) and not any(p.requires_grad for p in module.parameters())
+
+
 def gather_logprobs(
     hidden: torch.Tensor,
     targets: torch.Tensor,
@@ -38,11 +85,14 @@ def gather_logprobs(
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
 ) -> torch.Tensor:
     """log p(targets[k] | hidden[k]) for each row k of `hidden` [N, H], computed in chunks."""
+    frozen_head = lm_head if isinstance(lm_head, torch.nn.Linear) and _frozen_linear(lm_head) else None
     parts = []
     for start in range(0, hidden.shape[0], chunk_tokens):
         h = hidden[start : start + chunk_tokens]
         t = targets[start : start + chunk_tokens]
-        if torch.is_grad_enabled() and h.requires_grad:
+        if frozen_head is not None:
+            part = FrozenHeadLogprobs.apply(h, t, frozen_head.weight, frozen_head.bias, softcap)
+        elif torch.is_grad_enabled() and h.requires_grad:
             part = checkpoint(_chunk_logprobs, h, t, lm_head, softcap, use_reentrant=False)
         else:
             part = _chunk_logprobs(h, t, lm_head, softcap)
@@ -91,7 +141,11 @@ class CompletionLogprobs(torch.nn.Module):
         hidden = torch.cat(parts)[target_positions - 1]
         targets = input_ids[0, target_positions]
         return gather_logprobs(
-            hidden, targets, model.get_output_embeddings(), softcap=self.softcap, chunk_tokens=self.chunk_tokens
+            hidden,
+            targets,
+            model.get_output_embeddings(),
+            softcap=self.softcap,
+            chunk_tokens=self.chunk_tokens,
         )
 
 
@@ -113,10 +167,10 @@ def row_spans(position_ids: torch.Tensor, row_tokens: int | None) -> list[tuple[
 
 
 def row_tokens_for(causal_lm: Any, max_context_length: int) -> int | None:
-    """How long one decoder row may be. Flash-attention works on sequence boundaries (varlen) and
-    takes the whole packed batch as one row; other kernels build a [row, row] mask and spend
-    attention time quadratic in the row, so rows are kept near one context length."""
-    if _hf_model(causal_lm).config._attn_implementation == "flash_attention_2":
+    """How long one decoder row may be. Flash-attention and the packed SDPA work on sequence
+    boundaries and take the whole packed batch as one row; other kernels build a [row, row] mask
+    and spend attention time quadratic in the row, so rows are kept near one context length."""
+    if _hf_model(causal_lm).config._attn_implementation in ("flash_attention_2", PACKED_SDPA):
         return None
     return max(max_context_length, DEFAULT_ROW_TOKENS)
 

@@ -4,7 +4,7 @@ Order of work:
 1. A no-grad reference pass over all samples computes the log-probabilities the importance ratio
    is taken against where the data has no sampling logprobs (the policy at the start of the step),
    and the base model's (adapter disabled) when a KL penalty is on. For a new adapter (B = 0) the
-   two are the same numbers, so one pass serves both.
+   two are the same numbers, so one pass, with the adapter disabled, serves both.
 2. For each epoch: a seeded shuffle, token-budget packing, and optimizer steps of
    `gradient_accumulation_steps` packed batches each (times the world size under DDP). The loss
    of each micro-batch is normalised by totals over the whole optimizer step, so accumulation does
@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from rft.trainer_config import ProgressReport
 
+from rft_trainer import fused_lora
 from rft_trainer.data import PackedBatch, Sample, epoch_order, pack
 from rft_trainer.errors import BadInputError
 from rft_trainer.logprobs import CompletionLogprobs, row_tokens_for
@@ -197,7 +198,10 @@ class Trainer:
         self.device = device
         self.new_adapter = new_adapter
         self.dist = dist
-        self.scorer = CompletionLogprobs(policy, row_tokens=row_tokens_for(policy, settings.max_context_length))
+        fused_lora.install(policy)  # same numbers as PEFT's LoRA forward, fewer passes over memory
+        self.scorer = CompletionLogprobs(
+            policy, row_tokens=row_tokens_for(policy, settings.max_context_length)
+        )
         self.epoch_batches = [plan_epoch(samples, settings, e) for e in range(settings.epochs)]
         self.total_steps = total_optimizer_steps(
             [len(b) for b in self.epoch_batches], settings.gradient_accumulation_steps, dist.world_size
@@ -206,14 +210,21 @@ class Trainer:
     # -- reference pass ---------------------------------------------------------------------
 
     def _needs_policy_reference(self) -> bool:
-        return any(s.sampling_logprobs is None or any(map(math.isnan, s.sampling_logprobs)) for s in self.samples)
+        return any(
+            s.sampling_logprobs is None or any(map(math.isnan, s.sampling_logprobs)) for s in self.samples
+        )
 
     def compute_references(self) -> tuple[dict[int, torch.Tensor] | None, dict[int, torch.Tensor] | None]:
         """(start-of-step policy logprobs or None, base logprobs or None), per sample index."""
         want_kl = self.loss_params.kl_coefficient > 0
         want_policy = self._needs_policy_reference() or (want_kl and self.new_adapter)
         batches = self.epoch_batches[0]
-        policy_ref = reference_logprobs(self.scorer, batches, self.device, self.dist) if want_policy else None
+        policy_ref = None
+        if want_policy:
+            # A new adapter's B matrices are zero: the policy is exactly the base model, so the
+            # pass skips the LoRA layers (bit-identical numbers, fewer matmuls).
+            with self.policy.disable_adapter() if self.new_adapter else contextlib.nullcontext():
+                policy_ref = reference_logprobs(self.scorer, batches, self.device, self.dist)
         base_ref = None
         if want_kl:
             if self.new_adapter:
@@ -240,18 +251,23 @@ class Trainer:
                 self.scorer, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            params, lr=settings.learning_rate, weight_decay=settings.weight_decay
-        )
+        optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_factor(step, settings.warmup_steps)
         )
         self.policy.train()
         train_started = time.perf_counter()
         for epoch, batches in enumerate(self.epoch_batches, start=1):
-            for group in optimizer_step_groups(batches, settings.gradient_accumulation_steps, self.dist.world_size):
+            for group in optimizer_step_groups(
+                batches, settings.gradient_accumulation_steps, self.dist.world_size
+            ):
                 stats = self._optimizer_step(
-                    module, group, params=params, optimizer=optimizer, policy_ref=policy_ref, base_ref=base_ref
+                    module,
+                    group,
+                    params=params,
+                    optimizer=optimizer,
+                    policy_ref=policy_ref,
+                    base_ref=base_ref,
                 )
                 scheduler.step()
                 outcome.steps.append(stats)
@@ -384,7 +400,9 @@ _SUMMED_FIELDS = (
 
 def _all_reduce_stats(stats: StepStats, device: torch.device) -> StepStats:
     """Sum a step's statistics over all ranks (each rank saw only its share of the batches)."""
-    values = torch.tensor([float(getattr(stats, f)) for f in _SUMMED_FIELDS], dtype=torch.float64, device=device)
+    values = torch.tensor(
+        [float(getattr(stats, f)) for f in _SUMMED_FIELDS], dtype=torch.float64, device=device
+    )
     torch.distributed.all_reduce(values)
     summed = StepStats(**dict(zip(_SUMMED_FIELDS, values.tolist(), strict=True)))
     summed.tokens = int(summed.tokens)

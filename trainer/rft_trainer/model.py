@@ -15,6 +15,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from rft.api.model import LoraSettings, TrainingRecord
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from rft_trainer import attention
 from rft_trainer.errors import BadInputError
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -46,11 +47,11 @@ def _dtype_for(device: torch.device) -> torch.dtype:
 
 
 def _attention_for(device: torch.device) -> str:
-    # flash-attention reads packed-sequence boundaries from position_ids without materialising a
-    # [T, T] mask; sdpa (the fallback, and the CPU path) builds a block-diagonal mask instead.
+    # flash-attention reads packed-sequence boundaries from position_ids (varlen); elsewhere
+    # (CPU, CUDA without flash-attn) one SDPA call per packed sequence, never a [T, T] mask.
     if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
         return "flash_attention_2"
-    return "sdpa"
+    return attention.register()
 
 
 def load_base_model(location: str, device: torch.device, *, local_files_only: bool = True) -> tuple[Any, Any]:
@@ -134,14 +135,17 @@ def read_adapter_config(adapter_dir: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BadInputError(
-            "IncompatibleCheckpoint", f"the parent checkpoint has no {ADAPTER_CONFIG}: it is not a LoRA adapter"
+            "IncompatibleCheckpoint",
+            f"the parent checkpoint has no {ADAPTER_CONFIG}: it is not a LoRA adapter",
         ) from None
     except json.JSONDecodeError as exc:
         raise BadInputError(
             "IncompatibleCheckpoint", f"the parent checkpoint's {ADAPTER_CONFIG} is not valid JSON: {exc}"
         ) from None
     if not isinstance(data, dict):
-        raise BadInputError("IncompatibleCheckpoint", f"the parent checkpoint's {ADAPTER_CONFIG} is not an object")
+        raise BadInputError(
+            "IncompatibleCheckpoint", f"the parent checkpoint's {ADAPTER_CONFIG} is not an object"
+        )
     return data
 
 
@@ -187,7 +191,8 @@ def check_parent_compatible(
     if problems:
         raise BadInputError(
             "IncompatibleCheckpoint",
-            f"cannot continue from checkpoint {parent_name!r}: it has " + "; ".join(problems)
+            f"cannot continue from checkpoint {parent_name!r}: it has "
+            + "; ".join(problems)
             + ". A continuation must keep the base model, LoRA shape, learning rate, max context "
             "length and batch size of its parent.",
         )
@@ -231,7 +236,9 @@ def attach_parent_adapter(model: Any, adapter_dir: Path, parent_name: str) -> An
             + str(exc).splitlines()[0][:500],
         ) from None
     if trainable_parameter_count(peft_model) == 0:
-        raise BadInputError("IncompatibleCheckpoint", f"checkpoint {parent_name!r} loaded with no trainable parameters")
+        raise BadInputError(
+            "IncompatibleCheckpoint", f"checkpoint {parent_name!r} loaded with no trainable parameters"
+        )
     return peft_model
 
 
