@@ -29,9 +29,9 @@ from rft_operator.leader import LeaderElector
 from rft_operator.reconcilers.dataset import DatasetReconciler
 from rft_operator.reconcilers.deployment import DeploymentReconciler
 from rft_operator.reconcilers.model import ModelReconciler
-from rft_operator.reconcilers.step import StepReconciler
+from rft_operator.reconcilers.step import StepReconciler, needs_job
 from rft_operator.waiting import WaitingSteps
-from rft_operator.workqueue import WorkQueue
+from rft_operator.workqueue import HIGH, NORMAL, WorkQueue
 
 log = logging.getLogger("rft_operator")
 
@@ -209,8 +209,11 @@ for _plural, _kind in KIND_OF_PLURAL.items():
 async def step_changed(
     name: str, namespace: str | None, event: Mapping[str, Any], body: Mapping[str, Any], memo: Any, **_: Any
 ) -> None:
-    memo.waiting.update(namespace or "", name, None if event.get("type") == "DELETED" else body)
-    memo.queue.add(("step", namespace or "", name))
+    deleted = event.get("type") == "DELETED"
+    memo.waiting.update(namespace or "", name, None if deleted else body)
+    # Job creation first: a step without a Job yet goes ahead of other due work.
+    priority = HIGH if not deleted and needs_job(body) else NORMAL
+    memo.queue.add(("step", namespace or "", name), priority=priority)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
@@ -242,13 +245,13 @@ async def pod_changed(labels: Mapping[str, str], namespace: str | None, memo: An
 
 @kopf.on.event(GROUP, VERSION, "datasets", id="wake-steps-of-dataset")
 async def dataset_changed(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    """Steps waiting for this Dataset look again."""
+    """Steps waiting for this Dataset look again (at high priority: they may create their Job)."""
     for step in memo.waiting.waking(namespace or "", "datasets", name):
-        memo.queue.add(("step", namespace or "", step))
+        memo.queue.add(("step", namespace or "", step), priority=HIGH)
 
 
 @kopf.on.event(GROUP, VERSION, "models", id="wake-steps-of-model")
 async def model_changed(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    """Steps waiting for this Model look again."""
+    """Steps waiting for this Model look again (at high priority: they may create their Job)."""
     for step in memo.waiting.waking(namespace or "", "models", name):
-        memo.queue.add(("step", namespace or "", step))
+        memo.queue.add(("step", namespace or "", step), priority=HIGH)

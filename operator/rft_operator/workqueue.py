@@ -4,6 +4,13 @@ Kopf's handlers only enqueue; workers run the level-based reconcilers. A key is 
 by two workers at once, duplicates coalesce while queued, a key that is re-added while being
 processed runs once more afterwards, and failures back off exponentially per key
 (`kopf.TemporaryError(delay=...)` sets the delay, `kopf.PermanentError` drops the key).
+
+Keys come at one of two priorities. Due keys of HIGH priority run before any due key of NORMAL
+priority: the operator marks keys whose reconcile creates a child (a new ReinforcementStep,
+whose first reconcile creates its Job) HIGH, so that a burst of new steps gets its Jobs first
+instead of waiting behind status updates of the steps before them. Priority orders only the
+queue: a key is still processed by one worker at a time, and queued duplicates still coalesce
+(into the higher priority of the two).
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str, str]  # (kind, namespace, name)
 SyncFn = Callable[[str, str], float | None]
 
+NORMAL = 0
+HIGH = 1
+
 MIN_BACKOFF = 0.5
 MAX_BACKOFF = 60.0
 CONFLICT_RETRY = 0.05
@@ -37,10 +47,11 @@ class WorkQueue:
         # Keys queue up while inactive (not the leader); workers start once this is set.
         self._active_gate = active
         self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, Key]] = []
-        self._due: dict[Key, float] = {}
+        # One heap per priority, of (due, sequence, key); _due holds each queued key's live entry.
+        self._heaps: dict[int, list[tuple[float, int, Key]]] = {HIGH: [], NORMAL: []}
+        self._due: dict[Key, tuple[float, int]] = {}  # key -> (due, priority)
         self._active: set[Key] = set()
-        self._dirty: set[Key] = set()
+        self._dirty: dict[Key, int] = {}  # re-added while processing -> the priority to run again at
         self._failures: dict[Key, int] = {}
         self._seq = 0
         self._stopping = False
@@ -60,19 +71,27 @@ class WorkQueue:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
-    def add(self, key: Key, after: float = 0.0) -> None:
-        """Schedule `key`; an earlier schedule of the same key wins."""
-        due = time.monotonic() + max(0.0, after)
+    def add(self, key: Key, after: float = 0.0, priority: int = NORMAL) -> None:
+        """Schedule `key`; an earlier schedule of the same key wins, and of two that are both due
+        (or due at once), the higher priority."""
+        now = time.monotonic()
+        due = now + max(0.0, after)
         with self._cond:
             if key in self._active and after <= 0:
-                self._dirty.add(key)
+                self._dirty[key] = max(priority, self._dirty.get(key, NORMAL))
                 return
             current = self._due.get(key)
-            if current is not None and current <= due:
-                return
-            self._due[key] = due
+            if current is not None:
+                current_due = current[0]
+                new_due = min(due, current_due)
+                ready = max(new_due, now)  # either schedule that is due by then counts
+                priority = max(p for d, p in ((due, priority), current) if d <= ready)
+                if (new_due, priority) == current:
+                    return
+                due = new_due
+            self._due[key] = (due, priority)
             self._seq += 1
-            heapq.heappush(self._heap, (due, self._seq, key))
+            heapq.heappush(self._heaps[priority], (due, self._seq, key))
             self._cond.notify()
 
     def __len__(self) -> int:
@@ -83,30 +102,33 @@ class WorkQueue:
         with self._cond:
             while not self._stopping:
                 now = time.monotonic()
-                while self._heap:
-                    due, _, key = self._heap[0]
-                    if self._due.get(key) != due:  # superseded by an earlier schedule
-                        heapq.heappop(self._heap)
-                        continue
-                    if due > now:
-                        break
-                    heapq.heappop(self._heap)
-                    del self._due[key]
-                    if key in self._active:  # busy: run again once the current pass ends
-                        self._dirty.add(key)
-                        continue
-                    self._active.add(key)
-                    return key
-                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+                wake: float | None = None
+                for priority in (HIGH, NORMAL):
+                    heap = self._heaps[priority]
+                    while heap:
+                        due, _, key = heap[0]
+                        if self._due.get(key) != (due, priority):  # superseded by another schedule
+                            heapq.heappop(heap)
+                            continue
+                        if due > now:
+                            wake = due if wake is None else min(wake, due)
+                            break
+                        heapq.heappop(heap)
+                        del self._due[key]
+                        if key in self._active:  # busy: run again once the current pass ends
+                            self._dirty[key] = max(priority, self._dirty.get(key, NORMAL))
+                            continue
+                        self._active.add(key)
+                        return key
+                self._cond.wait(None if wake is None else wake - now)
             return None
 
     def _done(self, key: Key, requeue_after: float | None) -> None:
         with self._cond:
             self._active.discard(key)
-            rerun = key in self._dirty
-            self._dirty.discard(key)
-        if rerun:
-            self.add(key)
+            rerun = self._dirty.pop(key, None)
+        if rerun is not None:
+            self.add(key, priority=rerun)
         elif requeue_after is not None:
             self.add(key, requeue_after)
 

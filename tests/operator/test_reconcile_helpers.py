@@ -9,7 +9,7 @@ from rft.api import Model, ReinforcementStep
 from rft_operator.conditions import set_condition
 from rft_operator.jobstate import job_state, termination_message
 from rft_operator.reconcilers.base import status_patch
-from rft_operator.reconcilers.step import continuation_mismatches, lineage_digest
+from rft_operator.reconcilers.step import continuation_mismatches, lineage_digest, needs_job
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -115,3 +115,13 @@ def test_terminal_outcome_comes_from_job_conditions_and_newest_message_wins() ->
     assert (state.outcome, state.reason) == ("failed", "BackoffLimitExceeded")
     assert termination_message(pods, "trainer", succeeded=False) == ("last words", 2)
     assert termination_message(pods, "trainer", succeeded=True) == (None, None)
+
+
+def test_needs_job_marks_steps_whose_next_reconcile_may_create_their_job() -> None:
+    assert needs_job({"metadata": {"name": "s"}, "spec": {}})  # new: no status at all
+    assert needs_job({"metadata": {"name": "s"}, "status": {"phase": "JOB_STATE_CREATING"}})
+    assert not needs_job(
+        {"metadata": {"name": "s"}, "status": {"phase": "JOB_STATE_PENDING", "jobName": "s-train"}}
+    )
+    assert not needs_job({"metadata": {"name": "s"}, "status": {"phase": "JOB_STATE_FAILED"}})
+    assert not needs_job({"metadata": {"name": "s", "deletionTimestamp": "2026-01-01T00:00:00Z"}})

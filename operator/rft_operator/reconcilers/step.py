@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import kopf
 from rft.api import Dataset, Model, ReinforcementStep, ReinforcementStepStatus, StepPhase
-from rft.api.reinforcement_step import StepProgress
+from rft.api.reinforcement_step import TERMINAL_PHASES, StepProgress
 from rft.trainer_config import TrainerFailure, TrainerResult, parse_termination_message
 
 from rft_operator import naming
@@ -531,6 +532,16 @@ class StepReconciler(Reconciler):
                 status.message,
             )
         step.status = status
+
+
+def needs_job(body: Mapping[str, Any]) -> bool:
+    """Whether the step's next reconcile may create its training Job: it names no Job yet and has
+    not ended. The operator queues such steps at high priority (Job creation first)."""
+    status = body.get("status") or {}
+    if status.get("jobName") or body.get("metadata", {}).get("deletionTimestamp"):
+        return False
+    phase = status.get("phase")
+    return phase not in TERMINAL_PHASES
 
 
 def _check_job_owner(job: Obj | None, step: ReinforcementStep) -> None:
