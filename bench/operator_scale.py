@@ -109,7 +109,7 @@ class Options:
     concurrency: int = 16
     """Client threads creating steps (and, in the raw phase, Jobs)."""
     workers: int = 32
-    """The operator's reconcile workers (RFT_WORKERS; the operator's default is 8)."""
+    """The operator's reconcile workers (RFT_WORKERS; the operator's default too)."""
     operator_env: dict[str, str] = field(default_factory=dict)
     """Further RFT_* settings for the operator."""
     timeout: float = 900.0

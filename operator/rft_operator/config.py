@@ -40,7 +40,7 @@ class OperatorConfig(BaseModel):
     resync_seconds: float = Field(
         default=300.0, gt=0, description="How often every object is reconciled even without events."
     )
-    workers: int = Field(default=8, ge=1, le=256, description="Objects reconciled concurrently.")
+    workers: int = Field(default=32, ge=1, le=256, description="Objects reconciled concurrently.")
     validation_job_ttl_seconds: int = Field(
         default=3600, ge=0, description="How long finished dataset-validation Jobs are kept."
     )
