@@ -15,13 +15,14 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from rft.api.model import LoraSettings
-from rft_trainer import attention, fused_lora
+from rft_trainer import attention, fused_lora, rotary
 from rft_trainer.data import Sample, build_batch
 from rft_trainer.logprobs import CompletionLogprobs, gather_logprobs, row_tokens_for
 from rft_trainer.loop import reference_logprobs
 from rft_trainer.model import attach_new_adapter, load_base_model
 from rft_trainer.tiny import build_tiny_model
 from transformers import AutoModelForCausalLM
+from transformers.models.qwen2 import modeling_qwen2
 
 LENGTHS = [(11, 4), (7, 2), (13, 6), (5, 1)]  # (tokens, prompt tokens) of each packed sequence
 
@@ -213,3 +214,27 @@ def test_fused_lora_falls_back_for_disabled_adapters(model_dir: Path) -> None:
     assert torch.allclose(fused, expected, atol=1e-5)
     assert torch.allclose(base, expected_base, atol=1e-6)
     assert not torch.allclose(fused, base, atol=1e-3)  # the adapter (B != 0) does act
+
+
+def test_fused_rotary_equals_transformers_and_is_installed_only_where_equal(model_dir: Path) -> None:
+    original = getattr(modeling_qwen2, rotary._PATCHED, modeling_qwen2.apply_rotary_pos_emb)
+    generator = torch.Generator().manual_seed(4)
+    q = torch.randn(1, 4, 9, 32, generator=generator).transpose(1, 2).transpose(1, 2)
+    q = q.requires_grad_()
+    k = torch.randn(1, 2, 9, 32, generator=generator, requires_grad=True)
+    angles = torch.randn(1, 9, 32, generator=generator)
+    got = rotary.apply_rotary_pos_emb(q, k, angles.cos(), angles.sin())
+    expected = original(q, k, angles.cos(), angles.sin())
+    weights = torch.randn(1, 4, 9, 32, generator=generator)
+    grads = [torch.autograd.grad((qo * weights).sum() + ko.pow(2).sum(), (q, k)) for qo, ko in (got, expected)]
+    for a, b in zip((*got, *grads[0]), (*expected, *grads[1]), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+    model, _ = load_base_model(str(model_dir), torch.device("cpu"))
+    assert rotary.install(model)
+    assert modeling_qwen2.apply_rotary_pos_emb is rotary.apply_rotary_pos_emb
+
+    def interleaved(q: Any, k: Any, cos: Any, sin: Any, unsqueeze_dim: int = 1) -> Any:
+        return q * cos.unsqueeze(unsqueeze_dim), k * sin.unsqueeze(unsqueeze_dim)
+
+    assert not rotary._same_numbers(interleaved)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from rft.trainer_config import ProgressReport
 
-from rft_trainer import fused_lora
+from rft_trainer import fused_lora, rotary
 from rft_trainer.data import PackedBatch, Sample, epoch_order, pack
 from rft_trainer.errors import BadInputError
 from rft_trainer.logprobs import CompletionLogprobs, row_tokens_for
@@ -198,7 +198,9 @@ class Trainer:
         self.device = device
         self.new_adapter = new_adapter
         self.dist = dist
-        fused_lora.install(policy)  # same numbers as PEFT's LoRA forward, fewer passes over memory
+        # same numbers as PEFT's LoRA forward and transformers' rotary, fewer passes over memory
+        fused_lora.install(policy)
+        rotary.install(policy.get_base_model() if hasattr(policy, "get_base_model") else policy)
         self.scorer = CompletionLogprobs(
             policy, row_tokens=row_tokens_for(policy, settings.max_context_length)
         )
