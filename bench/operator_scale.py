@@ -256,6 +256,20 @@ def operator_requests(port: int) -> dict[str, int]:
     return out
 
 
+def operator_metric(port: int, name: str) -> float:
+    """The sum of the samples of one of the operator's counters (0 when it cannot be read)."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return 0.0
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
 def operator_histogram(port: int, name: str) -> dict[float, float]:
     """A histogram of the operator's /metrics as {upper bound: cumulative count}."""
     try:
@@ -720,8 +734,11 @@ def _settle(
 
 
 def _operator_keys(key: RequestKey) -> bool:
-    verb, group, _ = key
-    return verb in WRITE_VERBS and (group == GROUP or (group == "batch" and verb == "POST"))
+    verb, group, resource = key
+    # Events too: the operator posts them in the background, after the writes they report on
+    return verb in WRITE_VERBS and (
+        group == GROUP or (group == "batch" and verb == "POST") or (group == "" and resource == "events")
+    )
 
 
 def _ensure_namespace(core: client.CoreV1Api, name: str) -> None:
@@ -793,6 +810,7 @@ def run_operator_phase(cluster: ClusterHandle, options: Options, work_dir: Path)
         events_before = events_by_component(core, OPERATOR_NAMESPACE)
         before = apiserver_requests(api)
         before_writes = operator_requests(metrics_port)
+        dropped_before = operator_metric(metrics_port, "rft_events_dropped_total")
         before_to_job = operator_histogram(metrics_port, "rft_step_time_to_job_seconds")
         before_cpu = operator.cpu_seconds()
         before_components = component_cpu()
@@ -823,9 +841,10 @@ def run_operator_phase(cluster: ClusterHandle, options: Options, work_dir: Path)
                 f"[{NAME}] only {watcher.count('steps', 'JOB_STATE_COMPLETED')} of {n} steps completed "
                 f"in {options.timeout:.0f}s; operator log tail:\n{operator.tail()}"
             )
-        _settle(api, _operator_keys, options.settle_seconds)
+        _settle(api, _operator_keys, options.settle_seconds, limit=120)
         after = apiserver_requests(api)
         after_writes = operator_requests(metrics_port)
+        events_dropped = operator_metric(metrics_port, "rft_events_dropped_total") - dropped_before
         after_to_job = operator_histogram(metrics_port, "rft_step_time_to_job_seconds")
         events = counter_delta(events_by_component(core, OPERATOR_NAMESPACE), events_before)
         cpu = operator.cpu_seconds() - before_cpu
@@ -855,6 +874,7 @@ def run_operator_phase(cluster: ClusterHandle, options: Options, work_dir: Path)
         "requests": counter_delta(after, before),
         "own_requests": own,
         "events_by_component": dict(events),
+        "events_dropped": events_dropped,
         "watch_lag": {kind: dict(lags) for kind, lags in watcher.lags.items()},
         "created_at": {kind: dict(created) for kind, created in watcher.created.items()},
         "operator_time_to_job": histogram_quantiles(after_to_job, before_to_job),
@@ -1140,7 +1160,8 @@ def summarize(
             f"{own_writes_per_step:.2f}" if own_writes else "",
             target=f"<= {TARGET_WRITES_PER_STEP:g}",
             met=writes_per_step <= TARGET_WRITES_PER_STEP + 0.005,
-            note=f"{object_writes_per_step:.2f} to objects + {events_per_step:.2f} Events; peer: operator's count",
+            note=f"{object_writes_per_step:.2f} to objects + {events_per_step:.2f} Events "
+            f"({operator_phase.get('events_dropped', 0):.0f} Events dropped); peer: operator's count",
         ),
         Row(
             NAME,

@@ -58,13 +58,14 @@ class EventRecorder:
     """Posts Events in the background, like client-go's event broadcaster: a reconcile hands its
     Event over and goes on instead of waiting for the API server.
 
-    Events queue up to `capacity`; beyond that (or once stopping) they are dropped, counted in
+    Events queue up to `capacity` (10,000 by default: a burst of a thousand new steps queues three
+    thousand, about a kilobyte each); beyond that (or once stopping) they are dropped, counted in
     `rft_events_dropped_total` and logged at debug level: Events are best effort and must never
     hold up reconciling. `workers` threads post them; `stop` posts what is queued for a short
     while (on shutdown), then drops the rest.
     """
 
-    def __init__(self, post: Callable[[str, Obj], None], capacity: int = 1000, workers: int = 2) -> None:
+    def __init__(self, post: Callable[[str, Obj], None], capacity: int = 10_000, workers: int = 2) -> None:
         self._post = post
         self._capacity = capacity
         self._pending: deque[tuple[str, Obj]] = deque()
