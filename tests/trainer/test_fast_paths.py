@@ -232,9 +232,29 @@ def test_fused_rotary_equals_transformers_and_is_installed_only_where_equal(mode
 
     model, _ = load_base_model(str(model_dir), torch.device("cpu"))
     assert rotary.install(model)
-    assert modeling_qwen2.apply_rotary_pos_emb is rotary.apply_rotary_pos_emb
+    assert getattr(modeling_qwen2, rotary._PATCHED) is original
+    patched = modeling_qwen2.apply_rotary_pos_emb
+    assert patched is not original
+    for a, b in zip(patched(q, k, angles.cos(), angles.sin()), expected, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    # mixed dtypes follow the original's type promotion
+    mixed = patched(q.detach().bfloat16(), k.detach().bfloat16(), angles.cos(), angles.sin())
+    assert all(t.dtype == torch.float32 for t in mixed)
 
     def interleaved(q: Any, k: Any, cos: Any, sin: Any, unsqueeze_dim: int = 1) -> Any:
         return q * cos.unsqueeze(unsqueeze_dim), k * sin.unsqueeze(unsqueeze_dim)
 
     assert not rotary._same_numbers(interleaved)
+
+
+def test_fused_lora_leaves_autocast_to_peft() -> None:
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Linear(12, 20)).requires_grad_(False)
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["0"], lora_dropout=0.0))
+    x = torch.randn(5, 12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = peft_model(x)
+        assert fused_lora.install(peft_model) == 1
+        got = peft_model(x)
+    assert got.dtype == expected.dtype == torch.bfloat16
+    assert torch.equal(got, expected)

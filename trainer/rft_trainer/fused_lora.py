@@ -11,7 +11,7 @@ float rounding, same saved tensors (x and x A^T), fewer passes.
 
 `install` swaps the forward of every PEFT `lora.Linear` of a model; each call takes the fused path
 only for what it computes exactly (one active vanilla adapter, no dropout in training, not merged,
-no per-sample adapters) and otherwise runs PEFT's own forward.
+no per-sample adapters, one dtype and no autocast) and otherwise runs PEFT's own forward.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ def _fused_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any
         or self.base_layer.weight.requires_grad
         or x.dtype != self.lora_A[adapters[0]].weight.dtype
         or x.dtype != self.base_layer.weight.dtype
+        or torch.is_autocast_enabled(x.device.type)  # mixed precision: PEFT's casts, autograd's own
     ):
         return self._peft_forward(x, *args, **kwargs)
     name = adapters[0]

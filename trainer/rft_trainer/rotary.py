@@ -57,6 +57,17 @@ def apply_rotary_pos_emb(
     return RotaryEmbedding.apply(q, cos, sin), RotaryEmbedding.apply(k, cos, sin)
 
 
+def _fused_instead_of(original: Callable[..., Any]) -> Callable[..., Any]:
+    def apply(
+        q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, unsqueeze_dim: int = 1
+    ) -> Any:
+        if not q.dtype == k.dtype == cos.dtype == sin.dtype:  # type promotion: the original's rules
+            return original(q, k, cos, sin, unsqueeze_dim)
+        return apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim)
+
+    return apply
+
+
 def _same_numbers(original: Callable[..., Any]) -> bool:
     generator = torch.Generator().manual_seed(0)
     q = torch.randn(2, 4, 7, 16, generator=generator, dtype=torch.float64, requires_grad=True)
@@ -89,5 +100,5 @@ def install(model: Any) -> bool:
     if not _same_numbers(original):
         return False
     setattr(module, _PATCHED, original)
-    module.apply_rotary_pos_emb = apply_rotary_pos_emb  # type: ignore[attr-defined]
+    module.apply_rotary_pos_emb = _fused_instead_of(original)  # type: ignore[attr-defined]
     return True
