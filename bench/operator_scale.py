@@ -63,11 +63,10 @@ from kubernetes import client, config
 from kubernetes.watch.watch import iter_resp_lines
 from prometheus_client.parser import text_string_to_metric_families
 from rft.api import GROUP, VERSION, Dataset, Model, ReinforcementStep
-from rft.trainer_config import TrainerResult
 from rft_devcluster.binaries import ensure_binaries
 from rft_devcluster.controlplane import ClusterOptions, ControlPlane
+from rft_devcluster.fake_trainer import DATASET_DIGEST, fake_pod, success_message
 from rft_devcluster.handle import ClusterHandle
-from rft_devcluster.kwok_stages import FAKE_EXIT_CODE, FAKE_TERMINATION_MESSAGE
 from rft_devcluster.waiting import free_port, wait_for
 from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap
@@ -80,7 +79,6 @@ NAME = "operator_scale"
 REPO = Path(__file__).resolve().parents[1]
 OPERATOR_NAMESPACE = "bench-operator"
 RAW_NAMESPACE = "bench-raw"
-DIGEST = "sha256:" + "d" * 64
 ACCELERATORS = ("NVIDIA_A100_80GB", "NVIDIA_H100_80GB")  # the two kwok node profiles
 WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"})
 COMPONENTS = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -616,26 +614,6 @@ def _watch_forever(
 # The objects
 
 
-def success_message(output: str) -> str:
-    """A valid trainer result summary for kwok to put in the trainer's termination message."""
-    return TrainerResult.model_validate(
-        {
-            "outputLocation": output,
-            "files": [{"path": "adapter_model.safetensors", "sha256": "e" * 64, "size": 1234}],
-            "metrics": {"loss": "0.25", "mean_reward": "0.5"},
-            "datasetDigest": DIGEST,
-            "lora": {"rank": 16, "alpha": 32, "targetModules": ["q_proj", "v_proj"]},
-            "training": {
-                "learningRate": "1e-4",
-                "maxContextLength": 8192,
-                "batchSize": 32768,
-                "epochs": 1,
-                "lossMethod": "grpo",
-            },
-        }
-    ).model_dump_json(by_alias=True)
-
-
 def step_name(i: int) -> str:
     return f"s{i:05d}"
 
@@ -653,7 +631,7 @@ def step_body(i: int) -> dict[str, Any]:
             "outputModel": f"{name}-out",
             "accelerator": {"type": ACCELERATORS[i % len(ACCELERATORS)], "count": 1},
             "podMetadata": {
-                "annotations": {FAKE_EXIT_CODE: "0", FAKE_TERMINATION_MESSAGE: success_message(output)}
+                "annotations": fake_pod(0, success_message(output))
             },
         },
     }
@@ -677,7 +655,7 @@ def dataset_body() -> dict[str, Any]:
     }
 
 
-DATASET_STATUS = {"phase": "READY", "rows": 1000, "format": "samples", "digest": DIGEST}
+DATASET_STATUS = {"phase": "READY", "rows": 1000, "format": "samples", "digest": DATASET_DIGEST}
 
 
 def raw_job(i: int, cfg: OperatorConfig, accelerators: AcceleratorMap) -> dict[str, Any]:

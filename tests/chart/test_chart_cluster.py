@@ -15,6 +15,7 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from rft_devcluster.fake_trainer import fake_pod, success_message
 from rft_devcluster.handle import ClusterHandle
 from rft_devcluster.waiting import wait_for
 
@@ -30,7 +31,7 @@ from tests.chart.cluster import (
     token_client,
 )
 from tests.chart.helm import CHART, STATIC_MANIFEST, STATIC_NAMESPACE, one, parse
-from tests.operator.conftest import Objects, fake_pod, success_message
+from tests.operator.conftest import Objects
 
 pytestmark = pytest.mark.cluster
 

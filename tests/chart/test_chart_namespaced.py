@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rft_devcluster.fake_trainer import fake_pod, success_message
 from rft_devcluster.handle import ClusterHandle
 
 from tests.chart.cluster import (
@@ -18,7 +19,7 @@ from tests.chart.cluster import (
     installed,
     token_client,
 )
-from tests.operator.conftest import Objects, fake_pod, success_message
+from tests.operator.conftest import Objects
 
 pytestmark = pytest.mark.cluster
 

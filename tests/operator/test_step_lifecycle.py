@@ -7,15 +7,9 @@ import time
 from typing import Any
 
 import pytest
+from rft_devcluster.fake_trainer import DATASET_DIGEST, failure_message, fake_pod, success_message
 
-from tests.operator.conftest import (
-    DIGEST,
-    Objects,
-    OperatorProcess,
-    failure_message,
-    fake_pod,
-    success_message,
-)
+from tests.operator.conftest import Objects, OperatorProcess
 
 pytestmark = pytest.mark.cluster
 
@@ -49,7 +43,7 @@ def test_step_completes_and_registers_its_model(operator: OperatorProcess, objec
     assert spec["location"] == "s3://bucket-a/rft/models/s-out/"
     assert spec["baseModel"] == "base"
     assert "parent" not in spec
-    assert spec["datasetDigest"] == DIGEST
+    assert spec["datasetDigest"] == DATASET_DIGEST
     assert spec["lora"]["rank"] == 16
     assert spec["training"]["step"] == "s"
     assert spec["training"]["lossMethod"] == "grpo"

@@ -6,8 +6,9 @@ import time
 from typing import Any
 
 import pytest
+from rft_devcluster.fake_trainer import fake_pod, success_message
 
-from tests.operator.conftest import Objects, OperatorProcess, fake_pod, success_message
+from tests.operator.conftest import Objects, OperatorProcess
 
 pytestmark = pytest.mark.cluster
 
