@@ -5,7 +5,7 @@ weights, tokenizer, prompts, completions and rewards in every process, so the be
 subprocesses rebuild nothing from the network and agree on the data.
 
 The model is a Qwen2-architecture decoder (the shape of `rft_trainer.tiny`, larger). Its
-byte-level BPE tokenizer is trained like `rft_trainer.tiny.build_tokenizer`, but on a larger
+byte-level BPE tokenizer is `rft_trainer.tiny.build_tokenizer`, trained on a larger
 synthetic text: the tiny corpus stops merging at about 1,300 tokens, and the benchmark wants a
 vocabulary of several thousand so that the output head costs what it costs in real models.
 Completions are random token ids (a random model's samples are random anyway); each ends with the
@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rft_trainer.tiny import CHAT_TEMPLATE, SPECIAL_TOKENS
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from rft_trainer import tiny
+from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
 SPEC_FILE = "workload.json"
 ROLLOUTS_FILE = "rollouts.json"
@@ -93,25 +92,7 @@ def _synthetic_corpus(spec: WorkloadSpec, lines: int = 3000) -> list[str]:
 
 def build_tokenizer(spec: WorkloadSpec) -> Any:
     """A byte-level BPE tokenizer with exactly `spec.vocab_size` entries and the tiny chat template."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=spec.vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_synthetic_corpus(spec), trainer=trainer)
-    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
-        tokenizer_object=tok,
-        eos_token="<|im_end|>",  # noqa: S106 - a token, not a password
-        pad_token="<|endoftext|>",  # noqa: S106
-        bos_token=None,
-        unk_token=None,
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+    return tiny.build_tokenizer(spec.vocab_size, _synthetic_corpus(spec))
 
 
 def build_model(spec: WorkloadSpec, out_dir: Path) -> Path:

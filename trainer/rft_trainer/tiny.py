@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -44,8 +45,9 @@ def corpus(lines: int = 400) -> list[str]:
     return out
 
 
-def build_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer with the chat special tokens and a ChatML template."""
+def build_tokenizer(vocab_size: int = 512, texts: Sequence[str] | None = None) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with the chat special tokens and a ChatML template, trained on
+    `texts` (default: the built-in `corpus()`)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -55,7 +57,7 @@ def build_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(corpus(), trainer=trainer)
+    tok.train_from_iterator(corpus() if texts is None else texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok,
         eos_token="<|im_end|>",  # noqa: S106 - a token, not a password
