@@ -696,48 +696,42 @@ def summarize(
     ]
     n = f"median (min-max) of {options.repetitions}"
     mine = sides["ours"]
-    r = ratios[PEER]["tokens_per_second"]
-    rows.append(
-        Row(
+
+    def throughput(metric: str, key: str, peer: str, note: str, target: float | None = None) -> Row:
+        ratio = ratios[peer][key]
+        return Row(
             NAME,
+            metric,
+            spread(mine[key], "{:.0f}"),
+            spread(sides[peer]["tokens_per_second"], "{:.0f}"),
+            spread(ratio, "{:.2f}x"),
+            f">= {target:g}x" if target is not None else "",
+            ratio.median >= target if target is not None else None,
+            note,
+        )
+
+    rows += [
+        throughput(
             "trained tokens/s",
-            spread(mine["tokens_per_second"], "{:.0f}"),
-            spread(trl["tokens_per_second"], "{:.0f}"),
-            spread(r, "{:.2f}x"),
-            ">= 3x",
-            r.median >= 3.0,
-            n
-            + "; both with the old-logprob pass; CPU-time ratio "
+            "tokens_per_second",
+            PEER,
+            f"{n}; both with the old-logprob pass; CPU-time ratio "
             + spread(ratios[PEER]["cpu_seconds"], "{:.2f}x"),
-        )
-    )
-    on_policy = sides["trl-on-policy"]
-    r = ratios["trl-on-policy"]["tokens_per_second"]
-    rows.append(
-        Row(
-            NAME,
+            target=3.0,
+        ),
+        throughput(
             "trained tokens/s vs TRL on-policy",
-            spread(mine["tokens_per_second"], "{:.0f}"),
-            spread(on_policy["tokens_per_second"], "{:.0f}"),
-            spread(r, "{:.2f}x"),
-            "",
-            None,
+            "tokens_per_second",
+            "trl-on-policy",
             "TRL: ratio 1 at every step, no old-logprob pass (a different update after step 1)",
-        )
-    )
-    r = ratios["trl-on-policy"]["loop_tokens_per_second"]
-    rows.append(
-        Row(
-            NAME,
+        ),
+        throughput(
             "tokens/s, loop only vs TRL on-policy",
-            spread(mine["loop_tokens_per_second"], "{:.0f}"),
-            spread(on_policy["tokens_per_second"], "{:.0f}"),
-            spread(r, "{:.2f}x"),
-            "",
-            None,
+            "loop_tokens_per_second",
+            "trl-on-policy",
             "neither side makes a reference pass (ours: rows carrying sampling logprobs)",
-        )
-    )
+        ),
+    ]
     mem = ratios[PEER]["training_rss"].median
     rows.append(
         Row(
@@ -773,7 +767,7 @@ def summarize(
             ">= 35%",
             mine["flops_fraction"].median >= 0.35,
             f"loop only {mine['loop_flops_fraction'].median:.1%}; TRL on-policy "
-            f"{on_policy['flops_fraction'].median:.1%}; peak {peak / 1e9:.0f} GFLOP/s",
+            f"{sides['trl-on-policy']['flops_fraction'].median:.1%}; peak {peak / 1e9:.0f} GFLOP/s",
         )
     )
     payload = {
