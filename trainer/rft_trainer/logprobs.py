@@ -72,8 +72,11 @@ class FrozenHeadLogprobs(torch.autograd.Function):
         return (grad_logp.unsqueeze(-1) * grad_hidden).to(ctx.hidden_dtype), None, None, None, None
 
 
-def _frozen_linear(module: torch.nn.Module) -> bool:
-    return isinstance(module, torch.nn.Linear) and not any(p.requires_grad for p in module.parameters())
+def _frozen_linear(module: torch.nn.Module) -> torch.nn.Linear | None:
+    """`module` when it is a Linear layer with no trainable parameter, else None."""
+    if isinstance(module, torch.nn.Linear) and not any(p.requires_grad for p in module.parameters()):
+        return module
+    return None
 
 
 def gather_logprobs(
@@ -85,7 +88,7 @@ def gather_logprobs(
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
 ) -> torch.Tensor:
     """log p(targets[k] | hidden[k]) for each row k of `hidden` [N, H], computed in chunks."""
-    frozen_head = lm_head if isinstance(lm_head, torch.nn.Linear) and _frozen_linear(lm_head) else None
+    frozen_head = _frozen_linear(lm_head)
     parts = []
     for start in range(0, hidden.shape[0], chunk_tokens):
         h = hidden[start : start + chunk_tokens]
@@ -118,14 +121,14 @@ class CompletionLogprobs(torch.nn.Module):
         self.causal_lm = causal_lm
         self.chunk_tokens = chunk_tokens
         self.row_tokens = row_tokens
-        config = _hf_model(causal_lm).config
+        config = hf_model(causal_lm).config
         self.softcap: float | None = getattr(config, "final_logit_softcapping", None)
 
     def forward(
         self, input_ids: torch.Tensor, position_ids: torch.Tensor, target_positions: torch.Tensor
     ) -> torch.Tensor:
         """[N] log-probabilities of input_ids[0, target_positions] given everything before them."""
-        model = _hf_model(self.causal_lm)
+        model = hf_model(self.causal_lm)
         decoder = model.get_decoder()
         parts = []
         for start, end in row_spans(position_ids[0], self.row_tokens):
@@ -170,12 +173,12 @@ def row_tokens_for(causal_lm: Any, max_context_length: int) -> int | None:
     """How long one decoder row may be. Flash-attention and the packed SDPA work on sequence
     boundaries and take the whole packed batch as one row; other kernels build a [row, row] mask
     and spend attention time quadratic in the row, so rows are kept near one context length."""
-    if _hf_model(causal_lm).config._attn_implementation in ("flash_attention_2", PACKED_SDPA):
+    if hf_model(causal_lm).config._attn_implementation in ("flash_attention_2", PACKED_SDPA):
         return None
     return max(max_context_length, DEFAULT_ROW_TOKENS)
 
 
-def _hf_model(causal_lm: Any) -> Any:
+def hf_model(causal_lm: Any) -> Any:
     """The transformers model inside a PEFT wrapper (the LoRA layers are injected in place)."""
     get_base = getattr(causal_lm, "get_base_model", None)
     return get_base() if callable(get_base) else causal_lm

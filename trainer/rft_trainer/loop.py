@@ -30,7 +30,7 @@ from rft.trainer_config import ProgressReport
 from rft_trainer import fused_lora, rotary
 from rft_trainer.data import PackedBatch, Sample, epoch_order, pack
 from rft_trainer.errors import BadInputError
-from rft_trainer.logprobs import CompletionLogprobs, row_tokens_for
+from rft_trainer.logprobs import CompletionLogprobs, hf_model, row_tokens_for
 from rft_trainer.loss import LossParams, Normalizers, policy_loss
 
 
@@ -200,7 +200,7 @@ class Trainer:
         self.dist = dist
         # same numbers as PEFT's LoRA forward and transformers' rotary, fewer passes over memory
         fused_lora.install(policy)
-        rotary.install(policy.get_base_model() if hasattr(policy, "get_base_model") else policy)
+        rotary.install(hf_model(policy))
         self.scorer = CompletionLogprobs(
             policy, row_tokens=row_tokens_for(policy, settings.max_context_length)
         )
