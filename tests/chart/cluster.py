@@ -18,29 +18,10 @@ from typing import Any
 
 import psutil
 from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
 from rft_devcluster.handle import ClusterHandle
-from rft_devcluster.waiting import free_port, wait_for
+from rft_devcluster.waiting import free_port
 
-from tests.chart.helm import CHART, KUBE_VERSION, helm, one, parse, values_file
-
-
-def create_namespace(cluster: ClusterHandle, prefix: str = "chart") -> str:
-    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    with cluster.api_client() as api:
-        core = client.CoreV1Api(api)
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-        wait_for(
-            lambda: core.read_namespaced_service_account("default", name),
-            timeout=30,
-            what=f"ServiceAccount {name}/default",
-        )
-    return name
-
-
-def delete_namespace(cluster: ClusterHandle, name: str) -> None:
-    with cluster.api_client() as api, contextlib.suppress(ApiException):
-        client.CoreV1Api(api).delete_namespace(name, propagation_policy="Background")
+from tests.chart.helm import CHART, helm, one, parse, values_file
 
 
 @dataclass
@@ -89,19 +70,6 @@ def installed(
         yield release
     finally:
         release.helm("uninstall", release.name, "--wait", "--timeout", "60s", check=False)
-
-
-def render_for(namespace: str, values: Mapping[str, Any], tmp: Path, release: str = "rft") -> str:
-    return helm(
-        "template",
-        release,
-        str(CHART),
-        "--namespace",
-        namespace,
-        "--kube-version",
-        KUBE_VERSION,
-        *values_file(values, tmp),
-    ).stdout
 
 
 def running_operators(cluster: ClusterHandle) -> list[int]:

@@ -24,13 +24,10 @@ from tests.chart.cluster import (
     ChartOperator,
     Release,
     can,
-    create_namespace,
-    delete_namespace,
     installed,
-    render_for,
     token_client,
 )
-from tests.chart.helm import CHART, STATIC_MANIFEST, STATIC_NAMESPACE, one, parse
+from tests.chart.helm import CHART, STATIC_MANIFEST, STATIC_NAMESPACE, one, parse, template_text
 from tests.operator.conftest import Objects
 
 pytestmark = pytest.mark.cluster
@@ -61,9 +58,9 @@ def _server_dry_run(cluster: ClusterHandle, text: str) -> list[str]:
 
 @pytest.mark.parametrize("variant", ["default", "namespaced", "everything"])
 def test_rendered_manifests_are_accepted_by_the_api_server(
-    cluster: ClusterHandle, crds: None, namespace: str, tmp_path: Path, variant: str
+    cluster: ClusterHandle, crds: None, namespace: str, variant: str
 ) -> None:
-    watched = [create_namespace(cluster, "watched"), create_namespace(cluster, "watched")]
+    watched = [cluster.create_namespace("watched"), cluster.create_namespace("watched")]
     try:
         variants: dict[str, dict[str, Any]] = {
             "default": {},
@@ -96,7 +93,7 @@ def test_rendered_manifests_are_accepted_by_the_api_server(
             },
         }
         values = variants[variant]
-        text = render_for(namespace, values, tmp_path)
+        text = template_text(values, release="rft", namespace=namespace).stdout
         docs = parse(text)
         accepted = _server_dry_run(cluster, text)
         assert accepted == sorted(_kubectl_name(d) for d in docs)
@@ -105,7 +102,7 @@ def test_rendered_manifests_are_accepted_by_the_api_server(
             assert len(roles) == 3  # one per watched namespace, and leader election
     finally:
         for name in watched:
-            delete_namespace(cluster, name)
+            cluster.delete_namespace(name)
 
 
 def test_static_manifest_is_accepted_by_the_api_server(cluster: ClusterHandle, crds: None) -> None:
@@ -187,8 +184,8 @@ class Running:
 def all_namespaces(
     cluster: ClusterHandle, crds: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Running]:
-    release_ns = create_namespace(cluster, "rft-system")
-    workloads = create_namespace(cluster, "team")
+    release_ns = cluster.create_namespace("rft-system")
+    workloads = cluster.create_namespace("team")
     tmp = tmp_path_factory.mktemp("chart-all-namespaces")
     values = {
         **TEST_VALUES,
@@ -203,8 +200,8 @@ def all_namespaces(
             finally:
                 operator.stop()
     finally:
-        delete_namespace(cluster, workloads)
-        delete_namespace(cluster, release_ns)
+        cluster.delete_namespace(workloads)
+        cluster.delete_namespace(release_ns)
 
 
 @pytest.fixture

@@ -14,8 +14,6 @@ from rft_devcluster.handle import ClusterHandle
 from tests.chart.cluster import (
     ChartOperator,
     can,
-    create_namespace,
-    delete_namespace,
     installed,
     token_client,
 )
@@ -33,8 +31,8 @@ def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_namespaced_rbac_serves_the_listed_namespace_only(
     cluster: ClusterHandle, crds: None, namespace: str, tmp_path: Path
 ) -> None:
-    watched = create_namespace(cluster, "watched")
-    other = create_namespace(cluster, "other")
+    watched = cluster.create_namespace("watched")
+    other = cluster.create_namespace("other")
     try:
         values = {
             **TEST_VALUES,
@@ -83,5 +81,5 @@ def test_namespaced_rbac_serves_the_listed_namespace_only(
             assert "Forbidden" not in log
             assert "Not enough permissions" not in log
     finally:
-        delete_namespace(cluster, watched)
-        delete_namespace(cluster, other)
+        cluster.delete_namespace(watched)
+        cluster.delete_namespace(other)

@@ -10,7 +10,6 @@ import pytest
 import yaml
 from rft_devcluster.handle import ClusterHandle
 
-from tests.chart.cluster import create_namespace, delete_namespace
 from tests.chart.helm import REPO
 
 pytestmark = pytest.mark.cluster
@@ -47,7 +46,7 @@ def test_examples_are_numbered_in_apply_order() -> None:
 
 @pytest.mark.parametrize("mode", ["client-side", "server-side"])
 def test_examples_apply_in_order(cluster: ClusterHandle, crds: None, mode: str) -> None:
-    namespace = create_namespace(cluster, "examples")
+    namespace = cluster.create_namespace("examples")
     flags = ["--server-side"] if mode == "server-side" else []
     try:
         for path in EXAMPLES:
@@ -61,4 +60,4 @@ def test_examples_apply_in_order(cluster: ClusterHandle, crds: None, mode: str) 
         listed = cluster.kubectl("get", "rft", "-n", namespace, "-o", "name").stdout.split()
         assert len(listed) == len(EXAMPLES) - 1  # everything but the ServiceAccount is in `rft`
     finally:
-        delete_namespace(cluster, namespace)
+        cluster.delete_namespace(namespace)

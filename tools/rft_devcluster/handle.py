@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,10 +13,12 @@ from typing import Any
 
 import yaml
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 from rft_devcluster import pki
 from rft_devcluster.kubeconfig import write_kubeconfig
 from rft_devcluster.state import Status, read_state
+from rft_devcluster.waiting import wait_for
 
 
 def as_dict(obj: object) -> dict[str, Any]:
@@ -112,6 +116,25 @@ class ClusterHandle:
             config_file=str(self.kubeconfig)
         )
         return api
+
+    def create_namespace(self, prefix: str = "test") -> str:
+        """A fresh namespace named `prefix-<random>`, returned once its ``default`` ServiceAccount
+        exists (pods cannot be created before)."""
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        with self.api_client() as api:
+            core = client.CoreV1Api(api)
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+            wait_for(
+                lambda: core.read_namespaced_service_account("default", name),
+                timeout=30,
+                what=f"ServiceAccount {name}/default",
+            )
+        return name
+
+    def delete_namespace(self, name: str) -> None:
+        """Delete a namespace in the background; a namespace already gone is fine."""
+        with self.api_client() as api, contextlib.suppress(ApiException):
+            client.CoreV1Api(api).delete_namespace(name, propagation_policy="Background")
 
     def kubectl(
         self,

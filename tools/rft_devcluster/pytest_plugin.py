@@ -13,20 +13,16 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
 import pytest
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from rft_devcluster.binaries import ensure_binaries
 from rft_devcluster.controlplane import ClusterOptions, ControlPlane, LocalNodeOptions
 from rft_devcluster.emulators import DEFAULT_REGION, Emulator
 from rft_devcluster.handle import ClusterHandle
-from rft_devcluster.waiting import wait_for
 
 REUSE_ENV = "RFT_CLUSTER_STATE_DIR"
 
@@ -79,17 +75,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, moto_server: Emulator) -> 
 @pytest.fixture
 def namespace(cluster: ClusterHandle) -> Iterator[str]:
     """A fresh namespace (with its ``default`` ServiceAccount ready), deleted after the test."""
-    name = f"test-{uuid.uuid4().hex[:10]}"
-    with cluster.api_client() as api:
-        core = client.CoreV1Api(api)
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-        wait_for(
-            lambda: core.read_namespaced_service_account("default", name),
-            timeout=30,
-            what=f"ServiceAccount {name}/default",
-        )
-        try:
-            yield name
-        finally:
-            with contextlib.suppress(ApiException):
-                core.delete_namespace(name, propagation_policy="Background")
+    name = cluster.create_namespace()
+    try:
+        yield name
+    finally:
+        cluster.delete_namespace(name)
