@@ -62,6 +62,7 @@ import psutil
 from kubernetes import client, config
 from kubernetes.watch.watch import iter_resp_lines
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 from rft.api import GROUP, VERSION, Dataset, Model, ReinforcementStep
 from rft_devcluster.binaries import ensure_binaries
 from rft_devcluster.controlplane import ClusterOptions, ControlPlane
@@ -239,47 +240,33 @@ def counter_delta(after: Counter[RequestKey], before: Counter[RequestKey]) -> Co
     return out
 
 
-def operator_requests(port: int) -> dict[str, int]:
+def operator_samples(port: int) -> list[Sample]:
+    """Every sample of the operator's /metrics, in one scrape (none when it cannot be read)."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return []
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def operator_requests(samples: Sequence[Sample]) -> dict[str, int]:
     """The operator's own count of its API requests (`rft_api_writes_total`, `rft_api_reads_total`),
     by "verb resource" (the watch caches' hits are not requests)."""
-    try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    except httpx.HTTPError:
-        return {}
-    out: dict[str, int] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name in ("rft_api_writes_total", "rft_api_reads_total"):
-                out[f"{sample.labels.get('verb')} {sample.labels.get('resource')}"] = int(sample.value)
-    return out
+    return {
+        f"{sample.labels.get('verb')} {sample.labels.get('resource')}": int(sample.value)
+        for sample in samples
+        if sample.name in ("rft_api_writes_total", "rft_api_reads_total")
+    }
 
 
-def operator_metric(port: int, name: str) -> float:
-    """The sum of the samples of one of the operator's counters (0 when it cannot be read)."""
-    try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    except httpx.HTTPError:
-        return 0.0
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name
-    )
+def operator_metric(samples: Sequence[Sample], name: str) -> float:
+    """The sum of the samples of one of the operator's counters (0 when it has none)."""
+    return sum(sample.value for sample in samples if sample.name == name)
 
 
-def operator_histogram(port: int, name: str) -> dict[float, float]:
+def operator_histogram(samples: Sequence[Sample], name: str) -> dict[float, float]:
     """A histogram of the operator's /metrics as {upper bound: cumulative count}."""
-    try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    except httpx.HTTPError:
-        return {}
-    out: dict[float, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == f"{name}_bucket":
-                out[float(sample.labels["le"])] = sample.value
-    return out
+    return {float(sample.labels["le"]): sample.value for sample in samples if sample.name == f"{name}_bucket"}
 
 
 def histogram_quantiles(after: Mapping[float, float], before: Mapping[float, float]) -> dict[str, Any]:
@@ -787,9 +774,10 @@ def run_operator_phase(cluster: ClusterHandle, options: Options, work_dir: Path)
         log(f"[{NAME}] operator up (pid {operator.proc.pid if operator.proc else '?'}); creating {n} steps")
         events_before = events_by_component(core, OPERATOR_NAMESPACE)
         before = apiserver_requests(api)
-        before_writes = operator_requests(metrics_port)
-        dropped_before = operator_metric(metrics_port, "rft_events_dropped_total")
-        before_to_job = operator_histogram(metrics_port, "rft_step_time_to_job_seconds")
+        scrape = operator_samples(metrics_port)
+        before_writes = operator_requests(scrape)
+        dropped_before = operator_metric(scrape, "rft_events_dropped_total")
+        before_to_job = operator_histogram(scrape, "rft_step_time_to_job_seconds")
         before_cpu = operator.cpu_seconds()
         before_components = component_cpu()
         rss_before = operator.rss_kib()
@@ -821,9 +809,10 @@ def run_operator_phase(cluster: ClusterHandle, options: Options, work_dir: Path)
             )
         _settle(api, _operator_keys, options.settle_seconds, limit=120)
         after = apiserver_requests(api)
-        after_writes = operator_requests(metrics_port)
-        events_dropped = operator_metric(metrics_port, "rft_events_dropped_total") - dropped_before
-        after_to_job = operator_histogram(metrics_port, "rft_step_time_to_job_seconds")
+        scrape = operator_samples(metrics_port)
+        after_writes = operator_requests(scrape)
+        events_dropped = operator_metric(scrape, "rft_events_dropped_total") - dropped_before
+        after_to_job = operator_histogram(scrape, "rft_step_time_to_job_seconds")
         events = counter_delta(events_by_component(core, OPERATOR_NAMESPACE), events_before)
         cpu = operator.cpu_seconds() - before_cpu
         after_components = component_cpu()
