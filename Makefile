@@ -1,6 +1,7 @@
-# rft-operator developer entry points. Everything sets itself up: the virtualenv (.venv, built with
-# uv from its cache outside the tree) and the control-plane binaries (built from the Go module proxy
-# into ~/.cache/rft-operator, or taken from $RFT_BIN_DIR).
+# rft-operator developer entry points. Everything sets itself up: uv (pinned, hash-checked, in
+# ~/.cache/rft-operator), the virtualenv (.venv, installed from uv.lock, never resolved) and the
+# control-plane binaries (built from the Go module proxy into ~/.cache/rft-operator, or taken from
+# $RFT_BIN_DIR).
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -9,28 +10,53 @@ PYTHON_BOOTSTRAP ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
+RFT_CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/rft-operator
+UV := $(RFT_CACHE_DIR)/uv-$(UV_VERSION)/bin/uv
 VENV_STAMP := $(VENV)/.rft-stamp
-VENV_KEY := $(shell cat pyproject.toml | sha256sum | cut -c1-16)-$(CURDIR)
+VENV_KEY := $(shell cat pyproject.toml uv.lock | sha256sum | cut -c1-16)-$(CURDIR)
 STATE_DIR ?= $(CURDIR)/.cluster
 PYTEST_ARGS ?=
+# uv never fetches a Python of its own: the machine's python3 is the interpreter.
+export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: help
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-# The venv is rebuilt when pyproject.toml changes (or the checkout moves); uv's cache makes it quick.
-$(VENV_STAMP): pyproject.toml
+# uv itself: the pinned wheel, checked against the hashes in tools/uv-bootstrap.lock.
+$(UV):
+	@echo "==> installing uv $(UV_VERSION) into $(RFT_CACHE_DIR)"
+	@rm -rf $(RFT_CACHE_DIR)/uv-$(UV_VERSION)
+	@$(PYTHON_BOOTSTRAP) -m venv $(RFT_CACHE_DIR)/uv-$(UV_VERSION)
+	@$(RFT_CACHE_DIR)/uv-$(UV_VERSION)/bin/pip install -q --disable-pip-version-check \
+	  --require-hashes --no-deps --only-binary :all: -r tools/uv-bootstrap.lock
+	@touch $(UV)
+
+# The venv is exactly uv.lock's `dev` extra: `uv sync --locked` installs the pinned files and
+# removes anything else; it fails (run `make lock`) if pyproject.toml no longer matches the lock.
+$(VENV_STAMP): pyproject.toml uv.lock $(UV)
 	@if [[ ! -f $(VENV_STAMP) || "$$(cat $(VENV_STAMP))" != "$(VENV_KEY)" ]]; then \
-	  echo "==> preparing $(VENV) (uv $(UV_VERSION), cache in $${UV_CACHE_DIR:-~/.cache/uv})"; \
-	  [[ -x $(PY) ]] || $(PYTHON_BOOTSTRAP) -m venv $(VENV); \
-	  $(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION); \
-	  $(VENV)/bin/uv pip install -q --python $(PY) -e '.[dev]'; \
+	  echo "==> preparing $(VENV) from uv.lock (cache in $${UV_CACHE_DIR:-~/.cache/uv})"; \
+	  $(UV) sync -q --locked --extra dev --python $(PYTHON_BOOTSTRAP); \
 	  echo "$(VENV_KEY)" > $(VENV_STAMP); \
 	fi
 	@touch $(VENV_STAMP)
 
 .PHONY: venv
-venv: $(VENV_STAMP) ## Create or refresh .venv
+venv: $(VENV_STAMP) ## Create or refresh .venv (from uv.lock, frozen)
+
+.PHONY: venv-check
+venv-check: $(UV) ## Show that uv.lock matches pyproject.toml and .venv is exactly the lock (offline)
+	$(UV) lock --check --offline
+	$(UV) sync --locked --extra dev --check --offline --python $(PYTHON_BOOTSTRAP)
+
+# The one way a version changes: `make lock`, then `make test`, then commit the lock files alone.
+# (setuptools, the build backend, is pinned in pyproject.toml by hand: uv does not lock it.)
+.PHONY: lock
+lock: $(UV) ## Refresh uv.lock to the newest versions pyproject.toml allows, and the locks derived from it
+	$(UV) lock --upgrade --python $(PYTHON_BOOTSTRAP)
+	UV=$(UV) bash deploy/image/lock.sh
+	$(UV) export -q --frozen --only-group uv --no-emit-project --no-header -o tools/uv-bootstrap.lock
 
 .PHONY: control-plane
 control-plane: ## Build (or locate) etcd, kube-*, kubectl, kwok, helm

@@ -4,6 +4,7 @@ runs here: hadolint lints it, and these tests check what a build would rely on."
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from rft_operator import config as operator_config
 
@@ -22,8 +24,15 @@ from tests.chart.helm import CHART, REPO
 DOCKERFILE = REPO / "Dockerfile"
 IMAGE_DIR = REPO / "deploy" / "image"
 HADOLINT = Path(sys.executable).parent / "hadolint"
+UV = Path(sys.executable).parent / "uv"
 TEXT = DOCKERFILE.read_text()
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+# What deploy/image/lock.sh exports into each image lock.
+EXPORTS = {
+    "operator.lock": ["--extra", "operator"],
+    "trainer.lock": ["--extra", "trainer"],
+    "build.lock": ["--only-group", "build"],
+}
 
 
 def _instructions() -> list[str]:
@@ -132,16 +141,10 @@ def test_every_install_is_hash_checked() -> None:
         assert "--no-deps /tmp/wheels/*.whl" in command
 
 
-def test_the_uv_version_is_the_one_the_makefile_pins() -> None:
-    makefile_uv = re.search(r"^UV_VERSION := (\S+)$", (REPO / "Makefile").read_text(), flags=re.MULTILINE)
-    assert makefile_uv is not None
-    assert _args()["UV_IMAGE"].endswith(f":{makefile_uv.group(1)}")
-
-
 def test_python_version_is_the_tested_one() -> None:
     version = _args()["PYTHON_VERSION"]
     assert version == f"{sys.version_info.major}.{sys.version_info.minor}"
-    assert f"PYTHON_VERSION={version}" in (IMAGE_DIR / "lock.sh").read_text()
+    assert SpecifierSet(PYPROJECT["project"]["requires-python"]).contains(f"{version}.0")
 
 
 def test_versions_agree() -> None:
@@ -161,8 +164,16 @@ def test_every_pin_has_hashes(name: str) -> None:
 
 
 def _extra(name: str) -> list[Requirement]:
+    """The requirements of `.[name]`, the project's own extras (`rft-operator[storage]`) expanded."""
     extras = PYPROJECT["project"]["optional-dependencies"]
-    return [Requirement(r) for r in PYPROJECT["project"]["dependencies"] + extras[name]]
+    requirements = []
+    for raw in PYPROJECT["project"]["dependencies"] + extras[name]:
+        requirement = Requirement(raw)
+        if canonicalize_name(requirement.name) == canonicalize_name(PYPROJECT["project"]["name"]):
+            requirements += [r for extra in sorted(requirement.extras) for r in _extra(extra)]
+        else:
+            requirements.append(requirement)
+    return requirements
 
 
 @pytest.mark.parametrize(("lock", "extra"), [("operator.lock", "operator"), ("trainer.lock", "trainer")])
@@ -170,7 +181,7 @@ def test_locks_hold_the_extras_requirements(lock: str, extra: str) -> None:
     pins = _lock(lock)
     for requirement in _extra(extra):
         name = canonicalize_name(requirement.name)
-        assert name in pins, f"{requirement} missing from {lock}: run deploy/image/lock.sh"
+        assert name in pins, f"{requirement} missing from {lock}: run make lock"
         assert requirement.specifier.contains(pins[name], prereleases=True), (requirement, pins[name])
 
 
@@ -181,18 +192,77 @@ def test_operator_image_has_no_torch_and_trainer_image_no_kopf() -> None:
     assert "kopf" not in trainer
 
 
-@pytest.mark.parametrize("lock", ["operator.lock", "trainer.lock"])
-def test_images_run_the_versions_the_tests_ran(lock: str) -> None:
-    """The locks are constrained to .venv (deploy/image/lock.sh): same versions as tested."""
-    differing = {}
-    for name, version in _lock(lock).items():
-        try:
-            installed = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue  # a platform-specific dependency this machine does not need
-        if installed != version:
-            differing[name] = (version, installed)
-    assert differing == {}, "run deploy/image/lock.sh"
+@pytest.mark.parametrize("name", ["operator.lock", "trainer.lock", "build.lock"])
+def test_image_locks_are_exported_from_uv_lock(name: str) -> None:
+    """Lock against lock: each image lock is `uv export` of uv.lock (deploy/image/lock.sh), so the
+    images install the versions the suite ran, and this fails only on a real drift."""
+    flags = EXPORTS[name]
+    exported = subprocess.run(
+        [
+            str(UV),
+            "export",
+            "--quiet",
+            "--frozen",
+            "--offline",
+            "--no-emit-project",
+            "--no-header",
+            "--format",
+            "requirements.txt",
+            *flags,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    header = f"# Exported from uv.lock by deploy/image/lock.sh (uv export {' '.join(flags)}): do not edit.\n"
+    assert (IMAGE_DIR / name).read_text() == header + exported, "run deploy/image/lock.sh (or make lock)"
+
+
+def test_uv_lock_matches_pyproject() -> None:
+    """uv.lock satisfies pyproject.toml as it is now (`make lock` after editing a requirement)."""
+    result = subprocess.run(
+        [str(UV), "lock", "--check", "--offline"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_venv_is_the_lock() -> None:
+    """The environment the suite runs in is exactly uv.lock's `dev` extra: no package missing,
+    extra or at another version (the same check as `make venv-check`)."""
+    result = subprocess.run(
+        [str(UV), "sync", "--locked", "--extra", "dev", "--check", "--offline", "--python", sys.executable],
+        cwd=REPO,
+        env={**os.environ, "UV_PROJECT_ENVIRONMENT": sys.prefix},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_one_uv_version_everywhere() -> None:
+    """The Makefile's bootstrap, the dev venv, the image's uv and uv.lock's required version agree."""
+    makefile_uv = re.search(r"^UV_VERSION := (\S+)$", (REPO / "Makefile").read_text(), flags=re.MULTILINE)
+    assert makefile_uv is not None
+    version = makefile_uv.group(1)
+    assert _args()["UV_IMAGE"].endswith(f":{version}")
+    assert PYPROJECT["tool"]["uv"]["required-version"] == f"=={version}"
+    assert f"uv=={version}" in PYPROJECT["project"]["optional-dependencies"]["dev"]
+    assert PYPROJECT["dependency-groups"]["uv"] == [f"uv=={version}"]
+    assert re.match(rf"uv=={re.escape(version)} \\\n", (REPO / "tools" / "uv-bootstrap.lock").read_text())
+    assert metadata.version("uv") == version
+
+
+def test_the_build_group_is_the_build_backend() -> None:
+    assert PYPROJECT["dependency-groups"]["build"] == PYPROJECT["build-system"]["requires"]
 
 
 def test_cuda_base_matches_torchs_cuda_libraries() -> None:

@@ -1,0 +1,141 @@
+"""Each image's environment, built from its lock alone, runs its entry points.
+
+No Docker engine runs here, so this builds what the Dockerfile's `*-env` stages build: a virtualenv
+synced from deploy/image/<target>.lock with hashes required, plus the project without dependencies.
+The pinned files come from uv's cache (filled by `make venv` from the same uv.lock): the test is
+offline, and fails if an image lock lacks something its code imports.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.chart.helm import REPO
+
+UV = Path(sys.executable).parent / "uv"
+IMAGE_DIR = REPO / "deploy" / "image"
+BUILD_CONTEXT = ("pyproject.toml", "README.md", "sdk", "operator", "trainer")
+
+# Every module of the packages an image runs, imported in that image's environment. The operator
+# image runs the operator (its builders import rft_trainer.server.args, a light module, on purpose).
+IMPORT_ALL = """
+import importlib, pkgutil, sys
+for root in sys.argv[1:]:
+    package = importlib.import_module(root)
+    for info in pkgutil.walk_packages(package.__path__, root + "."):
+        if not info.name.endswith(".__main__"):  # a program, not a module: the tests below run them
+            importlib.import_module(info.name)
+print("imported")
+"""
+
+
+def _environment(tmp_path: Path, lock: str) -> Path:
+    """A venv with exactly `lock` (hash-checked, offline) and the project's wheel, without deps."""
+    venv = tmp_path / "venv"
+    base_python = getattr(sys, "_base_executable", sys.executable)
+    env = {**os.environ, "UV_OFFLINE": "1", "UV_PYTHON_DOWNLOADS": "never"}
+    env.pop("VIRTUAL_ENV", None)
+
+    def uv(*args: str) -> None:
+        result = subprocess.run(
+            [str(UV), *args], cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=600
+        )
+        assert result.returncode == 0, f"uv {' '.join(args)}:\n{result.stderr[-3000:]}"
+
+    uv("venv", "--quiet", "--python", base_python, str(venv))
+    python = str(venv / "bin" / "python")
+    uv("pip", "sync", "--quiet", "--python", python, "--require-hashes", str(IMAGE_DIR / lock))
+    # The wheel from what the Dockerfile's `wheel` stage copies (tools/ left empty, as there).
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in BUILD_CONTEXT:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(REPO / name, source / name)
+    (source / "tools").mkdir()
+    uv(
+        "build",
+        "--quiet",
+        "--wheel",
+        "--build-constraints",
+        str(IMAGE_DIR / "build.lock"),
+        "--require-hashes",
+        "--out-dir",
+        str(tmp_path / "wheels"),
+        str(source),
+    )
+    wheels = sorted(str(w) for w in (tmp_path / "wheels").glob("*.whl"))
+    assert len(wheels) == 1, wheels
+    uv("pip", "install", "--quiet", "--python", python, "--no-deps", *wheels)
+    return venv
+
+
+def _run(venv: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # -I: the venv alone (no PYTHONPATH, no user site, not the checkout's sources).
+    return subprocess.run(
+        [str(venv / "bin" / "python"), "-I", *args],
+        cwd=venv,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+
+
+def _installed(venv: Path) -> set[str]:
+    listed = _run(
+        venv,
+        "-c",
+        "import importlib.metadata as m; print('\\n'.join(d.metadata['Name'].lower() for d in m.distributions()))",
+    )
+    assert listed.returncode == 0, listed.stderr
+    return set(listed.stdout.split())
+
+
+@pytest.mark.slow
+def test_the_operator_runs_from_the_operator_lock_alone(tmp_path: Path) -> None:
+    venv = _environment(tmp_path, "operator.lock")
+    imported = _run(venv, "-c", IMPORT_ALL, "rft_operator", "rft.api")
+    assert imported.returncode == 0, imported.stderr
+    # The entry point of the image (`python -m rft_operator`) starts Kopf's command line.
+    help_text = _run(venv, "-m", "rft_operator", "--help")
+    assert help_text.returncode == 0, help_text.stderr
+    assert "--all-namespaces" in help_text.stdout
+    # No bucket access and no torch in the operator's image.
+    installed = _installed(venv)
+    assert "kopf" in installed
+    assert not {"boto3", "botocore", "google-cloud-storage", "torch", "transformers"} & installed
+
+
+@pytest.mark.slow
+def test_the_trainer_runs_from_the_trainer_lock_alone(tmp_path: Path) -> None:
+    venv = _environment(tmp_path, "trainer.lock")
+    imported = _run(venv, "-c", IMPORT_ALL, "rft_trainer", "rft.storage", "rft.rows")
+    assert imported.returncode == 0, imported.stderr
+    # The trainer image's other entry points: dataset validation, model fetch, the adapter sidecar.
+    for module in ("rft.validate", "rft.fetch", "rft.adapter_sidecar"):
+        loaded = _run(venv, "-c", f"import {module}")
+        assert loaded.returncode == 0, f"{module}: {loaded.stderr}"
+    installed = _installed(venv)
+    assert {"torch", "boto3", "google-cloud-storage"} <= installed
+    assert "kopf" not in installed
+
+
+def test_the_wheel_is_built_from_what_the_dockerfile_copies() -> None:
+    """BUILD_CONTEXT above is the Dockerfile's `wheel` stage (its lock aside)."""
+    text = (REPO / "Dockerfile").read_text()
+    stage = text.split(" AS wheel\n", 1)[1].split("\nFROM ", 1)[0]
+    copied = [
+        source
+        for line in stage.splitlines()
+        if line.startswith("COPY ") and "--from=" not in line
+        for source in line.split()[1:-1]
+    ]
+    assert sorted(copied) == sorted([*BUILD_CONTEXT, "deploy/image/build.lock"])
