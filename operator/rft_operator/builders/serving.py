@@ -29,6 +29,50 @@ SERVER_PORT = 8000
 ADAPTER_ADMIN_PORT = 8001
 SERVER_CONTAINER = "server"
 LOCAL_MODEL_DIR = "/models/base"
+# Servers listen on the pod's IP: the sidecar, probes and the Service reach them there.
+SERVER_HOST = "$(POD_IP)"
+TMP_DIR = "/tmp"  # noqa: S108 - an emptyDir mounted there (the root filesystem is read-only)
+# The server's Prometheus metrics are on its main port (vLLM and the reference server alike).
+METRICS_PATH = "/metrics"
+
+
+def vllm_writable_env() -> dict[str, str]:
+    """Where vLLM, torch, Triton and Hugging Face write, each set explicitly to a writable volume.
+
+    The root filesystem is read-only and the image's user (uid 1000) has no home or passwd entry:
+    left alone, they write to ~/.cache, ~/.config, /tmp and the inductor cache, and torch asks
+    getpass for a user name. Everything goes under the scratch emptyDir (caches, config) or the
+    /tmp emptyDir (vLLM's IPC sockets, Python's temp files). vLLM's usage statistics, which are
+    also sent over the network, are off.
+    """
+    return {
+        "HOME": f"{SCRATCH}/home",
+        "USER": "rft",
+        "LOGNAME": "rft",
+        "TMPDIR": TMP_DIR,
+        "XDG_CACHE_HOME": f"{SCRATCH}/cache",
+        "XDG_CONFIG_HOME": f"{SCRATCH}/config",
+        "HF_HOME": f"{SCRATCH}/hf",
+        "VLLM_CACHE_ROOT": f"{SCRATCH}/cache/vllm",
+        "VLLM_CONFIG_ROOT": f"{SCRATCH}/config/vllm",
+        "VLLM_RPC_BASE_PATH": TMP_DIR,
+        "TORCHINDUCTOR_CACHE_DIR": f"{SCRATCH}/cache/torchinductor",
+        "TRITON_CACHE_DIR": f"{SCRATCH}/cache/triton",
+        "OUTLINES_CACHE_DIR": f"{SCRATCH}/cache/outlines",
+        "NUMBA_CACHE_DIR": f"{SCRATCH}/cache/numba",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+    }
+
+
+def server_image(deployment: Deployment, config: OperatorConfig) -> str:
+    """The image of the server container: the spec's, else the engine's (vLLM's CPU image on CPU)."""
+    spec = deployment.spec
+    if spec.image:
+        return spec.image
+    if spec.engine != "vllm":
+        return config.server_image
+    return config.vllm_cpu_image if spec.accelerator.type == "CPU" else config.vllm_image
 
 
 def server_name(deployment: str) -> str:
@@ -75,7 +119,7 @@ def build_server_deployment(
     args = server_args(
         model_arg,
         deployment.status.served_model_name or model.metadata.name,
-        host="$(POD_IP)",
+        host=SERVER_HOST,
         port=SERVER_PORT,
         max_loras=spec.max_loras,
         max_lora_rank=spec.max_lora_rank,
@@ -84,7 +128,10 @@ def build_server_deployment(
     )
     if not vllm:
         args += ["--download-dir", f"{SCRATCH}/models"]
-    env = [
+    elif spec.accelerator.type != "CPU" and spec.accelerator.count > 1:
+        # One replica spans its GPUs: vLLM shards the model across them.
+        args += ["--tensor-parallel-size", str(spec.accelerator.count)]
+    env: list[Manifest] = [
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         *(
             {"name": k, "value": v}
@@ -93,10 +140,17 @@ def build_server_deployment(
         *offline_env(),
     ]
     volumes, mounts = scratch_volumes("100Gi", shm_size="16Gi" if spec.accelerator.type != "CPU" else None)
+    if vllm:
+        # These replace offline_env's HOME and HF_HOME (each variable once).
+        overridden = vllm_writable_env()
+        env = [e for e in env if e["name"] not in overridden]
+        env += [{"name": k, "value": v} for k, v in overridden.items()]
+        volumes.append({"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}})
+        mounts.append({"name": "tmp", "mountPath": TMP_DIR})
     containers: list[Manifest] = [
         {
             "name": SERVER_CONTAINER,
-            "image": spec.image or (config.vllm_image if vllm else config.server_image),
+            "image": server_image(deployment, config),
             "imagePullPolicy": config.image_pull_policy,
             "command": server_command(spec.engine, args),
             "env": env,
@@ -133,8 +187,9 @@ def build_server_deployment(
                 "imagePullPolicy": config.image_pull_policy,
                 "command": ["python", "-m", "rft.adapter_sidecar"],
                 "args": [
+                    # The server listens on the pod's IP (SERVER_HOST), not on loopback.
                     "--upstream",
-                    f"http://127.0.0.1:{SERVER_PORT}",
+                    f"http://$(POD_IP):{SERVER_PORT}",
                     "--host",
                     "$(POD_IP)",
                     "--port",
@@ -174,7 +229,18 @@ def build_server_deployment(
             "replicas": spec.min_replica_count,
             "selector": {"matchLabels": selector_labels(deployment.metadata.name)},
             "progressDeadlineSeconds": 3600,
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    # The conventional scrape annotations: vLLM's metrics are on the server port.
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(SERVER_PORT),
+                        "prometheus.io/path": METRICS_PATH,
+                    },
+                },
+                "spec": pod_spec,
+            },
         },
     }
 
