@@ -121,6 +121,9 @@ def test_vllm_on_cpu_runs_vllms_cpu_image_without_tensor_parallelism() -> None:
     assert server["image"] == f"public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v{VLLM_VERSION}"
     assert "--tensor-parallel-size" not in server["command"]
     assert "nvidia.com/gpu" not in server["resources"]["limits"]
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "2"  # a quarter of the CPU placement's 8Gi
+    assert env["OMP_NUM_THREADS"] == server["resources"]["requests"]["cpu"]
     # The spec's image wins over both defaults.
     custom = deployment(engine="vllm", accelerator={"type": "CPU", "count": 0}, image="reg/vllm:x")
     pod = build_server_deployment(custom, MODEL, ACCELERATORS, CONFIG)["spec"]["template"]["spec"]

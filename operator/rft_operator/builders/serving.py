@@ -9,6 +9,7 @@ URLs itself and serves the adapter routes on its main port.
 
 from __future__ import annotations
 
+from kubernetes.utils.quantity import parse_quantity
 from rft.api import Deployment, Model
 from rft_trainer.server.args import server_args, server_command, server_env
 
@@ -63,6 +64,13 @@ def vllm_writable_env() -> dict[str, str]:
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
     }
+
+
+def cpu_kv_cache_gib(resources: Manifest) -> int:
+    """vLLM's KV cache on CPU (VLLM_CPU_KVCACHE_SPACE, GiB): a quarter of the pod's memory, the
+    rest for weights, activations and the engine's processes (vLLM's default is a fixed 4 GiB)."""
+    memory_bytes = parse_quantity(resources["requests"]["memory"])  # type: ignore[no-untyped-call]
+    return max(1, int(memory_bytes / 4 / 2**30))
 
 
 def server_image(deployment: Deployment, config: OperatorConfig) -> str:
@@ -147,6 +155,8 @@ def build_server_deployment(
         env += [{"name": k, "value": v} for k, v in overridden.items()]
         volumes.append({"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}})
         mounts.append({"name": "tmp", "mountPath": TMP_DIR})
+        if spec.accelerator.type == "CPU":
+            env.append({"name": "VLLM_CPU_KVCACHE_SPACE", "value": str(cpu_kv_cache_gib(resources))})
     containers: list[Manifest] = [
         {
             "name": SERVER_CONTAINER,
