@@ -12,6 +12,7 @@ import argparse
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final, TypedDict
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -78,6 +79,20 @@ def word_token_ids(tokenizer: PreTrainedTokenizerFast) -> list[int]:
     """The ids of the tokens that are a whole built-in word with its leading space (" cat")."""
     ids = {tokenizer.convert_tokens_to_ids("Ġ" + word) for word in vocabulary_words()}
     return sorted(i for i in ids if isinstance(i, int) and i != tokenizer.unk_token_id)
+
+
+# A tiny shape that vLLM serves on CPU: its CPU attention refuses head sizes such as 16 (the
+# default shape's 64 / 4 heads) and accepts 64 (128 / 2 heads, one KV head).
+class ModelShape(TypedDict):
+    """The size arguments of `build_tiny_model`."""
+
+    hidden_size: int
+    heads: int
+    kv_heads: int
+    intermediate_size: int
+
+
+VLLM_CPU_SHAPE: Final = ModelShape(hidden_size=128, heads=2, kv_heads=1, intermediate_size=256)
 
 
 def build_tiny_model(
