@@ -55,7 +55,9 @@ def test_failing_job_is_retried_then_fails_with_the_termination_message(
         print("giving up", file=sys.stderr)
         sys.exit(3)
     """
-    cluster.apply(job("doomed", pod_spec(python_container("main", code)), backoff_limit=1), namespace=namespace)
+    cluster.apply(
+        job("doomed", pod_spec(python_container("main", code)), backoff_limit=1), namespace=namespace
+    )
 
     done = wait_job_finished(cluster, namespace, "doomed", timeout=120)
     pods = job_pods(cluster, namespace, "doomed")
@@ -91,7 +93,9 @@ def test_fallback_to_logs_on_error_reports_the_log_tail(cluster: ClusterHandle, 
     assert len(message.encode()) <= 2048
 
 
-def test_env_valuefrom_configmap_secret_volumes_and_mount_paths(cluster: ClusterHandle, namespace: str) -> None:
+def test_env_valuefrom_configmap_secret_volumes_and_mount_paths(
+    cluster: ClusterHandle, namespace: str
+) -> None:
     cluster.apply(
         [
             {
@@ -149,9 +153,20 @@ def test_env_valuefrom_configmap_secret_volumes_and_mount_paths(cluster: Cluster
     spec = pod_spec(
         container,
         volumes=[
-            {"name": "config", "configMap": {"name": "trainer-config", "items": [{"key": "config.json", "path": "config.json"}]}},
+            {
+                "name": "config",
+                "configMap": {
+                    "name": "trainer-config",
+                    "items": [{"key": "config.json", "path": "config.json"}],
+                },
+            },
             {"name": "scratch", "emptyDir": {}},
-            {"name": "podinfo", "downwardAPI": {"items": [{"path": "app", "fieldRef": {"fieldPath": "metadata.labels['app']"}}]}},
+            {
+                "name": "podinfo",
+                "downwardAPI": {
+                    "items": [{"path": "app", "fieldRef": {"fieldPath": "metadata.labels['app']"}}]
+                },
+            },
         ],
     )
     cluster.apply(bare_pod("reporter", spec, labels={"app": "reporter"}), namespace=namespace)
@@ -174,10 +189,16 @@ def test_env_valuefrom_configmap_secret_volumes_and_mount_paths(cluster: Cluster
 
 
 def test_init_containers_run_first_and_share_volumes(cluster: ClusterHandle, namespace: str) -> None:
-    init = python_container("fetch", 'open("/work/input.txt", "w").write("from init")',
-                            volumeMounts=[{"name": "work", "mountPath": "/work"}])
-    main = python_container("main", 'open("/dev/termination-log", "w").write(open("/work/input.txt").read())',
-                            volumeMounts=[{"name": "work", "mountPath": "/work"}])
+    init = python_container(
+        "fetch",
+        'open("/work/input.txt", "w").write("from init")',
+        volumeMounts=[{"name": "work", "mountPath": "/work"}],
+    )
+    main = python_container(
+        "main",
+        'open("/dev/termination-log", "w").write(open("/work/input.txt").read())',
+        volumeMounts=[{"name": "work", "mountPath": "/work"}],
+    )
     spec = pod_spec(main, initContainers=[init], volumes=[{"name": "work", "emptyDir": {}}])
     cluster.apply(bare_pod("with-init", spec), namespace=namespace)
 
@@ -200,12 +221,17 @@ def test_unknown_image_is_refused_with_a_clear_reason(cluster: ClusterHandle, na
 
 
 def test_log_path_is_in_the_annotation_and_the_status(cluster: ClusterHandle, namespace: str) -> None:
-    cluster.apply(bare_pod("logger", pod_spec(python_container("main", 'print("logged line")'))), namespace=namespace)
+    cluster.apply(
+        bare_pod("logger", pod_spec(python_container("main", 'print("logged line")'))), namespace=namespace
+    )
 
     pod = wait_pod(cluster, namespace, "logger", phase_in("Succeeded", "Failed"), "finish")
 
     log_condition = condition(pod, "rft-operator.io/LogPath")
     assert log_condition is not None
-    assert Path(log_condition["message"]) == Path(pod["metadata"]["annotations"]["rft-operator.io/log-path"]).parent
+    assert (
+        Path(log_condition["message"])
+        == Path(pod["metadata"]["annotations"]["rft-operator.io/log-path"]).parent
+    )
     assert log_text(pod) == "logged line\n"
     assert pod["spec"]["nodeSelector"] == ON_LOCAL_NODE

@@ -77,10 +77,18 @@ def test_project_images_run_from_the_venv_with_their_default_command() -> None:
     trainer = runtime_for("ghcr.io/acme/rft-trainer:0.1.0")
     assert trainer.resolve_command([], []) == [str(VENV_BIN / "python"), "-m", "rft_trainer"]
     assert trainer.resolve_command(["/usr/local/bin/python3", "-m", "rft.validate"], ["--x"]) == [
-        str(VENV_BIN / "python"), "-m", "rft.validate", "--x",
+        str(VENV_BIN / "python"),
+        "-m",
+        "rft.validate",
+        "--x",
     ]
     server = runtime_for("rft-server:dev")
-    assert server.resolve_command([], ["--host", "198.18.1.2"])[1:] == ["-m", "rft_trainer.server", "--host", "198.18.1.2"]
+    assert server.resolve_command([], ["--host", "198.18.1.2"])[1:] == [
+        "-m",
+        "rft_trainer.server",
+        "--host",
+        "198.18.1.2",
+    ]
 
 
 def test_generic_images_run_on_the_host() -> None:
@@ -121,8 +129,12 @@ def test_downward_api_fields_and_resources() -> None:
 
 
 def test_conditions_keep_their_transition_time_until_the_status_changes() -> None:
-    book = ConditionBook([{"type": "Ready", "status": "False", "lastTransitionTime": "2020-01-01T00:00:00Z"},
-                          {"type": "PodScheduled", "status": "True", "lastTransitionTime": "x"}])
+    book = ConditionBook(
+        [
+            {"type": "Ready", "status": "False", "lastTransitionTime": "2020-01-01T00:00:00Z"},
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": "x"},
+        ]
+    )
     book.set("Ready", False, "ContainersNotReady")
     ready = book.get("Ready")
     assert ready is not None
@@ -145,7 +157,10 @@ def test_merged_status_keeps_foreign_conditions_and_drops_stale_reason() -> None
     assert merged["phase"] == "Running"
     assert merged["qosClass"] == "BestEffort"
     assert "reason" not in merged
-    assert merged["conditions"] == [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}]
+    assert merged["conditions"] == [
+        {"type": "PodScheduled", "status": "True"},
+        {"type": "Ready", "status": "True"},
+    ]
 
 
 def test_restart_policies_and_terminal_phase() -> None:
@@ -172,7 +187,9 @@ def test_kwok_stages_render_as_stage_documents_with_exclusive_outcomes() -> None
         "rft-pod-complete-after-delay",
         "pod-delete",
     ]
-    assert all(s["kind"] == "Stage" and s["spec"]["resourceRef"] == {"apiGroup": "v1", "kind": "Pod"} for s in stages)
+    assert all(
+        s["kind"] == "Stage" and s["spec"]["resourceRef"] == {"apiGroup": "v1", "kind": "Pod"} for s in stages
+    )
     terminating = [s for s in stages if s["metadata"]["name"] not in ("pod-ready", "pod-delete")]
     for stage in terminating:
         assert "$code" in stage["spec"]["next"]["statusTemplate"]
@@ -180,7 +197,12 @@ def test_kwok_stages_render_as_stage_documents_with_exclusive_outcomes() -> None
 
 def _pod(name: str, ip: str, *, ready: bool, labels: dict[str, str] | None = None) -> dict[str, Any]:
     return {
-        "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "labels": labels or {"app": "web"}},
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": f"uid-{name}",
+            "labels": labels or {"app": "web"},
+        },
         "spec": {"containers": [{"name": "c", "ports": [{"name": "http", "containerPort": 8080}]}]},
         "status": {
             "phase": "Running",
