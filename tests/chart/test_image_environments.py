@@ -9,17 +9,21 @@ offline, and fails if an image lock lacks something its code imports.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from packaging.markers import Marker
+from packaging.utils import canonicalize_name
 
 from tests.chart.helm import REPO
 
 UV = Path(sys.executable).parent / "uv"
 IMAGE_DIR = REPO / "deploy" / "image"
+EXTRAS = {"operator.lock": "operator", "trainer.lock": "trainer"}
 BUILD_CONTEXT = ("pyproject.toml", "README.md", "sdk", "operator", "trainer")
 
 # Every module of the packages an image runs, imported in that image's environment. The operator
@@ -35,11 +39,27 @@ print("imported")
 """
 
 
+def _lock_pins_for_this_machine(lock: str) -> dict[str, str]:
+    """The image lock's pins whose markers hold here (name -> version)."""
+    pins = {}
+    pattern = r"^([A-Za-z0-9_.\-]+)==([^\s;]+)(?:\s*;\s*(.+?))?\s*\\?$"
+    for name, version, marker in re.findall(pattern, (IMAGE_DIR / lock).read_text(), flags=re.MULTILINE):
+        if not marker or Marker(marker).evaluate():
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
 def _environment(tmp_path: Path, lock: str) -> Path:
-    """A venv with exactly `lock` (hash-checked, offline) and the project's wheel, without deps."""
+    """A venv with exactly `lock`'s packages (hash-checked, offline) and the project's wheel,
+    without dependencies, as the Dockerfile's `<target>-env` stage builds it."""
     venv = tmp_path / "venv"
     base_python = getattr(sys, "_base_executable", sys.executable)
-    env = {**os.environ, "UV_OFFLINE": "1", "UV_PYTHON_DOWNLOADS": "never"}
+    env = {
+        **os.environ,
+        "UV_OFFLINE": "1",
+        "UV_PYTHON_DOWNLOADS": "never",
+        "UV_PROJECT_ENVIRONMENT": str(venv),
+    }
     env.pop("VIRTUAL_ENV", None)
 
     def uv(*args: str) -> None:
@@ -50,7 +70,13 @@ def _environment(tmp_path: Path, lock: str) -> Path:
 
     uv("venv", "--quiet", "--python", base_python, str(venv))
     python = str(venv / "bin" / "python")
-    uv("pip", "sync", "--quiet", "--python", python, "--require-hashes", str(IMAGE_DIR / lock))
+    # The image lock is `uv export` of uv.lock's extra (tests/chart/test_image.py): install that
+    # extra from uv.lock, which names every file's URL and hash, so uv's cache (filled by
+    # `make venv`) serves it offline; `uv pip sync <lock>` would need the index's pages as well.
+    # Then the environment must hold exactly the image lock's pins for this machine.
+    uv("sync", "--quiet", "--frozen", "--extra", EXTRAS[lock], "--no-install-project", "--python", python)
+    installed = _installed(venv)
+    assert installed == _lock_pins_for_this_machine(lock), f"{lock} and the environment differ"
     # The wheel from what the Dockerfile's `wheel` stage copies (tools/ left empty, as there).
     source = tmp_path / "src"
     source.mkdir()
@@ -89,14 +115,16 @@ def _run(venv: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _installed(venv: Path) -> set[str]:
+def _installed(venv: Path) -> dict[str, str]:
+    """Every distribution in the venv: name -> version."""
     listed = _run(
         venv,
         "-c",
-        "import importlib.metadata as m; print('\\n'.join(d.metadata['Name'].lower() for d in m.distributions()))",
+        "import importlib.metadata as m; print('\\n'.join(f\"{d.metadata['Name']} {d.version}\" for d in m.distributions()))",
     )
     assert listed.returncode == 0, listed.stderr
-    return set(listed.stdout.split())
+    pairs = (line.split() for line in listed.stdout.splitlines() if line.strip())
+    return {canonicalize_name(name): version for name, version in pairs}
 
 
 @pytest.mark.slow
@@ -111,7 +139,7 @@ def test_the_operator_runs_from_the_operator_lock_alone(tmp_path: Path) -> None:
     # No bucket access and no torch in the operator's image.
     installed = _installed(venv)
     assert "kopf" in installed
-    assert not {"boto3", "botocore", "google-cloud-storage", "torch", "transformers"} & installed
+    assert not {"boto3", "botocore", "google-cloud-storage", "torch", "transformers"} & installed.keys()
 
 
 @pytest.mark.slow
@@ -124,7 +152,7 @@ def test_the_trainer_runs_from_the_trainer_lock_alone(tmp_path: Path) -> None:
         loaded = _run(venv, "-c", f"import {module}")
         assert loaded.returncode == 0, f"{module}: {loaded.stderr}"
     installed = _installed(venv)
-    assert {"torch", "boto3", "google-cloud-storage"} <= installed
+    assert {"torch", "boto3", "google-cloud-storage"} <= installed.keys()
     assert "kopf" not in installed
 
 
