@@ -209,17 +209,6 @@ def test_init_containers_run_first_and_share_volumes(cluster: ClusterHandle, nam
     assert terminated(pod)["message"] == "from init"
 
 
-def test_unknown_image_is_refused_with_a_clear_reason(cluster: ClusterHandle, namespace: str) -> None:
-    container = {"name": "main", "image": "registry.example.com/unknown/app:1.0", "command": ["app"]}
-    cluster.apply(bare_pod("unknown-image", pod_spec(container)), namespace=namespace)
-
-    pod = wait_pod(cluster, namespace, "unknown-image", phase_in("Failed", "Succeeded"), "finish")
-
-    assert pod["status"]["phase"] == "Failed"
-    assert pod["status"]["reason"] == "UnsupportedImage"
-    assert "registry.example.com/unknown/app:1.0" in pod["status"]["message"]
-
-
 def test_log_path_is_in_the_annotation_and_the_status(cluster: ClusterHandle, namespace: str) -> None:
     cluster.apply(
         bare_pod("logger", pod_spec(python_container("main", 'print("logged line")'))), namespace=namespace

@@ -99,8 +99,10 @@ def test_generic_images_run_on_the_host() -> None:
 
 
 def test_unknown_images_are_refused_with_the_table_in_the_message() -> None:
-    with pytest.raises(UnsupportedImageError, match=r"vllm/vllm-openai:v0\.11\.0.*rft-trainer"):
-        runtime_for("vllm/vllm-openai:v0.11.0")
+    with pytest.raises(
+        UnsupportedImageError, match=r"example\.com/app:1\.0.*no local stand-in.*rft-trainer.*vllm"
+    ):
+        runtime_for("registry.example.com/app:1.0")
 
 
 @pytest.mark.parametrize(

@@ -55,6 +55,10 @@ class AgentConfig:
     # Restart back-off of crashed containers; kubelet starts at 10s, tests want less.
     restart_backoff_initial: float = 1.0
     restart_backoff_max: float = 30.0
+    # Retries of an image this node cannot "pull" (no stand-in, vLLM not installable; see
+    # imagepull.py); kubelet starts at 10s and doubles to 5 min, tests want less.
+    image_pull_backoff_initial: float = 1.0
+    image_pull_backoff_max: float = 30.0
     # Environment the emulated EKS pod identity webhook adds to IRSA pods (e.g. the local S3/STS
     # emulator's AWS_ENDPOINT_URL and AWS_DEFAULT_REGION); see workload_identity.py.
     workload_identity_env: tuple[tuple[str, str], ...] = ()

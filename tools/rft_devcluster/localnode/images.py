@@ -8,34 +8,56 @@ the image only decides which interpreter and entry points that command finds.
 | ``*rft-trainer``                            | the project's ``.venv`` (default ``python -m rft_trainer``) |
 | ``*rft-server``                             | the project's ``.venv`` (default ``python -m rft_trainer.server``) |
 | ``*rft-operator``                           | the project's ``.venv`` (default ``python -m rft_operator``) |
+| ``vllm-openai``, ``vllm-openai-cpu``, ``vllm-cpu-release-repo`` | the vLLM environment (``rft_devcluster.vllm_env``; default ``vllm serve``) |
 | ``python`` (e.g. ``python:3.11-slim``)      | the agent's own interpreter (the ``.venv``)     |
 | ``busybox``, ``alpine``, ``bash``, ``debian``, ``ubuntu`` | the host's ``/bin/sh`` and tools on its PATH |
 
-In a project image, ``python``/``python3`` (bare or as ``/usr/bin/...``,
-``/usr/local/bin/...``) means the ``.venv`` interpreter and other commands are looked up in
-``.venv/bin`` first (``torchrun``, ``kopf``, ``rft``). Any other image is refused: the pod
-fails with reason ``UnsupportedImage``.
+In a project or vLLM image, ``python``/``python3`` (bare or as ``/usr/bin/...``,
+``/usr/local/bin/...``) means that environment's interpreter, and other commands are looked
+up in its ``bin`` first (``torchrun``, ``kopf``, ``rft``; ``vllm``), also when named by a
+standard directory (``/usr/local/bin/vllm``), where the image would have installed them.
+
+Finding the stand-in is this node's image pull. It fails (:class:`ImagePullError`) for any
+other image, and for a vLLM image when its environment cannot be installed; the pod worker
+then keeps the container waiting with ``ErrImagePull``/``ImagePullBackOff`` and retries, as
+the kubelet does (see imagepull.py). The vLLM environment (about 6 GB) is only looked for
+when a vLLM pod runs, and remembered once found.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from rft_devcluster.binaries import REPO_ROOT
+from rft_devcluster.vllm_env import VllmUnavailableError, ensure_vllm_env
 
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
-_PYTHON_NAMES = {"python", "python3", f"python3.{sys.version_info.minor}"}
-_PYTHON_DIRS = {"", "/usr/bin", "/usr/local/bin", "/bin"}
+_PYTHON_NAME = re.compile(r"python(3(\.\d+)?)?")
+_STANDARD_DIRS = {"/usr/bin", "/usr/local/bin", "/bin"}
 _HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class UnsupportedImageError(ValueError):
+class ImagePullError(Exception):
+    """The image cannot be had on this node (the kubelet's ``ErrImagePull``); worth retrying."""
+
+
+class UnsupportedImageError(ImagePullError, ValueError):
     """The image has no local stand-in."""
+
+
+class StandInUnavailableError(ImagePullError):
+    """The image has a stand-in, but it cannot be provided now (e.g. vLLM failed to install)."""
+
+
+class MissingCommandError(ValueError):
+    """The container gives no command and its image has no default one."""
 
 
 @dataclass(frozen=True)
@@ -46,20 +68,26 @@ class ImageRuntime:
     python: str
     path: str
     default_command: tuple[str, ...] = ()
+    # The environment's own programs (a venv's bin): standard-directory commands map here.
+    bin_dir: Path | None = None
 
     def resolve_command(self, command: Sequence[str], args: Sequence[str]) -> list[str]:
         """The host argv for a container's ``command`` and ``args`` (image default if no command)."""
         argv = [*(command or self.default_command), *args]
         if not argv:
-            raise UnsupportedImageError(f"a {self.kind} container needs a command")
+            raise MissingCommandError(f"a {self.kind} container needs a command")
         head = argv[0]
         directory, _, name = head.rpartition("/")
-        if name in _PYTHON_NAMES and directory in _PYTHON_DIRS:
+        if _PYTHON_NAME.fullmatch(name) and (directory == "" or directory in _STANDARD_DIRS):
             return [self.python, *argv[1:]]
         if "/" not in head:
             found = shutil.which(head, path=self.path)
             if found:
                 return [found, *argv[1:]]
+        elif self.bin_dir is not None and directory in _STANDARD_DIRS:
+            own = self.bin_dir / name
+            if os.access(own, os.X_OK):
+                return [str(own), *argv[1:]]
         return argv
 
 
@@ -75,11 +103,49 @@ _PROJECT_DEFAULTS = {
     "rft-server": ("python", "-m", "rft_trainer.server"),
     "rft-operator": ("python", "-m", "rft_operator"),
 }
+# vLLM's GPU image (vllm/vllm-openai) and CPU images; all have ENTRYPOINT ["vllm", "serve"].
+_VLLM_IMAGES = {"vllm-openai", "vllm-openai-cpu", "vllm-cpu-release-repo"}
+_VLLM_DEFAULT = ("vllm", "serve")
 _SHELL_IMAGES = {"busybox", "alpine", "bash", "debian", "ubuntu"}
+
+_vllm_lock = threading.Lock()
+_vllm_envs: dict[str | None, Path] = {}
+
+
+def vllm_environment() -> Path:
+    """The vLLM environment's directory, installed on first use; remembered per ``RFT_VLLM_ENV``.
+
+    Failures are not remembered: the next pull tries again (an install may succeed later).
+    Pods share one lock, so one install runs at a time and the others then find it.
+    """
+    key = os.environ.get("RFT_VLLM_ENV")
+    with _vllm_lock:
+        if key not in _vllm_envs:
+            try:
+                _vllm_envs[key] = ensure_vllm_env()
+            except VllmUnavailableError as exc:
+                raise StandInUnavailableError(
+                    f"the local node's vLLM environment is unavailable: {exc}"
+                ) from exc
+        return _vllm_envs[key]
+
+
+def _vllm_runtime() -> ImageRuntime:
+    bin_dir = vllm_environment() / "bin"
+    return ImageRuntime(
+        kind="vllm",
+        python=str(bin_dir / "python"),
+        path=f"{bin_dir}{os.pathsep}{_HOST_PATH}",
+        default_command=_VLLM_DEFAULT,
+        bin_dir=bin_dir,
+    )
 
 
 def runtime_for(image: str) -> ImageRuntime:
-    """The stand-in for ``image``; raise :class:`UnsupportedImageError` if there is none."""
+    """The stand-in for ``image``; raise :class:`ImagePullError` if there is none (now).
+
+    Fast for every image but a vLLM image seen for the first time, which may install vLLM.
+    """
     name = repository_name(image)
     venv_python = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
     for suffix, default in _PROJECT_DEFAULTS.items():
@@ -89,7 +155,10 @@ def runtime_for(image: str) -> ImageRuntime:
                 python=venv_python,
                 path=f"{VENV_BIN}{os.pathsep}{_HOST_PATH}",
                 default_command=default,
+                bin_dir=VENV_BIN,
             )
+    if name in _VLLM_IMAGES:
+        return _vllm_runtime()
     if name == "python":
         return ImageRuntime(
             kind="python", python=sys.executable, path=f"{Path(sys.executable).parent}:{_HOST_PATH}"
@@ -99,6 +168,7 @@ def runtime_for(image: str) -> ImageRuntime:
             kind="shell", python=sys.executable, path=_HOST_PATH, default_command=("/bin/sh",)
         )
     raise UnsupportedImageError(
-        f"image {image!r} has no local stand-in; the local node runs *rft-trainer, *rft-server, "
-        f"*rft-operator, python and {', '.join(sorted(_SHELL_IMAGES))} images (see docs/local-cluster.md)"
+        f"image {image!r} has no local stand-in on this node; it runs *rft-trainer, *rft-server, "
+        f"*rft-operator, {', '.join(sorted(_VLLM_IMAGES))}, python and "
+        f"{', '.join(sorted(_SHELL_IMAGES))} images (see docs/local-cluster.md)"
     )

@@ -1,7 +1,9 @@
 """One pod's lifecycle on the local node, in its own thread.
 
-Pending (address, volumes) -> init containers one by one -> containers as process groups,
-restarted per restartPolicy, probed -> Succeeded/Failed. Deleting the pod stops its processes
+Pending (address, volumes, images) -> init containers one by one -> containers as process
+groups, restarted per restartPolicy, probed -> Succeeded/Failed. An image this node cannot run
+keeps the pod Pending (ErrImagePull, ImagePullBackOff) rather than failing it, like the kubelet
+(see imagepull.py). Deleting the pod stops its processes
 (SIGTERM, SIGKILL after the grace period) and then removes it from the API, like the kubelet.
 The thread that starts a container's process also waits for it: the processes die with
 that thread (parent-death signal), so a killed agent leaves no orphans.
@@ -24,7 +26,8 @@ from typing import Any
 from rft_devcluster.localnode.config import LOG_PATH_ANNOTATION, LOG_PATH_CONDITION, AgentConfig
 from rft_devcluster.localnode.container import ContainerLaunch, ContainerProcess, RunState, now_rfc3339
 from rft_devcluster.localnode.envvars import EnvResolver, expand
-from rft_devcluster.localnode.images import ImageRuntime, UnsupportedImageError, runtime_for
+from rft_devcluster.localnode.imagepull import ImagePull
+from rft_devcluster.localnode.images import ImageRuntime, MissingCommandError
 from rft_devcluster.localnode.kubeapi import ApiError, KubeApi, pod_path
 from rft_devcluster.localnode.network import PodNetwork
 from rft_devcluster.localnode.paths import PathMapper
@@ -142,6 +145,9 @@ class PodWorker:
         self._init: list[_Container] = []
         self._main: list[_Container] = []
         self._init_index = 0
+        # Waiting reason and message of containers not built yet (_init/_main), by name.
+        self._waiting: dict[str, tuple[str, str]] = {}
+        self._pulls: dict[str, ImagePull] = {}
         self._pod_ip = ""
         self._start_time = (pod.get("status") or {}).get("startTime") or now_rfc3339()
         self._failure: _PodFailedError | None = None
@@ -356,15 +362,9 @@ class PodWorker:
         }
 
     def _prepare(self, pod: dict[str, Any]) -> None:
-        """Check images, create volumes, resolve env and commands for every container."""
+        """Create volumes, get the images, resolve env and commands for every container."""
         pod = self._with_web_identity(pod)
         spec = pod["spec"]
-        runtimes: dict[str, ImageRuntime] = {}
-        for c in (*spec.get("initContainers", []), *spec["containers"]):
-            try:
-                runtimes[c["name"]] = runtime_for(c["image"])
-            except UnsupportedImageError as exc:
-                raise _PodFailedError("UnsupportedImage", str(exc)) from exc
         pod_ctx = PodContext(
             pod=pod,
             pod_ip=self._pod_ip,
@@ -381,6 +381,9 @@ class PodWorker:
                     injected_volumes=frozenset({WEB_IDENTITY_VOLUME}),
                 )
                 volume_paths = self._volumes.build()
+                # Address and volumes: the kubelet's sandbox is ready, and it pulls images next.
+                self._conditions.set("PodReadyToStartContainers", True)
+                runtimes = self._pull_images(spec)
                 resolver = EnvResolver(self._ctx.api, pod_ctx)
                 self._init = [
                     self._container(c, runtimes[c["name"]], volume_paths, resolver, pod)
@@ -397,8 +400,45 @@ class PodWorker:
                 self._set_waiting("CreateContainerConfigError", str(exc))
                 self._write_status()
                 self._sleep(2.0)
-        self._conditions.set("PodReadyToStartContainers", True)
+        if self._init:
+            # Like the kubelet: containers of a pod with init containers wait "PodInitializing".
+            for container in (*self._init, *self._main):
+                container.state.waiting_reason = "PodInitializing"
         self._init_index = self._recovered_restart_counts(pod)
+
+    def _pull_images(self, spec: dict[str, Any]) -> dict[str, ImageRuntime]:
+        """Every container's stand-in, by container name; wait (and retry) until all are there.
+
+        While an image is missing its containers wait with ErrImagePull/ImagePullBackOff and
+        the pod stays Pending however long it takes (activeDeadlineSeconds still applies);
+        deleting the pod ends the wait. Unlike the kubelet, which pulls an init container's
+        image when its turn comes and starts the containers it has images for, no container
+        starts here before every image is there.
+        """
+        containers = [*spec.get("initContainers", []), *spec["containers"]]
+        cfg = self._ctx.config
+        for c in containers:
+            if c["image"] not in self._pulls:
+                self._pulls[c["image"]] = ImagePull(
+                    c["image"], cfg.image_pull_backoff_initial, cfg.image_pull_backoff_max, owner=self.key
+                )
+        while True:
+            now = time.monotonic()
+            for pull in self._pulls.values():
+                pull.poll(now)
+            runtimes = {c["name"]: self._pulls[c["image"]].runtime for c in containers}
+            for c in containers:
+                pull = self._pulls[c["image"]]
+                if pull.runtime is None and pull.error:
+                    self._waiting[c["name"]] = pull.waiting(now)
+                else:
+                    self._waiting.pop(c["name"], None)
+            found = {name: runtime for name, runtime in runtimes.items() if runtime is not None}
+            if len(found) == len(runtimes):
+                return found
+            self._check_deadline()
+            self._write_status()
+            self._sleep(TICK_SECONDS)
 
     def _recovered_restart_counts(self, pod: dict[str, Any]) -> int:
         """Carry restart counts over from an earlier agent; return the first init container to run."""
@@ -448,8 +488,8 @@ class PodWorker:
         args = [mapper.rewrite(expand(a, env)) for a in spec.get("args", [])]
         try:
             argv = runtime.resolve_command(command, args)
-        except UnsupportedImageError as exc:
-            raise _PodFailedError("UnsupportedImage", str(exc)) from exc
+        except MissingCommandError as exc:
+            raise PodSetupError(f"container {spec['name']}: {exc}", permanent=True) from exc
         working_dir = spec.get("workingDir")
         cwd = self._dir / "rootfs"
         if working_dir:
@@ -494,6 +534,9 @@ class PodWorker:
             if container.process is None and not container.done:
                 container.state.waiting_reason = reason
                 container.state.waiting_message = message
+        spec = self._snapshot()["spec"]
+        for c in (*spec.get("initContainers", []), *spec["containers"]):
+            self._waiting[c["name"]] = (reason, message)
 
     def _start(self, container: _Container) -> None:
         container.process = ContainerProcess.start(container.launch)
@@ -688,9 +731,25 @@ class PodWorker:
             book.set("ContainersReady", False, "PodCompleted")
             book.set("Ready", False, "PodCompleted")
         else:
-            book.set("Initialized", initialized, "" if initialized else "ContainersNotInitialized")
-            book.set("ContainersReady", containers_ready, "" if containers_ready else "ContainersNotReady")
-            book.set("Ready", containers_ready and gates_ok, "" if containers_ready else "ContainersNotReady")
+            # The kubelet's messages: the names, as Go prints a []string.
+            incomplete = [c["name"] for c in pod["spec"].get("initContainers", [])][self._init_index :]
+            unready = [c.name for c in self._main if not c.state.ready] or [
+                c["name"] for c in pod["spec"]["containers"]
+            ]
+            not_initialized = f"containers with incomplete status: [{' '.join(incomplete)}]"
+            not_ready = f"containers with unready status: [{' '.join(unready)}]"
+            if initialized:
+                book.set("Initialized", True)
+            else:
+                book.set("Initialized", False, "ContainersNotInitialized", not_initialized)
+            if containers_ready:
+                book.set("ContainersReady", True)
+            else:
+                book.set("ContainersReady", False, "ContainersNotReady", not_ready)
+            if containers_ready:
+                book.set("Ready", gates_ok)
+            else:
+                book.set("Ready", False, "ContainersNotReady", not_ready)
         if book.get("PodReadyToStartContainers") is None:
             book.set("PodReadyToStartContainers", False)
         ours: dict[str, Any] = {
@@ -720,11 +779,16 @@ class PodWorker:
 
     def _waiting_statuses(self, key: str) -> list[dict[str, Any]]:
         """Statuses for containers not yet prepared (before or instead of _prepare)."""
-        reason = self._failure.reason if self._failure else "ContainerCreating"
-        message = self._failure.message if self._failure else ""
-        return [
-            RunState(
-                name=c["name"], image=c["image"], waiting_reason=reason, waiting_message=message
-            ).status()
-            for c in self._snapshot()["spec"].get(key, [])
-        ]
+        spec = self._snapshot()["spec"]
+        default = ("PodInitializing" if spec.get("initContainers") else "ContainerCreating", "")
+        statuses = []
+        for c in spec.get(key, []):
+            reason, message = self._waiting.get(c["name"], default)
+            if self._failure is not None:
+                reason, message = self._failure.reason, self._failure.message
+            statuses.append(
+                RunState(
+                    name=c["name"], image=c["image"], waiting_reason=reason, waiting_message=message
+                ).status()
+            )
+        return statuses
