@@ -44,6 +44,7 @@ TICK_SECONDS = 0.1
 DEFAULT_GRACE_SECONDS = 30
 SHUTDOWN_GRACE_SECONDS = 5.0
 RUNTIME_FILE = "runtime.json"
+SHORT_VOLUMES_ROOT = Path("/tmp/rft-pods")  # noqa: S108 - the host's, for short socket paths
 
 
 @dataclass(frozen=True)
@@ -280,8 +281,31 @@ class PodWorker:
             if self._pod_ip:
                 self._ctx.network.release(self._pod_ip)
             shutil.rmtree(self._dir / "volumes", ignore_errors=True)
+            self._short_link().unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ setup
+
+    def _short_link(self) -> Path:
+        return SHORT_VOLUMES_ROOT / self.uid
+
+    def _short_paths(self, volume_paths: dict[str, Path]) -> dict[str, Path]:
+        """The volumes as the containers see them: through a short symlink to the pod's volumes.
+
+        A kubelet mounts a volume at its mountPath (``/tmp``); here the container sees the host
+        path, under the pod's directory, which can be long. Unix socket paths hold at most 107
+        bytes (vLLM's IPC sockets in its temp dir failed to bind under pytest's temp dirs), so
+        containers get ``/tmp/rft-pods/<pod uid>/<volume>`` instead.
+        """
+        link = self._short_link()
+        link.parent.mkdir(parents=True, exist_ok=True)
+        target = self._dir / "volumes"
+        if not (link.is_symlink() and link.readlink() == target):
+            link.unlink(missing_ok=True)
+            link.symlink_to(target, target_is_directory=True)
+        return {
+            name: link / path.relative_to(target) if path.is_relative_to(target) else path
+            for name, path in volume_paths.items()
+        }
 
     def _kill_leftovers(self) -> None:
         """Processes an earlier agent started for this pod (only if it died without parent-death signals)."""
@@ -380,7 +404,7 @@ class PodWorker:
                     helper_api=self._ctx.helper,
                     injected_volumes=frozenset({WEB_IDENTITY_VOLUME}),
                 )
-                volume_paths = self._volumes.build()
+                volume_paths = self._short_paths(self._volumes.build())
                 # Address and volumes: the kubelet's sandbox is ready, and it pulls images next.
                 self._conditions.set("PodReadyToStartContainers", True)
                 runtimes = self._pull_images(spec)

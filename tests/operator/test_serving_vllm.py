@@ -1,0 +1,119 @@
+"""The production engine, really run: the operator's own vLLM pod on the local node.
+
+The pod the operator builds for `engine: vllm` on accelerator type CPU (vLLM's CPU image; the
+local node runs it with tools/vllm-cpu, real vLLM): the init container fetches the base model
+from the bucket under the pod's workload identity, vLLM serves it, and the adapter sidecar loads
+a committed adapter from the bucket onto it, which then serves under its own name and unloads
+when its Deployment is deleted.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from rft.storage.checkpoints import upload_tree
+from rft_devcluster.pytest_fixtures_storage import S3Bucket
+from rft_trainer.server.testing import make_lora_adapter
+from rft_trainer.tiny import VLLM_CPU_SHAPE, build_tiny_model
+
+from tests.operator.conftest import Objects, OperatorProcess
+from tests.operator.test_serving import greedy, models_served, server_address, wait_deployment
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.localnode,
+    pytest.mark.slow,
+    pytest.mark.vllm,
+    pytest.mark.timeout(1200),
+]
+
+ROLE = "arn:aws:iam::123456789012:role/rft-vllm"
+# vLLM's engine start on 2 shared cores: 70-90 s idle, several minutes under the suite's load.
+VLLM_READY_SECONDS = 600
+
+
+def test_vllm_serves_the_base_and_an_adapter_through_the_sidecar(
+    operator: OperatorProcess, objects: Objects, s3_bucket: S3Bucket, tmp_path: Path
+) -> None:
+    objects.core.create_namespaced_service_account(
+        objects.namespace,
+        {"metadata": {"name": "rft-vllm", "annotations": {"eks.amazonaws.com/role-arn": ROLE}}},
+    )
+    base_dir = build_tiny_model(tmp_path / "base", words_only=True, **VLLM_CPU_SHAPE)
+    base_url = f"s3://{s3_bucket.name}/rft/models/tiny-vllm/"
+    adapter_url = f"s3://{s3_bucket.name}/rft/models/tiny-vllm-lora/"
+    upload_tree(base_dir, base_url)
+    upload_tree(make_lora_adapter(base_dir, tmp_path / "adapter", rank=8, seed=3), adapter_url)
+    objects.create(
+        "models",
+        "Model",
+        "tiny-vllm",
+        {"kind": "base", "location": base_url, "serviceAccountName": "rft-vllm"},
+    )
+    objects.create(
+        "models",
+        "Model",
+        "tiny-vllm-lora",
+        {
+            "kind": "lora",
+            "location": adapter_url,
+            "baseModel": "tiny-vllm",
+            "lora": {"rank": 8, "alpha": 16, "targetModules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+        },
+    )
+    cpu = {"type": "CPU", "count": 0}
+    objects.create(
+        "deployments",
+        "Deployment",
+        "vllm-base",
+        {
+            "model": "tiny-vllm",
+            "deploymentType": "on-demand",
+            "engine": "vllm",
+            "accelerator": cpu,
+            "serviceAccountName": "rft-vllm",
+            "maxLoraRank": 8,
+            "maxLoras": 2,
+            "maxModelLen": 512,
+        },
+    )
+    ready = wait_deployment(objects, "vllm-base", "READY", timeout=VLLM_READY_SECONDS)
+    assert ready["status"]["servedModelName"] == "tiny-vllm"
+    (pod,) = objects.core.list_namespaced_pod(
+        objects.namespace, label_selector="rft-operator.io/deployment=vllm-base"
+    ).items
+    server = next(c for c in pod.spec.containers if c.name == "server")
+    assert server.image.endswith("vllm-cpu-release-repo:v0.32.0")
+    assert server.command[:2] == ["vllm", "serve"]
+    address = server_address(objects, "vllm-base")
+    assert models_served(address) == {"tiny-vllm"}
+    base_answer = greedy(address, "tiny-vllm")
+    assert base_answer.strip(), "vLLM answered the base model"
+
+    objects.create(
+        "deployments",
+        "Deployment",
+        "vllm-tuned",
+        {
+            "model": "tiny-vllm-lora",
+            "deploymentType": "on-demand-lora",
+            "baseDeployment": "vllm-base",
+            "accelerator": cpu,
+        },
+    )
+    tuned = wait_deployment(objects, "vllm-tuned", "READY", timeout=120)
+    assert [r["adapters"] for r in tuned["status"]["replicas"]] == [["tiny-vllm-lora"]]
+    assert models_served(address) == {"tiny-vllm", "tiny-vllm-lora"}
+    assert greedy(address, "tiny-vllm-lora") != base_answer, "the adapter changes vLLM's answers"
+    assert greedy(address, "tiny-vllm") == base_answer
+
+    objects.custom.delete_namespaced_custom_object(
+        "rft-operator.io", "v1alpha1", objects.namespace, "deployments", "vllm-tuned"
+    )
+    deadline = time.monotonic() + 60
+    while objects.get("deployments", "vllm-tuned") is not None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert objects.get("deployments", "vllm-tuned") is None
+    assert models_served(address) == {"tiny-vllm"}, "deleting the Deployment unloads the adapter from vLLM"
