@@ -90,8 +90,8 @@ cluster-down: venv ## Stop the local cluster
 	@$(PY) -m rft_devcluster down --state-dir $(STATE_DIR)
 
 .PHONY: demo
-demo: venv control-plane vllm-env ## The main job: the iterative RL loop on the local cluster
-	$(PY) -m rft_devcluster.demo --state-dir $(CURDIR)/.demo
+demo: venv control-plane vllm-env ## The main job: the iterative RL loop on the local cluster (LOOP=script.py: yours)
+	$(PY) -m rft_devcluster.demo --state-dir $(CURDIR)/.demo $(if $(LOOP),--loop $(LOOP),)
 
 .PHONY: bench
 bench: venv control-plane ## Benchmarks (figures and ratios, JSON under bench/results/)

@@ -59,6 +59,7 @@ def test_vllm_server_fetches_the_model_and_enables_runtime_lora() -> None:
     cmd = server["command"]
     assert cmd[:3] == ["vllm", "serve", "/models/base"]
     assert cmd[cmd.index("--tensor-parallel-size") + 1] == "2"
+    assert cmd[cmd.index("--dtype") + 1] == "bfloat16"
     assert cmd[cmd.index("--host") + 1] == "$(POD_IP)"
     assert cmd[cmd.index("--served-model-name") + 1] == "qwen"
     assert cmd[cmd.index("--max-lora-rank") + 1] == "16"
@@ -120,6 +121,8 @@ def test_vllm_on_cpu_runs_vllms_cpu_image_without_tensor_parallelism() -> None:
     ][0]
     assert server["image"] == f"public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v{VLLM_VERSION}"
     assert "--tensor-parallel-size" not in server["command"]
+    # float32 on CPU, as the trainer computes: vLLM would otherwise serve a float32 model in bf16.
+    assert server["command"][server["command"].index("--dtype") + 1] == "float32"
     assert "nvidia.com/gpu" not in server["resources"]["limits"]
     env = {e["name"]: e.get("value") for e in server["env"]}
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "2"  # a quarter of the CPU placement's 8Gi

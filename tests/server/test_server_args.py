@@ -12,6 +12,7 @@ from rft_trainer.server.args import (
     server_command,
     server_env,
     supported_max_lora_rank,
+    training_dtype,
 )
 
 
@@ -70,6 +71,7 @@ def test_max_lora_rank_rounds_up_to_a_value_vllm_accepts(rank: int, expected: in
         ({"max_model_len": 0}, "max_model_len"),
         ({"enable_lora": False, "lora_modules": {"a": "/a"}}, "lora_modules"),
         ({"lora_modules": {"a=b": "/a"}}, "lora_modules"),
+        ({"dtype": "float64"}, "dtype"),
     ],
 )
 def test_bad_values_name_the_field(kwargs: dict[str, object], field: str) -> None:
@@ -102,3 +104,18 @@ def test_importing_the_package_and_args_loads_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert out.stdout.strip() == ""
+
+
+def test_dtype_is_passed_to_the_engine() -> None:
+    args = server_args("/m", "m", dtype="float32")
+    assert args[args.index("--dtype") + 1] == "float32"
+    assert "--dtype" not in server_args("/m", "m")
+
+
+def test_servers_run_in_the_trainers_dtype() -> None:
+    """training_dtype (which the operator gives servers) is what the trainer computes in."""
+    import torch  # noqa: PLC0415 - the trainer's side of the contract
+    from rft_trainer.model import _dtype_for  # noqa: PLC0415
+
+    assert getattr(torch, training_dtype("CPU")) == _dtype_for(torch.device("cpu"))
+    assert training_dtype("NVIDIA_H100_80GB") == "bfloat16"

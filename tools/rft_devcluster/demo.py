@@ -8,8 +8,13 @@ What it sets up, all on this machine and all real:
   * a tiny chat model built locally (nothing is downloaded) and uploaded to the bucket as the
     base `Model`;
   * the operator, under its own ServiceAccount with the Helm chart's RBAC (not as admin).
-Then it runs `examples/rl_loop.py` (the loop as users write it, with the SDK) for a few steps,
-prints each step's mean reward, `kubectl get rft` and a reward plot, and stops everything.
+Then it runs `examples/rl_loop.py` (the loop as users write it, with the SDK) for a few steps on
+vLLM (the production engine: its CPU build runs the server pods), prints each step's mean reward,
+`kubectl get rft` and a reward plot, and stops everything.
+
+`make demo LOOP=path/to/script.py` (`--loop`) runs that script instead, on the same cluster with
+the same environment (KUBECONFIG, RFT_NAMESPACE, RFT_BUCKET, RFT_SERVICE_ACCOUNT, the user's
+bucket credentials) plus RFT_BASE_MODEL naming the base `Model`, and exits with its exit code.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from rft_devcluster.binaries import REPO_ROOT, ensure_binaries
 from rft_devcluster.controlplane import ClusterOptions, ControlPlane, LocalNodeOptions
 from rft_devcluster.emulators import DEFAULT_REGION, create_s3_bucket, start_moto_server
 from rft_devcluster.handle import ClusterHandle
+from rft_devcluster.vllm_env import ensure_vllm_env
 
 NAMESPACE = "demo"
 BUCKET = "rft-demo"
@@ -125,10 +131,11 @@ def running_operator(kubeconfig: Path, log_path: Path) -> Iterator[subprocess.Po
 def upload_base_model(state_dir: Path, endpoint: str) -> tuple[str, Path]:
     """Build the tiny model locally and put it in the bucket with a commit marker."""
     from rft.storage.checkpoints import upload_tree  # noqa: PLC0415 - after the env is set
-    from rft_trainer.tiny import build_tiny_model  # noqa: PLC0415 - torch only when needed
+    from rft_trainer.tiny import VLLM_CPU_SHAPE, build_tiny_model  # noqa: PLC0415 - torch only when needed
 
-    # words_only: a model an adapter can steer, whose completions survive the text API (see tiny.py)
-    local = build_tiny_model(state_dir / "base-model", words_only=True)
+    # words_only: a model an adapter can steer, whose completions survive the text API (see tiny.py);
+    # VLLM_CPU_SHAPE: a head size vLLM's CPU attention supports.
+    local = build_tiny_model(state_dir / "base-model", words_only=True, **VLLM_CPU_SHAPE)
     location = f"s3://{BUCKET}/rft/models/{BASE_MODEL}/"
     saved = {k: os.environ.get(k) for k in (*USER_AWS_ENV, "AWS_ENDPOINT_URL")}
     os.environ.update({**USER_AWS_ENV, "AWS_ENDPOINT_URL": endpoint})
@@ -164,8 +171,10 @@ spec: {{kind: base, location: "{location}", serviceAccountName: {SERVICE_ACCOUNT
 """
 
 
-def run_loop(cluster: ClusterHandle, endpoint: str, tokenizer_dir: Path, steps: int, results: Path) -> int:
-    env = {
+def loop_environment(cluster: ClusterHandle, endpoint: str) -> dict[str, str]:
+    """What a loop script gets: the cluster, namespace, bucket, ServiceAccount, the user's own
+    bucket credentials and the base Model's name."""
+    return {
         **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
         **USER_AWS_ENV,
         "AWS_ENDPOINT_URL": endpoint,
@@ -173,21 +182,33 @@ def run_loop(cluster: ClusterHandle, endpoint: str, tokenizer_dir: Path, steps: 
         "RFT_NAMESPACE": NAMESPACE,
         "RFT_BUCKET": f"s3://{BUCKET}/rft",
         "RFT_SERVICE_ACCOUNT": SERVICE_ACCOUNT,
+        "RFT_BASE_MODEL": BASE_MODEL,
         "HF_HUB_OFFLINE": "1",
     }
-    cmd = [
-        sys.executable,
-        str(REPO_ROOT / "examples" / "rl_loop.py"),
-        "--base-model",
-        BASE_MODEL,
-        "--tokenizer-dir",
-        str(tokenizer_dir),
-        "--steps",
-        str(steps),
-        "--results",
-        str(results),
-    ]
-    return subprocess.run(cmd, env=env, check=False).returncode
+
+
+def run_loop(
+    cluster: ClusterHandle, endpoint: str, tokenizer_dir: Path, steps: int, results: Path, loop: Path | None
+) -> int:
+    """examples/rl_loop.py on vLLM (or `loop`, a user's script, with no arguments); its exit code."""
+    if loop is not None:
+        cmd = [sys.executable, str(loop)]
+    else:
+        cmd = [
+            sys.executable,
+            str(REPO_ROOT / "examples" / "rl_loop.py"),
+            "--base-model",
+            BASE_MODEL,
+            "--tokenizer-dir",
+            str(tokenizer_dir),
+            "--engine",
+            "vllm",
+            "--steps",
+            str(steps),
+            "--results",
+            str(results),
+        ]
+    return subprocess.run(cmd, env=loop_environment(cluster, endpoint), check=False).returncode
 
 
 def summarize(cluster: ClusterHandle, state_dir: Path, results: Path) -> None:
@@ -218,7 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--state-dir", type=Path, default=REPO_ROOT / ".demo")
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument(
+        "--loop", type=Path, default=None, help="run this loop script instead of examples/rl_loop.py"
+    )
     args = parser.parse_args(argv)
+    loop: Path | None = args.loop.resolve() if args.loop else None
+    if loop is not None and not loop.is_file():
+        parser.error(f"--loop {args.loop}: no such file")
     state_dir: Path = args.state_dir.resolve()
     if state_dir.exists():
         import shutil  # noqa: PLC0415
@@ -227,8 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     state_dir.mkdir(parents=True)
     started = time.monotonic()
 
-    say("control-plane binaries")
+    say("control-plane binaries and the local node's vLLM")
     bin_dir = ensure_binaries()
+    ensure_vllm_env()
     say("S3 and STS (moto) on loopback")
     with start_moto_server(log_dir=state_dir) as moto:
         create_s3_bucket(moto.endpoint, BUCKET)
@@ -257,9 +285,12 @@ def main(argv: list[str] | None = None) -> int:
             say("the operator, under its own ServiceAccount (the Helm chart's RBAC)")
             kubeconfig = operator_kubeconfig(cluster, state_dir)
             with running_operator(kubeconfig, state_dir / "operator.log"):
-                say(f"the RL loop: examples/rl_loop.py, {args.steps} steps")
                 results = state_dir / "results.json"
-                code = run_loop(cluster, moto.endpoint, local_model, args.steps, results)
+                if loop is None:
+                    say(f"the RL loop: examples/rl_loop.py on vLLM, {args.steps} steps")
+                else:
+                    say(f"the RL loop: {loop}")
+                code = run_loop(cluster, moto.endpoint, local_model, args.steps, results, loop)
                 summarize(cluster, state_dir, results)
     say(f"done in {time.monotonic() - started:.0f}s (logs in {state_dir})")
     return code

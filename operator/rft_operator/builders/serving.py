@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from kubernetes.utils.quantity import parse_quantity
 from rft.api import Deployment, Model
-from rft_trainer.server.args import server_args, server_command, server_env
+from rft_trainer.server.args import server_args, server_command, server_env, training_dtype
 
 from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap
@@ -133,6 +133,7 @@ def build_server_deployment(
         max_lora_rank=spec.max_lora_rank,
         max_model_len=spec.max_model_len,
         enable_lora=spec.enable_lora,
+        dtype=training_dtype(spec.accelerator.type),
     )
     if not vllm:
         args += ["--download-dir", f"{SCRATCH}/models"]

@@ -28,6 +28,17 @@ RUNTIME_LORA_UPDATING_ENV: Final = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
 
 REFERENCE_SERVER_MODULE: Final = "rft_trainer.server"
 
+# `--dtype` values both engines accept.
+SERVER_DTYPES: Final = ("auto", "float32", "float16", "bfloat16")
+
+
+def training_dtype(accelerator_type: str) -> str:
+    """The dtype the trainer computes in on this accelerator (rft_trainer.model: bfloat16 on
+    GPUs, float32 on CPU). Servers run in it too, so that the sampler's logprobs are the
+    trainer's: vLLM's default would serve a float32 model in bfloat16 on CPU, and its sampled
+    tokens' logprobs then differ from the trainer's by up to 2e-2 (measured, docs/serving.md)."""
+    return "float32" if accelerator_type == "CPU" else "bfloat16"
+
 
 def supported_max_lora_rank(rank: int) -> int:
     """The smallest rank vLLM accepts for --max-lora-rank that is at least `rank`.
@@ -53,12 +64,15 @@ def server_args(
     max_model_len: int | None = None,
     enable_lora: bool = True,
     lora_modules: Mapping[str, str] | None = None,
+    dtype: str | None = None,
 ) -> list[str]:
     """Arguments (after the program name) that start either engine the same way.
 
     The model comes first as a positional argument, as `vllm serve` expects it. `max_lora_rank` is
     rounded up to a value vLLM accepts (see `supported_max_lora_rank`). `lora_modules` preloads
-    adapters by name (`--lora-modules name=path`); it needs `enable_lora`.
+    adapters by name (`--lora-modules name=path`); it needs `enable_lora`. `dtype` sets the
+    weights' dtype (`--dtype`; None: the engine's default, which for vLLM downcasts float32
+    models to bfloat16).
     Raises ValueError naming the argument when a value is out of range.
     """
     if not model_path:
@@ -72,6 +86,10 @@ def server_args(
     if max_model_len is not None and max_model_len < 1:
         raise ValueError(f"max_model_len must be at least 1, got {max_model_len}")
     args = [model_path, "--served-model-name", served_name, "--host", host, "--port", str(port)]
+    if dtype is not None:
+        if dtype not in SERVER_DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(SERVER_DTYPES)}, got {dtype!r}")
+        args += ["--dtype", dtype]
     if max_model_len is not None:
         args += ["--max-model-len", str(max_model_len)]
     if enable_lora:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from rft_trainer.server.args import DEFAULT_HOST, DEFAULT_PORT
+from rft_trainer.server.args import DEFAULT_HOST, DEFAULT_PORT, SERVER_DTYPES
 
 Device = Literal["auto", "cpu", "cuda"]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
@@ -13,7 +13,7 @@ DType = Literal["auto", "float32", "float16", "bfloat16"]
 LogprobsMode = Literal["raw_logprobs", "processed_logprobs"]
 LOGPROBS_MODES: Final = ("raw_logprobs", "processed_logprobs")
 DEVICES: Final = ("auto", "cpu", "cuda")
-DTYPES: Final = ("auto", "float32", "float16", "bfloat16")
+DTYPES: Final = SERVER_DTYPES
 LOG_LEVELS: Final = ("critical", "error", "warning", "info", "debug", "trace")
 
 
