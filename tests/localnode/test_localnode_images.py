@@ -182,7 +182,8 @@ def test_a_vllm_cpu_image_pod_runs_in_the_real_vllm_environment(
     env = ensure_vllm_env()  # what the agent finds too (same RFT_VLLM_ENV, same lock)
     script = (
         "command -v vllm; "
-        "python3 -c \"import importlib.metadata as m, sys; print(sys.prefix, m.version('vllm-cpu'))\""
+        "python3 -c \"import importlib.metadata as m, sys; print(sys.prefix, m.version('vllm-cpu'))\"; "
+        'echo "kv=$VLLM_CPU_KVCACHE_SPACE"'
     )
     container = {
         "name": "vllm",
@@ -194,8 +195,10 @@ def test_a_vllm_cpu_image_pod_runs_in_the_real_vllm_environment(
     pod = wait_pod(cluster, namespace, "vllm-env", phase_in("Succeeded", "Failed"), "finish", timeout=120)
 
     assert terminated(pod)["exitCode"] == 0, log_text(pod)
-    vllm, python_line = log_text(pod).splitlines()
+    vllm, python_line, kv_line = log_text(pod).splitlines()
     assert vllm == str(env / "bin" / "vllm")
+    # The node's stand-in for a GPU's memory: vLLM's CPU backend would reserve 92% of the host's.
+    assert kv_line == "kv=1"
     prefix, version = python_line.split()
     assert prefix == str(env)
     assert version.split(".")[0].isdigit()

@@ -70,6 +70,8 @@ class ImageRuntime:
     default_command: tuple[str, ...] = ()
     # The environment's own programs (a venv's bin): standard-directory commands map here.
     bin_dir: Path | None = None
+    # Environment variables the image sets (a Dockerfile's ENV); the pod's own values win.
+    image_env: tuple[tuple[str, str], ...] = ()
 
     def resolve_command(self, command: Sequence[str], args: Sequence[str]) -> list[str]:
         """The host argv for a container's ``command`` and ``args`` (image default if no command)."""
@@ -106,6 +108,11 @@ _PROJECT_DEFAULTS = {
 # vLLM's GPU image (vllm/vllm-openai) and CPU images; all have ENTRYPOINT ["vllm", "serve"].
 _VLLM_IMAGES = {"vllm-openai", "vllm-openai-cpu", "vllm-cpu-release-repo"}
 _VLLM_DEFAULT = ("vllm", "serve")
+# This node's GPUs are its CPU: a GPU pod's vLLM runs on vLLM's CPU backend, which sizes its KV
+# cache from VLLM_CPU_KVCACHE_SPACE (GiB) or else reserves --gpu-memory-utilization (92%) of the
+# host's memory and refuses to start when that much is not free. 1 GiB plays the GPU's memory
+# for the tiny models this node serves; a pod that sets the variable (CPU Deployments) wins.
+_VLLM_IMAGE_ENV = (("VLLM_CPU_KVCACHE_SPACE", "1"),)
 _SHELL_IMAGES = {"busybox", "alpine", "bash", "debian", "ubuntu"}
 
 _vllm_lock = threading.Lock()
@@ -138,6 +145,7 @@ def _vllm_runtime() -> ImageRuntime:
         path=f"{bin_dir}{os.pathsep}{_HOST_PATH}",
         default_command=_VLLM_DEFAULT,
         bin_dir=bin_dir,
+        image_env=_VLLM_IMAGE_ENV,
     )
 
 

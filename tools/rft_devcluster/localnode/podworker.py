@@ -374,6 +374,7 @@ class PodWorker:
         tmp.mkdir(parents=True, exist_ok=True)
         port = str(ctx.apiserver_port)
         return {
+            **dict(runtime.image_env),
             "PATH": runtime.path,
             "HOME": str(home),
             "TMPDIR": str(tmp),
