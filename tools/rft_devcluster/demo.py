@@ -261,10 +261,14 @@ def main(argv: list[str] | None = None) -> int:
     with start_moto_server(log_dir=state_dir) as moto:
         create_s3_bucket(moto.endpoint, BUCKET)
         node = LocalNodeOptions(
-            # What the node advertises to the scheduler (server, trainer and validation pods
-            # together); the processes share this machine's real cores.
-            cpu="8",
-            memory="32Gi",
+            # What the node advertises to the scheduler: it stands in for an A100 node (the
+            # product label, nvidia.com/gpu, and the CPU and memory the accelerator map asks for
+            # per GPU), so GPU deployments and steps schedule here; their processes share this
+            # machine's real cores and run on its CPU.
+            gpus=8,
+            gpu_product="NVIDIA-A100-SXM4-80GB",
+            cpu="64",
+            memory="512Gi",
             workload_identity_env=(
                 ("AWS_ENDPOINT_URL", moto.endpoint),
                 ("AWS_DEFAULT_REGION", DEFAULT_REGION),
@@ -273,10 +277,11 @@ def main(argv: list[str] | None = None) -> int:
             ),
         )
         say(
-            "local cluster: etcd, kube-apiserver, controller-manager, scheduler, 2 kwok GPU nodes, the local node"
+            "local cluster: etcd, kube-apiserver, controller-manager, scheduler, the local node (8 A100s on CPU)"
         )
+        # No kwok GPU nodes: pods placed there would only be played, and every pod here runs.
         with ControlPlane(
-            state_dir / "cluster", bin_dir, ClusterOptions(gpu_nodes=2, local_node=node)
+            state_dir / "cluster", bin_dir, ClusterOptions(gpu_nodes=0, local_node=node)
         ) as cluster:
             install_crds(cluster)
             say("base model: a tiny chat model built locally, uploaded to the bucket")
