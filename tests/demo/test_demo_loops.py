@@ -58,8 +58,9 @@ def test_a_loop_script_gets_the_demo_environment_and_its_exit_code_is_the_demos(
         "from rft import Dataset\n"
         "names = ['KUBECONFIG', 'RFT_NAMESPACE', 'RFT_BUCKET', 'RFT_SERVICE_ACCOUNT', 'RFT_BASE_MODEL']\n"
         "print(' '.join(f'{n}={os.environ[n]}' for n in names[1:]))\n"
-        "Dataset.from_list([{'samples': [{'messages': [{'role': 'user', 'content': 'hi'},\n"
-        "    {'role': 'assistant', 'content': 'yes'}], 'evals': {'score': 1.0}}] * 2}]).sync()\n"
+        "sample = {'messages': [{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'yes'}],\n"
+        "          'evals': {'score': 1.0}}\n"
+        "Dataset.from_list([{'samples': [sample, sample]}] * 3).sync()  # the user's bucket, the user's keys\n"
         "sys.exit(3)\n"
     )
     result = run_demo(loop, tmp_path / "demo", timeout=540)
