@@ -222,3 +222,49 @@ def test_vllm_manifests_are_accepted_by_the_apiserver(
     assert {e["name"]: e.get("value") for e in server["env"]}["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
     assert server["securityContext"]["readOnlyRootFilesystem"] is True
     assert accepted[1]["spec"]["type"] == "ClusterIP"
+
+
+@pytest.mark.localnode
+def test_a_server_pod_that_cannot_start_is_named_in_the_status(
+    operator: OperatorProcess, objects: Objects
+) -> None:
+    """The status says why a Deployment waits, instead of only '0/1 replicas ready': an image the
+    node cannot pull, or a pod no node fits."""
+    objects.create(
+        "models", "Model", "tiny-stuck", {"kind": "base", "location": "s3://bucket-a/rft/models/tiny/"}
+    )
+    objects.create(
+        "deployments",
+        "Deployment",
+        "no-image",
+        {
+            "model": "tiny-stuck",
+            "deploymentType": "on-demand",
+            "accelerator": {"type": "CPU", "count": 0},
+            "image": "registry.invalid/no-such-vllm:1",
+        },
+    )
+    objects.create(
+        "deployments",
+        "Deployment",
+        "no-node",
+        {"model": "tiny-stuck", "deploymentType": "on-demand", "accelerator": {"type": "NVIDIA_H200_141GB"}},
+    )
+    deadline = time.monotonic() + 120
+    reasons: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        for name in ("no-image", "no-node"):
+            obj = objects.get("deployments", name) or {}
+            ready = [c for c in obj.get("status", {}).get("conditions", []) if c["type"] == "Ready"]
+            reasons[name] = (ready[0]["reason"], ready[0]["message"]) if ready else None
+        if (
+            reasons["no-image"]
+            and reasons["no-image"][0] in ("ErrImagePull", "ImagePullBackOff")
+            and (reasons["no-node"] and reasons["no-node"][0] == "Unschedulable")
+        ):
+            break
+        time.sleep(1)
+    assert reasons["no-image"][0] in ("ErrImagePull", "ImagePullBackOff"), reasons
+    assert "registry.invalid/no-such-vllm:1" in reasons["no-image"][1]
+    assert reasons["no-node"][0] == "Unschedulable", reasons
+    assert "0/1 replicas ready; pod no-node-server-" in reasons["no-node"][1]

@@ -28,6 +28,7 @@ from rft_operator.builders.serving import (
 from rft_operator.conditions import set_condition
 from rft_operator.config import OperatorConfig
 from rft_operator.kube import Children, Kube, Obj
+from rft_operator.podtrouble import pod_trouble
 from rft_operator.progress import may_poll
 from rft_operator.reconcilers.base import Clock, Reconciler, utcnow
 
@@ -106,9 +107,8 @@ class DeploymentReconciler(Reconciler):
             st.get("observedGeneration", 0) >= apps["metadata"].get("generation", 0)
             and int(st.get("updatedReplicas", 0) or 0) >= wanted
         )
-        replicas = self._adapters_per_replica(
-            self._ready_replicas(ns, dep.metadata.name), model.metadata.name
-        )
+        pods = self.kube.list_pods(ns, self._selector(dep.metadata.name))
+        replicas = self._adapters_per_replica(ready_replicas(pods), model.metadata.name)
         updates = {
             "endpoint": endpoint(dep),
             "served_model_name": model.metadata.name,
@@ -146,6 +146,17 @@ class DeploymentReconciler(Reconciler):
                 **updates,
             )
             return READY_REFRESH_SECONDS
+        trouble = pod_trouble(pods)
+        if trouble is not None:
+            return self._status(
+                raw,
+                dep,
+                "CREATING",
+                False,
+                trouble.reason,
+                f"{ready}/{wanted} replicas ready; {trouble.message}",
+                **updates,
+            )
         return self._status(
             raw, dep, "CREATING", False, "ReplicasNotReady", f"{ready}/{wanted} replicas ready", **updates
         )
@@ -278,18 +289,12 @@ class DeploymentReconciler(Reconciler):
         return None
 
     # --- helpers ------------------------------------------------------------------------------------
+    @staticmethod
+    def _selector(deployment: str) -> str:
+        return ",".join(f"{k}={v}" for k, v in selector_labels(deployment).items())
+
     def _ready_replicas(self, namespace: str, deployment: str) -> list[Replica]:
-        selector = ",".join(f"{k}={v}" for k, v in selector_labels(deployment).items())
-        out = []
-        for pod in self.kube.list_pods(namespace, selector):
-            status = pod.get("status", {})
-            ready = any(
-                c.get("type") == "Ready" and c.get("status") == "True"
-                for c in status.get("conditions", []) or []
-            )
-            if ready and status.get("podIP") and not pod["metadata"].get("deletionTimestamp"):
-                out.append(Replica(pod["metadata"]["name"], status["podIP"]))
-        return sorted(out, key=lambda r: r.pod)
+        return ready_replicas(self.kube.list_pods(namespace, self._selector(deployment)))
 
     def _adapters_per_replica(self, replicas: list[Replica], base_name: str) -> list[LoadedAdapters]:
         out = []
@@ -336,3 +341,16 @@ def _incompatibility(base: Deployment, model: Model) -> str | None:
     if model.spec.lora.rank > base.spec.max_lora_rank:
         return f"checkpoint rank {model.spec.lora.rank} exceeds maxLoraRank {base.spec.max_lora_rank} of {base.metadata.name}"
     return None
+
+
+def ready_replicas(pods: list[Obj]) -> list[Replica]:
+    """The Ready server pods that have an address and are not being deleted, by name."""
+    out = []
+    for pod in pods:
+        status = pod.get("status", {})
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", []) or []
+        )
+        if ready and status.get("podIP") and not pod["metadata"].get("deletionTimestamp"):
+            out.append(Replica(pod["metadata"]["name"], status["podIP"]))
+    return sorted(out, key=lambda r: r.pod)

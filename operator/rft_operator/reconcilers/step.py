@@ -34,6 +34,7 @@ from rft_operator.config import OperatorConfig
 from rft_operator.jobstate import JobState, job_state, termination_message
 from rft_operator.kube import Kube, Obj
 from rft_operator.metrics import METRICS
+from rft_operator.podtrouble import pod_trouble
 from rft_operator.progress import fetch_progress, may_poll
 from rft_operator.reconcilers.base import Clock, Reconciler, utcnow
 
@@ -291,9 +292,11 @@ class StepReconciler(Reconciler):
             return self._complete(raw, step, pods)
         if state.outcome == "failed":
             return self._failed(raw, step, state, pods)
-        return self._in_progress(raw, step, job, state)
+        return self._in_progress(raw, step, job, state, pods)
 
-    def _in_progress(self, raw: Obj, step: ReinforcementStep, job: Obj, state: JobState) -> float | None:
+    def _in_progress(
+        self, raw: Obj, step: ReinforcementStep, job: Obj, state: JobState, pods: list[Obj]
+    ) -> float | None:
         status = step.status.model_copy(deep=True)
         now, gen = self.clock(), step.metadata.generation
         status.observed_generation = gen
@@ -337,6 +340,9 @@ class StepReconciler(Reconciler):
         else:
             status.phase = StepPhase.PENDING
             status.message = _pending_message(step, status.job_name, state.failed_pods)
+            trouble = pod_trouble(pods)
+            if trouble is not None:
+                status.message = f"{status.message}; {trouble.reason}: {trouble.message}"
         self._write(raw, step, status)
         return self.config.poll_seconds
 
