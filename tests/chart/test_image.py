@@ -192,58 +192,54 @@ def test_operator_image_has_no_torch_and_trainer_image_no_kopf() -> None:
     assert "kopf" not in trainer
 
 
+def _uv(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The dev venv's uv (the pinned version) on the repository."""
+    return subprocess.run(
+        [str(UV), *args], cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=120
+    )
+
+
 @pytest.mark.parametrize("name", ["operator.lock", "trainer.lock", "build.lock"])
 def test_image_locks_are_exported_from_uv_lock(name: str) -> None:
     """Lock against lock: each image lock is `uv export` of uv.lock (deploy/image/lock.sh), so the
     images install the versions the suite ran, and this fails only on a real drift."""
     flags = EXPORTS[name]
-    exported = subprocess.run(
-        [
-            str(UV),
-            "export",
-            "--quiet",
-            "--frozen",
-            "--offline",
-            "--no-emit-project",
-            "--no-header",
-            "--format",
-            "requirements.txt",
-            *flags,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
+    export = _uv(
+        "export",
+        "--quiet",
+        "--frozen",
+        "--offline",
+        "--no-emit-project",
+        "--no-header",
+        "--format",
+        "requirements.txt",
+        *flags,
+    )
+    assert export.returncode == 0, export.stderr
+    exported = export.stdout
     header = f"# Exported from uv.lock by deploy/image/lock.sh (uv export {' '.join(flags)}): do not edit.\n"
     assert (IMAGE_DIR / name).read_text() == header + exported, "run deploy/image/lock.sh (or make lock)"
 
 
 def test_uv_lock_matches_pyproject() -> None:
     """uv.lock satisfies pyproject.toml as it is now (`make lock` after editing a requirement)."""
-    result = subprocess.run(
-        [str(UV), "lock", "--check", "--offline"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    result = _uv("lock", "--check", "--offline")
     assert result.returncode == 0, result.stderr
 
 
 def test_the_venv_is_the_lock() -> None:
     """The environment the suite runs in is exactly uv.lock's `dev` extra: no package missing,
     extra or at another version (the same check as `make venv-check`)."""
-    result = subprocess.run(
-        [str(UV), "sync", "--locked", "--extra", "dev", "--check", "--offline", "--python", sys.executable],
-        cwd=REPO,
+    result = _uv(
+        "sync",
+        "--locked",
+        "--extra",
+        "dev",
+        "--check",
+        "--offline",
+        "--python",
+        sys.executable,
         env={**os.environ, "UV_PROJECT_ENVIRONMENT": sys.prefix},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
     )
     assert result.returncode == 0, result.stderr
 
