@@ -54,7 +54,12 @@ def rollouts(
             score = reward(text)
             scores.append(score)
             samples.append(
-                {"messages": [*messages, {"role": "assistant", "content": text}], "evals": {"score": score}}
+                {
+                    "messages": [*messages, {"role": "assistant", "content": text}],
+                    "evals": {"score": score},
+                    # "length": cut at max_tokens, so the trainer trains no end-of-turn token for it.
+                    "finish_reason": choice.finish_reason,
+                }
             )
         rows.append({"samples": samples})
     return rows, scores

@@ -44,6 +44,14 @@ def test_good_samples_row() -> None:
     assert isinstance(group.completions[0].rewards["score"], float)
 
 
+def test_finish_reason_length_marks_a_completion_cut_at_max_tokens() -> None:
+    row = _samples_row(
+        _sample("4", finish_reason="stop"), _sample("5 6 7", finish_reason="length"), _sample("8")
+    )
+    finished = [c.finished for c in parse_row(1, row).completions]
+    assert finished == [True, False, True]
+
+
 def test_good_prompt_completions_rows() -> None:
     group = parse_row(1, GOOD_PC.encode())
     assert group.format == "prompt-completions"
@@ -235,6 +243,11 @@ BAD_ROWS: list[tuple[str, str]] = [
     ),
     (json.dumps({"prompt": [], "completions": ["a", "b"], "rewards": [1, 2]}), "prompt is empty"),
     ("   ", "blank line"),
+    (
+        _samples_row(_sample("4"), _sample("5", finish_reason="max_tokens")),
+        "samples[1].finish_reason must be one of stop, length, tool_calls, content_filter, function_call "
+        "(the sampler's finish_reason), got 'max_tokens'",
+    ),
 ]
 
 

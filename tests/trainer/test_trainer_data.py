@@ -27,7 +27,14 @@ def tokenizer(tiny_model_dir: Path) -> Any:
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
-def _raw(completion: str, *, group: int = 0, logprobs: list[float] | None = None, line: int = 1) -> RawSample:
+def _raw(
+    completion: str,
+    *,
+    group: int = 0,
+    logprobs: list[float] | None = None,
+    line: int = 1,
+    finished: bool = True,
+) -> RawSample:
     return RawSample(
         line=line,
         group=group,
@@ -37,6 +44,7 @@ def _raw(completion: str, *, group: int = 0, logprobs: list[float] | None = None
         reward=1.0,
         advantage=0.5,
         sampling_logprobs=logprobs,
+        finished=finished,
     )
 
 
@@ -65,7 +73,9 @@ def test_batch_targets_only_completion_tokens(tokenizer: Any) -> None:
     ]
     assert batch.target_positions.tolist() == expected
     assert batch.seq_ids.tolist() == [0] * first.completion_len + [1] * second.completion_len
-    assert batch.position_ids[0].tolist() == list(range(len(first.token_ids))) + list(range(len(second.token_ids)))
+    assert batch.position_ids[0].tolist() == list(range(len(first.token_ids))) + list(
+        range(len(second.token_ids))
+    )
     assert batch.advantages.tolist() == [0.5] * (first.completion_len + second.completion_len)
     assert batch.n_completion_tokens == first.completion_len + second.completion_len
 
@@ -79,6 +89,20 @@ def test_sampling_logprobs_align_with_or_without_the_end_of_turn_token(tokenizer
     assert without_eot.sampling_logprobs is not None
     assert without_eot.sampling_logprobs[:n] == [-0.5] * n
     assert math.isnan(without_eot.sampling_logprobs[n])
+
+
+def test_a_completion_cut_at_max_tokens_trains_no_end_of_turn(tokenizer: Any) -> None:
+    """finish_reason "length": the model never sampled its end-of-turn, so none is trained, and
+    the sampler's logprobs cover exactly the text's tokens."""
+    tok = SampleTokenizer(tokenizer, 256)
+    ids = tokenizer("apple banana", add_special_tokens=False)["input_ids"]
+    cut = tokenize_samples([_raw("apple banana", finished=False, logprobs=[-0.5] * len(ids))], tok).samples[0]
+    assert cut.token_ids[cut.prompt_len :] == ids
+    assert cut.sampling_logprobs == [-0.5] * len(ids)
+    with pytest.raises(
+        BadInputError, match=rf"has {len(ids) + 1} logprobs but tokenizes to {len(ids)} tokens with"
+    ):
+        tokenize_samples([_raw("apple banana", finished=False, logprobs=[-0.5] * (len(ids) + 1))], tok)
 
 
 def test_misaligned_sampling_logprobs_name_the_line(tokenizer: Any) -> None:

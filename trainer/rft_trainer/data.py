@@ -47,6 +47,8 @@ class RawSample:
     reward: float
     advantage: float
     sampling_logprobs: list[float] | None
+    # False: cut at max_tokens (finish_reason "length"), so no end-of-turn token follows it.
+    finished: bool = True
 
 
 @dataclass(frozen=True)
@@ -103,9 +105,11 @@ class SampleTokenizer:
             raise BadInputError("InvalidDataset", f"line {line}: the prompt renders to no tokens")
         return ids
 
-    def completion_ids(self, text: str) -> list[int]:
-        """The completion's tokens followed by the end-of-turn token."""
-        return [*self._tokenizer(text, add_special_tokens=False)["input_ids"], self.eos_token_id]
+    def completion_ids(self, text: str, *, finished: bool = True) -> list[int]:
+        """The completion's tokens, followed by the end-of-turn token if the model ended it (a
+        completion cut at max_tokens has none: training one would teach a token never sampled)."""
+        ids = list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        return [*ids, self.eos_token_id] if finished else ids
 
 
 def _aligned_logprobs(raw: RawSample, completion_len: int) -> list[float] | None:
@@ -115,12 +119,14 @@ def _aligned_logprobs(raw: RawSample, completion_len: int) -> list[float] | None
     given = len(raw.sampling_logprobs)
     if given == completion_len:
         return list(raw.sampling_logprobs)
-    if given == completion_len - 1:
+    if raw.finished and given == completion_len - 1:
         return [*raw.sampling_logprobs, math.nan]
+    text_len = completion_len - 1 if raw.finished else completion_len
+    end = " (+1 end-of-turn)" if raw.finished else ""
     raise BadInputError(
         "InvalidDataset",
         f"line {raw.line}: {raw.where} has {given} logprobs but tokenizes to "
-        f"{completion_len - 1} tokens (+1 end-of-turn) with the base model's tokenizer: the rows "
+        f"{text_len} tokens{end} with the base model's tokenizer: the rows "
         "were sampled from a model with another tokenizer, or the logprobs do not belong to the text",
     )
 
@@ -134,7 +140,7 @@ def tokenize_samples(raw_samples: Sequence[RawSample], tokenizer: SampleTokenize
         prompt = prompt_cache.get(raw.group)
         if prompt is None:
             prompt = prompt_cache[raw.group] = tokenizer.prompt_ids(raw.prompt, raw.line)
-        completion = tokenizer.completion_ids(raw.completion)
+        completion = tokenizer.completion_ids(raw.completion, finished=raw.finished)
         logprobs = _aligned_logprobs(raw, len(completion))
         room = limit - len(prompt)
         if room < 1:

@@ -114,6 +114,7 @@ def score_groups(
                     reward=group_rewards[g][k],
                     advantage=advantages.values[g][k],
                     sampling_logprobs=completion.logprobs,
+                    finished=completion.finished,
                 )
             )
     return ScoredDataset(

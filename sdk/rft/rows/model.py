@@ -32,6 +32,9 @@ class Completion:
     text: str
     rewards: dict[str, float]
     logprobs: list[float] | None = None
+    # False when the sampler cut the completion at max_tokens (OpenAI finish_reason "length"): the
+    # model never produced its end-of-turn token, so the trainer does not train one.
+    finished: bool = True
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,20 @@ def _rewards(value: Any, where: str) -> dict[str, float]:
     return {key: _number(reward, f"{where}.{key}") for key, reward in value.items()}
 
 
+# OpenAI's finish reasons; only "length" (cut at max_tokens) means no end-of-turn was sampled.
+FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter", "function_call")
+
+
+def _finished(value: Any, where: str) -> bool:
+    if value is None:
+        return True
+    if value not in FINISH_REASONS:
+        _fail(
+            f"{where} must be one of {', '.join(FINISH_REASONS)} (the sampler's finish_reason), got {_show(value)}"
+        )
+    return bool(value != "length")
+
+
 def _logprobs(value: Any, where: str) -> list[float] | None:
     if value is None:
         return None
@@ -217,7 +231,8 @@ def _parse_samples(row: dict[str, Any]) -> tuple[list[Message], list[Completion]
             _fail(f"{where} has no 'evals' (its rewards, e.g. {{\"score\": 0.7}})")
         rewards = _rewards(sample["evals"], f"{where}.evals")
         logprobs = _logprobs(sample.get("logprobs"), f"{where}.logprobs")
-        completions.append(Completion(messages[-1].content, rewards, logprobs))
+        finished = _finished(sample.get("finish_reason"), f"{where}.finish_reason")
+        completions.append(Completion(messages[-1].content, rewards, logprobs, finished))
     _reward_keys_match([set(c.rewards) for c in completions], "samples")
     assert prompt is not None  # at least MIN_COMPLETIONS samples were parsed
     return prompt, completions
