@@ -16,6 +16,7 @@ import torch
 from peft import PeftModel
 from rft_trainer.logprobs import CompletionLogprobs
 from rft_trainer.model import load_base_model
+from rft_trainer.server.testing import make_lora_adapter
 
 from tests.vllm.conftest import SERVED_NAME, VllmServer
 
@@ -102,3 +103,24 @@ def test_vllm_and_the_trainer_agree_on_the_base_and_an_adapter(vllm_server: Vllm
     assert max(adapter) < TOLERANCE
     assert max(shift) > 100 * TOLERANCE
     assert "step1" not in {m["id"] for m in vllm_server.get("/v1/models")["data"]}, "unloaded"
+
+
+def test_adapters_loaded_one_after_another_each_serve_their_own_weights(
+    vllm_server: VllmServer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The loop's pattern: load step-1, unload it, load step-2, ... each served adapter is the one
+    under its name (vLLM reuses adapter slots: a stale one would pass every status check)."""
+    model, _ = load_base_model(str(vllm_server.model_dir), torch.device("cpu"))
+    root = tmp_path_factory.mktemp("sequence")
+    worst = []
+    for index in range(3):
+        name = f"seq-{index}"
+        adapter_dir = make_lora_adapter(vllm_server.model_dir, root / name, rank=8, seed=10 + index)
+        vllm_server.post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(adapter_dir)})
+        try:
+            adapted = PeftModel.from_pretrained(model, str(adapter_dir))
+            worst.append(max(_differences(vllm_server, adapted, name)))
+            model = adapted.unload()  # the plain base again for the next adapter
+        finally:
+            vllm_server.post("/v1/unload_lora_adapter", {"lora_name": name})
+    assert max(worst) < TOLERANCE, worst
