@@ -31,6 +31,13 @@ IMAGE = "registry.example.com/unknown/app:1.0"
 UNRUNNABLE = {"name": "app", "image": IMAGE, "command": ["app", "--serve"]}
 
 
+def _delete_pod(cluster: ClusterHandle, namespace: str, name: str) -> None:
+    """Delete the pod and wait until the node has removed it (its pull retries end with it)."""
+    with cluster.api_client() as api:
+        client.CoreV1Api(api).delete_namespaced_pod(name, namespace)
+    wait_pod_gone(cluster, namespace, name, timeout=30)
+
+
 def _waiting(status: dict[str, Any]) -> dict[str, Any]:
     waiting: dict[str, Any] = (status.get("state") or {}).get("waiting") or {}
     return waiting
@@ -103,9 +110,7 @@ def test_a_pod_with_an_image_the_node_cannot_run_waits_and_retries_until_deleted
         assert (found["status"], found.get("reason")) == ("False", "ContainersNotReady")
         assert found["message"] == "containers with unready status: [app]"
 
-    with cluster.api_client() as api:
-        client.CoreV1Api(api).delete_namespaced_pod("unrunnable", namespace)
-    wait_pod_gone(cluster, namespace, "unrunnable", timeout=30)
+    _delete_pod(cluster, namespace, "unrunnable")
 
 
 def test_an_init_container_with_such_an_image_keeps_the_pod_initializing(
@@ -136,9 +141,7 @@ def test_an_init_container_with_such_an_image_keeps_the_pod_initializing(
     [main] = pod["status"]["containerStatuses"]
     assert (_waiting(main)["reason"], main["ready"], main["started"]) == ("PodInitializing", False, False)
 
-    with cluster.api_client() as api:
-        client.CoreV1Api(api).delete_namespaced_pod("init-unrunnable", namespace)
-    wait_pod_gone(cluster, namespace, "init-unrunnable", timeout=30)
+    _delete_pod(cluster, namespace, "init-unrunnable")
 
 
 def test_a_deployment_with_such_an_image_keeps_one_waiting_pod(

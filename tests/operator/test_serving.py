@@ -10,71 +10,30 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 from rft.api import Deployment, Model
-from rft.storage.checkpoints import upload_tree
 from rft_devcluster.handle import ClusterHandle
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
 from rft_operator.accelerators import AcceleratorMap
 from rft_operator.builders.serving import build_server_deployment, build_server_service
 from rft_operator.config import OperatorConfig
-from rft_trainer.server.testing import make_lora_adapter
 from rft_trainer.tiny import build_tiny_model
 
 from tests.operator.conftest import Objects, OperatorProcess
+from tests.operator.serving_support import (
+    greedy,
+    models_served,
+    publish_base_and_adapter,
+    server_address,
+    wait_deployment,
+)
 
 pytestmark = [pytest.mark.cluster]
 
 ROLE = "arn:aws:iam::123456789012:role/rft-server"
-
-
-def wait_deployment(objects: Objects, name: str, phase: str, timeout: float = 180) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    obj: dict[str, Any] | None = None
-    while time.monotonic() < deadline:
-        obj = objects.get("deployments", name)
-        if obj and obj.get("status", {}).get("phase") == phase:
-            return obj
-        time.sleep(0.5)
-    raise AssertionError(f"deployment {name} not {phase} in {timeout}s: {(obj or {}).get('status')}")
-
-
-def server_address(objects: Objects, deployment: str) -> str:
-    """A ready server pod's address (what port-forward to the Service would reach)."""
-    pods = objects.core.list_namespaced_pod(
-        objects.namespace, label_selector=f"rft-operator.io/deployment={deployment}"
-    ).items
-    ready = [
-        p for p in pods if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
-    ]
-    assert ready, "no ready server pod"
-    return f"http://{ready[0].status.pod_ip}:8000"
-
-
-def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    headers = {"Content-Type": "application/json"}
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)  # noqa: S310
-    with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 - loopback pod IP
-        return json.loads(resp.read())  # type: ignore[no-any-return]
-
-
-def models_served(address: str) -> set[str]:
-    with urllib.request.urlopen(f"{address}/v1/models", timeout=30) as resp:  # noqa: S310
-        return {m["id"] for m in json.loads(resp.read())["data"]}
-
-
-def greedy(address: str, model: str) -> str:
-    body = {
-        "model": model,
-        "messages": [{"role": "user", "content": "hello"}],
-        "max_tokens": 8,
-        "temperature": 0,
-    }
-    return str(post(f"{address}/v1/chat/completions", body)["choices"][0]["message"]["content"])
 
 
 @pytest.mark.localnode
@@ -82,28 +41,15 @@ def greedy(address: str, model: str) -> str:
 def test_base_serves_and_an_adapter_loads_onto_it(
     operator: OperatorProcess, objects: Objects, s3_bucket: S3Bucket, tmp_path: Path
 ) -> None:
-    objects.core.create_namespaced_service_account(
-        objects.namespace,
-        {"metadata": {"name": "rft-server", "annotations": {"eks.amazonaws.com/role-arn": ROLE}}},
-    )
-    base_dir = build_tiny_model(tmp_path / "base")
-    base_url = f"s3://{s3_bucket.name}/rft/models/tiny/"
-    adapter_url = f"s3://{s3_bucket.name}/rft/models/tiny-lora/"
-    upload_tree(base_dir, base_url)
-    upload_tree(make_lora_adapter(base_dir, tmp_path / "adapter", rank=4, seed=3), adapter_url)
-    objects.create(
-        "models", "Model", "tiny", {"kind": "base", "location": base_url, "serviceAccountName": "rft-server"}
-    )
-    objects.create(
-        "models",
-        "Model",
-        "tiny-lora",
-        {
-            "kind": "lora",
-            "location": adapter_url,
-            "baseModel": "tiny",
-            "lora": {"rank": 4, "alpha": 8, "targetModules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
-        },
+    publish_base_and_adapter(
+        objects,
+        s3_bucket,
+        build_tiny_model(tmp_path / "base"),
+        tmp_path,
+        name="tiny",
+        service_account="rft-server",
+        role_arn=ROLE,
+        rank=4,
     )
     cpu = {"type": "CPU", "count": 0}
     objects.create(

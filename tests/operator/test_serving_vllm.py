@@ -13,13 +13,17 @@ import time
 from pathlib import Path
 
 import pytest
-from rft.storage.checkpoints import upload_tree
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
-from rft_trainer.server.testing import make_lora_adapter
 from rft_trainer.tiny import VLLM_CPU_SHAPE, build_tiny_model
 
 from tests.operator.conftest import Objects, OperatorProcess
-from tests.operator.test_serving import greedy, models_served, server_address, wait_deployment
+from tests.operator.serving_support import (
+    greedy,
+    models_served,
+    publish_base_and_adapter,
+    server_address,
+    wait_deployment,
+)
 
 pytestmark = [
     pytest.mark.cluster,
@@ -37,31 +41,16 @@ VLLM_READY_SECONDS = 600
 def test_vllm_serves_the_base_and_an_adapter_through_the_sidecar(
     operator: OperatorProcess, objects: Objects, s3_bucket: S3Bucket, tmp_path: Path
 ) -> None:
-    objects.core.create_namespaced_service_account(
-        objects.namespace,
-        {"metadata": {"name": "rft-vllm", "annotations": {"eks.amazonaws.com/role-arn": ROLE}}},
-    )
     base_dir = build_tiny_model(tmp_path / "base", words_only=True, **VLLM_CPU_SHAPE)
-    base_url = f"s3://{s3_bucket.name}/rft/models/tiny-vllm/"
-    adapter_url = f"s3://{s3_bucket.name}/rft/models/tiny-vllm-lora/"
-    upload_tree(base_dir, base_url)
-    upload_tree(make_lora_adapter(base_dir, tmp_path / "adapter", rank=8, seed=3), adapter_url)
-    objects.create(
-        "models",
-        "Model",
-        "tiny-vllm",
-        {"kind": "base", "location": base_url, "serviceAccountName": "rft-vllm"},
-    )
-    objects.create(
-        "models",
-        "Model",
-        "tiny-vllm-lora",
-        {
-            "kind": "lora",
-            "location": adapter_url,
-            "baseModel": "tiny-vllm",
-            "lora": {"rank": 8, "alpha": 16, "targetModules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
-        },
+    publish_base_and_adapter(
+        objects,
+        s3_bucket,
+        base_dir,
+        tmp_path,
+        name="tiny-vllm",
+        service_account="rft-vllm",
+        role_arn=ROLE,
+        rank=8,
     )
     cpu = {"type": "CPU", "count": 0}
     objects.create(

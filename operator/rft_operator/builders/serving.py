@@ -198,11 +198,11 @@ def build_server_deployment(
                 "imagePullPolicy": config.image_pull_policy,
                 "command": ["python", "-m", "rft.adapter_sidecar"],
                 "args": [
-                    # The server listens on the pod's IP (SERVER_HOST), not on loopback.
+                    # The server listens on the pod's IP, not on loopback; so does the sidecar.
                     "--upstream",
-                    f"http://$(POD_IP):{SERVER_PORT}",
+                    f"http://{SERVER_HOST}:{SERVER_PORT}",
                     "--host",
-                    "$(POD_IP)",
+                    SERVER_HOST,
                     "--port",
                     str(ADAPTER_ADMIN_PORT),
                 ],

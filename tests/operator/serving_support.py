@@ -1,0 +1,100 @@
+"""Helpers of the serving tests: publish a base model and an adapter, wait for Deployments,
+talk to a served model's pod."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from rft.storage.checkpoints import upload_tree
+from rft_devcluster.pytest_fixtures_storage import S3Bucket
+from rft_trainer.server.testing import make_lora_adapter
+
+from tests.operator.conftest import Objects
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def publish_base_and_adapter(
+    objects: Objects,
+    s3_bucket: S3Bucket,
+    base_dir: Path,
+    tmp_path: Path,
+    *,
+    name: str,
+    service_account: str,
+    role_arn: str,
+    rank: int,
+) -> None:
+    """A ServiceAccount with the role, the base model `name` and a random rank-`rank` adapter
+    `name-lora` uploaded to the bucket, and their Model objects."""
+    objects.core.create_namespaced_service_account(
+        objects.namespace,
+        {"metadata": {"name": service_account, "annotations": {"eks.amazonaws.com/role-arn": role_arn}}},
+    )
+    base_url = f"s3://{s3_bucket.name}/rft/models/{name}/"
+    adapter_url = f"s3://{s3_bucket.name}/rft/models/{name}-lora/"
+    upload_tree(base_dir, base_url)
+    upload_tree(make_lora_adapter(base_dir, tmp_path / "adapter", rank=rank, seed=3), adapter_url)
+    objects.create(
+        "models", "Model", name, {"kind": "base", "location": base_url, "serviceAccountName": service_account}
+    )
+    objects.create(
+        "models",
+        "Model",
+        f"{name}-lora",
+        {
+            "kind": "lora",
+            "location": adapter_url,
+            "baseModel": name,
+            "lora": {"rank": rank, "alpha": 2 * rank, "targetModules": LORA_TARGETS},
+        },
+    )
+
+
+def wait_deployment(objects: Objects, name: str, phase: str, timeout: float = 180) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    obj: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        obj = objects.get("deployments", name)
+        if obj and obj.get("status", {}).get("phase") == phase:
+            return obj
+        time.sleep(0.5)
+    raise AssertionError(f"deployment {name} not {phase} in {timeout}s: {(obj or {}).get('status')}")
+
+
+def server_address(objects: Objects, deployment: str) -> str:
+    """A ready server pod's address (what port-forward to the Service would reach)."""
+    pods = objects.core.list_namespaced_pod(
+        objects.namespace, label_selector=f"rft-operator.io/deployment={deployment}"
+    ).items
+    ready = [
+        p for p in pods if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+    ]
+    assert ready, "no ready server pod"
+    return f"http://{ready[0].status.pod_ip}:8000"
+
+
+def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    headers = {"Content-Type": "application/json"}
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)  # noqa: S310
+    with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 - loopback pod IP
+        return json.loads(resp.read())  # type: ignore[no-any-return]
+
+
+def models_served(address: str) -> set[str]:
+    with urllib.request.urlopen(f"{address}/v1/models", timeout=30) as resp:  # noqa: S310
+        return {m["id"] for m in json.loads(resp.read())["data"]}
+
+
+def greedy(address: str, model: str) -> str:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "hello"}],
+        "max_tokens": 8,
+        "temperature": 0,
+    }
+    return str(post(f"{address}/v1/chat/completions", body)["choices"][0]["message"]["content"])
