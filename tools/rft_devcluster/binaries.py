@@ -24,14 +24,11 @@ class BinariesUnavailableError(RuntimeError):
     """The build script could not provide the binaries; the message carries its output."""
 
 
-def ensure_binaries() -> Path:
-    """Return the directory holding the control plane's binaries, building what is missing.
-
-    Delegates to ``tools/build-control-plane.sh`` (which honours ``RFT_BIN_DIR``); a cold
-    build takes minutes, a warm call well under a second.
-    """
+def script_output_dir(script: Path, error: type[RuntimeError]) -> Path:
+    """Run one of tools/' install scripts and return the directory it prints last; raise `error`
+    with the script's output when it fails or prints nothing."""
     result = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)],
+        ["bash", str(script)],
         capture_output=True,
         text=True,
         check=False,
@@ -39,13 +36,20 @@ def ensure_binaries() -> Path:
     )
     if result.returncode != 0:
         output = (result.stderr.strip() or result.stdout.strip())[-4000:]
-        raise BinariesUnavailableError(
-            f"{BUILD_SCRIPT.relative_to(REPO_ROOT)} failed (exit {result.returncode}):\n{output}"
-        )
+        raise error(f"{script.relative_to(REPO_ROOT)} failed (exit {result.returncode}):\n{output}")
     lines = result.stdout.strip().splitlines()
     if not lines:
-        raise BinariesUnavailableError(f"{BUILD_SCRIPT} printed no directory")
-    bin_dir = Path(lines[-1])
+        raise error(f"{script} printed no directory")
+    return Path(lines[-1])
+
+
+def ensure_binaries() -> Path:
+    """Return the directory holding the control plane's binaries, building what is missing.
+
+    Delegates to ``tools/build-control-plane.sh`` (which honours ``RFT_BIN_DIR``); a cold
+    build takes minutes, a warm call well under a second.
+    """
+    bin_dir = script_output_dir(BUILD_SCRIPT, BinariesUnavailableError)
     missing = [b for b in REQUIRED_BINARIES if not os.access(bin_dir / b, os.X_OK)]
     if missing:
         raise BinariesUnavailableError(f"{bin_dir} lacks {', '.join(missing)}")
