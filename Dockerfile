@@ -5,9 +5,10 @@
 #   docker build --target trainer  -t ghcr.io/rft-operator/rft-trainer:0.1.0 .
 #
 # operator: the Kopf operator (`python -m rft_operator`), `.[operator]`, no torch, on distroless.
-# trainer:  the LoRA trainer (`python -m rft_trainer`, `torchrun -m rft_trainer`), the reference
-#           inference server (`python -m rft_trainer.server`) and dataset validation
-#           (`python -m rft.validate`), `.[trainer]`, on an NVIDIA CUDA base.
+# trainer:  the LoRA trainer (`python -m rft_trainer`, `torchrun -m rft_trainer`), dataset
+#           validation (`python -m rft.validate`), and the serving pods' model fetch and adapter
+#           sidecar (`python -m rft.fetch`, `python -m rft.adapter_sidecar`), `.[trainer]`, on an
+#           NVIDIA CUDA base. Inference itself is vLLM's own image.
 #
 # Every dependency is pinned with hashes (deploy/image/*.lock, from deploy/image/lock.sh), Python
 # is uv's checksum-verified build, and base images are pinned by version tag; pin them by digest
@@ -110,7 +111,7 @@ LABEL org.opencontainers.image.title="rft-operator" \
       org.opencontainers.image.vendor="rft-operator" \
       org.opencontainers.image.base.name="${OPERATOR_BASE}"
 
-# --- trainer (also the reference inference server and dataset validation) -------------------------
+# --- trainer (also dataset validation, the model fetch and the adapter sidecar) ------------------
 FROM ${TRAINER_BASE} AS trainer
 ARG TRAINER_BASE
 ARG VERSION=0.1.0
@@ -126,11 +127,11 @@ ENV PATH=/opt/venv/bin:${PATH} \
     HOME=/tmp
 # uid 1000 is the base image's unprivileged user; the operator runs these pods as 1000:1000.
 USER 1000:1000
-# 8089: the trainer's GET /progress; 8000: the reference server's OpenAI-compatible API.
-EXPOSE 8000 8089
+# 8089: the trainer's GET /progress; 8001: the adapter sidecar.
+EXPOSE 8001 8089
 CMD ["python", "-m", "rft_trainer"]
 LABEL org.opencontainers.image.title="rft-trainer" \
-      org.opencontainers.image.description="rft-operator's LoRA trainer, reference inference server and dataset validation (torch, peft, transformers)" \
+      org.opencontainers.image.description="rft-operator's LoRA trainer, dataset validation and serving helpers (torch, peft, transformers)" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \

@@ -5,7 +5,7 @@ bucket, run one reinforcement step, poll it, put the new checkpoint on the base 
 repeat. Only the import line and the account names differ from the managed service's version.
 
     RFT_BUCKET=s3://my-bucket/rft RFT_SERVICE_ACCOUNT=rft-trainer \
-    python examples/rl_loop.py --base-model qwen3-0-6b --accelerator NVIDIA_H100_80GB --engine vllm
+    python examples/rl_loop.py --base-model qwen3-0-6b --accelerator NVIDIA_H100_80GB
 
 `make demo` runs it on the local cluster with a tiny model on CPU (see tools/rft_devcluster/demo.py).
 The toy reward here: the fraction of the completion's tokens (under the base model's tokenizer)
@@ -77,7 +77,6 @@ def main() -> int:
     parser.add_argument("--group", type=int, default=8, help="completions per prompt")
     parser.add_argument("--max-tokens", type=int, default=10)
     parser.add_argument("--accelerator", default="CPU")
-    parser.add_argument("--engine", default="reference", choices=["reference", "vllm"])
     parser.add_argument("--learning-rate", type=float, default=2e-2)
     parser.add_argument("--lora-rank", type=int, default=8)
     parser.add_argument("--results", help="write the per-step figures as JSON here")
@@ -90,7 +89,6 @@ def main() -> int:
         id="policy-base",
         accelerator_type=args.accelerator,
         accelerator_count=0 if args.accelerator == "CPU" else 1,
-        engine=args.engine,
     )
     base.apply()
     llm = base

@@ -22,10 +22,6 @@ class OperatorConfig(BaseModel):
         default=f"{DEFAULT_REGISTRY}/rft-trainer:{VERSION}",
         description="Image of training and dataset-validation Jobs.",
     )
-    server_image: str = Field(
-        default=f"{DEFAULT_REGISTRY}/rft-server:{VERSION}",
-        description="Image of the reference inference server.",
-    )
     vllm_image: str = Field(
         default=f"vllm/vllm-openai:v{VLLM_VERSION}", description="Image of vLLM servers on GPUs."
     )

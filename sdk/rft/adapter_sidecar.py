@@ -2,8 +2,8 @@
 
 vLLM's `/v1/load_lora_adapter` reads adapters from local paths only. This sidecar offers the same
 route on its own port, accepts `lora_path` as a bucket URL, fetches the committed adapter into a
-shared volume under the pod's workload identity, and then asks vLLM (on localhost) to load it.
-The operator thus speaks one protocol to both engines: the reference server accepts URLs itself.
+shared volume under the pod's workload identity, and then asks vLLM to load it from there. It
+also answers `/health` and `/v1/models` from vLLM, so the operator needs only this port.
 """
 
 from __future__ import annotations

@@ -323,7 +323,6 @@ def test_settings_reach_the_operator_with_their_types() -> None:
     assert config.validation_job_ttl_seconds == 60
     assert config.scratch_size == "50Gi"
     assert config.trainer_image == "ghcr.io/rft-operator/rft-trainer:9.9.9"
-    assert config.server_image == "ghcr.io/rft-operator/rft-trainer:0.1.0"
     assert config.vllm_image == "vllm/vllm-openai:v1.0.0"
     assert config.image_pull_policy == "Always"
     assert config.metrics_port == 9100

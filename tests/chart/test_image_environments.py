@@ -27,7 +27,7 @@ EXTRAS = {"operator.lock": "operator", "trainer.lock": "trainer"}
 BUILD_CONTEXT = ("pyproject.toml", "README.md", "sdk", "operator", "trainer")
 
 # Every module of the packages an image runs, imported in that image's environment. The operator
-# image runs the operator (its builders import rft_trainer.server.args, a light module, on purpose).
+# image runs the operator, whose builders render vLLM's command line without vLLM or torch.
 IMPORT_ALL = """
 import importlib, pkgutil, sys
 for root in sys.argv[1:]:

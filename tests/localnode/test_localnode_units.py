@@ -14,7 +14,13 @@ from rft_devcluster.localnode.container import RunState, exit_code_of
 from rft_devcluster.localnode.downward import field_value, parse_quantity, resource_value
 from rft_devcluster.localnode.endpoints import desired_slices
 from rft_devcluster.localnode.envvars import expand
-from rft_devcluster.localnode.images import VENV_BIN, UnsupportedImageError, repository_name, runtime_for
+from rft_devcluster.localnode.images import (
+    FAKE_VLLM_IMAGE,
+    VENV_BIN,
+    UnsupportedImageError,
+    repository_name,
+    runtime_for,
+)
 from rft_devcluster.localnode.paths import PathMapper
 from rft_devcluster.localnode.podstatus import ConditionBook, merge_status, terminal_phase, will_restart
 
@@ -82,13 +88,26 @@ def test_project_images_run_from_the_venv_with_their_default_command() -> None:
         "rft.validate",
         "--x",
     ]
-    server = runtime_for("rft-server:dev")
-    assert server.resolve_command([], ["--host", "198.18.1.2"])[1:] == [
+
+
+def test_the_fake_vllm_image_runs_vllms_container_command_with_the_fake() -> None:
+    fake = runtime_for(FAKE_VLLM_IMAGE)
+    fake_server = [
+        str(VENV_BIN / "python"),
         "-m",
-        "rft_trainer.server",
-        "--host",
-        "198.18.1.2",
+        "rft_devcluster.fake_vllm",
+        "/models/base",
+        "--port",
+        "8000",
     ]
+    assert fake.resolve_command(["vllm", "serve", "/models/base"], ["--port", "8000"]) == fake_server
+    assert (
+        fake.resolve_command(["/usr/local/bin/vllm", "serve", "/models/base", "--port", "8000"], [])
+        == fake_server
+    )
+    assert fake.resolve_command([], ["/models/base", "--port", "8000"]) == fake_server
+    # Anything else runs as in any project image.
+    assert fake.resolve_command(["python", "-m", "rft.fetch"], [])[1:] == ["-m", "rft.fetch"]
 
 
 def test_generic_images_run_on_the_host() -> None:

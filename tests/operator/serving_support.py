@@ -11,7 +11,7 @@ from typing import Any
 
 from rft.storage.checkpoints import upload_tree
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
-from rft_trainer.server.testing import make_lora_adapter
+from rft_devcluster.fake_vllm.testing import make_lora_adapter
 
 from tests.operator.conftest import Objects
 

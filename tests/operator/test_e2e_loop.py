@@ -1,8 +1,11 @@
 """Two steps of the RL loop end to end: SDK -> operator -> real pods on the local node -> moto S3.
 
-Everything runs for real: the reference server serves the tiny base model and then the first
-checkpoint as an adapter; the validation and training Jobs read and write the bucket through
-the emulated IRSA webhook; the operator registers each checkpoint as a Model.
+Everything runs for real but the inference engine: the operator's vLLM pod (init container,
+adapter sidecar) serves the tiny base model and then the first checkpoint as an adapter with the
+tests' fake vLLM (`rft_devcluster.fake_vllm`, ready in seconds where real vLLM takes a minute on
+CI's cores; real vLLM runs this loop in `make demo` and tests/demo); the validation and training
+Jobs read and write the bucket through the emulated IRSA webhook; the operator registers each
+checkpoint as a Model.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from rft import LLM, Dataset
 from rft.sdk.session import Session
 from rft.storage.checkpoints import upload_tree
 from rft_devcluster.handle import ClusterHandle
+from rft_devcluster.localnode.images import FAKE_VLLM_IMAGE
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
 from rft_trainer.tiny import build_tiny_model
 
@@ -105,7 +109,7 @@ def test_two_steps_of_the_loop_build_a_checkpoint_chain(
         id="tiny-base",
         accelerator_type="CPU",
         accelerator_count=0,
-        engine="reference",
+        image=FAKE_VLLM_IMAGE,
         session=session,
     )
     base.apply(timeout=300)

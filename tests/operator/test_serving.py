@@ -1,108 +1,30 @@
-"""Deployments on the local cluster: the reference server really serves, adapters really load.
+"""Deployments on the local cluster: what is refused, what the apiserver accepts, why pods wait.
 
-A base Deployment becomes READY with real server pods; an on-demand-lora Deployment loads a
-committed adapter from the bucket onto the base replicas (no new pods); a greedy request under
-the adapter's name answers differently from the base; deleting it unloads the adapter. vLLM
-manifests are checked by the real apiserver (server-side dry run): nothing here runs vLLM.
+Serving itself (a base on real vLLM, an adapter loaded, served and unloaded through the sidecar)
+is tests/operator/test_serving_vllm.py.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 from rft.api import Deployment, Model
 from rft_devcluster.handle import ClusterHandle
-from rft_devcluster.pytest_fixtures_storage import S3Bucket
 from rft_operator.accelerators import AcceleratorMap
 from rft_operator.builders.serving import build_server_deployment, build_server_service
 from rft_operator.config import OperatorConfig
-from rft_trainer.tiny import build_tiny_model
 
 from tests.operator.conftest import Objects, OperatorProcess
 from tests.operator.serving_support import (
-    greedy,
-    models_served,
-    publish_base_and_adapter,
-    server_address,
     wait_deployment,
 )
 
 pytestmark = [pytest.mark.cluster]
 
 ROLE = "arn:aws:iam::123456789012:role/rft-server"
-
-
-@pytest.mark.localnode
-@pytest.mark.slow
-def test_base_serves_and_an_adapter_loads_onto_it(
-    operator: OperatorProcess, objects: Objects, s3_bucket: S3Bucket, tmp_path: Path
-) -> None:
-    publish_base_and_adapter(
-        objects,
-        s3_bucket,
-        build_tiny_model(tmp_path / "base"),
-        tmp_path,
-        name="tiny",
-        service_account="rft-server",
-        role_arn=ROLE,
-        rank=4,
-    )
-    cpu = {"type": "CPU", "count": 0}
-    objects.create(
-        "deployments",
-        "Deployment",
-        "base",
-        {
-            "model": "tiny",
-            "deploymentType": "on-demand",
-            "engine": "reference",
-            "accelerator": cpu,
-            "serviceAccountName": "rft-server",
-        },
-    )
-    ready = wait_deployment(objects, "base", "READY")
-    assert ready["status"]["servedModelName"] == "tiny"
-    assert ready["status"]["endpoint"] == f"http://base-server.{objects.namespace}.svc.cluster.local:8000/v1"
-    assert ready["status"]["readyReplicas"] == 1
-    address = server_address(objects, "base")
-    base_answer = greedy(address, "tiny")
-
-    objects.create(
-        "deployments",
-        "Deployment",
-        "tuned",
-        {
-            "model": "tiny-lora",
-            "deploymentType": "on-demand-lora",
-            "baseDeployment": "base",
-            "accelerator": cpu,
-        },
-    )
-    tuned = wait_deployment(objects, "tuned", "READY")
-    assert tuned["status"]["servedModelName"] == "tiny-lora"
-    assert tuned["status"]["endpoint"] == ready["status"]["endpoint"], "adapters ride on the base endpoint"
-    assert [r["adapters"] for r in tuned["status"]["replicas"]] == [["tiny-lora"]]
-    assert "rft-operator.io/unload-adapter" in tuned["metadata"]["finalizers"]
-    pods = objects.core.list_namespaced_pod(
-        objects.namespace, label_selector="rft-operator.io/deployment=tuned"
-    ).items
-    assert pods == [], "on-demand-lora creates no pods"
-    assert "tiny-lora" in models_served(address)
-    assert greedy(address, "tiny-lora") != base_answer, "the adapter changes the answers"
-    assert greedy(address, "tiny") == base_answer
-
-    objects.custom.delete_namespaced_custom_object(
-        "rft-operator.io", "v1alpha1", objects.namespace, "deployments", "tuned"
-    )
-    deadline = time.monotonic() + 60
-    while objects.get("deployments", "tuned") is not None and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert objects.get("deployments", "tuned") is None
-    assert "tiny-lora" not in models_served(address), "deleting the Deployment unloads the adapter"
 
 
 def test_a_checkpoint_served_as_a_base_is_refused(operator: OperatorProcess, objects: Objects) -> None:

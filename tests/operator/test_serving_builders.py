@@ -12,8 +12,6 @@ import pytest
 from rft.api import Deployment, Model
 from rft_operator.accelerators import AcceleratorMap
 from rft_operator.builders.serving import (
-    ADAPTER_ADMIN_PORT,
-    admin_port,
     build_server_deployment,
     build_server_service,
     endpoint,
@@ -21,7 +19,7 @@ from rft_operator.builders.serving import (
 )
 from rft_operator.config import VLLM_VERSION, OperatorConfig
 
-CONFIG = OperatorConfig(server_image="reg/rft-server:1", trainer_image="reg/rft-trainer:1")
+CONFIG = OperatorConfig(trainer_image="reg/rft-trainer:1")
 REPO = Path(__file__).resolve().parents[2]
 ACCELERATORS = AcceleratorMap.load(None)
 MODEL = Model.model_validate(
@@ -78,29 +76,13 @@ def test_vllm_server_fetches_the_model_and_enables_runtime_lora() -> None:
     annotations = manifest["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == "8000"
     assert annotations["prometheus.io/path"] == "/metrics"
-    assert admin_port(dep) == ADAPTER_ADMIN_PORT
     assert pod["serviceAccountName"] == "server-sa"
     assert pod["automountServiceAccountToken"] is False
     assert all(c["securityContext"]["allowPrivilegeEscalation"] is False for c in [*pod["containers"], init])
 
 
-def test_reference_server_reads_the_bucket_itself_and_binds_the_pod_ip() -> None:
-    dep = deployment(engine="reference", accelerator={"type": "CPU", "count": 0})
-    manifest = build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG)
-    pod = manifest["spec"]["template"]["spec"]
-    assert "initContainers" not in pod
-    (server,) = pod["containers"]
-    cmd = server["command"]
-    assert cmd[:4] == ["python", "-m", "rft_trainer.server", "s3://bkt/rft/models/qwen/"]
-    assert cmd[cmd.index("--host") + 1] == "$(POD_IP)"
-    assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in server["env"]
-    assert "nvidia.com/gpu" not in server["resources"]["limits"]
-    assert admin_port(dep) == 8000
-    assert "nodeSelector" not in pod
-
-
 def test_service_is_cluster_internal_and_selects_the_server_pods() -> None:
-    dep = deployment(engine="reference")
+    dep = deployment()
     svc = build_server_service(dep)
     manifest = build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG)
     assert svc["spec"]["type"] == "ClusterIP"

@@ -280,11 +280,11 @@ def test_cel_rule_messages_from_the_api_server_are_passed_on(sdk_session: Sessio
 def test_apply_creates_then_patches_and_refuses_an_accelerator_change(sdk_session: Session) -> None:
     _base_model(sdk_session)
     LLM(
-        "qwen3-0-6b", "on-demand", id="base", accelerator_type="CPU", engine="reference", session=sdk_session
+        "qwen3-0-6b", "on-demand", id="base", accelerator_type="CPU", engine="vllm", session=sdk_session
     ).apply(wait=False)
     created = _raw(sdk_session, DeploymentResource, "base")
     assert created["spec"]["accelerator"] == {"type": "CPU", "count": 1}
-    assert created["spec"]["engine"] == "reference"
+    assert created["spec"]["engine"] == "vllm"
     assert created["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "rft-sdk"}
 
     LLM("qwen3-0-6b", "on-demand", id="base", max_replica_count=3, session=sdk_session).apply(wait=False)

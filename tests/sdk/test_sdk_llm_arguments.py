@@ -106,7 +106,7 @@ from rft import LLM
         (
             {"deployment_type": "on-demand", "id": "d", "engine": "tgi"},
             ValueError,
-            "engine: must be one of vllm, reference",
+            "engine: must be one of vllm",
         ),
         (
             {"deployment_type": "on-demand", "id": "d", "max_context_length": 8},

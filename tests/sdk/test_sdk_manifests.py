@@ -77,7 +77,7 @@ def test_patch_is_none_when_nothing_differs() -> None:
 
 def test_patch_carries_only_changed_fields() -> None:
     existing = _existing_deployment(
-        accelerator={"type": "CPU", "count": 1}, maxReplicaCount=2, engine="reference"
+        accelerator={"type": "CPU", "count": 1}, maxReplicaCount=2, engine="vllm"
     )
     desired = deployment_spec(
         {
@@ -85,7 +85,7 @@ def test_patch_carries_only_changed_fields() -> None:
             "deployment_type": "on-demand",
             "accelerator": {"type": "CPU", "count": 2},
             "max_replica_count": 4,
-            "engine": "reference",
+            "engine": "vllm",
         }
     )
     assert deployment_patch(existing, desired) == {

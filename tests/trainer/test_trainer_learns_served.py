@@ -1,6 +1,6 @@
-"""It learns through the server: the demo's loop (examples/rl_loop.py) against the reference server.
+"""It learns through the server: the demo's loop (examples/rl_loop.py) against the tests' fake vLLM.
 
-Rollouts come from the reference server through the official OpenAI client, exactly as
+Rollouts come from the fake vLLM (docs/fake-vllm.md) through the official OpenAI client, exactly as
 `examples/rl_loop.py` takes them (its own `rollouts` and toy reward are used here): 16 prompts x 8
 chat completions, temperature 1, 10 tokens. Each step writes the samples-format dataset, runs the
 trainer's entry point with the demo's hyper-parameters (rank 8, learning rate 2e-2, 2 epochs,
@@ -36,9 +36,9 @@ from openai.types.chat import ChatCompletionUserMessageParam
 from peft import PeftModel
 from rft.trainer_config import TrainerConfig, TrainerResult, parse_termination_message
 from rft_trainer.main import main
-from rft_trainer.server.config import ServerConfig
-from rft_trainer.server.engine import Engine
-from rft_trainer.server.testing import RunningServer, extra_field, running_server
+from rft_devcluster.fake_vllm.config import ServerConfig
+from rft_devcluster.fake_vllm.engine import Engine
+from rft_devcluster.fake_vllm.testing import RunningServer, extra_field, running_server
 from rft_trainer.tiny import build_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 

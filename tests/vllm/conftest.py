@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rft_devcluster.fake_vllm.testing import make_lora_adapter
 from rft_devcluster.vllm_env import ensure_vllm_env
 from rft_operator.builders.serving import vllm_writable_env
-from rft_trainer.server.args import server_args, server_command, server_env, training_dtype
-from rft_trainer.server.testing import make_lora_adapter
+from rft_operator.builders.vllm_args import server_args, server_command, server_env, training_dtype
 from rft_trainer.tiny import VLLM_CPU_SHAPE, build_tiny_model
 
 # vLLM's engine start on 2 shared cores: 70-90 s idle, a few minutes under load.
@@ -80,7 +80,7 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer
         max_model_len=512,
         dtype=training_dtype("CPU"),
     )
-    command = server_command("vllm", args)
+    command = server_command(args)
     command[0] = str(environment / "bin" / command[0])
     # The pod's writable paths, moved from its volumes to this test's directory.
     scratch = root / "scratch"

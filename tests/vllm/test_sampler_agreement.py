@@ -16,7 +16,7 @@ import torch
 from peft import PeftModel
 from rft_trainer.logprobs import CompletionLogprobs
 from rft_trainer.model import load_base_model
-from rft_trainer.server.testing import make_lora_adapter
+from rft_devcluster.fake_vllm.testing import make_lora_adapter
 
 from tests.vllm.conftest import SERVED_NAME, VllmServer
 

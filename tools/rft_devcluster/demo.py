@@ -201,8 +201,6 @@ def run_loop(
             BASE_MODEL,
             "--tokenizer-dir",
             str(tokenizer_dir),
-            "--engine",
-            "vllm",
             "--steps",
             str(steps),
             "--results",

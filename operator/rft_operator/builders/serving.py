@@ -1,17 +1,15 @@
 """Pure builders of a served model: an apps/v1 Deployment and a ClusterIP Service.
 
-Both engines run the same arguments (`rft_trainer.server.args`, a light module): vLLM on GPU
-nodes, the reference server for CPU and small models. vLLM reads the base model from local disk,
-so an init container fetches it from the bucket under the pod's workload identity, and a sidecar
-offers bucket-aware adapter loading on ADAPTER_ADMIN_PORT. The reference server fetches bucket
-URLs itself and serves the adapter routes on its main port.
+vLLM serves (`vllm_args`, a light module, renders its command line): its GPU image on GPU nodes,
+its CPU image for `accelerator.type: CPU`. vLLM reads the base model from local disk, so an init
+container fetches it from the bucket under the pod's workload identity, and a sidecar offers
+bucket-aware adapter loading on ADAPTER_ADMIN_PORT.
 """
 
 from __future__ import annotations
 
 from kubernetes.utils.quantity import parse_quantity
 from rft.api import Deployment, Model
-from rft_trainer.server.args import server_args, server_command, server_env, training_dtype
 
 from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap
@@ -24,6 +22,7 @@ from rft_operator.builders.pods import (
     pod_security_context,
     scratch_volumes,
 )
+from rft_operator.builders.vllm_args import server_args, server_command, server_env, training_dtype
 from rft_operator.config import OperatorConfig
 
 SERVER_PORT = 8000
@@ -33,7 +32,7 @@ LOCAL_MODEL_DIR = "/models/base"
 # Servers listen on the pod's IP: the sidecar, probes and the Service reach them there.
 SERVER_HOST = "$(POD_IP)"
 TMP_DIR = "/tmp"  # noqa: S108 - an emptyDir mounted there (the root filesystem is read-only)
-# The server's Prometheus metrics are on its main port (vLLM and the reference server alike).
+# vLLM's Prometheus metrics are on its main port.
 METRICS_PATH = "/metrics"
 
 
@@ -74,12 +73,10 @@ def cpu_kv_cache_gib(resources: Manifest) -> int:
 
 
 def server_image(deployment: Deployment, config: OperatorConfig) -> str:
-    """The image of the server container: the spec's, else the engine's (vLLM's CPU image on CPU)."""
+    """The image of the server container: the spec's, else vLLM's (its CPU image on CPU)."""
     spec = deployment.spec
     if spec.image:
         return spec.image
-    if spec.engine != "vllm":
-        return config.server_image
     return config.vllm_cpu_image if spec.accelerator.type == "CPU" else config.vllm_image
 
 
@@ -90,11 +87,6 @@ def server_name(deployment: str) -> str:
 
 def selector_labels(deployment: str) -> dict[str, str]:
     return {naming.LABEL_DEPLOYMENT: deployment, naming.LABEL_COMPONENT: "server"}
-
-
-def admin_port(deployment: Deployment) -> int:
-    """Where the operator sends adapter load/unload requests on each replica."""
-    return ADAPTER_ADMIN_PORT if deployment.spec.engine == "vllm" else SERVER_PORT
 
 
 def endpoint(deployment: Deployment) -> str:
@@ -119,13 +111,11 @@ def build_server_deployment(
     spec = deployment.spec
     placement = accelerators.placement(spec.accelerator.type)
     labels = {**naming.labels("server"), **selector_labels(deployment.metadata.name)}
-    vllm = spec.engine == "vllm"
     resources = accelerators.pod_resources(spec.accelerator.type, spec.accelerator.count)
     # torch otherwise starts a thread per core of the node, not of the pod.
     cpu_threads = int(resources["requests"]["cpu"]) if spec.accelerator.type == "CPU" else None
-    model_arg = LOCAL_MODEL_DIR if vllm else model.spec.location
     args = server_args(
-        model_arg,
+        LOCAL_MODEL_DIR,
         deployment.status.served_model_name or model.metadata.name,
         host=SERVER_HOST,
         port=SERVER_PORT,
@@ -135,9 +125,7 @@ def build_server_deployment(
         enable_lora=spec.enable_lora,
         dtype=training_dtype(spec.accelerator.type),
     )
-    if not vllm:
-        args += ["--download-dir", f"{SCRATCH}/models"]
-    elif spec.accelerator.type != "CPU" and spec.accelerator.count > 1:
+    if spec.accelerator.type != "CPU" and spec.accelerator.count > 1:
         # One replica spans its GPUs: vLLM shards the model across them.
         args += ["--tensor-parallel-size", str(spec.accelerator.count)]
     env: list[Manifest] = [
@@ -149,21 +137,22 @@ def build_server_deployment(
         *offline_env(),
     ]
     volumes, mounts = scratch_volumes("100Gi", shm_size="16Gi" if spec.accelerator.type != "CPU" else None)
-    if vllm:
-        # These replace offline_env's HOME and HF_HOME (each variable once).
-        overridden = vllm_writable_env()
-        env = [e for e in env if e["name"] not in overridden]
-        env += [{"name": k, "value": v} for k, v in overridden.items()]
-        volumes.append({"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}})
-        mounts.append({"name": "tmp", "mountPath": TMP_DIR})
-        if spec.accelerator.type == "CPU":
-            env.append({"name": "VLLM_CPU_KVCACHE_SPACE", "value": str(cpu_kv_cache_gib(resources))})
+    # These replace offline_env's HOME and HF_HOME (each variable once).
+    overridden = vllm_writable_env()
+    env = [e for e in env if e["name"] not in overridden]
+    env += [{"name": k, "value": v} for k, v in overridden.items()]
+    volumes.append({"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}})
+    mounts.append({"name": "tmp", "mountPath": TMP_DIR})
+    if spec.accelerator.type == "CPU":
+        env.append({"name": "VLLM_CPU_KVCACHE_SPACE", "value": str(cpu_kv_cache_gib(resources))})
+    volumes += [{"name": "models", "emptyDir": {}}, {"name": "adapters", "emptyDir": {}}]
+    mounts += [{"name": "models", "mountPath": "/models"}, {"name": "adapters", "mountPath": "/adapters"}]
     containers: list[Manifest] = [
         {
             "name": SERVER_CONTAINER,
             "image": server_image(deployment, config),
             "imagePullPolicy": config.image_pull_policy,
-            "command": server_command(spec.engine, args),
+            "command": server_command(args),
             "env": env,
             "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
             "resources": resources,
@@ -175,54 +164,48 @@ def build_server_deployment(
             "livenessProbe": _probe("/health", 20, 3),
         }
     ]
-    init: list[Manifest] = []
-    if vllm:
-        volumes += [{"name": "models", "emptyDir": {}}, {"name": "adapters", "emptyDir": {}}]
-        mounts += [{"name": "models", "mountPath": "/models"}, {"name": "adapters", "mountPath": "/adapters"}]
-        fetch_mounts = [*mounts]
-        init.append(
-            {
-                "name": "fetch-model",
-                "image": config.trainer_image,
-                "imagePullPolicy": config.image_pull_policy,
-                "command": ["python", "-m", "rft.fetch", model.spec.location, LOCAL_MODEL_DIR],
-                "env": offline_env(),
-                "securityContext": container_security_context(),
-                "volumeMounts": fetch_mounts,
-            }
-        )
-        containers.append(
-            {
-                "name": "adapter-loader",
-                "image": config.trainer_image,
-                "imagePullPolicy": config.image_pull_policy,
-                "command": ["python", "-m", "rft.adapter_sidecar"],
-                "args": [
-                    # The server listens on the pod's IP, not on loopback; so does the sidecar.
-                    "--upstream",
-                    f"http://{SERVER_HOST}:{SERVER_PORT}",
-                    "--host",
-                    SERVER_HOST,
-                    "--port",
-                    str(ADAPTER_ADMIN_PORT),
-                ],
-                "env": [env[0], *offline_env()],
-                "ports": [{"name": "adapter-admin", "containerPort": ADAPTER_ADMIN_PORT, "protocol": "TCP"}],
-                "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
-                "securityContext": container_security_context(),
-                "volumeMounts": mounts,
-            }
-        )
+    init: list[Manifest] = [
+        {
+            "name": "fetch-model",
+            "image": config.trainer_image,
+            "imagePullPolicy": config.image_pull_policy,
+            "command": ["python", "-m", "rft.fetch", model.spec.location, LOCAL_MODEL_DIR],
+            "env": offline_env(),
+            "securityContext": container_security_context(),
+            "volumeMounts": mounts,
+        }
+    ]
+    containers.append(
+        {
+            "name": "adapter-loader",
+            "image": config.trainer_image,
+            "imagePullPolicy": config.image_pull_policy,
+            "command": ["python", "-m", "rft.adapter_sidecar"],
+            "args": [
+                # The server listens on the pod's IP, not on loopback; so does the sidecar.
+                "--upstream",
+                f"http://{SERVER_HOST}:{SERVER_PORT}",
+                "--host",
+                SERVER_HOST,
+                "--port",
+                str(ADAPTER_ADMIN_PORT),
+            ],
+            "env": [env[0], *offline_env()],
+            "ports": [{"name": "adapter-admin", "containerPort": ADAPTER_ADMIN_PORT, "protocol": "TCP"}],
+            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+            "securityContext": container_security_context(),
+            "volumeMounts": mounts,
+        }
+    )
     pod_spec: Manifest = {
         "serviceAccountName": spec.service_account_name,
         "automountServiceAccountToken": False,
         "securityContext": pod_security_context(),
+        "initContainers": init,
         "containers": containers,
         "volumes": volumes,
         "terminationGracePeriodSeconds": 30,
     }
-    if init:
-        pod_spec["initContainers"] = init
     if placement.node_selector:
         pod_spec["nodeSelector"] = dict(placement.node_selector)
     if placement.tolerations:

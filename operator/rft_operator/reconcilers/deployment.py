@@ -18,8 +18,7 @@ from rft.api.deployment import LoadedAdapters
 from rft_operator.accelerators import AcceleratorMap, UnknownAcceleratorError
 from rft_operator.adapters import AdapterAdminError, load_adapter, served_models, unload_adapter
 from rft_operator.builders.serving import (
-    SERVER_PORT,
-    admin_port,
+    ADAPTER_ADMIN_PORT,
     build_server_deployment,
     build_server_service,
     endpoint,
@@ -220,7 +219,6 @@ class DeploymentReconciler(Reconciler):
         replicas = self._ready_replicas(ns, base_name)
         loaded: list[LoadedAdapters] = []
         errors: list[str] = []
-        port = admin_port(base)
         for replica in replicas:
             if not may_poll(replica.ip, self.config.progress_poll):
                 errors.append(
@@ -228,11 +226,11 @@ class DeploymentReconciler(Reconciler):
                 )
                 continue
             try:
-                models = served_models(replica.ip, port)
+                models = served_models(replica.ip, ADAPTER_ADMIN_PORT)
                 if model.metadata.name not in models:
                     log.info("loading adapter %s onto %s (%s)", model.metadata.name, replica.pod, replica.ip)
-                    load_adapter(replica.ip, port, model.metadata.name, model.spec.location)
-                    models = served_models(replica.ip, port)
+                    load_adapter(replica.ip, ADAPTER_ADMIN_PORT, model.metadata.name, model.spec.location)
+                    models = served_models(replica.ip, ADAPTER_ADMIN_PORT)
                 loaded.append(LoadedAdapters(pod=replica.pod, adapters=sorted(models - {base.spec.model})))
             except AdapterAdminError as exc:
                 errors.append(f"{replica.pod}: {exc}")
@@ -275,8 +273,8 @@ class DeploymentReconciler(Reconciler):
                 if not may_poll(replica.ip, self.config.progress_poll):
                     continue
                 try:
-                    if dep.spec.model in served_models(replica.ip, admin_port(base)):
-                        unload_adapter(replica.ip, admin_port(base), dep.spec.model)
+                    if dep.spec.model in served_models(replica.ip, ADAPTER_ADMIN_PORT):
+                        unload_adapter(replica.ip, ADAPTER_ADMIN_PORT, dep.spec.model)
                 except AdapterAdminError as exc:
                     log.warning("could not unload %s from %s: %s", dep.spec.model, replica.pod, exc)
         self.kube.set_finalizers(
@@ -302,7 +300,7 @@ class DeploymentReconciler(Reconciler):
             adapters: list[str] = []
             if may_poll(replica.ip, self.config.progress_poll):
                 try:
-                    adapters = sorted(served_models(replica.ip, SERVER_PORT) - {base_name})
+                    adapters = sorted(served_models(replica.ip, ADAPTER_ADMIN_PORT) - {base_name})
                 except AdapterAdminError:
                     adapters = []
             out.append(LoadedAdapters(pod=replica.pod, adapters=adapters))

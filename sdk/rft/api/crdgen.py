@@ -58,6 +58,9 @@ def _structural(node: JsonSchema, *, keep_defaults: bool) -> JsonSchema:
     node = dict(node)
     if not keep_defaults:
         node.pop("default", None)
+    if "const" in node:
+        # A one-value Literal; the CRD schema dialect has no `const`.
+        node["enum"] = [node.pop("const")]
     if node.get("type") == "object" and "properties" in node:
         required = set(node.get("required", []))
         props = {}

@@ -20,7 +20,7 @@ from rft.api.common import (
 
 DeploymentPhase = Literal["CREATING", "READY", "UPDATING", "FAILED", "DELETING"]
 DeploymentType = Literal["on-demand", "on-demand-lora", "serverless", "auto"]
-Engine = Literal["vllm", "reference"]
+Engine = Literal["vllm"]
 
 
 class Accelerator(ApiModel):
@@ -50,7 +50,8 @@ class DeploymentSpec(ApiModel):
     )
     engine: Engine = Field(
         default="vllm",
-        description="vllm for GPU clusters; reference for the built-in CPU server (small models).",
+        description="The serving engine: vllm (its GPU image, or its CPU image for accelerator "
+        "type CPU).",
     )
     accelerator: Accelerator = Field(default_factory=Accelerator, description="Per replica.")
     min_replica_count: int = Field(default=1, ge=0, le=1000, description="Fewest replicas.")
@@ -97,7 +98,7 @@ class DeploymentStatus(ApiModel):
 
 
 class Deployment(Resource):
-    """A served model (vLLM on GPUs, the reference server on CPU)."""
+    """A served model (vLLM on GPUs, its CPU build on CPU)."""
 
     crd: ClassVar[CrdInfo] = CrdInfo(
         kind="Deployment",

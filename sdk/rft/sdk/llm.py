@@ -5,14 +5,14 @@ from __future__ import annotations
 import threading
 import weakref
 from asyncio import AbstractEventLoop, get_running_loop
-from typing import Any
+from typing import Any, get_args
 
 import openai
 
 from rft.api.common import ACCELERATOR_TYPES
 from rft.api.dataset import Dataset as DatasetResource
 from rft.api.deployment import Deployment as DeploymentResource
-from rft.api.deployment import DeploymentType
+from rft.api.deployment import DeploymentType, Engine
 from rft.api.model import Model
 from rft.api.reinforcement_step import ReinforcementStep as StepResource
 from rft.api.reinforcement_step import TrainingParameters
@@ -46,7 +46,7 @@ from rft.sdk.validation import (
 from rft.sdk.waiting import poll_until
 
 DEPLOYMENT_TYPES: tuple[str, ...] = ("serverless", "on-demand", "on-demand-lora", "auto")
-ENGINES = ("vllm", "reference")
+ENGINES: tuple[str, ...] = get_args(Engine)
 DEFAULT_APPLY_TIMEOUT = 1800.0
 DEFAULT_POLL_INTERVAL = 2.0
 NO_API_KEY = "unused"  # the in-cluster servers need no key, but the openai client wants one

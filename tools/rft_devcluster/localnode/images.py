@@ -6,7 +6,7 @@ the image only decides which interpreter and entry points that command finds.
 | image repository (registry and tag ignored) | runs as                                         |
 |---------------------------------------------|-------------------------------------------------|
 | ``*rft-trainer``                            | the project's ``.venv`` (default ``python -m rft_trainer``) |
-| ``*rft-server``                             | the project's ``.venv`` (default ``python -m rft_trainer.server``) |
+| ``*rft-fake-vllm``                          | the project's ``.venv``: ``vllm serve ARGS`` runs the tests' fake vLLM, ``python -m rft_devcluster.fake_vllm ARGS`` |
 | ``*rft-operator``                           | the project's ``.venv`` (default ``python -m rft_operator``) |
 | ``vllm-openai``, ``vllm-openai-cpu``, ``vllm-cpu-release-repo`` | the vLLM environment (``rft_devcluster.vllm_env``; default ``vllm serve``) |
 | ``python`` (e.g. ``python:3.11-slim``)      | the agent's own interpreter (the ``.venv``)     |
@@ -72,12 +72,17 @@ class ImageRuntime:
     bin_dir: Path | None = None
     # Environment variables the image sets (a Dockerfile's ENV); the pod's own values win.
     image_env: tuple[tuple[str, str], ...] = ()
+    # The entry point this image fakes (``vllm serve``): a command starting with it runs the
+    # default command with the rest of the arguments.
+    fakes: tuple[str, ...] = ()
 
     def resolve_command(self, command: Sequence[str], args: Sequence[str]) -> list[str]:
         """The host argv for a container's ``command`` and ``args`` (image default if no command)."""
         argv = [*(command or self.default_command), *args]
         if not argv:
             raise MissingCommandError(f"a {self.kind} container needs a command")
+        if self.fakes and [argv[0].rpartition("/")[2], *argv[1 : len(self.fakes)]] == list(self.fakes):
+            argv = [*self.default_command, *argv[len(self.fakes) :]]
         head = argv[0]
         directory, _, name = head.rpartition("/")
         if _PYTHON_NAME.fullmatch(name) and (directory == "" or directory in _STANDARD_DIRS):
@@ -102,9 +107,11 @@ def repository_name(image: str) -> str:
 
 _PROJECT_DEFAULTS = {
     "rft-trainer": ("python", "-m", "rft_trainer"),
-    "rft-server": ("python", "-m", "rft_trainer.server"),
     "rft-operator": ("python", "-m", "rft_operator"),
 }
+# The tests' fake of vLLM's server (rft_devcluster.fake_vllm): it runs vLLM's container command.
+FAKE_VLLM_IMAGE = "rft.local/rft-fake-vllm:dev"
+_FAKE_VLLM = ("rft-fake-vllm", ("python", "-m", "rft_devcluster.fake_vllm"), ("vllm", "serve"))
 # vLLM's GPU image (vllm/vllm-openai) and CPU images; all have ENTRYPOINT ["vllm", "serve"].
 _VLLM_IMAGES = {"vllm-openai", "vllm-openai-cpu", "vllm-cpu-release-repo"}
 _VLLM_DEFAULT = ("vllm", "serve")
@@ -156,6 +163,16 @@ def runtime_for(image: str) -> ImageRuntime:
     """
     name = repository_name(image)
     venv_python = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
+    fake_suffix, fake_command, faked = _FAKE_VLLM
+    if name.endswith(fake_suffix):
+        return ImageRuntime(
+            kind=fake_suffix,
+            python=venv_python,
+            path=f"{VENV_BIN}{os.pathsep}{_HOST_PATH}",
+            default_command=fake_command,
+            bin_dir=VENV_BIN,
+            fakes=faked,
+        )
     for suffix, default in _PROJECT_DEFAULTS.items():
         if name.endswith(suffix):
             return ImageRuntime(
@@ -176,7 +193,7 @@ def runtime_for(image: str) -> ImageRuntime:
             kind="shell", python=sys.executable, path=_HOST_PATH, default_command=("/bin/sh",)
         )
     raise UnsupportedImageError(
-        f"image {image!r} has no local stand-in on this node; it runs *rft-trainer, *rft-server, "
-        f"*rft-operator, {', '.join(sorted(_VLLM_IMAGES))}, python and "
+        f"image {image!r} has no local stand-in on this node; it runs *rft-trainer, *rft-operator, "
+        f"*rft-fake-vllm, {', '.join(sorted(_VLLM_IMAGES))}, python and "
         f"{', '.join(sorted(_SHELL_IMAGES))} images (see docs/local-cluster.md)"
     )

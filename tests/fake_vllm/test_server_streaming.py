@@ -11,12 +11,12 @@ import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
-from rft_trainer.server.config import ServerConfig
-from rft_trainer.server.engine import Engine
-from rft_trainer.server.generation import GenerationCancelledError
-from rft_trainer.server.sampling import SamplingParams
-from rft_trainer.server.streaming import TextDelta
-from rft_trainer.server.testing import RunningServer, extra_field, running_server
+from rft_devcluster.fake_vllm.config import ServerConfig
+from rft_devcluster.fake_vllm.engine import Engine
+from rft_devcluster.fake_vllm.generation import GenerationCancelledError
+from rft_devcluster.fake_vllm.sampling import SamplingParams
+from rft_devcluster.fake_vllm.streaming import TextDelta
+from rft_devcluster.fake_vllm.testing import RunningServer, extra_field, running_server
 
 MODEL = "tiny"
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]

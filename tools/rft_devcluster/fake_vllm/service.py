@@ -11,17 +11,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rft_trainer.server import responses, streaming
-from rft_trainer.server.engine import Engine
-from rft_trainer.server.generation import Completion, TokenEvent
-from rft_trainer.server.protocol import (
+from rft_devcluster.fake_vllm import responses, streaming
+from rft_devcluster.fake_vllm.engine import Engine
+from rft_devcluster.fake_vllm.generation import Completion, TokenEvent
+from rft_devcluster.fake_vllm.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     LoadLoRAAdapterRequest,
     UnloadLoRAAdapterRequest,
     parse_request,
 )
-from rft_trainer.server.sampling import SamplingParams
+from rft_devcluster.fake_vllm.sampling import SamplingParams
 
 Emit = Callable[[dict[str, Any]], None]
 

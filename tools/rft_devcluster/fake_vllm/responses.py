@@ -8,8 +8,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rft_trainer.server.engine import ModelCard
-from rft_trainer.server.generation import Completion, TokenLogprob
+from rft_devcluster.fake_vllm.engine import ModelCard
+from rft_devcluster.fake_vllm.generation import Completion, TokenLogprob
 
 TokenText = Callable[[int], str]
 # JSON has no -inf; OpenAI reports impossible tokens' logprobs as -9999.0.

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from rft_trainer.server.config import LoraModule, ServerConfig
-from rft_trainer.server.engine import Engine
-from rft_trainer.server.testing import RunningServer, extra_field, running_server
+from rft_devcluster.fake_vllm.config import LoraModule, ServerConfig
+from rft_devcluster.fake_vllm.engine import Engine
+from rft_devcluster.fake_vllm.testing import RunningServer, extra_field, running_server
 
 BASE = "tiny"
 

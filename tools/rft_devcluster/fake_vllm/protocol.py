@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from rft_trainer.server.errors import ApiError, bad_request
-from rft_trainer.server.sampling import SamplingParams
+from rft_devcluster.fake_vllm.errors import ApiError, bad_request
+from rft_devcluster.fake_vllm.sampling import SamplingParams
 
 MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
 MAX_N = 128
@@ -72,13 +72,13 @@ class _GenerationRequest(_Body):
             raise bad_request("best_of: only best_of equal to n is supported", "best_of")
         for name in ("presence_penalty", "frequency_penalty", "min_p"):
             if getattr(self, name) not in (None, 0, 0.0):
-                raise bad_request(f"{name}: not supported by the reference server (use 0)", name)
+                raise bad_request(f"{name}: not supported by the fake vLLM (use 0)", name)
         if self.repetition_penalty not in (None, 1, 1.0):
             raise bad_request(
-                "repetition_penalty: not supported by the reference server (use 1)", "repetition_penalty"
+                "repetition_penalty: not supported by the fake vLLM (use 1)", "repetition_penalty"
             )
         if self.logit_bias:
-            raise bad_request("logit_bias: not supported by the reference server", "logit_bias")
+            raise bad_request("logit_bias: not supported by the fake vLLM", "logit_bias")
 
     def requested_max_tokens(self) -> int | None:
         """The completion length the client asked for, if any."""
@@ -167,10 +167,10 @@ class ChatCompletionRequest(_GenerationRequest):
                 "continue_final_message",
             )
         if self.tools:
-            raise bad_request("tools: tool calling is not supported by the reference server", "tools")
+            raise bad_request("tools: tool calling is not supported by the fake vLLM", "tools")
         if self.response_format and self.response_format.get("type", "text") != "text":
             raise bad_request(
-                "response_format: only 'text' is supported by the reference server", "response_format"
+                "response_format: only 'text' is supported by the fake vLLM", "response_format"
             )
 
     def requested_max_tokens(self) -> int | None:
@@ -201,9 +201,9 @@ class CompletionRequest(_GenerationRequest):
         """400 for an empty prompt or options not served here."""
         super().check_supported()
         if self.echo:
-            raise bad_request("echo: not supported by the reference server", "echo")
+            raise bad_request("echo: not supported by the fake vLLM", "echo")
         if self.suffix:
-            raise bad_request("suffix: not supported by the reference server", "suffix")
+            raise bad_request("suffix: not supported by the fake vLLM", "suffix")
         prompts = self.prompts()
         if not prompts or any(len(prompt) == 0 for prompt in prompts):
             raise bad_request("prompt: prompts must not be empty", "prompt")

@@ -21,10 +21,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from rft_trainer.server import responses, service
-from rft_trainer.server.engine import Engine
-from rft_trainer.server.errors import ApiError, bad_request
-from rft_trainer.server.generation import GenerationCancelledError
+from rft_devcluster.fake_vllm import responses, service
+from rft_devcluster.fake_vllm.engine import Engine
+from rft_devcluster.fake_vllm.errors import ApiError, bad_request
+from rft_devcluster.fake_vllm.generation import GenerationCancelledError
 
 logger = logging.getLogger(__name__)
 

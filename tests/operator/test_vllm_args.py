@@ -1,4 +1,4 @@
-"""The shared command line of both engines (pure, no torch)."""
+"""vLLM's command line and environment as the operator renders them (pure, no torch)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from rft_trainer.server.args import (
-    REFERENCE_SERVER_MODULE,
+from rft_operator.builders.vllm_args import (
     server_args,
     server_command,
     server_env,
@@ -88,17 +87,15 @@ def test_env_switches_the_admin_routes() -> None:
         server_env(cpu_threads=0)
 
 
-def test_commands_differ_only_in_the_program() -> None:
+def test_the_command_is_vllm_serve() -> None:
     args = server_args("/m", "m")
-    assert server_command("vllm", args) == ["vllm", "serve", *args]
-    assert server_command("reference", args, python="/venv/bin/python") == [
-        "/venv/bin/python", "-m", REFERENCE_SERVER_MODULE, *args
-    ]  # fmt: skip
+    assert server_command(args) == ["vllm", "serve", *args]
 
 
-def test_importing_the_package_and_args_loads_nothing_heavy() -> None:
+def test_the_serving_builders_load_nothing_heavy() -> None:
+    """The operator image has no torch, transformers or fastapi."""
     code = (
-        "import sys, rft_trainer.server, rft_trainer.server.args\n"
+        "import sys, rft_operator.builders.serving\n"
         "heavy = ('torch', 'transformers', 'peft', 'fastapi', 'uvicorn')\n"
         "print(','.join(m for m in heavy if m in sys.modules))\n"
     )

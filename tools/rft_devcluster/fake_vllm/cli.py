@@ -1,4 +1,4 @@
-"""Command-line arguments of `python -m rft_trainer.server`, named as `vllm serve` names them.
+"""Command-line arguments of `python -m rft_devcluster.fake_vllm`, named as `vllm serve` names them.
 
 Pure argparse: no torch here, so `--help` and argument errors are instant.
 """
@@ -10,14 +10,22 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 
-from rft_trainer.server.args import DEFAULT_HOST, DEFAULT_PORT, RUNTIME_LORA_UPDATING_ENV
-from rft_trainer.server.config import DEVICES, DTYPES, LOG_LEVELS, LOGPROBS_MODES, LoraModule, ServerConfig
+from rft_operator.builders.vllm_args import DEFAULT_HOST, DEFAULT_PORT, RUNTIME_LORA_UPDATING_ENV
+
+from rft_devcluster.fake_vllm.config import (
+    DEVICES,
+    DTYPES,
+    LOG_LEVELS,
+    LOGPROBS_MODES,
+    LoraModule,
+    ServerConfig,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; every option vLLM also has keeps vLLM's name and meaning."""
     parser = argparse.ArgumentParser(
-        prog="python -m rft_trainer.server",
+        prog="python -m rft_devcluster.fake_vllm",
         description="OpenAI-compatible multi-LoRA inference server for CPU and small models "
         "(the protocol and arguments of `vllm serve`).",
     )
@@ -76,7 +84,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         parser.error(f"the positional model {args.model_tag!r} and --model {args.model!r} differ")
     model = args.model_tag or args.model
     if not model:
-        parser.error("a model is required: python -m rft_trainer.server MODEL [options]")
+        parser.error("a model is required: python -m rft_devcluster.fake_vllm MODEL [options]")
     runtime_updating = args.runtime_lora_updating
     if runtime_updating is None:
         runtime_updating = env.get(RUNTIME_LORA_UPDATING_ENV, "0").strip().lower() in ("1", "true")

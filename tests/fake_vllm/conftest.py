@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from rft_trainer.server.testing import make_lora_adapter
+from rft_devcluster.fake_vllm.testing import make_lora_adapter
 from rft_trainer.tiny import build_tiny_model
 
 

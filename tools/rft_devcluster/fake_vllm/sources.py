@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rft.storage.errors import NotFound, StorageError
 
-from rft_trainer.server.errors import bad_request, not_found
+from rft_devcluster.fake_vllm.errors import bad_request, not_found
 
 
 def is_storage_url(path: str) -> bool:

@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 import torch
 
-from rft_trainer.server.config import LogprobsMode
-from rft_trainer.server.sampling import (
+from rft_devcluster.fake_vllm.config import LogprobsMode
+from rft_devcluster.fake_vllm.sampling import (
     SamplingParams,
     make_generator,
     next_tokens,

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from rft_trainer.server.config import ServerConfig
-from rft_trainer.server.engine import Engine
-from rft_trainer.server.testing import RunningServer, running_server
+from rft_devcluster.fake_vllm.config import ServerConfig
+from rft_devcluster.fake_vllm.engine import Engine
+from rft_devcluster.fake_vllm.testing import RunningServer, running_server
 
 MODEL = "tiny"
 MAX_MODEL_LEN = 64

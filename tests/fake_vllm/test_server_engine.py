@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from rft.storage.checkpoints import publish_checkpoint
-from rft_trainer.server import service
-from rft_trainer.server.config import ServerConfig
-from rft_trainer.server.engine import Engine
+from rft_devcluster.fake_vllm import service
+from rft_devcluster.fake_vllm.config import ServerConfig
+from rft_devcluster.fake_vllm.engine import Engine
 
 
 def sample(engine: Engine, seed: int, **extra: Any) -> list[int]:

@@ -6,9 +6,9 @@ import logging
 
 import uvicorn
 
-from rft_trainer.server.app import create_app
-from rft_trainer.server.config import ServerConfig
-from rft_trainer.server.engine import Engine
+from rft_devcluster.fake_vllm.app import create_app
+from rft_devcluster.fake_vllm.config import ServerConfig
+from rft_devcluster.fake_vllm.engine import Engine
 
 logger = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from rft_trainer.server.adapters import AdapterInfo, AdapterSet
-from rft_trainer.server.config import LogprobsMode, ServerConfig
-from rft_trainer.server.errors import bad_request, invalid_user_input, model_not_found
-from rft_trainer.server.generation import Completion, TokenEvent, generate
-from rft_trainer.server.sampling import SamplingParams
-from rft_trainer.server.sources import fetch, fetch_adapter, is_storage_url
+from rft_devcluster.fake_vllm.adapters import AdapterInfo, AdapterSet
+from rft_devcluster.fake_vllm.config import LogprobsMode, ServerConfig
+from rft_devcluster.fake_vllm.errors import bad_request, invalid_user_input, model_not_found
+from rft_devcluster.fake_vllm.generation import Completion, TokenEvent, generate
+from rft_devcluster.fake_vllm.sampling import SamplingParams
+from rft_devcluster.fake_vllm.sources import fetch, fetch_adapter, is_storage_url
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Helpers to run the reference server in tests: in a thread of this process or as a process.
+"""Helpers to run the fake vLLM in tests: in a thread of this process or as a process.
 
     engine = Engine.from_config(ServerConfig(model=str(model_dir), enable_lora=True, max_loras=2))
     with running_server(engine) as server:
@@ -26,8 +26,8 @@ from typing import Any
 
 import uvicorn
 
-from rft_trainer.server.app import create_app
-from rft_trainer.server.engine import Engine
+from rft_devcluster.fake_vllm.app import create_app
+from rft_devcluster.fake_vllm.engine import Engine
 
 LOOPBACK = "127.0.0.1"
 
@@ -111,11 +111,11 @@ def server_process(
     timeout: float = 120.0,
     log_path: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `python -m rft_trainer.server *args` until healthy at `base_url`; terminate it on exit.
+    """Run `python -m rft_devcluster.fake_vllm *args` until healthy at `base_url`; terminate it on exit.
 
     Output goes to `log_path` when given (else it is discarded).
     """
-    command = [sys.executable, "-m", "rft_trainer.server", *args]
+    command = [sys.executable, "-m", "rft_devcluster.fake_vllm", *args]
     environment = {**os.environ, **(env or {})}
     with open(log_path or os.devnull, "wb") as log:
         process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT)

@@ -1,34 +1,25 @@
-"""The command line shared by the reference server and vLLM's OpenAI server.
+"""vLLM's command line and environment: `vllm serve <server_args(...)>` with `server_env(...)`.
 
-The operator renders server pods for both engines from these functions, so it must be able to
-import this module without torch, transformers or fastapi: keep it free of heavy imports.
-
-The two engines take the same arguments; only the program differs:
-
-    vllm serve <server_args...>                      (env: server_env(...))
-    python -m rft_trainer.server <server_args...>   (env: server_env(...))
+A light module (no torch, transformers or fastapi): the operator's builders import it, and the
+operator image has none of those. The tests' fake vLLM (`rft_devcluster.fake_vllm`) takes the
+same command line.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Final, Literal
+from typing import Final
 
-ServerEngine = Literal["vllm", "reference"]
-
-DEFAULT_HOST: Final = "0.0.0.0"  # noqa: S104 (a server in a pod listens on its pod IP)
+DEFAULT_HOST: Final = "0.0.0.0"  # noqa: S104 (a server in a pod listens on all of the pod's addresses)
 DEFAULT_PORT: Final = 8000
 
 # vLLM accepts only these values for --max-lora-rank (vllm/config/lora.py: MaxLoRARanks).
 VLLM_MAX_LORA_RANKS: Final = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
-# vLLM registers /v1/load_lora_adapter and /v1/unload_lora_adapter only when this is true; the
-# reference server reads the same variable so that one environment serves both engines.
+# vLLM registers /v1/load_lora_adapter and /v1/unload_lora_adapter only when this is true.
 RUNTIME_LORA_UPDATING_ENV: Final = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
 
-REFERENCE_SERVER_MODULE: Final = "rft_trainer.server"
-
-# `--dtype` values both engines accept.
+# `--dtype` values the operator passes (vLLM accepts more).
 SERVER_DTYPES: Final = ("auto", "float32", "float16", "bfloat16")
 
 
@@ -66,7 +57,7 @@ def server_args(
     lora_modules: Mapping[str, str] | None = None,
     dtype: str | None = None,
 ) -> list[str]:
-    """Arguments (after the program name) that start either engine the same way.
+    """Arguments of `vllm serve` (after the program name).
 
     The model comes first as a positional argument, as `vllm serve` expects it. `max_lora_rank` is
     rounded up to a value vLLM accepts (see `supported_max_lora_rank`). `lora_modules` preloads
@@ -112,7 +103,7 @@ def server_args(
 def server_env(
     *, enable_lora: bool = True, allow_runtime_lora_updating: bool = True, cpu_threads: int | None = None
 ) -> dict[str, str]:
-    """Environment variables for either engine: the adapter admin routes on or off and, with
+    """Environment variables of the server: the adapter admin routes on or off and, with
     `cpu_threads`, OMP_NUM_THREADS (set it to the pod's CPU limit: torch otherwise starts one
     thread per core of the node, and oversubscribed threads slow a CPU server down many times)."""
     enabled = enable_lora and allow_runtime_lora_updating
@@ -124,13 +115,9 @@ def server_env(
     return env
 
 
-def server_command(engine: ServerEngine, args: Sequence[str], *, python: str = "python") -> list[str]:
-    """The full command of a server container: the engine's program followed by `args`."""
-    if engine == "vllm":
-        return ["vllm", "serve", *args]
-    if engine == "reference":
-        return [python, "-m", REFERENCE_SERVER_MODULE, *args]
-    raise ValueError(f"engine must be 'vllm' or 'reference', got {engine!r}")
+def server_command(args: Sequence[str]) -> list[str]:
+    """The full command of a server container: `vllm serve` followed by `args`."""
+    return ["vllm", "serve", *args]
 
 
 def _lora_module_args(lora_modules: Mapping[str, str]) -> list[str]:

@@ -1,11 +1,11 @@
-"""The reference server's settings, validated once at start-up."""
+"""The fake vLLM's settings, validated once at start-up."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from rft_trainer.server.args import DEFAULT_HOST, DEFAULT_PORT, SERVER_DTYPES
+from rft_operator.builders.vllm_args import DEFAULT_HOST, DEFAULT_PORT, SERVER_DTYPES
 
 Device = Literal["auto", "cpu", "cuda"]
 DType = Literal["auto", "float32", "float16", "bfloat16"]

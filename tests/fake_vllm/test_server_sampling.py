@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 import torch
-from rft_trainer.server import service
-from rft_trainer.server.config import ServerConfig
-from rft_trainer.server.engine import Engine
-from rft_trainer.server.sampling import SamplingParams, make_generator, next_tokens, processed_logits
+from rft_devcluster.fake_vllm import service
+from rft_devcluster.fake_vllm.config import ServerConfig
+from rft_devcluster.fake_vllm.engine import Engine
+from rft_devcluster.fake_vllm.sampling import SamplingParams, make_generator, next_tokens, processed_logits
 from transformers import AutoModelForCausalLM
 
 PROBS = [0.5, 0.3, 0.15, 0.05]

@@ -12,8 +12,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rft_trainer.server.generation import TokenEvent
-from rft_trainer.server.responses import TokenText, chat_logprobs, text_logprobs
+from rft_devcluster.fake_vllm.generation import TokenEvent
+from rft_devcluster.fake_vllm.responses import TokenText, chat_logprobs, text_logprobs
 
 _REPLACEMENT = "\ufffd"  # what decoding shows for an incomplete multi-byte character
 

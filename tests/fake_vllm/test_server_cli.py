@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from rft_trainer.server.args import server_args, server_env
-from rft_trainer.server.cli import parse_config, parse_lora_module
-from rft_trainer.server.config import LoraModule
-from rft_trainer.server.testing import LOOPBACK, free_port, server_process
+from rft_devcluster.fake_vllm.cli import parse_config, parse_lora_module
+from rft_devcluster.fake_vllm.config import LoraModule
+from rft_devcluster.fake_vllm.testing import LOOPBACK, free_port, server_process
+from rft_operator.builders.vllm_args import server_args, server_env
 
 
 def test_vllm_style_arguments_parse_into_the_config() -> None:
@@ -100,7 +100,7 @@ def test_lora_module_json_needs_name_and_path() -> None:
 
 
 def test_help_is_quick_and_loads_no_model() -> None:
-    code = "import sys; from rft_trainer.server.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    code = "import sys; from rft_devcluster.fake_vllm.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert out.stdout.strip() == "False"
 

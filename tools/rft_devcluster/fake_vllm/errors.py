@@ -1,6 +1,6 @@
 """OpenAI-style errors, shaped like vLLM's: `{"error": {"message", "type", "param", "code"}}`.
 
-vLLM puts the HTTP status in `code` and uses the error types below; the reference server does the
+vLLM puts the HTTP status in `code` and uses the error types below; the fake does the
 same so that clients (and the operator) see one protocol from both engines.
 """
 

@@ -12,9 +12,9 @@ import openai
 import pytest
 import torch
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
-from rft_trainer.server.config import ServerConfig
-from rft_trainer.server.engine import Engine
-from rft_trainer.server.testing import RunningServer, extra_field, running_server
+from rft_devcluster.fake_vllm.config import ServerConfig
+from rft_devcluster.fake_vllm.engine import Engine
+from rft_devcluster.fake_vllm.testing import RunningServer, extra_field, running_server
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 MODEL = "tiny"

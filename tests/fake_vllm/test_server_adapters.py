@@ -13,9 +13,9 @@ import openai
 import pytest
 import torch
 from rft.storage.checkpoints import publish_checkpoint
-from rft_trainer.server.config import LoraModule, ServerConfig
-from rft_trainer.server.engine import Engine
-from rft_trainer.server.testing import RunningServer, extra_field, running_server
+from rft_devcluster.fake_vllm.config import LoraModule, ServerConfig
+from rft_devcluster.fake_vllm.engine import Engine
+from rft_devcluster.fake_vllm.testing import RunningServer, extra_field, running_server
 from safetensors.torch import load_file, save_file
 
 BASE = "tiny"

@@ -16,7 +16,7 @@ from typing import Any
 
 from peft import PeftConfig, PeftModel
 
-from rft_trainer.server.errors import bad_request, invalid_user_input, not_found
+from rft_devcluster.fake_vllm.errors import bad_request, invalid_user_input, not_found
 
 ADAPTER_CONFIG = "adapter_config.json"
 
