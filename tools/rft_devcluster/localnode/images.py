@@ -105,13 +105,14 @@ def repository_name(image: str) -> str:
     return last.split(":", 1)[0]
 
 
-_PROJECT_DEFAULTS = {
-    "rft-trainer": ("python", "-m", "rft_trainer"),
-    "rft-operator": ("python", "-m", "rft_operator"),
-}
 # The tests' fake of vLLM's server (rft_devcluster.fake_vllm): it runs vLLM's container command.
 FAKE_VLLM_IMAGE = "rft.local/rft-fake-vllm:dev"
-_FAKE_VLLM = ("rft-fake-vllm", ("python", "-m", "rft_devcluster.fake_vllm"), ("vllm", "serve"))
+# Project images: repository suffix -> (default command, the entry point it fakes).
+_PROJECT_DEFAULTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "rft-trainer": (("python", "-m", "rft_trainer"), ()),
+    "rft-operator": (("python", "-m", "rft_operator"), ()),
+    "rft-fake-vllm": (("python", "-m", "rft_devcluster.fake_vllm"), ("vllm", "serve")),
+}
 # vLLM's GPU image (vllm/vllm-openai) and CPU images; all have ENTRYPOINT ["vllm", "serve"].
 _VLLM_IMAGES = {"vllm-openai", "vllm-openai-cpu", "vllm-cpu-release-repo"}
 _VLLM_DEFAULT = ("vllm", "serve")
@@ -163,17 +164,7 @@ def runtime_for(image: str) -> ImageRuntime:
     """
     name = repository_name(image)
     venv_python = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
-    fake_suffix, fake_command, faked = _FAKE_VLLM
-    if name.endswith(fake_suffix):
-        return ImageRuntime(
-            kind=fake_suffix,
-            python=venv_python,
-            path=f"{VENV_BIN}{os.pathsep}{_HOST_PATH}",
-            default_command=fake_command,
-            bin_dir=VENV_BIN,
-            fakes=faked,
-        )
-    for suffix, default in _PROJECT_DEFAULTS.items():
+    for suffix, (default, fakes) in _PROJECT_DEFAULTS.items():
         if name.endswith(suffix):
             return ImageRuntime(
                 kind=suffix,
@@ -181,6 +172,7 @@ def runtime_for(image: str) -> ImageRuntime:
                 path=f"{VENV_BIN}{os.pathsep}{_HOST_PATH}",
                 default_command=default,
                 bin_dir=VENV_BIN,
+                fakes=fakes,
             )
     if name in _VLLM_IMAGES:
         return _vllm_runtime()
