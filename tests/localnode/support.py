@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import subprocess
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 import psutil
 from kubernetes import client
 from rft_devcluster.handle import ClusterHandle, as_dict
+from rft_devcluster.localnode.netns import NETNS_DIR, names_for
 from rft_devcluster.waiting import wait_for
 
 ON_LOCAL_NODE = {"rft-operator.io/local-node": "true"}
@@ -132,3 +135,19 @@ def processes_in(directory: Path) -> list[psutil.Process]:
 def log_text(pod: dict[str, Any]) -> str:
     """The container log the local node wrote (found through the pod's log-path annotation)."""
     return Path(pod["metadata"]["annotations"][LOG_PATH_ANNOTATION]).read_text()
+
+
+def pod_netns_path(pod: dict[str, Any]) -> Path:
+    """Where the node keeps the pod's network namespace (netns mode): ``/run/netns/rft-<hex>-<uid>``."""
+    subnet = ipaddress.IPv4Network(f"{pod['status']['podIP']}/24", strict=False)
+    return NETNS_DIR / f"{names_for(subnet)}-{pod['metadata']['uid']}"
+
+
+def pod_host_veth(pod: dict[str, Any]) -> str:
+    """The host end of the pod's veth pair (netns mode)."""
+    return "rfv" + pod["metadata"]["uid"].replace("-", "")[:12]
+
+
+def link_exists(name: str) -> bool:
+    """Whether the host has a network interface ``name``."""
+    return subprocess.run(["ip", "link", "show", name], capture_output=True, check=False).returncode == 0

@@ -13,13 +13,17 @@ import psutil
 import pytest
 from kubernetes import client
 from rft_devcluster.handle import ClusterHandle, as_dict
+from rft_devcluster.localnode.netns import NETNS_DIR
 from rft_devcluster.processes import spawn, stop_group, tail
 from rft_devcluster.waiting import wait_for
 
 from tests.localnode.support import (
     bare_pod,
     container_pid,
+    link_exists,
     phase_in,
+    pod_host_veth,
+    pod_netns_path,
     python_container,
     wait_pod,
     wait_pod_gone,
@@ -39,6 +43,7 @@ class _AgentProcess:
             f"--kubeconfig={cluster.node_kubeconfig(NODE)}", f"--node-name={NODE}", f"--root-dir={root_dir}",
         ]
         self.log_path = root_dir.parent / "agent.log"
+        self._root_dir = root_dir
         self._popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -52,6 +57,9 @@ class _AgentProcess:
     def stop(self) -> None:
         if self._popen is not None and self._popen.poll() is None:
             stop_group(self._record, grace_seconds=30, popen=self._popen)
+
+    def netns_mode(self) -> bool:
+        return (self._root_dir / "pod-network-mode").read_text().strip() == "netns"
 
 
 def _node_ready(cluster: ClusterHandle) -> None:
@@ -121,6 +129,10 @@ def test_restarted_agent_reruns_always_pods_and_fails_never_pods(
     assert again["status"]["podIP"] == before["keeps-running"]["status"]["podIP"]
     assert container_pid(again) != container_pid(before["keeps-running"])
     assert failed["status"]["reason"] == "NodeAgentRestarted"
+    if agent.netns_mode():
+        # The rerun pod has a namespace again (a fresh one at its old IP); the failed one none.
+        assert pod_netns_path(again).exists()
+        assert not pod_netns_path(failed).exists()
 
     with cluster.api_client() as api:
         core = client.CoreV1Api(api)
@@ -128,3 +140,13 @@ def test_restarted_agent_reruns_always_pods_and_fails_never_pods(
             core.delete_namespaced_pod(name, namespace)
     for name in ("keeps-running", "runs-once"):
         wait_pod_gone(cluster, namespace, name, timeout=30)
+    assert not pod_netns_path(again).exists()
+    assert not link_exists(pod_host_veth(again))
+
+    netns = agent.netns_mode()
+    agent.stop()
+    if netns:
+        # A clean stop removes the node's bridge and leaves no namespace on it.
+        bridge = pod_netns_path(again).name[: -len(again["metadata"]["uid"]) - 1]
+        assert not link_exists(bridge)
+        assert not list(NETNS_DIR.glob(f"{bridge}-*"))

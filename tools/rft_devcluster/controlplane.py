@@ -60,11 +60,15 @@ class LocalNodeOptions:
     cpu: str = "4"
     memory: str = "16Gi"
     pods: int = 32
-    # "loopback" (127.77.x.y: reachable only from this host; the apiserver refuses loopback
-    # addresses in EndpointSlices, so clients reach pods directly, as port-forward would),
-    # "auto" (a local route for 198.18.0.0/16 if possible, else loopback) or a CIDR. Loopback is
-    # the default because development machines and CI may only talk to 127.0.0.0/8.
-    pod_network: str = "loopback"
+    # "auto" (198.18.0.0/16: on a bridge with a network namespace per pod where the agent may
+    # make them, else shared with a local route for the range if possible, else loopback),
+    # "loopback" (127.77.x.y in the host's namespace: reachable only from this host; the
+    # apiserver refuses loopback addresses in EndpointSlices, so the agent publishes them
+    # itself) or a CIDR. See localnode/network.py.
+    pod_network: str = "auto"
+    # "auto": a network namespace per pod where possible (servers bind 0.0.0.0, a pod's
+    # containers share its loopback); "shared": every pod in the host's namespace.
+    pod_netns: str = "auto"
     # KEY=VALUE pairs the emulated EKS pod identity webhook adds to IRSA pods (emulator endpoint).
     workload_identity_env: tuple[tuple[str, str], ...] = ()
 
@@ -572,6 +576,7 @@ class ControlPlane:
                 f"--node-name={opts.name}",
                 f"--root-dir={root_dir}",
                 f"--pod-network={opts.pod_network}",
+                f"--pod-netns={opts.pod_netns}",
                 *(f"--workload-identity-env={k}={v}" for k, v in opts.workload_identity_env),
                 f"--cpu={opts.cpu}",
                 f"--memory={opts.memory}",
@@ -598,7 +603,14 @@ class ControlPlane:
             pod_network=network,
             gpus=opts.gpus,
             log_path=component.log_path,
+            pod_network_mode=self._read_local_node_mode(root_dir),
         )
+
+    @staticmethod
+    def _read_local_node_mode(root_dir: Path) -> str:
+        with contextlib.suppress(FileNotFoundError):
+            return (root_dir / "pod-network-mode").read_text().strip() or "shared"
+        return "shared"
 
     @staticmethod
     def _read_local_node_network(root_dir: Path) -> str | None:

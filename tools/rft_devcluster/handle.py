@@ -48,6 +48,8 @@ class LocalNodeInfo:
     pod_network: str
     gpus: int
     log_path: Path
+    # "netns" (a network namespace per pod) or "shared" (pods in the host's); see localnode/network.py.
+    pod_network_mode: str = "shared"
 
     def to_json(self) -> dict[str, Any]:
         """Serialise for the state file."""
@@ -57,6 +59,7 @@ class LocalNodeInfo:
             "pod_network": self.pod_network,
             "gpus": self.gpus,
             "log_path": str(self.log_path),
+            "pod_network_mode": self.pod_network_mode,
         }
 
     @classmethod
@@ -68,6 +71,7 @@ class LocalNodeInfo:
             pod_network=str(data["pod_network"]),
             gpus=int(data["gpus"]),
             log_path=Path(data["log_path"]),
+            pod_network_mode=str(data.get("pod_network_mode", "shared")),
         )
 
 

@@ -34,7 +34,7 @@ class Agent:
         self.config = config
         self._api = KubeApi(config.kubeconfig)
         helper = KubeApi(config.helper_kubeconfig) if config.helper_kubeconfig else None
-        self.network = PodNetwork(config.pod_network, config.root_dir / "pod-network")
+        self.network = PodNetwork(config.pod_network, config.root_dir / "pod-network", config.pod_netns)
         server = urlsplit(self._api.server)
         # Loopback pod IPs cannot appear in the controller-manager's EndpointSlices: mirror them.
         self._mirror = (
@@ -58,7 +58,12 @@ class Agent:
         """Register, then run pods until ``stop`` is set; then stop every pod's processes."""
         self._stop = stop
         self._node.register()
-        log.info("node %s registered; pod network %s", self.config.node_name, self.network.subnet)
+        log.info(
+            "node %s registered; pod network %s (%s)",
+            self.config.node_name,
+            self.network.subnet,
+            self.network.mode,
+        )
         heartbeat = threading.Thread(target=self._node.heartbeat, args=(stop,), name="heartbeat", daemon=True)
         heartbeat.start()
         watcher = threading.Thread(target=self._watch_forever, name="watch", daemon=True)
@@ -76,12 +81,14 @@ class Agent:
             worker.shutdown()
         for worker in workers:
             worker.join(timeout=30)
+        # The bridge (and any pod namespace a stuck worker left) first: the rest may be cut short.
+        self.network.close()
         try:
             self._node.post_status(ready=False, reason="KubeletNotReady", message="local node agent stopped")
         except Exception:
             log.info("could not mark the node NotReady")
-        self.network.close()
         self._api.close()
+        log.info("stopped")
 
     # ------------------------------------------------------------------ pods
 

@@ -28,8 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root-dir", type=Path, required=True, help="pods' directories, logs and volumes")
     p.add_argument(
         "--pod-network",
-        default="loopback",
-        help="loopback (default), auto, or an IPv4 CIDR local to this host",
+        default="auto",
+        help="auto (default: 198.18.0.0/16 if usable), loopback (127.77.0.0/16, shared namespace), or an IPv4 CIDR",
+    )
+    p.add_argument(
+        "--pod-netns",
+        choices=("auto", "shared"),
+        default="auto",
+        help="auto (default): a network namespace per pod where possible; shared: every pod in the host's",
     )
     p.add_argument(
         "--workload-identity-env",
@@ -59,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         node_name=args.node_name,
         root_dir=args.root_dir.resolve(),
         pod_network=args.pod_network,
+        pod_netns=args.pod_netns,
         workload_identity_env=tuple(_key_value(item) for item in args.workload_identity_env),
         capacity=NodeCapacity(
             cpu=args.cpu, memory=args.memory, pods=args.pods, gpus=args.gpus, gpu_product=args.gpu_product

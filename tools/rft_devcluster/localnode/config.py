@@ -46,7 +46,10 @@ class AgentConfig:
     root_dir: Path
     capacity: NodeCapacity
     # "auto", "loopback" or an IPv4 CIDR to carve per-node /24s from (see network.py).
-    pod_network: str = "loopback"
+    pod_network: str = "auto"
+    # "auto": a network namespace per pod where the host allows it, else "shared": every pod in
+    # the host's namespace (see network.py, netns.py). "loopback" above implies "shared".
+    pod_netns: str = "auto"
     # A second identity allowed to patch pods, to write the log-path annotation (optional).
     helper_kubeconfig: Path | None = None
     lease_duration_seconds: int = 40

@@ -1,4 +1,5 @@
-"""One container as a host process group: start, watch, stop, and read its termination message."""
+"""One container as a host process group (in its pod's network namespace, if it has one): start,
+watch, stop, and read its termination message."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import psutil
 
+from rft_devcluster.localnode.netns import nsenter_prefix
 from rft_devcluster.processes import ProcessRecord, parent_death_prefix
 
 MAX_TERMINATION_MESSAGE_BYTES = 4096
@@ -44,6 +46,12 @@ class ContainerLaunch:
     log_path: Path
     termination_path: Path
     termination_policy: str = "File"
+    # The pod's network namespace (/run/netns/<name>) to run in; None: the host's.
+    netns: Path | None = None
+
+    def prefix(self) -> list[str]:
+        """What goes before ``argv``: enter the pod's namespace (``nsenter`` execs in place)."""
+        return nsenter_prefix(self.netns) if self.netns is not None else []
 
 
 @dataclass
@@ -108,7 +116,7 @@ class ContainerProcess:
         launch.cwd.mkdir(parents=True, exist_ok=True)
         with launch.log_path.open("ab") as log:
             popen = subprocess.Popen(
-                [*parent_death_prefix(), *launch.argv],
+                [*parent_death_prefix(), *launch.prefix(), *launch.argv],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -1,19 +1,28 @@
 """Pod IPs on one host: every pod gets its own address that the host can reach.
 
-Two kinds of ranges work:
+Two ways to place the pods (``namespaces``):
 
-* ``loopback`` (the default): 127.77.0.0/16. Reachable everywhere, even where only
-  127.0.0.0/8 traffic is allowed, but the EndpointSlice API rejects loopback addresses, so
-  the controller-manager cannot publish these pods; see endpoints.py for how the agent
-  publishes them instead.
-* a routed range: Linux delivers locally any address in a ``local`` route, so one route
-  makes a whole range behave like 127.0.0.0/8::
+* ``auto`` (the default): every pod in its own network namespace, wired to a bridge that
+  holds the node IP, like a kubelet with a bridge CNI plugin (see netns.py). It takes root
+  or CAP_NET_ADMIN, ``ip`` and ``nsenter``, and a routed range: ``198.18.0.0/16``, or the
+  CIDR asked for. The agent checks it works (a namespace the host can connect to) before
+  using it; otherwise it warns once and falls back to ``shared``.
+* ``shared``: every pod in the host's namespace, each at its own address, so a server must
+  bind its pod IP (two pods binding ``0.0.0.0`` on one port collide). The range:
 
-      ip route add local 198.18.0.0/16 dev lo
+  * ``loopback``: 127.77.0.0/16. Reachable everywhere, even where only 127.0.0.0/8 traffic
+    is allowed, but the EndpointSlice API rejects loopback addresses, so the
+    controller-manager cannot publish these pods; see endpoints.py for how the agent
+    publishes them instead. Asking for ``loopback`` also means ``shared``.
+  * a routed range: Linux delivers locally any address in a ``local`` route, so one route
+    makes a whole range behave like 127.0.0.0/8::
 
-  198.18.0.0/15 is reserved for network benchmarking (RFC 2544) and is not routed on the
-  internet. ``auto`` uses it, adding the route itself when it may (CAP_NET_ADMIN), and
-  falls back to loopback otherwise.
+        ip route add local 198.18.0.0/16 dev lo
+
+    198.18.0.0/15 is reserved for network benchmarking (RFC 2544) and is not routed on the
+    internet. ``auto`` uses it, adding the route itself when it may (CAP_NET_ADMIN), and
+    falls back to loopback otherwise. (The namespaced mode never adds this route, and routes
+    its /24 past it when another cluster did.)
 
 Each agent on the host claims one /24 of the range with a lock file, so several local
 clusters never hand out the same address; the node takes ``.1``, pods ``.2``-``.254``.
@@ -35,6 +44,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from rft_devcluster.localnode.netns import Bridge, NetnsError, PodSandbox
 
 log = logging.getLogger(__name__)
 
@@ -117,29 +128,85 @@ def _claim_subnet(
     raise PodNetworkExhaustedError("every /24 of the pod range is claimed by another local node")
 
 
-class PodNetwork:
-    """This node's /24: its own address and a pool of pod addresses."""
+NAMESPACE_MODES = ("auto", "shared")
+MODE_FILE = "pod-network-mode"
 
-    def __init__(self, requested: str, state_file: Path) -> None:
-        routable = _routable_range(requested)
-        preferred = None
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            previous = ipaddress.IPv4Network(state_file.read_text().strip())
-            if previous.subnet_of(routable):
-                preferred = previous
-        # Skip the range's first /24 (its .1 is what _routable_range probes).
-        candidates = list(routable.subnets(new_prefix=24))[1:]
-        self._claim = _claim_subnet(candidates, preferred)
-        self.subnet = self._claim.subnet
+
+def _preferred(state_file: Path, routable: ipaddress.IPv4Network) -> ipaddress.IPv4Network | None:
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        previous = ipaddress.IPv4Network(state_file.read_text().strip())
+        if previous.subnet_of(routable):
+            return previous
+    return None
+
+
+def _claim_in(routable: ipaddress.IPv4Network, state_file: Path) -> _Claim:
+    # Skip the range's first /24 (its .1 is what _routable_range probes).
+    candidates = list(routable.subnets(new_prefix=24))[1:]
+    return _claim_subnet(candidates, _preferred(state_file, routable))
+
+
+class PodNetwork:
+    """This node's /24: its own address, a pool of pod addresses, and (namespaced) its bridge."""
+
+    def __init__(self, requested: str, state_file: Path, namespaces: str = "auto") -> None:
+        if namespaces not in NAMESPACE_MODES:
+            raise ValueError(f"pod network namespaces: {namespaces!r} is not one of {NAMESPACE_MODES}")
+        self.bridge: Bridge | None = None
+        claim = self._namespaced(requested, state_file) if namespaces == "auto" else None
+        if claim is None:
+            claim = _claim_in(_routable_range(requested), state_file)
+        self._claim = claim
+        self.subnet = claim.subnet
         self.loopback = self.subnet.subnet_of(ipaddress.IPv4Network("127.0.0.0/8"))
-        state_file.parent.mkdir(parents=True, exist_ok=True)
-        state_file.write_text(f"{self.subnet}\n")
         hosts = list(self.subnet.hosts())
         self.node_ip = str(hosts[0])
         self._pool = [str(h) for h in hosts[1:]]
         self._in_use: set[str] = set()
         self._next = 0
         self._lock = threading.Lock()
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        # The mode first: whoever waits for the subnet file finds the mode written.
+        (state_file.parent / MODE_FILE).write_text(f"{self.mode}\n")
+        state_file.write_text(f"{self.subnet}\n")
+
+    @property
+    def mode(self) -> str:
+        """``netns`` (a namespace per pod) or ``shared`` (every pod in the host's)."""
+        return "netns" if self.bridge is not None else "shared"
+
+    def _namespaced(self, requested: str, state_file: Path) -> _Claim | None:
+        """Claim a /24 and make its bridge; None (after one warning) where namespaces cannot be had."""
+        if requested == "loopback":
+            log.info("pod network 'loopback': pods share the host's network namespace")
+            return None
+        routable = ipaddress.IPv4Network(DEFAULT_ROUTED_RANGE if requested == "auto" else requested)
+        claim = _claim_in(routable, state_file)
+        hosts = list(claim.subnet.hosts())
+        bridge = Bridge(claim.subnet, str(hosts[0]))
+        try:
+            bridge.create()
+            bridge.sweep()  # an earlier agent's pods (after a crash); recovered pods get fresh ones
+            bridge.self_test(str(hosts[-1]))
+        except (NetnsError, OSError, subprocess.SubprocessError) as exc:
+            log.warning(
+                "pods share the host's network namespace (no namespace per pod: %s). Servers in "
+                "pods must bind their pod IP; two pods binding 0.0.0.0 on one port collide.",
+                exc,
+            )
+            with contextlib.suppress(NetnsError, OSError, subprocess.SubprocessError):
+                bridge.delete()
+            claim.lock_file.close()
+            return None
+        self.bridge = bridge
+        log.info(
+            "pod network namespaces on bridge %s (%s, node IP %s)", bridge.name, claim.subnet, bridge.node_ip
+        )
+        return claim
+
+    def sandbox(self, uid: str, ip: str) -> PodSandbox | None:
+        """The pod's namespace and veth (not created yet); None in the shared mode."""
+        return PodSandbox(self.bridge, uid, ip) if self.bridge is not None else None
 
     def reserve(self, ip: str) -> bool:
         """Mark ``ip`` as taken (a pod recovered after a restart); False if it is not ours."""
@@ -166,5 +233,10 @@ class PodNetwork:
             self._in_use.discard(ip)
 
     def close(self) -> None:
-        """Give up this node's /24."""
+        """Remove the bridge (and any pod namespace left on it); give up this node's /24."""
+        if self.bridge is not None:
+            try:
+                self.bridge.delete()
+            except (NetnsError, OSError, subprocess.SubprocessError):
+                log.exception("could not remove bridge %s", self.bridge.name)
         self._claim.lock_file.close()

@@ -3,7 +3,11 @@
 Pending (address, volumes, images) -> init containers one by one -> containers as process
 groups, restarted per restartPolicy, probed -> Succeeded/Failed. An image this node cannot run
 keeps the pod Pending (ErrImagePull, ImagePullBackOff) rather than failing it, like the kubelet
-(see imagepull.py). Deleting the pod stops its processes
+(see imagepull.py). Where the node gives pods network namespaces (network.py), the pod's is
+made before its first container starts, every process of the pod (init containers, containers,
+exec probes) runs in it, the host's loopback services its env names are forwarded into it
+(loopback_forward.py), and it is removed once the pod is terminal, deleted or the agent stops.
+Deleting the pod stops its processes
 (SIGTERM, SIGKILL after the grace period) and then removes it from the API, like the kubelet.
 The thread that starts a container's process also waits for it: the processes die with
 that thread (parent-death signal), so a killed agent leaves no orphans.
@@ -29,6 +33,13 @@ from rft_devcluster.localnode.envvars import EnvResolver, expand
 from rft_devcluster.localnode.imagepull import ImagePull
 from rft_devcluster.localnode.images import ImageRuntime, MissingCommandError
 from rft_devcluster.localnode.kubeapi import ApiError, KubeApi, pod_path
+from rft_devcluster.localnode.loopback_forward import (
+    LoopbackForwarder,
+    host_listeners,
+    loopback_targets,
+    served_by_host,
+)
+from rft_devcluster.localnode.netns import NetnsError, PodSandbox
 from rft_devcluster.localnode.network import PodNetwork
 from rft_devcluster.localnode.paths import PathMapper
 from rft_devcluster.localnode.podstatus import ConditionBook, StatusWriter, terminal_phase, will_restart
@@ -112,7 +123,7 @@ class _Container:
         argv = self.runtime.resolve_command([self.mapper.rewrite(a) for a in command], [])
         try:
             result = subprocess.run(
-                argv,
+                [*self.launch.prefix(), *argv],
                 env=dict(self.launch.env),
                 cwd=self.launch.cwd,
                 capture_output=True,
@@ -154,6 +165,8 @@ class PodWorker:
         self._failure: _PodFailedError | None = None
         self._last_written: str = ""
         self._volumes: VolumeBuilder | None = None
+        self._sandbox: PodSandbox | None = None  # the pod's network namespace, while it exists
+        self._forwarder: LoopbackForwarder | None = None
         self._started_monotonic = time.monotonic()
         self.update(pod)
         self._thread = threading.Thread(target=self._main_loop, name=f"pod-{self.key}", daemon=True)
@@ -224,6 +237,7 @@ class PodWorker:
         """A bug or an API failure: stop the pod's processes and report it Failed, then idle."""
         self._failure = _PodFailedError("NodeAgentError", f"the local node agent failed: {exc}")
         self._stop_all(0.0)
+        self._teardown_network()
         try:
             self._write_status()
         except Exception:
@@ -246,8 +260,10 @@ class PodWorker:
                     "NodeAgentRestarted",
                     "the local node agent restarted while this pod ran; with restartPolicy Never it is not rerun",
                 )
+            self._setup_network(pod)
             self._write_status()
             self._prepare(pod)
+            self._forward_host_loopback(pod)
             self._annotate_log_path(pod)
             self._supervise()
         except _PodFailedError as failure:
@@ -255,6 +271,8 @@ class PodWorker:
             self._stop_all(0.0)
             self._write_status()
             log.info("pod %s failed: %s: %s", self.key, failure.reason, failure.message)
+        # Terminal: nothing runs in the pod any more, like the kubelet tear its sandbox down.
+        self._teardown_network()
         self._idle()
 
     def _idle(self) -> None:
@@ -267,6 +285,7 @@ class PodWorker:
         """Stop what still runs; finalize a deletion; clean up when the pod is gone."""
         if self._shutdown.is_set() and not self._deleting.is_set():
             self._stop_all(SHUTDOWN_GRACE_SECONDS)
+            self._teardown_network()
             return
         if self._deleting.is_set() and not self._gone.is_set():
             meta = self._snapshot()["metadata"]
@@ -274,10 +293,12 @@ class PodWorker:
             if self._stop_all(grace):
                 with contextlib.suppress(_Stop):
                     self._write_status()
+            self._teardown_network()
             self._writer.delete_final()
             self._gone.wait(30.0)
         if self._gone.is_set():
             self._stop_all(0.0)
+            self._teardown_network()
             if self._pod_ip:
                 self._ctx.network.release(self._pod_ip)
             shutil.rmtree(self._dir / "volumes", ignore_errors=True)
@@ -335,6 +356,59 @@ class PodWorker:
         if previous and self._ctx.network.reserve(previous):
             return str(previous)
         return self._ctx.network.allocate()
+
+    def _setup_network(self, pod: dict[str, Any]) -> None:
+        """The pod's network namespace at its IP (none in the shared mode or with hostNetwork).
+
+        Like a kubelet whose CNI plugin fails, the pod waits in ContainerCreating and it is retried.
+        """
+        sandbox = (
+            None if pod["spec"].get("hostNetwork") else self._ctx.network.sandbox(self.uid, self._pod_ip)
+        )
+        if sandbox is None:
+            return
+        while True:
+            try:
+                sandbox.create()
+                break
+            except (NetnsError, OSError, subprocess.SubprocessError) as exc:
+                log.warning("pod %s: cannot create its network namespace: %s", self.key, exc)
+                self._set_waiting("ContainerCreating", f"failed to create the pod's network namespace: {exc}")
+                self._write_status()
+                self._sleep(2.0)
+        self._sandbox = sandbox
+        log.info("pod %s: network namespace %s at %s", self.key, sandbox.name, self._pod_ip)
+
+    def _forward_host_loopback(self, pod: dict[str, Any]) -> None:
+        """Make the host's loopback services that the containers' env names reachable inside the pod."""
+        if self._sandbox is None:
+            return
+        ctx = self._ctx
+        values = [v for c in (*self._init, *self._main) for v in c.launch.env.values()]
+        values.append(f"{ctx.apiserver_host}:{ctx.apiserver_port}")
+        own_ports = {
+            int(port["containerPort"])
+            for c in (*pod["spec"].get("initContainers", []), *pod["spec"]["containers"])
+            for port in c.get("ports", [])
+        }
+        wanted = {t for t in loopback_targets(values) if t[1] not in own_ports}
+        targets = served_by_host(wanted, host_listeners())
+        forwarder = LoopbackForwarder(self._sandbox.path, self.key)
+        forwarder.start(targets)
+        self._forwarder = forwarder
+
+    def _teardown_network(self) -> None:
+        """Stop the forwarders and remove the pod's namespace and veth (idempotent)."""
+        forwarder, self._forwarder = self._forwarder, None
+        if forwarder is not None:
+            forwarder.stop()
+        sandbox, self._sandbox = self._sandbox, None
+        if sandbox is not None:
+            try:
+                sandbox.delete()
+                log.info("pod %s: network namespace %s removed", self.key, sandbox.name)
+            except (NetnsError, OSError, subprocess.SubprocessError):
+                log.exception("pod %s: cannot remove network namespace %s", self.key, sandbox.name)
 
     def _service_account(self, pod: dict[str, Any]) -> dict[str, Any] | None:
         """The pod's ServiceAccount (None if it does not exist), for workload-identity injection.
@@ -528,6 +602,7 @@ class PodWorker:
             log_path=self._dir / "logs" / f"{spec['name']}.log",
             termination_path=container_dir / "termination-log",
             termination_policy=spec.get("terminationMessagePolicy", "File"),
+            netns=self._sandbox.path if self._sandbox is not None else None,
         )
         return _Container(spec, runtime, launch, mapper)
 
