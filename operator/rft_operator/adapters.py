@@ -1,7 +1,8 @@
-"""Talking to serving pods' adapter admin routes (vLLM's protocol, spoken by both engines).
+"""Talking to serving pods' adapter sidecar (vLLM's protocol, bucket URLs for adapter paths).
 
 The operator asks each ready replica of a base deployment which models it serves
-(`GET /v1/models`), loads missing adapters (`POST /v1/load_lora_adapter`) and unloads them
+(`GET /v1/models`), loads missing adapters (`POST /v1/load_lora_adapter`), checks a loaded
+adapter's canary (`POST /v1/completions` with `prompt_logprobs`, `rft.canary`) and unloads them
 (`POST /v1/unload_lora_adapter`). Which pod addresses may be contacted follows the operator's
 `progress_poll` setting (every pod in a cluster, loopback pods only in development).
 """
@@ -12,6 +13,9 @@ import json
 import urllib.error
 import urllib.request
 from typing import Any
+
+from rft.api.model import AdapterCanary
+from rft.canary import request_body, served_logprobs
 
 
 class AdapterAdminError(RuntimeError):
@@ -55,3 +59,16 @@ def load_adapter(pod_ip: str, port: int, name: str, path: str, timeout: float = 
 
 def unload_adapter(pod_ip: str, port: int, name: str, timeout: float = 60.0) -> None:
     _request(f"{_base(pod_ip, port)}/v1/unload_lora_adapter", {"lora_name": name}, timeout)
+
+
+def canary_logprobs(
+    pod_ip: str, port: int, name: str, canary: AdapterCanary, timeout: float = 60.0
+) -> list[float]:
+    """The replica's logprobs of the canary's tokens under the adapter served as `name`."""
+    body = _request(f"{_base(pod_ip, port)}/v1/completions", request_body(name, canary), timeout)
+    if not isinstance(body, dict):
+        raise AdapterAdminError(f"{pod_ip}:{port}: /v1/completions answered {str(body)[:200]!r}")
+    try:
+        return served_logprobs(body, canary.token_ids)
+    except ValueError as exc:
+        raise AdapterAdminError(f"{pod_ip}:{port}: {exc}") from None

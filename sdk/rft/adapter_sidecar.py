@@ -3,7 +3,8 @@
 vLLM's `/v1/load_lora_adapter` reads adapters from local paths only. This sidecar offers the same
 route on its own port, accepts `lora_path` as a bucket URL, fetches the committed adapter into a
 shared volume under the pod's workload identity, and then asks vLLM to load it from there. It
-also answers `/health` and `/v1/models` from vLLM, so the operator needs only this port.
+also passes `/health`, `/v1/models` and `/v1/completions` (the canary check, `rft.canary`) on to
+vLLM, so the operator needs only this port.
 """
 
 from __future__ import annotations
@@ -63,8 +64,12 @@ def make_handler(upstream: str, adapter_dir: Path) -> type[BaseHTTPRequestHandle
             try:
                 length = int(self.headers.get("Content-Length") or 0)
                 payload = json.loads(self.rfile.read(length) or b"{}")
+                if self.path == "/v1/completions":
+                    # The operator's canary check of a loaded adapter (rft.canary).
+                    self._reply(*_call_upstream(upstream, self.path, payload))
+                    return
                 name = str(payload["lora_name"])
-            except (ValueError, KeyError):
+            except (ValueError, KeyError, TypeError):
                 self._error(HTTPStatus.BAD_REQUEST, "body must be JSON with lora_name")
                 return
             if not name or not set(name) <= SAFE_NAME_CHARS:

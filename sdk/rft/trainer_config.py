@@ -27,7 +27,7 @@ from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
 from rft.api.common import ApiModel
 from rft.api.dataset import DatasetFormat
-from rft.api.model import FileDigest, LoraSettings, TrainingRecord
+from rft.api.model import AdapterCanary, FileDigest, LoraSettings, TrainingRecord
 from rft.api.reinforcement_step import LossSettings, TrainingParameters
 
 CONFIG_ENV_VAR = "RFT_TRAINER_CONFIG"
@@ -239,6 +239,9 @@ class TrainerResult(ApiModel):
     dataset_digest: str = Field(pattern=DIGEST_PATTERN, description="Digest of the dataset trained on.")
     lora: LoraSettings = Field(description="The adapter's shape.")
     training: TrainingRecord = Field(description="The parameters that trained it.")
+    canary: AdapterCanary | None = Field(
+        default=None, description="The adapter's canary logprobs, for the operator to check replicas."
+    )
 
 
 FailureReason = Literal[

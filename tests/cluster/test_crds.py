@@ -37,6 +37,12 @@ LORA_MODEL: dict[str, Any] = {
         "lora": {"rank": 16, "alpha": 32, "targetModules": ["q_proj"]},
     },
 }
+CANARY: dict[str, Any] = {
+    "tokenIds": [5, 9, 2],
+    "logprobs": ["-1.5", "-0.25"],
+    "dtype": "float32",
+    "startDistance": "0.5",
+}
 DEPLOYMENT: dict[str, Any] = {"kind": "Deployment", "spec": {"model": "base", "deploymentType": "on-demand"}}
 
 
@@ -134,6 +140,17 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "spec.files[0].sha256",
     ),
     (
+        "model-canary-count",
+        _with(LORA_MODEL, "spec.canary", {**CANARY, "logprobs": ["-1.5"]}),
+        "spec.canary.logprobs needs one value per token of spec.canary.tokenIds after the first",
+    ),
+    (
+        "model-canary-bad-logprob",
+        _with(LORA_MODEL, "spec.canary", {**CANARY, "logprobs": ["-1.5", "-inf"]}),
+        "spec.canary.logprobs[1]",
+    ),
+    ("model-canary-on-base", _with(MODEL, "spec.canary", CANARY), "a base Model takes no spec.canary"),
+    (
         "deployment-lora-without-base",
         _with(DEPLOYMENT, "spec.deploymentType", "on-demand-lora"),
         "spec.baseDeployment is required when spec.deploymentType is on-demand-lora",
@@ -175,7 +192,8 @@ def test_invalid_objects_are_refused_naming_the_field(
 
 
 def test_the_valid_baselines_of_the_table_are_accepted(cluster: Any, crds: None, namespace: str) -> None:
-    for i, obj in enumerate([STEP, DATASET, MODEL, LORA_MODEL, DEPLOYMENT]):
+    with_canary = _with(LORA_MODEL, "spec.canary", CANARY)
+    for i, obj in enumerate([STEP, DATASET, MODEL, LORA_MODEL, with_canary, DEPLOYMENT]):
         created = _create(cluster.api_client(), namespace, f"ok-{i}", obj)
         assert created["metadata"]["generation"] == 1
 

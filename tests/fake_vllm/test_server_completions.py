@@ -12,6 +12,7 @@ import openai
 import pytest
 import torch
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+from rft.canary import served_logprobs
 from rft_devcluster.fake_vllm.config import ServerConfig
 from rft_devcluster.fake_vllm.engine import Engine
 from rft_devcluster.fake_vllm.testing import RunningServer, extra_field, running_server
@@ -263,3 +264,30 @@ def test_async_client_gets_the_same_answer(server: RunningServer, client: openai
 
     expected = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=5, **GREEDY)
     assert asyncio.run(ask()) == expected.choices[0].message.content
+
+
+def test_prompt_logprobs_are_the_prompt_tokens_own_in_vllms_shape(
+    client: openai.OpenAI, reference: tuple[Any, Any]
+) -> None:
+    """What the operator's adapter canary check reads (rft.canary.served_logprobs)."""
+    model, _ = reference
+    prompt = [5, 17, 3, 42, 8, 99]
+    response = client.completions.create(
+        model=MODEL, prompt=prompt, max_tokens=1, temperature=0, extra_body={"prompt_logprobs": 0}
+    )
+    entries = extra_field(response.choices[0], "prompt_logprobs")
+    assert entries[0] is None
+    expected = reference_logprobs(model, prompt[:1], prompt[1:])
+    for position, (token, entry) in enumerate(zip(prompt[1:], entries[1:], strict=True)):
+        assert list(entry) == [str(token)]
+        row = expected[position]
+        assert entry[str(token)]["logprob"] == pytest.approx(row[token].item(), abs=1e-4)
+        assert entry[str(token)]["rank"] == int((row > row[token]).sum()) + 1
+    assert served_logprobs(response.model_dump(), prompt) == [
+        e[str(t)]["logprob"] for t, e in zip(prompt[1:], entries[1:], strict=True)
+    ]
+
+
+def test_prompt_logprobs_with_alternatives_are_refused(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match="prompt_logprobs: only 0"):
+        client.completions.create(model=MODEL, prompt=[5, 6], max_tokens=1, extra_body={"prompt_logprobs": 2})

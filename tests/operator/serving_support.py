@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from rft.storage.checkpoints import upload_tree
-from rft_devcluster.pytest_fixtures_storage import S3Bucket
 from rft_devcluster.fake_vllm.testing import make_lora_adapter
+from rft_devcluster.pytest_fixtures_storage import S3Bucket
 
 from tests.operator.conftest import Objects
 

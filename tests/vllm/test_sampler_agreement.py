@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import torch
 from peft import PeftModel
+from rft_devcluster.fake_vllm.testing import make_lora_adapter
 from rft_trainer.logprobs import CompletionLogprobs
 from rft_trainer.model import load_base_model
-from rft_devcluster.fake_vllm.testing import make_lora_adapter
 
 from tests.vllm.conftest import SERVED_NAME, VllmServer
 

@@ -106,13 +106,20 @@ def publish(adapter_dir: Path, output_url: str, metadata: dict[str, Any]) -> lis
 
 
 def result_message(result: TrainerResult) -> str:
-    """The termination message; metrics beyond loss and mean_reward are dropped if it would not fit."""
+    """The termination message; metrics beyond loss and mean_reward, then the canary, are dropped
+    if it would not fit."""
     text = json.dumps(result.to_wire(), sort_keys=True, separators=(",", ":"))
     if len(text.encode()) < TERMINATION_MESSAGE_LIMIT:
         return text
     essential = {k: v for k, v in result.metrics.items() if k in REQUIRED_METRICS}
     trimmed = result.model_copy(update={"metrics": essential})
-    return json.dumps(trimmed.to_wire(), sort_keys=True, separators=(",", ":"))
+    text = json.dumps(trimmed.to_wire(), sort_keys=True, separators=(",", ":"))
+    if len(text.encode()) < TERMINATION_MESSAGE_LIMIT:
+        return text
+    # Without its canary the checkpoint is served unverified (the Deployment says so).
+    return json.dumps(
+        trimmed.model_copy(update={"canary": None}).to_wire(), sort_keys=True, separators=(",", ":")
+    )
 
 
 MAX_FAILURE_MESSAGE = 3072
@@ -129,7 +136,9 @@ def failure_message(failure: TrainerFailure) -> str:
     """The termination message of a failure, its message cut to fit the limit."""
     text = json.dumps(failure.to_wire(), sort_keys=True, separators=(",", ":"))
     while len(text.encode()) >= TERMINATION_MESSAGE_LIMIT:
-        failure = failure.model_copy(update={"message": failure.message[: len(failure.message) * 3 // 4] + "..."})
+        failure = failure.model_copy(
+            update={"message": failure.message[: len(failure.message) * 3 // 4] + "..."}
+        )
         text = json.dumps(failure.to_wire(), sort_keys=True, separators=(",", ":"))
     return text
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from rft.trainer_config import ProgressReport, TrainerConfig, TrainerResult
 
+from rft_trainer.canary import canary_logprobs, canary_tokens, record_canary
 from rft_trainer.checkpoint import build_metadata, publish, save_adapter
 from rft_trainer.data import SampleTokenizer, TokenizedDataset, tokenize_samples
 from rft_trainer.dataset import LoadedDataset, ScoredDataset, load_dataset, parse_reward_weights, score_groups
@@ -87,9 +88,14 @@ class Prepared:
     policy: Any
     new_adapter: bool
     device: torch.device
+    # The canary's tokens and their logprobs under the weights training starts from.
+    canary_tokens: list[int]
+    canary_start: list[float]
 
 
-def prepare(config: TrainerConfig, scratch: Path, reporter: ProgressReporter, device: torch.device) -> Prepared:
+def prepare(
+    config: TrainerConfig, scratch: Path, reporter: ProgressReporter, device: torch.device
+) -> Prepared:
     """Check the output is free, read and score the dataset, load the model and its adapter."""
     reporter.phase("loading", "checking the output location")
     if not output_is_free(config.output_url):
@@ -128,10 +134,14 @@ def prepare(config: TrainerConfig, scratch: Path, reporter: ProgressReporter, de
     else:
         policy = attach_new_adapter(model, lora, config.training.seed)
         new_adapter = True
+    tokens = canary_tokens(policy, tokenizer)
+    start = canary_logprobs(policy, tokens)
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(policy)
 
-    tokenized = tokenize_samples(scored.samples, SampleTokenizer(tokenizer, config.training.max_context_length))
+    tokenized = tokenize_samples(
+        scored.samples, SampleTokenizer(tokenizer, config.training.max_context_length)
+    )
     if not tokenized.samples:
         raise BadInputError(
             "InvalidDataset",
@@ -143,7 +153,7 @@ def prepare(config: TrainerConfig, scratch: Path, reporter: ProgressReporter, de
             f"{tokenized.skipped} samples skipped (prompt too long), {tokenized.truncated} completions "
             f"truncated to maxContextLength={config.training.max_context_length}"
         )
-    return Prepared(dataset, scored, tokenized, policy, new_adapter, device)
+    return Prepared(dataset, scored, tokenized, policy, new_adapter, device, tokens, start)
 
 
 def _fmt(value: float) -> str:
@@ -174,7 +184,9 @@ def final_metrics(prepared: Prepared, outcome: TrainOutcome) -> dict[str, str]:
         "optimizer_steps": outcome.optimizer_steps,
         "trained_tokens": outcome.packed_tokens,
         "train_seconds": outcome.train_seconds,
-        "tokens_per_second": outcome.packed_tokens / outcome.train_seconds if outcome.train_seconds > 0 else 0.0,
+        "tokens_per_second": outcome.packed_tokens / outcome.train_seconds
+        if outcome.train_seconds > 0
+        else 0.0,
     }
     return {k: _fmt(float(v)) for k, v in metrics.items()}
 
@@ -217,6 +229,7 @@ def run_step(config: TrainerConfig, reporter: ProgressReporter) -> TrainerResult
                 return None
             reporter.phase("writing_results", f"publishing the adapter to {config.output_url}")
             metrics = final_metrics(prepared, outcome)
+            canary = record_canary(prepared.policy, prepared.canary_tokens, prepared.canary_start)
             adapter_dir = save_adapter(prepared.policy, scratch / "adapter", config.base_model_name)
             metadata = build_metadata(
                 config,
@@ -234,6 +247,7 @@ def run_step(config: TrainerConfig, reporter: ProgressReporter) -> TrainerResult
                 dataset_digest=prepared.dataset.digest,
                 lora=config.lora_settings(),
                 training=config.training_record(),
+                canary=canary,
             )
     finally:
         if dist.enabled:

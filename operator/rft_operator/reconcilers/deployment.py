@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
+from rft import canary
 from rft.api import GROUP, Deployment, DeploymentStatus, Model
 from rft.api.deployment import LoadedAdapters
 
 from rft_operator.accelerators import AcceleratorMap, UnknownAcceleratorError
-from rft_operator.adapters import AdapterAdminError, load_adapter, served_models, unload_adapter
+from rft_operator.adapters import (
+    AdapterAdminError,
+    canary_logprobs,
+    load_adapter,
+    served_models,
+    unload_adapter,
+)
 from rft_operator.builders.serving import (
     ADAPTER_ADMIN_PORT,
     build_server_deployment,
@@ -108,7 +116,7 @@ class DeploymentReconciler(Reconciler):
         )
         pods = self.kube.list_pods(ns, self._selector(dep.metadata.name))
         replicas = self._adapters_per_replica(ready_replicas(pods), model.metadata.name)
-        updates = {
+        updates: dict[str, Any] = {
             "endpoint": endpoint(dep),
             "served_model_name": model.metadata.name,
             "ready_replicas": ready,
@@ -202,7 +210,7 @@ class DeploymentReconciler(Reconciler):
         problem = _incompatibility(base, model)
         if problem:
             return self._status(raw, dep, "FAILED", False, "IncompatibleBase", problem)
-        common: dict[str, object] = {
+        common: dict[str, Any] = {
             "endpoint": base.status.endpoint,
             "served_model_name": model.metadata.name,
         }
@@ -219,6 +227,7 @@ class DeploymentReconciler(Reconciler):
         replicas = self._ready_replicas(ns, base_name)
         loaded: list[LoadedAdapters] = []
         errors: list[str] = []
+        mismatched: list[str] = []
         for replica in replicas:
             if not may_poll(replica.ip, self.config.progress_poll):
                 errors.append(
@@ -226,19 +235,33 @@ class DeploymentReconciler(Reconciler):
                 )
                 continue
             try:
-                models = served_models(replica.ip, ADAPTER_ADMIN_PORT)
-                if model.metadata.name not in models:
-                    log.info("loading adapter %s onto %s (%s)", model.metadata.name, replica.pod, replica.ip)
-                    load_adapter(replica.ip, ADAPTER_ADMIN_PORT, model.metadata.name, model.spec.location)
-                    models = served_models(replica.ip, ADAPTER_ADMIN_PORT)
+                models = self._ensure_loaded(replica, model)
+                mismatch = self._canary_mismatch(replica, model)
+                if mismatch:
+                    # Other weights under this name (stale, swapped, half-loaded): load it again.
+                    self.kube.record_event(
+                        raw, "Warning", "AdapterMismatch", f"{replica.pod}: {mismatch}; reloading"
+                    )
+                    log.warning(
+                        "%s serves other weights as %s: %s", replica.pod, model.metadata.name, mismatch
+                    )
+                    unload_adapter(replica.ip, ADAPTER_ADMIN_PORT, model.metadata.name)
+                    models = self._ensure_loaded(replica, model)
+                    mismatch = self._canary_mismatch(replica, model)
+                if mismatch:
+                    mismatched.append(f"{replica.pod}: {mismatch} after reloading from {model.spec.location}")
+                    continue
                 loaded.append(LoadedAdapters(pod=replica.pod, adapters=sorted(models - {base.spec.model})))
             except AdapterAdminError as exc:
                 errors.append(f"{replica.pod}: {exc}")
         common["ready_replicas"] = len(loaded)
         common["replicas"] = loaded
-        if errors:
+        verified = self._verification(model, mismatched)
+        if mismatched or errors:
             phase = "UPDATING" if loaded else "CREATING"
-            self._status(raw, dep, phase, bool(loaded), "LoadFailed", "; ".join(errors)[:2000], **common)
+            reason = "AdapterMismatch" if mismatched else "LoadFailed"
+            message = "; ".join([*mismatched, *errors])[:2000]
+            self._status(raw, dep, phase, bool(loaded), reason, message, verified=verified, **common)
             return self.config.poll_seconds
         if not loaded:
             return self._status(
@@ -257,9 +280,52 @@ class DeploymentReconciler(Reconciler):
             True,
             "AdapterLoaded",
             f"{model.metadata.name} loaded on {len(loaded)} replica(s) of {base_name}",
+            verified=verified,
             **common,
         )
         return self.config.poll_seconds
+
+    def _ensure_loaded(self, replica: Replica, model: Model) -> set[str]:
+        """The models `replica` serves, after loading `model` onto it if it was not."""
+        models = served_models(replica.ip, ADAPTER_ADMIN_PORT)
+        if model.metadata.name not in models:
+            log.info("loading adapter %s onto %s (%s)", model.metadata.name, replica.pod, replica.ip)
+            load_adapter(replica.ip, ADAPTER_ADMIN_PORT, model.metadata.name, model.spec.location)
+            models = served_models(replica.ip, ADAPTER_ADMIN_PORT)
+        return models
+
+    @staticmethod
+    def _canary_mismatch(replica: Replica, model: Model) -> str | None:
+        """How the replica's canary logprobs differ from the checkpoint's; None when they match
+        or the checkpoint has no canary."""
+        if model.spec.canary is None:
+            return None
+        served = canary_logprobs(replica.ip, ADAPTER_ADMIN_PORT, model.metadata.name, model.spec.canary)
+        result = canary.check(model.spec.canary, served)
+        return None if result.matches else result.describe()
+
+    @staticmethod
+    def _verification(model: Model, mismatched: list[str]) -> tuple[bool, str, str]:
+        """The AdapterVerified condition: (status, reason, message)."""
+        record = model.spec.canary
+        if mismatched:
+            return False, "AdapterMismatch", "; ".join(mismatched)[:2000]
+        if record is None:
+            return (
+                False,
+                "NoCanary",
+                f"Model {model.metadata.name} records no canary: replicas are not checked",
+            )
+        tolerance = canary.TOLERANCE[record.dtype]
+        if float(record.start_distance) <= tolerance:
+            return (
+                False,
+                "Unverifiable",
+                f"the checkpoint moved {record.start_distance} on the canary from where training "
+                f"started, within the tolerance {tolerance:g}: a replica serving the old weights "
+                "would pass",
+            )
+        return True, "CanaryMatched", f"every ready replica matches the canary within {tolerance:g}"
 
     def _delete_lora(self, raw: Obj, dep: Deployment) -> float | None:
         finalizers = raw["metadata"].get("finalizers") or []
@@ -307,17 +373,28 @@ class DeploymentReconciler(Reconciler):
         return out
 
     def _status(
-        self, raw: Obj, dep: Deployment, phase: str, ready: bool, reason: str, message: str, **updates: object
+        self,
+        raw: Obj,
+        dep: Deployment,
+        phase: str,
+        ready: bool,
+        reason: str,
+        message: str,
+        *,
+        verified: tuple[bool, str, str] | None = None,
+        **updates: Any,
     ) -> float | None:
+        """Write the phase and the Ready condition (and, for adapters, AdapterVerified)."""
         gen = dep.metadata.generation
         status: DeploymentStatus = dep.status.model_copy(deep=True, update=updates)
         old_phase = status.phase
         status.phase = phase  # type: ignore[assignment]
         status.message = message
         status.observed_generation = gen
-        status.conditions = set_condition(
-            status.conditions, "Ready", ready, reason, message, gen, self.clock()
-        )
+        now = self.clock()
+        status.conditions = set_condition(status.conditions, "Ready", ready, reason, message, gen, now)
+        if verified is not None:
+            status.conditions = set_condition(status.conditions, "AdapterVerified", *verified, gen, now)
         if self.write_status(raw, dep.status, status) and phase != old_phase:
             self.kube.record_event(
                 raw, "Warning" if phase == "FAILED" else "Normal", phase.capitalize(), message

@@ -436,6 +436,7 @@ class StepReconciler(Reconciler):
                     "datasetDigest": result.dataset_digest,
                     "files": [f.to_wire() for f in result.files],
                     "metrics": result.metrics,
+                    "canary": result.canary.to_wire() if result.canary else None,
                 },
             }
         ).to_wire()

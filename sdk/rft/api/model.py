@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rft.api.common import (
     AGE_COLUMN,
     DECIMAL_PATTERN,
+    SIGNED_DECIMAL_PATTERN,
     ApiModel,
     Condition,
     CrdInfo,
@@ -59,6 +60,44 @@ class FileDigest(ApiModel):
     size: int = Field(ge=0, description="Size in bytes.")
 
 
+CanaryDtype = Literal["float32", "bfloat16", "float16"]
+SignedDecimal = Annotated[str, Field(pattern=SIGNED_DECIMAL_PATTERN, max_length=32)]
+TokenId = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
+class AdapterCanary(ApiModel):
+    """Log-probabilities of a fixed token sequence under a LoRA checkpoint, computed by the trainer
+    that wrote it. The operator asks each replica for the same tokens' log-probabilities under the
+    adapter's name and compares (`rft.canary`): a replica serving other weights under this name
+    (stale, swapped, half-loaded) does not match."""
+
+    token_ids: list[TokenId] = Field(
+        min_length=2, max_length=64, description="The canary tokens (fixed, data-free)."
+    )
+    logprobs: list[SignedDecimal] = Field(
+        min_length=1,
+        max_length=63,
+        description="Log-probability of each token after the first given the ones before it.",
+    )
+    dtype: CanaryDtype = Field(description="The dtype the trainer computed in (it sets the tolerance).")
+    start_distance: str = Field(
+        pattern=DECIMAL_PATTERN,
+        max_length=32,
+        description="Mean absolute difference from the same logprobs under the weights training "
+        "started from (the parent checkpoint or the base model): how far this checkpoint moved on "
+        "the canary. Below the tolerance the canary cannot tell the two apart.",
+    )
+
+    @model_validator(mode="after")
+    def _one_logprob_per_next_token(self) -> AdapterCanary:
+        if len(self.logprobs) != len(self.token_ids) - 1:
+            raise ValueError(
+                f"logprobs: {len(self.logprobs)} values for {len(self.token_ids)} tokens "
+                f"(one per token after the first: {len(self.token_ids) - 1})"
+            )
+        return self
+
+
 class ModelSpec(ApiModel):
     """Where the checkpoint is and how it came to be."""
 
@@ -91,6 +130,11 @@ class ModelSpec(ApiModel):
     )
     metrics: dict[str, str] = Field(
         default_factory=dict, description="Final training metrics (decimal strings)."
+    )
+    canary: AdapterCanary | None = Field(
+        default=None,
+        description="For a LoRA checkpoint: what serving replicas must compute for the canary "
+        "tokens; checked after every load.",
     )
 
 
@@ -133,6 +177,16 @@ class Model(Resource):
                 "rule": "self.kind == 'lora' || (!has(self.baseModel) && !has(self.lora) && !has(self.parent))",
                 "message": "a base Model takes no spec.baseModel, spec.lora or spec.parent",
                 "fieldPath": ".kind",
+            },
+            {
+                "rule": "!has(self.canary) || size(self.canary.logprobs) == size(self.canary.tokenIds) - 1",
+                "message": "spec.canary.logprobs needs one value per token of spec.canary.tokenIds after the first",
+                "fieldPath": ".canary.logprobs",
+            },
+            {
+                "rule": "self.kind == 'lora' || !has(self.canary)",
+                "message": "a base Model takes no spec.canary",
+                "fieldPath": ".canary",
             },
             {
                 "rule": "self.kind == oldSelf.kind && self.location == oldSelf.location",

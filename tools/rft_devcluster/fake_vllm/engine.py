@@ -239,6 +239,19 @@ class Engine:
                     cancelled=cancelled,
                 )
 
+    def prompt_logprobs(self, model: str, prompt_ids: Sequence[int]) -> list[tuple[float, int]]:
+        """(logprob, rank) of each prompt token after the first given the ones before it, under
+        the base model or adapter `model` (vLLM's `prompt_logprobs`, raw logprobs)."""
+        with self._lock:
+            adapter = self.resolve_model(model)
+            with self._adapters.activated(adapter) as module, torch.no_grad():
+                ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=self.device)
+                logits = module(input_ids=ids, use_cache=False).logits[0, :-1].float()
+                logprobs = torch.log_softmax(logits, dim=-1)
+                chosen = logprobs.gather(1, ids[0, 1:, None])
+                ranks = (logprobs > chosen).sum(dim=-1) + 1
+                return [(float(lp), int(rank)) for lp, rank in zip(chosen[:, 0], ranks, strict=True)]
+
     def token_text(self, token_id: int) -> str:
         """The text of one token as logprobs report it (special tokens included)."""
         text = self._token_text.get(token_id)

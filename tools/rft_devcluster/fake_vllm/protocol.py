@@ -169,9 +169,7 @@ class ChatCompletionRequest(_GenerationRequest):
         if self.tools:
             raise bad_request("tools: tool calling is not supported by the fake vLLM", "tools")
         if self.response_format and self.response_format.get("type", "text") != "text":
-            raise bad_request(
-                "response_format: only 'text' is supported by the fake vLLM", "response_format"
-            )
+            raise bad_request("response_format: only 'text' is supported by the fake vLLM", "response_format")
 
     def requested_max_tokens(self) -> int | None:
         """`max_completion_tokens` wins over the older `max_tokens`."""
@@ -194,6 +192,9 @@ class CompletionRequest(_GenerationRequest):
 
     prompt: Prompt
     logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
+    # vLLM's: the prompt tokens' logprobs (the operator's adapter canary check). Only 0 here:
+    # each prompt token's own logprob, no alternatives.
+    prompt_logprobs: int | None = Field(default=None, ge=0)
     echo: bool = False
     suffix: str | None = None
 
@@ -204,6 +205,12 @@ class CompletionRequest(_GenerationRequest):
             raise bad_request("echo: not supported by the fake vLLM", "echo")
         if self.suffix:
             raise bad_request("suffix: not supported by the fake vLLM", "suffix")
+        if self.prompt_logprobs is not None and (self.prompt_logprobs > 0 or self.stream):
+            raise bad_request(
+                "prompt_logprobs: only 0 (the prompt's own tokens), without stream, is supported by "
+                "the fake vLLM",
+                "prompt_logprobs",
+            )
         prompts = self.prompts()
         if not prompts or any(len(prompt) == 0 for prompt in prompts):
             raise bad_request("prompt: prompts must not be empty", "prompt")

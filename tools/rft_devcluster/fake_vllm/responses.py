@@ -93,10 +93,19 @@ def text_completion(
     completions: Sequence[Sequence[Completion]],
     token_text: TokenText,
     return_token_ids: bool = False,
+    prompt_logprobs: Sequence[Sequence[tuple[float, int]]] | None = None,
 ) -> dict[str, Any]:
-    """A `text_completion` object: the n choices of each prompt in turn (index = prompt * n + i)."""
+    """A `text_completion` object: the n choices of each prompt in turn (index = prompt * n + i).
+    With `prompt_logprobs` ((logprob, rank) of each prompt token after the first), every choice
+    carries vLLM's `prompt_logprobs`: None, then {token id: {logprob, rank, decoded_token}}."""
     choices: list[dict[str, Any]] = []
-    for prompt_ids, prompt_completions in zip(prompts, completions, strict=True):
+    for index, (prompt_ids, prompt_completions) in enumerate(zip(prompts, completions, strict=True)):
+        prompt_entries: list[dict[str, Any] | None] | None = None
+        if prompt_logprobs is not None:
+            prompt_entries = [None]
+            for token, (logprob, rank) in zip(prompt_ids[1:], prompt_logprobs[index], strict=True):
+                entry = {"logprob": logprob, "rank": rank, "decoded_token": token_text(token)}
+                prompt_entries.append({str(token): entry})
         for completion in prompt_completions:
             choice: dict[str, Any] = {
                 "index": len(choices),
@@ -108,6 +117,8 @@ def text_completion(
             if return_token_ids:
                 choice["prompt_token_ids"] = list(prompt_ids)
                 choice["token_ids"] = list(completion.token_ids)
+            if prompt_entries is not None:
+                choice["prompt_logprobs"] = prompt_entries
             choices.append(choice)
     all_completions = [completion for group in completions for completion in group]
     return {

@@ -109,12 +109,16 @@ def run_completion(engine: Engine, prepared: PreparedCompletion) -> dict[str, An
         engine.generate(prepared.model, prompt_ids, params)
         for prompt_ids, params in zip(prepared.prompts, prepared.params, strict=True)
     ]
+    prompt_logprobs = None
+    if prepared.request.prompt_logprobs is not None:
+        prompt_logprobs = [engine.prompt_logprobs(prepared.model, ids) for ids in prepared.prompts]
     return responses.text_completion(
         model=prepared.model,
         prompts=prepared.prompts,
         completions=completions,
         token_text=engine.token_text,
         return_token_ids=prepared.request.return_token_ids,
+        prompt_logprobs=prompt_logprobs,
     )
 
 
