@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from rft_operator.progress import poll_networks
 
 DEFAULT_REGISTRY = "ghcr.io/rft-operator"
 VERSION = "0.1.0"
@@ -34,11 +35,13 @@ class OperatorConfig(BaseModel):
         default=None, description="YAML file overriding the accelerator placements."
     )
     progress_port: int = Field(default=8089, description="Port of the trainer's GET /progress.")
-    progress_poll: Literal["off", "loopback", "all"] = Field(
+    progress_poll: str = Field(
         default="loopback",
-        description="Which trainer pods' progress endpoints the operator asks: all (in a cluster), "
-        "loopback (development: only the local node's pods), off.",
+        description="Which pods the operator contacts (trainers' progress, serving pods' adapter "
+        "sidecars): all (in a cluster), off, loopback (127.0.0.0/8 and ::1), or comma-separated "
+        "CIDRs (development: the local node's pod range, e.g. 127.0.0.0/8,198.18.0.0/16).",
     )
+
     poll_seconds: float = Field(
         default=10.0, gt=0, description="How often running work is re-checked (progress, drift)."
     )
@@ -62,6 +65,12 @@ class OperatorConfig(BaseModel):
         default=None, description="Namespace of the Lease; default: the pod's (env POD_NAMESPACE)."
     )
     metrics_port: int = Field(default=8080, description="Port of the Prometheus /metrics endpoint (0: off).")
+
+    @field_validator("progress_poll")
+    @classmethod
+    def _known_poll_scope(cls, scope: str) -> str:
+        poll_networks(scope)  # raises ValueError naming the bad entry
+        return scope
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:

@@ -1,34 +1,58 @@
 """Reading a running trainer's progress from its GET /progress endpoint.
 
-The trainer has no Kubernetes API access; the operator asks it. Which pod IPs may be asked is a
-setting: in a real cluster every pod IP ("all"); on a development machine only loopback pod IPs
-(the local node's), so fake nodes' made-up addresses are never contacted.
+The trainer has no Kubernetes API access; the operator asks it. Which pod IPs may be asked (the
+trainers' progress, the serving pods' adapter sidecars) is a setting: in a real cluster every pod
+IP ("all"); on a development machine only the local node's pod addresses (comma-separated CIDRs,
+or "loopback" for 127.0.0.0/8 and ::1), so fake nodes' made-up addresses are never contacted.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
 import urllib.request
-from typing import Literal
 
 from rft.trainer_config import ProgressReport
 
 log = logging.getLogger(__name__)
 
-PollScope = Literal["off", "loopback", "all"]
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
 
 
-def may_poll(pod_ip: str | None, scope: PollScope) -> bool:
-    if not pod_ip or scope == "off":
-        return False
+@functools.cache
+def poll_networks(scope: str) -> tuple[IpNetwork, ...] | None:
+    """The networks a scope admits: None for "all", () for "off". Raises ValueError naming a bad entry."""
     if scope == "all":
+        return None
+    if scope == "off":
+        return ()
+    entries = LOOPBACK_NETWORKS if scope == "loopback" else [e.strip() for e in scope.split(",")]
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"{entry!r} is not a CIDR (the scope is all, off, loopback or comma-separated CIDRs)"
+            ) from None
+    return tuple(networks)
+
+
+def may_poll(pod_ip: str | None, scope: str) -> bool:
+    """Whether the operator may contact `pod_ip` under `scope` (see `poll_networks`)."""
+    networks = poll_networks(scope)
+    if not pod_ip or networks == ():
+        return False
+    if networks is None:
         return True
     try:
-        return ipaddress.ip_address(pod_ip).is_loopback
+        address = ipaddress.ip_address(pod_ip)
     except ValueError:
         return False
+    return any(address in network for network in networks)
 
 
 def fetch_progress(pod_ip: str, port: int, timeout: float = 1.0) -> ProgressReport | None:

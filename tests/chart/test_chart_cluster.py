@@ -17,6 +17,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from rft_devcluster.fake_trainer import fake_pod, success_message
 from rft_devcluster.handle import ClusterHandle
+from rft_devcluster.localnode.network import OPERATOR_POLL_SCOPE
 from rft_devcluster.waiting import wait_for
 
 from tests.argocd.sandbox import health
@@ -32,9 +33,9 @@ from tests.operator.conftest import Objects
 
 pytestmark = pytest.mark.cluster
 
-# Chart values the tests install with: a fast poll, and progress polling only of loopback pods
-# (kwok's pods have made-up addresses; tests reach loopback only).
-TEST_VALUES: dict[str, Any] = {"operator": {"pollSeconds": 1, "progressPoll": "loopback"}}
+# Chart values the tests install with: a fast poll, and contacting only the local node's pods
+# (kwok's pods have made-up addresses).
+TEST_VALUES: dict[str, Any] = {"operator": {"pollSeconds": 1, "progressPoll": OPERATOR_POLL_SCOPE}}
 EKS_ROLE = "arn:aws:iam::111122223333:role/rft-trainer"
 
 
@@ -509,5 +510,5 @@ def test_release_objects_render_one_deployment(all_namespaces: Running) -> None:
     deployment = one(all_namespaces.release.objects, "Deployment")
     assert deployment["spec"]["replicas"] == 1
     env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["RFT_PROGRESS_POLL"] == "loopback"
+    assert env["RFT_PROGRESS_POLL"] == OPERATOR_POLL_SCOPE
     assert env["RFT_POLL_SECONDS"] == "1"

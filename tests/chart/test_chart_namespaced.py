@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from rft_devcluster.fake_trainer import fake_pod, success_message
 from rft_devcluster.handle import ClusterHandle
+from rft_devcluster.localnode.network import OPERATOR_POLL_SCOPE
 
 from tests.chart.cluster import (
     ChartOperator,
@@ -21,7 +22,7 @@ from tests.operator.conftest import Objects
 
 pytestmark = pytest.mark.cluster
 
-TEST_VALUES: dict[str, Any] = {"operator": {"pollSeconds": 1, "progressPoll": "loopback"}}
+TEST_VALUES: dict[str, Any] = {"operator": {"pollSeconds": 1, "progressPoll": OPERATOR_POLL_SCOPE}}
 
 
 def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -17,6 +17,7 @@ from kubernetes import client
 from rft.api import GROUP, VERSION
 from rft_devcluster.fake_trainer import DATASET_DIGEST
 from rft_devcluster.handle import ClusterHandle
+from rft_devcluster.localnode.network import OPERATOR_POLL_SCOPE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -76,6 +77,7 @@ def accelerator_map(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def operator_env(accelerator_map: Path) -> dict[str, str]:
     return {
         "RFT_POLL_SECONDS": "1",
+        "RFT_PROGRESS_POLL": OPERATOR_POLL_SCOPE,
         "RFT_METRICS_PORT": "0",
         "RFT_ACCELERATOR_MAP_FILE": str(accelerator_map),
         "RFT_TRAINER_IMAGE": "ghcr.io/rft-operator/rft-trainer:test",

@@ -9,13 +9,25 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import torch
+from peft import PeftModel
 from rft.storage.checkpoints import upload_tree
 from rft_devcluster.fake_vllm.testing import make_lora_adapter
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
+from rft_trainer.canary import canary_logprobs, canary_tokens, record_canary
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.operator.conftest import Objects
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def adapter_canary(base_dir: Path, adapter_dir: Path) -> dict[str, Any]:
+    """The canary record the trainer would write for `adapter_dir` (float32, moved from the base)."""
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir), torch_dtype=torch.float32)
+    tokens = canary_tokens(base, AutoTokenizer.from_pretrained(str(base_dir)))
+    start = canary_logprobs(base, tokens)
+    return record_canary(PeftModel.from_pretrained(base, str(adapter_dir)), tokens, start).to_wire()
 
 
 def publish_base_and_adapter(
@@ -28,9 +40,11 @@ def publish_base_and_adapter(
     service_account: str,
     role_arn: str,
     rank: int,
-) -> None:
+    with_canary: bool = False,
+) -> Path:
     """A ServiceAccount with the role, the base model `name` and a random rank-`rank` adapter
-    `name-lora` uploaded to the bucket, and their Model objects."""
+    `name-lora` uploaded to the bucket, and their Model objects; the adapter's local directory.
+    `with_canary`: the adapter's Model records its canary, as a trained checkpoint's does."""
     objects.core.create_namespaced_service_account(
         objects.namespace,
         {"metadata": {"name": service_account, "annotations": {"eks.amazonaws.com/role-arn": role_arn}}},
@@ -38,7 +52,8 @@ def publish_base_and_adapter(
     base_url = f"s3://{s3_bucket.name}/rft/models/{name}/"
     adapter_url = f"s3://{s3_bucket.name}/rft/models/{name}-lora/"
     upload_tree(base_dir, base_url)
-    upload_tree(make_lora_adapter(base_dir, tmp_path / "adapter", rank=rank, seed=3), adapter_url)
+    adapter_dir = make_lora_adapter(base_dir, tmp_path / "adapter", rank=rank, seed=3)
+    upload_tree(adapter_dir, adapter_url)
     objects.create(
         "models", "Model", name, {"kind": "base", "location": base_url, "serviceAccountName": service_account}
     )
@@ -51,8 +66,10 @@ def publish_base_and_adapter(
             "location": adapter_url,
             "baseModel": name,
             "lora": {"rank": rank, "alpha": 2 * rank, "targetModules": LORA_TARGETS},
+            **({"canary": adapter_canary(base_dir, adapter_dir)} if with_canary else {}),
         },
     )
+    return adapter_dir
 
 
 def wait_deployment(objects: Objects, name: str, phase: str, timeout: float = 180) -> dict[str, Any]:
@@ -78,11 +95,18 @@ def server_address(objects: Objects, deployment: str) -> str:
     return f"http://{ready[0].status.pod_ip}:8000"
 
 
-def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+def post(url: str, body: dict[str, Any], *, text: bool = False) -> Any:
+    """POST JSON; the answer parsed as JSON, or as text with `text` (vLLM's adapter routes)."""
     headers = {"Content-Type": "application/json"}
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)  # noqa: S310
     with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 - loopback pod IP
-        return json.loads(resp.read())  # type: ignore[no-any-return]
+        raw = resp.read()
+    return raw.decode() if text else json.loads(raw)
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The status condition of type `kind` ({} if absent)."""
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == kind), {})
 
 
 def models_served(address: str) -> set[str]:

@@ -12,6 +12,7 @@ import pytest
 from rft.api import Deployment, Model
 from rft_operator.accelerators import AcceleratorMap
 from rft_operator.builders.serving import (
+    SERVER_HOST,
     build_server_deployment,
     build_server_service,
     endpoint,
@@ -58,7 +59,7 @@ def test_vllm_server_fetches_the_model_and_enables_runtime_lora() -> None:
     assert cmd[:3] == ["vllm", "serve", "/models/base"]
     assert cmd[cmd.index("--tensor-parallel-size") + 1] == "2"
     assert cmd[cmd.index("--dtype") + 1] == "bfloat16"
-    assert cmd[cmd.index("--host") + 1] == "$(POD_IP)"
+    assert cmd[cmd.index("--host") + 1] == SERVER_HOST == "0.0.0.0"  # noqa: S104 - every address of the pod
     assert cmd[cmd.index("--served-model-name") + 1] == "qwen"
     assert cmd[cmd.index("--max-lora-rank") + 1] == "16"
     assert cmd[cmd.index("--max-model-len") + 1] == "4096"
@@ -70,9 +71,10 @@ def test_vllm_server_fetches_the_model_and_enables_runtime_lora() -> None:
     assert server["startupProbe"]["failureThreshold"] * server["startupProbe"]["periodSeconds"] >= 1800
     sidecar = pod["containers"][1]
     assert sidecar["command"] == ["python", "-m", "rft.adapter_sidecar"]
-    # The sidecar reaches the server where it listens (the pod's IP), and expands $(POD_IP).
-    assert sidecar["args"][sidecar["args"].index("--upstream") + 1] == "http://$(POD_IP):8000"
-    assert any(e["name"] == "POD_IP" for e in sidecar["env"])
+    # The sidecar reaches vLLM on the pod's loopback; the operator reaches the sidecar on the pod IP.
+    assert sidecar["args"][sidecar["args"].index("--upstream") + 1] == "http://127.0.0.1:8000"
+    assert sidecar["args"][sidecar["args"].index("--host") + 1] == SERVER_HOST
+    assert [p["containerPort"] for c in pod["containers"] for p in c["ports"]] == [8000, 8001]
     annotations = manifest["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == "8000"
     assert annotations["prometheus.io/path"] == "/metrics"

@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from rft.storage.checkpoints import upload_tree
+from rft_devcluster.fake_vllm.testing import make_lora_adapter
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
 from rft_trainer.tiny import VLLM_CPU_SHAPE, build_tiny_model
 
 from tests.operator.conftest import Objects, OperatorProcess
 from tests.operator.serving_support import (
+    condition,
     greedy,
     models_served,
+    post,
     publish_base_and_adapter,
     server_address,
     wait_deployment,
@@ -51,6 +56,7 @@ def test_vllm_serves_the_base_and_an_adapter_through_the_sidecar(
         service_account="rft-vllm",
         role_arn=ROLE,
         rank=8,
+        with_canary=True,
     )
     cpu = {"type": "CPU", "count": 0}
     objects.create(
@@ -95,8 +101,78 @@ def test_vllm_serves_the_base_and_an_adapter_through_the_sidecar(
     tuned = wait_deployment(objects, "vllm-tuned", "READY", timeout=120)
     assert [r["adapters"] for r in tuned["status"]["replicas"]] == [["tiny-vllm-lora"]]
     assert models_served(address) == {"tiny-vllm", "tiny-vllm-lora"}
-    assert greedy(address, "tiny-vllm-lora") != base_answer, "the adapter changes vLLM's answers"
+    adapter_answer = greedy(address, "tiny-vllm-lora")
+    assert adapter_answer != base_answer, "the adapter changes vLLM's answers"
     assert greedy(address, "tiny-vllm") == base_answer
+    verified = condition(tuned, "AdapterVerified")
+    assert (verified["status"], verified["reason"]) == ("True", "CanaryMatched"), verified
+    print(f"canary, right adapter: {verified['message']}")  # the figure docs/serving.md quotes
+
+    # Other weights under the adapter's name, behind the operator's back (a stale or failed sync):
+    # the canary check finds them, and the operator loads the checkpoint again.
+    other_dir = make_lora_adapter(base_dir, tmp_path / "other", rank=8, seed=4)
+    post(f"{address}/v1/unload_lora_adapter", {"lora_name": "tiny-vllm-lora"}, text=True)
+    post(
+        f"{address}/v1/load_lora_adapter",
+        {"lora_name": "tiny-vllm-lora", "lora_path": str(other_dir)},
+        text=True,
+    )
+    swapped_answer = greedy(address, "tiny-vllm-lora")
+    events = objects.wait_events(
+        "vllm-tuned",
+        lambda es: any("AdapterMismatch" in e for e in es),
+        timeout=120,
+        what="an AdapterMismatch Event",
+    )
+    assert any("canary logprobs off by" in e and "reloading" in e for e in events), events
+    print(f"canary, other weights under the name: {events}")
+    deadline = time.monotonic() + 120
+    while greedy(address, "tiny-vllm-lora") != adapter_answer and time.monotonic() < deadline:
+        time.sleep(1)
+    assert greedy(address, "tiny-vllm-lora") == adapter_answer != swapped_answer, "the right weights are back"
+    tuned = wait_deployment(objects, "vllm-tuned", "READY", timeout=60)
+    assert condition(tuned, "AdapterVerified")["reason"] == "CanaryMatched"
+
+    # A Model whose files are not the checkpoint its canary describes: refused on every replica.
+    other_url = f"s3://{s3_bucket.name}/rft/models/tiny-vllm-swapped/"
+    upload_tree(other_dir, other_url)
+    lora_model = objects.get("models", "tiny-vllm-lora")
+    assert lora_model is not None
+    objects.create(
+        "models",
+        "Model",
+        "tiny-vllm-swapped",
+        {**lora_model["spec"], "location": other_url},
+    )
+    objects.create(
+        "deployments",
+        "Deployment",
+        "vllm-swapped",
+        {
+            "model": "tiny-vllm-swapped",
+            "deploymentType": "on-demand-lora",
+            "baseDeployment": "vllm-base",
+            "accelerator": cpu,
+        },
+    )
+    deadline = time.monotonic() + 120
+    swapped: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        swapped = objects.get("deployments", "vllm-swapped") or {}
+        if condition(swapped, "Ready").get("reason") == "AdapterMismatch":
+            break
+        time.sleep(1)
+    ready_condition = condition(swapped, "Ready")
+    assert (ready_condition.get("status"), ready_condition.get("reason")) == ("False", "AdapterMismatch"), (
+        swapped.get("status")
+    )
+    assert pod.metadata.name in ready_condition["message"]
+    assert "after reloading from " + other_url in ready_condition["message"]
+    assert condition(swapped, "AdapterVerified")["reason"] == "AdapterMismatch"
+    assert swapped["status"]["readyReplicas"] == 0
+    objects.custom.delete_namespaced_custom_object(
+        "rft-operator.io", "v1alpha1", objects.namespace, "deployments", "vllm-swapped"
+    )
 
     objects.custom.delete_namespaced_custom_object(
         "rft-operator.io", "v1alpha1", objects.namespace, "deployments", "vllm-tuned"

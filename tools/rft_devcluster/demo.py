@@ -33,6 +33,7 @@ from rft_devcluster.binaries import REPO_ROOT, ensure_binaries
 from rft_devcluster.controlplane import ClusterOptions, ControlPlane, LocalNodeOptions
 from rft_devcluster.emulators import DEFAULT_REGION, create_s3_bucket, start_moto_server
 from rft_devcluster.handle import ClusterHandle
+from rft_devcluster.localnode.network import OPERATOR_POLL_SCOPE
 from rft_devcluster.vllm_env import ensure_vllm_env
 
 NAMESPACE = "demo"
@@ -104,7 +105,7 @@ def running_operator(kubeconfig: Path, log_path: Path) -> Iterator[subprocess.Po
         "KUBECONFIG": str(kubeconfig),
         "RFT_POLL_SECONDS": "1",
         "RFT_METRICS_PORT": "0",
-        "RFT_PROGRESS_POLL": "loopback",
+        "RFT_PROGRESS_POLL": OPERATOR_POLL_SCOPE,
     }
     with log_path.open("ab") as log:
         proc = subprocess.Popen(

@@ -29,8 +29,10 @@ SERVER_PORT = 8000
 ADAPTER_ADMIN_PORT = 8001
 SERVER_CONTAINER = "server"
 LOCAL_MODEL_DIR = "/models/base"
-# Servers listen on the pod's IP: the sidecar, probes and the Service reach them there.
-SERVER_HOST = "$(POD_IP)"
+# Servers listen on every address of the pod: the sidecar reaches vLLM on loopback, probes and the
+# Service on the pod IP, `kubectl port-forward` on the pod's loopback.
+SERVER_HOST = "0.0.0.0"  # noqa: S104 - inside the pod's own network namespace
+UPSTREAM = f"http://127.0.0.1:{SERVER_PORT}"
 TMP_DIR = "/tmp"  # noqa: S108 - an emptyDir mounted there (the root filesystem is read-only)
 # vLLM's Prometheus metrics are on its main port.
 METRICS_PATH = "/metrics"
@@ -129,7 +131,6 @@ def build_server_deployment(
         # One replica spans its GPUs: vLLM shards the model across them.
         args += ["--tensor-parallel-size", str(spec.accelerator.count)]
     env: list[Manifest] = [
-        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         *(
             {"name": k, "value": v}
             for k, v in server_env(enable_lora=spec.enable_lora, cpu_threads=cpu_threads).items()
@@ -182,15 +183,14 @@ def build_server_deployment(
             "imagePullPolicy": config.image_pull_policy,
             "command": ["python", "-m", "rft.adapter_sidecar"],
             "args": [
-                # The server listens on the pod's IP, not on loopback; so does the sidecar.
                 "--upstream",
-                f"http://{SERVER_HOST}:{SERVER_PORT}",
+                UPSTREAM,
                 "--host",
                 SERVER_HOST,
                 "--port",
                 str(ADAPTER_ADMIN_PORT),
             ],
-            "env": [env[0], *offline_env()],
+            "env": offline_env(),
             "ports": [{"name": "adapter-admin", "containerPort": ADAPTER_ADMIN_PORT, "protocol": "TCP"}],
             "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
             "securityContext": container_security_context(),

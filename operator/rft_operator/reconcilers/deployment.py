@@ -228,6 +228,7 @@ class DeploymentReconciler(Reconciler):
         loaded: list[LoadedAdapters] = []
         errors: list[str] = []
         mismatched: list[str] = []
+        checks: list[canary.CanaryCheck] = []
         for replica in replicas:
             if not may_poll(replica.ip, self.config.progress_poll):
                 errors.append(
@@ -236,27 +237,34 @@ class DeploymentReconciler(Reconciler):
                 continue
             try:
                 models = self._ensure_loaded(replica, model)
-                mismatch = self._canary_mismatch(replica, model)
-                if mismatch:
+                check = self._canary_check(replica, model)
+                if check is not None and not check.matches:
                     # Other weights under this name (stale, swapped, half-loaded): load it again.
                     self.kube.record_event(
-                        raw, "Warning", "AdapterMismatch", f"{replica.pod}: {mismatch}; reloading"
+                        raw, "Warning", "AdapterMismatch", f"{replica.pod}: {check.describe()}; reloading"
                     )
                     log.warning(
-                        "%s serves other weights as %s: %s", replica.pod, model.metadata.name, mismatch
+                        "%s serves other weights as %s: %s",
+                        replica.pod,
+                        model.metadata.name,
+                        check.describe(),
                     )
                     unload_adapter(replica.ip, ADAPTER_ADMIN_PORT, model.metadata.name)
                     models = self._ensure_loaded(replica, model)
-                    mismatch = self._canary_mismatch(replica, model)
-                if mismatch:
-                    mismatched.append(f"{replica.pod}: {mismatch} after reloading from {model.spec.location}")
-                    continue
+                    check = self._canary_check(replica, model)
+                if check is not None:
+                    checks.append(check)
+                    if not check.matches:
+                        mismatched.append(
+                            f"{replica.pod}: {check.describe()} after reloading from {model.spec.location}"
+                        )
+                        continue
                 loaded.append(LoadedAdapters(pod=replica.pod, adapters=sorted(models - {base.spec.model})))
             except AdapterAdminError as exc:
                 errors.append(f"{replica.pod}: {exc}")
         common["ready_replicas"] = len(loaded)
         common["replicas"] = loaded
-        verified = self._verification(model, mismatched)
+        verified = self._verification(model, mismatched, checks)
         if mismatched or errors:
             phase = "UPDATING" if loaded else "CREATING"
             reason = "AdapterMismatch" if mismatched else "LoadFailed"
@@ -295,17 +303,17 @@ class DeploymentReconciler(Reconciler):
         return models
 
     @staticmethod
-    def _canary_mismatch(replica: Replica, model: Model) -> str | None:
-        """How the replica's canary logprobs differ from the checkpoint's; None when they match
-        or the checkpoint has no canary."""
+    def _canary_check(replica: Replica, model: Model) -> canary.CanaryCheck | None:
+        """How the replica's canary logprobs compare with the checkpoint's; None without a canary."""
         if model.spec.canary is None:
             return None
         served = canary_logprobs(replica.ip, ADAPTER_ADMIN_PORT, model.metadata.name, model.spec.canary)
-        result = canary.check(model.spec.canary, served)
-        return None if result.matches else result.describe()
+        return canary.check(model.spec.canary, served)
 
     @staticmethod
-    def _verification(model: Model, mismatched: list[str]) -> tuple[bool, str, str]:
+    def _verification(
+        model: Model, mismatched: list[str], checks: list[canary.CanaryCheck]
+    ) -> tuple[bool, str, str]:
         """The AdapterVerified condition: (status, reason, message)."""
         record = model.spec.canary
         if mismatched:
@@ -325,7 +333,13 @@ class DeploymentReconciler(Reconciler):
                 f"started, within the tolerance {tolerance:g}: a replica serving the old weights "
                 "would pass",
             )
-        return True, "CanaryMatched", f"every ready replica matches the canary within {tolerance:g}"
+        largest = max((c.mean_abs_difference for c in checks), default=0.0)
+        return (
+            True,
+            "CanaryMatched",
+            f"every ready replica matches the canary: mean logprob difference at most {largest:.3g} "
+            f"(tolerance {tolerance:g})",
+        )
 
     def _delete_lora(self, raw: Obj, dep: Deployment) -> float | None:
         finalizers = raw["metadata"].get("finalizers") or []

@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ROUTED_RANGE = "198.18.0.0/16"
 LOOPBACK_RANGE = "127.77.0.0/16"
+# What an operator working with local nodes may contact (its RFT_PROGRESS_POLL): their pods'
+# addresses in either kind of range, never the made-up ones of kwok's fake nodes.
+OPERATOR_POLL_SCOPE = f"127.0.0.0/8,{DEFAULT_ROUTED_RANGE}"
 _LOCK_DIR = Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / "rft-localnode-subnets"  # noqa: S108
 
 
