@@ -131,6 +131,18 @@ def test_two_steps_of_the_loop_build_a_checkpoint_chain(
     ckpt1, ckpt2 = objects.get("models", "ckpt-1"), objects.get("models", "ckpt-2")
     assert ckpt1 is not None
     assert ckpt2 is not None
+    for ckpt in (ckpt1, ckpt2):
+        assert ckpt["spec"]["canary"]["dtype"] == "float32"
+        assert len(ckpt["spec"]["canary"]["logprobs"]) == len(ckpt["spec"]["canary"]["tokenIds"]) - 1
+    (served,) = [
+        d
+        for d in objects.custom.list_namespaced_custom_object(
+            "rft-operator.io", "v1alpha1", ns, "deployments"
+        )["items"]
+        if d["spec"]["deploymentType"] == "on-demand-lora"
+    ]
+    verified = next(c for c in served["status"]["conditions"] if c["type"] == "AdapterVerified")
+    assert (verified["status"], verified["reason"]) == ("True", "CanaryMatched"), verified
     assert ckpt1["spec"]["baseModel"] == "tiny"
     assert "parent" not in ckpt1["spec"]
     assert ckpt2["spec"]["baseModel"] == "tiny"
