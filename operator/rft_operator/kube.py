@@ -368,6 +368,18 @@ class Kube:
         )["items"]
         return items
 
+    def set_pod_condition(self, namespace: str, name: str, condition: Obj) -> bool:
+        """Set one condition of a pod's status (a strategic merge by type: the kubelet's own
+        conditions stay); False when the pod is gone."""
+        self.writes.add("patch", "pods/status")
+        try:
+            self.core.patch_namespaced_pod_status(name, namespace, {"status": {"conditions": [condition]}})
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     # --- Events ----------------------------------------------------------------------------------
     def record_event(self, obj: Obj, event_type: str, reason: str, message: str) -> None:
         """Queue a core/v1 Event about `obj` for posting in the background (`EventRecorder`): the

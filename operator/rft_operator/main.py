@@ -230,8 +230,11 @@ async def server_changed(labels: Mapping[str, str], namespace: str | None, memo:
 def base_deployment_changed(
     name: str, namespace: str | None, spec: Mapping[str, Any], memo: Any, **_: Any
 ) -> None:
-    """Adapters riding on this Deployment follow its changes (new replicas, readiness)."""
+    """Adapters riding on this Deployment follow its changes (new replicas, readiness); a base
+    follows its adapters' (it opens a new replica's readiness gate once they are loaded there)."""
     if spec.get("deploymentType") == "on-demand-lora":
+        if base := spec.get("baseDeployment"):
+            memo.queue.add(("deployment", namespace or "", base))
         return
     for obj in memo.kube.list_objects("deployments", namespace):
         if obj["spec"].get("baseDeployment") == name:

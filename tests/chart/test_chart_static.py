@@ -425,6 +425,9 @@ def test_rbac_has_no_wildcards_no_secrets_no_escalation(variant: str) -> None:
                 ), rule
             if "pods" in rule["resources"]:
                 assert set(rule["verbs"]) == {"get", "list", "watch"}
+            if "pods/status" in rule["resources"]:
+                # The serving pods' readiness gate, nothing else of a pod.
+                assert rule == {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch"]}
 
 
 def test_namespaced_variant_grants_nothing_cluster_wide_but_observation() -> None:

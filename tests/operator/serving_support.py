@@ -4,8 +4,10 @@ talk to a served model's pod."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import torch
 from peft import PeftModel
 from rft.storage.checkpoints import upload_tree
 from rft_devcluster.fake_vllm.testing import make_lora_adapter
+from rft_devcluster.handle import ClusterHandle
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
 from rft_trainer.canary import canary_logprobs, canary_tokens, record_canary
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -122,3 +125,56 @@ def greedy(address: str, model: str) -> str:
         "temperature": 0,
     }
     return str(post(f"{address}/v1/chat/completions", body)["choices"][0]["message"]["content"])
+
+
+class AdapterLoad:
+    """Requests for an adapter, one after another from a thread, each to a ready endpoint of the
+    Service in turn (as kube-proxy spreads connections); every failure is kept."""
+
+    def __init__(
+        self, cluster: ClusterHandle, namespace: str, service: str, model: str, interval: float = 0.25
+    ) -> None:
+        """`interval`: the pause between requests (a steady load that leaves a new replica's
+        start some of the 2 cores)."""
+        self._cluster, self._namespace, self._service, self._model = cluster, namespace, service, model
+        self._interval = interval
+        self.failures: list[str] = []
+        self._by_address: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> AdapterLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    def _run(self) -> None:
+        turn = 0
+        while not self._stop.is_set():
+            endpoints = self._cluster.ready_endpoints(self._namespace, self._service, "http")
+            if not endpoints:
+                self.failures.append("the Service has no ready endpoint")
+                time.sleep(0.5)
+                continue
+            address, port = endpoints[turn % len(endpoints)]
+            turn += 1
+            try:
+                greedy(f"http://{address}:{port}", self._model)
+                self._by_address[address] += 1
+            except OSError as exc:  # urllib's HTTPError and URLError included
+                self.failures.append(f"{address}: {exc}")
+            self._stop.wait(self._interval)
+
+    def requests_to(self, address: str) -> int:
+        return self._by_address[address]
+
+    def wait_for_requests(self, count: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while sum(self._by_address.values()) < count and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+    def summary(self) -> str:
+        return f"{sum(self._by_address.values())} requests ({dict(self._by_address)}), {len(self.failures)} failed"

@@ -3,24 +3,31 @@
 The pod the operator builds for `engine: vllm` on accelerator type CPU (vLLM's CPU image; the
 local node runs it with tools/vllm-cpu, real vLLM): the init container fetches the base model
 from the bucket under the pod's workload identity, vLLM serves it, and the adapter sidecar loads
-a committed adapter from the bucket onto it, which then serves under its own name and unloads
-when its Deployment is deleted.
+a committed adapter from the bucket onto it, which then serves under its own name. The
+adapter's canary matches; other weights put under its name are found and replaced; a Model whose
+files are not its canary's is refused; a second replica joins under load with the adapter loaded
+before it is Ready; the adapter unloads when its Deployment is deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+import urllib.error
 from pathlib import Path
 from typing import Any
 
 import pytest
 from rft.storage.checkpoints import upload_tree
 from rft_devcluster.fake_vllm.testing import make_lora_adapter
+from rft_devcluster.handle import ClusterHandle
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
+from rft_operator.builders.serving import ADAPTERS_GATE
 from rft_trainer.tiny import VLLM_CPU_SHAPE, build_tiny_model
 
 from tests.operator.conftest import Objects, OperatorProcess
 from tests.operator.serving_support import (
+    AdapterLoad,
     condition,
     greedy,
     models_served,
@@ -44,7 +51,7 @@ VLLM_READY_SECONDS = 600
 
 
 def test_vllm_serves_the_base_and_an_adapter_through_the_sidecar(
-    operator: OperatorProcess, objects: Objects, s3_bucket: S3Bucket, tmp_path: Path
+    cluster: ClusterHandle, operator: OperatorProcess, objects: Objects, s3_bucket: S3Bucket, tmp_path: Path
 ) -> None:
     base_dir = build_tiny_model(tmp_path / "base", words_only=True, **VLLM_CPU_SHAPE)
     publish_base_and_adapter(
@@ -126,8 +133,12 @@ def test_vllm_serves_the_base_and_an_adapter_through_the_sidecar(
     )
     assert any("canary logprobs off by" in e and "reloading" in e for e in events), events
     print(f"canary, other weights under the name: {events}")
+    # The reload unloads, then loads: for a moment this replica does not serve the name (404).
     deadline = time.monotonic() + 120
-    while greedy(address, "tiny-vllm-lora") != adapter_answer and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        with contextlib.suppress(urllib.error.HTTPError):
+            if greedy(address, "tiny-vllm-lora") == adapter_answer:
+                break
         time.sleep(1)
     assert greedy(address, "tiny-vllm-lora") == adapter_answer != swapped_answer, "the right weights are back"
     tuned = wait_deployment(objects, "vllm-tuned", "READY", timeout=60)
@@ -173,6 +184,43 @@ def test_vllm_serves_the_base_and_an_adapter_through_the_sidecar(
     objects.custom.delete_namespaced_custom_object(
         "rft-operator.io", "v1alpha1", objects.namespace, "deployments", "vllm-swapped"
     )
+    while objects.get("deployments", "vllm-swapped") is not None:
+        time.sleep(0.5)
+
+    # A second replica joins under load: it enters the Service only once it serves the adapter
+    # (its readiness gate), so no request for the adapter fails while it starts.
+    with AdapterLoad(cluster, objects.namespace, "vllm-base-server", "tiny-vllm-lora") as load:
+        load.wait_for_requests(5)
+        objects.custom.patch_namespaced_custom_object(
+            "rft-operator.io",
+            "v1alpha1",
+            objects.namespace,
+            "deployments",
+            "vllm-base",
+            {"spec": {"minReplicaCount": 2, "maxReplicaCount": 2}},
+        )
+        deadline = time.monotonic() + VLLM_READY_SECONDS
+        new_pods: list[Any] = []
+        while time.monotonic() < deadline:
+            pods = objects.core.list_namespaced_pod(
+                objects.namespace, label_selector="rft-operator.io/deployment=vllm-base"
+            ).items
+            new_pods = [p for p in pods if p.metadata.name != pod.metadata.name]
+            if new_pods and new_pods[0].status.pod_ip and load.requests_to(new_pods[0].status.pod_ip) >= 5:
+                break
+            time.sleep(1)
+        assert new_pods, "the base Deployment made a second replica"
+        (new_pod,) = new_pods
+        assert load.requests_to(new_pod.status.pod_ip) >= 5, (new_pod.status.conditions, load.summary())
+    assert load.failures == [], load.failures[:5]
+    gate = next(c for c in new_pod.status.conditions if c.type == ADAPTERS_GATE)
+    assert (gate.status, gate.reason) == ("True", "AdaptersLoaded")
+    assert [g.condition_type for g in new_pod.spec.readiness_gates] == [ADAPTERS_GATE]
+    tuned = wait_deployment(objects, "vllm-tuned", "READY", timeout=60)
+    assert sorted(r["pod"] for r in tuned["status"]["replicas"]) == sorted(
+        [pod.metadata.name, new_pod.metadata.name]
+    )
+    print(f"scale-up under load: {load.summary()}")
 
     objects.custom.delete_namespaced_custom_object(
         "rft-operator.io", "v1alpha1", objects.namespace, "deployments", "vllm-tuned"

@@ -234,3 +234,28 @@ def test_bucket_prefix_without_marker_is_refused(
         storage.create_bytes(f"{root}/models/hand-made/{name}", data)
     with pytest.raises(storage.NotFound, match="not a committed checkpoint"):
         fetch_checkpoint(f"{root}/models/hand-made", tmp_path / "out")
+
+
+def test_a_sharded_model_is_fetched_whole_and_a_bad_shard_fails_the_fetch(
+    bucket_url: str, tmp_path: Path
+) -> None:
+    """Files come FETCH_PARALLELISM at a time; every one is verified; a tampered one among them
+    fails the fetch and leaves nothing under its name, nor a temporary file."""
+    model = tmp_path / "model"
+    shards = {f"model-{i:05d}-of-00012.safetensors": os.urandom(50_000 + i) for i in range(12)}
+    for name, data in {**shards, "config.json": b'{"model_type": "qwen2"}'}.items():
+        (model / name).parent.mkdir(parents=True, exist_ok=True)
+        (model / name).write_bytes(data)
+    dest = f"{bucket_url}/models/sharded"
+    upload_tree(model, dest)
+    out = tmp_path / "fetched"
+    fetch_checkpoint(dest, out)
+    assert {p.name: p.read_bytes() for p in out.glob("*.safetensors")} == shards
+    assert checkpoints.FETCH_PARALLELISM > 1
+
+    storage.write_bytes(f"{dest}/model-00007-of-00012.safetensors", b"poisoned")
+    again = tmp_path / "again"
+    with pytest.raises(storage.DigestMismatch, match=r"model-00007-of-00012"):
+        fetch_checkpoint(dest, again)
+    assert not (again / "model-00007-of-00012.safetensors").exists()
+    assert not [p for p in again.rglob("*") if p.name.endswith(".tmp")]

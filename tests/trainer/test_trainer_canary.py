@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from peft import PeftModel
-from rft.canary import CANARY_LENGTH, mean_abs_difference
+from rft.canary import CANARY_LENGTH, mean_relative_difference
 from rft.trainer_config import TrainerConfig, TrainerResult, parse_termination_message
 from rft_trainer.canary import canary_logprobs, canary_tokens
 from rft_trainer.main import main
@@ -66,7 +66,7 @@ def test_the_canary_is_the_published_adapters_and_measures_its_move(
     assert max(abs(a - b) for a, b in zip(recorded, published, strict=True)) < 1e-5
     base_logprobs = canary_logprobs(base, canary.token_ids)
     assert math.isclose(
-        float(canary.start_distance), mean_abs_difference(recorded, base_logprobs), rel_tol=1e-4
+        float(canary.start_distance), mean_relative_difference(recorded, base_logprobs), rel_tol=1e-4
     )
     assert float(canary.start_distance) > 1e-3, "training moved the adapter on the canary"
 
@@ -85,5 +85,5 @@ def test_the_canary_is_the_published_adapters_and_measures_its_move(
     assert second.canary.token_ids == canary.token_ids
     second_logprobs = [float(x) for x in second.canary.logprobs]
     assert math.isclose(
-        float(second.canary.start_distance), mean_abs_difference(second_logprobs, recorded), rel_tol=1e-3
+        float(second.canary.start_distance), mean_relative_difference(second_logprobs, recorded), rel_tol=1e-3
     ), "a continuation is measured from its parent, not from the base"

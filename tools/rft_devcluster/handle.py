@@ -182,12 +182,23 @@ class ClusterHandle:
         endpoints (as ``kubectl port-forward`` would). ``port`` selects a port by name or
         number (default: the first). Raises LookupError if no endpoint is ready.
         """
+        endpoints = self.ready_endpoints(namespace, service, port)
+        if not endpoints:
+            raise LookupError(f"service {namespace}/{service} has no ready endpoint (port {port!r})")
+        return endpoints[0]
+
+    def ready_endpoints(
+        self, namespace: str, service: str, port: str | int | None = None
+    ) -> list[tuple[str, int]]:
+        """Every ready endpoint ``(address, port)`` of a Service, as kube-proxy would spread
+        connections over them (see ``ready_endpoint``)."""
         with self.api_client() as api:
             slices = as_dict(
                 client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
                     namespace, label_selector=f"kubernetes.io/service-name={service}"
                 )
             )["items"]
+        out = []
         for endpoint_slice in slices:
             ports = endpoint_slice.get("ports") or []
             chosen = next(
@@ -197,8 +208,8 @@ class ClusterHandle:
                 continue
             for endpoint in endpoint_slice.get("endpoints") or []:
                 if (endpoint.get("conditions") or {}).get("ready"):
-                    return str(endpoint["addresses"][0]), int(chosen["port"])
-        raise LookupError(f"service {namespace}/{service} has no ready endpoint (port {port!r})")
+                    out.append((str(endpoint["addresses"][0]), int(chosen["port"])))
+        return out
 
     def node_kubeconfig(self, node_name: str) -> Path:
         """Credentials for another node agent (user ``system:node:<node_name>``) on this cluster."""

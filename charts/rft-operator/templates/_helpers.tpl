@@ -141,6 +141,11 @@ No Secrets, no wildcards, no `update` where a merge patch is all that is used.
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]
+# Inference server pods' readiness gate rft-operator.io/AdaptersLoaded: a new replica is Ready
+# once it serves its Deployment's adapters. Only that condition of the status is written.
+- apiGroups: [""]
+  resources: [pods/status]
+  verbs: [patch]
 # Inference servers of Deployments (rft-operator.io): an apps/v1 Deployment per served model,
 # watched, read, and created or updated by server-side apply (a patch; `create` when it does not
 # exist yet); never deleted by the operator: the garbage collector removes it with its owner.

@@ -34,6 +34,10 @@ LOCAL_MODEL_DIR = "/models/base"
 SERVER_HOST = "0.0.0.0"  # noqa: S104 - inside the pod's own network namespace
 UPSTREAM = f"http://127.0.0.1:{SERVER_PORT}"
 TMP_DIR = "/tmp"  # noqa: S108 - an emptyDir mounted there (the root filesystem is read-only)
+# A server pod with LoRA enabled is Ready only once this condition is True: the operator sets it
+# when the pod serves every adapter served on its Deployment (a new replica joins the Service
+# with its adapters, not 404s for them).
+ADAPTERS_GATE = "rft-operator.io/AdaptersLoaded"
 # vLLM's Prometheus metrics are on its main port.
 METRICS_PATH = "/metrics"
 
@@ -206,6 +210,8 @@ def build_server_deployment(
         "volumes": volumes,
         "terminationGracePeriodSeconds": 30,
     }
+    if spec.enable_lora:
+        pod_spec["readinessGates"] = [{"conditionType": ADAPTERS_GATE}]
     if placement.node_selector:
         pod_spec["nodeSelector"] = dict(placement.node_selector)
     if placement.tolerations:

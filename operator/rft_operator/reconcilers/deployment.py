@@ -27,11 +27,13 @@ from rft_operator.adapters import (
 )
 from rft_operator.builders.serving import (
     ADAPTER_ADMIN_PORT,
+    ADAPTERS_GATE,
     build_server_deployment,
     build_server_service,
     endpoint,
     selector_labels,
 )
+from rft_operator.builders.vllm_args import training_dtype
 from rft_operator.conditions import set_condition
 from rft_operator.config import OperatorConfig
 from rft_operator.kube import Children, Kube, Obj
@@ -61,6 +63,8 @@ class DeploymentReconciler(Reconciler):
         self.config = config
         self.accelerators = accelerators
         self.children = Children(kube)
+        # (pod, adapter, Model uid) reloaded after a canary mismatch, until it matches again.
+        self._reloaded: set[tuple[str, str, str]] = set()
 
     def sync(self, namespace: str, name: str) -> float | None:
         raw = self.kube.get(self.plural, namespace, name)
@@ -115,7 +119,9 @@ class DeploymentReconciler(Reconciler):
             and int(st.get("updatedReplicas", 0) or 0) >= wanted
         )
         pods = self.kube.list_pods(ns, self._selector(dep.metadata.name))
-        replicas = self._adapters_per_replica(ready_replicas(pods), model.metadata.name)
+        replicas = self._adapters_per_replica(serving_replicas(pods), model.metadata.name)
+        if dep.spec.enable_lora:
+            self._open_gates(dep, pods, replicas)
         updates: dict[str, Any] = {
             "endpoint": endpoint(dep),
             "served_model_name": model.metadata.name,
@@ -154,6 +160,19 @@ class DeploymentReconciler(Reconciler):
             )
             return READY_REFRESH_SECONDS
         trouble = pod_trouble(pods)
+        if ready >= 1:
+            # Serving, with fewer replicas than wanted (scaling up, or a replica lost): its
+            # adapters stay served, and go onto the new replicas as they come.
+            waiting = f"; {trouble.message}" if trouble is not None else ""
+            return self._status(
+                raw,
+                dep,
+                "UPDATING",
+                True,
+                "ScalingUp",
+                f"{ready}/{wanted} replicas ready{waiting}",
+                **updates,
+            )
         if trouble is not None:
             return self._status(
                 raw,
@@ -224,7 +243,7 @@ class DeploymentReconciler(Reconciler):
                 f"waiting for base Deployment {base_name} to be READY",
                 **common,
             )
-        replicas = self._ready_replicas(ns, base_name)
+        replicas = self._serving_replicas(ns, base_name)
         loaded: list[LoadedAdapters] = []
         errors: list[str] = []
         mismatched: list[str] = []
@@ -237,9 +256,13 @@ class DeploymentReconciler(Reconciler):
                 continue
             try:
                 models = self._ensure_loaded(replica, model)
-                check = self._canary_check(replica, model)
-                if check is not None and not check.matches:
-                    # Other weights under this name (stale, swapped, half-loaded): load it again.
+                served_dtype = training_dtype(base.spec.accelerator.type)
+                check = self._canary_check(replica, model, served_dtype)
+                reload_key = (replica.pod, model.metadata.name, model.metadata.uid)
+                if check is not None and not check.matches and reload_key not in self._reloaded:
+                    # Other weights under this name (stale, swapped, half-loaded): load it again,
+                    # once; a mismatch that survives a reload is reported, not reloaded forever.
+                    self._reloaded.add(reload_key)
                     self.kube.record_event(
                         raw, "Warning", "AdapterMismatch", f"{replica.pod}: {check.describe()}; reloading"
                     )
@@ -251,7 +274,7 @@ class DeploymentReconciler(Reconciler):
                     )
                     unload_adapter(replica.ip, ADAPTER_ADMIN_PORT, model.metadata.name)
                     models = self._ensure_loaded(replica, model)
-                    check = self._canary_check(replica, model)
+                    check = self._canary_check(replica, model, served_dtype)
                 if check is not None:
                     checks.append(check)
                     if not check.matches:
@@ -259,12 +282,13 @@ class DeploymentReconciler(Reconciler):
                             f"{replica.pod}: {check.describe()} after reloading from {model.spec.location}"
                         )
                         continue
+                    self._reloaded.discard(reload_key)
                 loaded.append(LoadedAdapters(pod=replica.pod, adapters=sorted(models - {base.spec.model})))
             except AdapterAdminError as exc:
                 errors.append(f"{replica.pod}: {exc}")
         common["ready_replicas"] = len(loaded)
         common["replicas"] = loaded
-        verified = self._verification(model, mismatched, checks)
+        verified = self._verification(model, mismatched, checks, training_dtype(base.spec.accelerator.type))
         if mismatched or errors:
             phase = "UPDATING" if loaded else "CREATING"
             reason = "AdapterMismatch" if mismatched else "LoadFailed"
@@ -303,16 +327,16 @@ class DeploymentReconciler(Reconciler):
         return models
 
     @staticmethod
-    def _canary_check(replica: Replica, model: Model) -> canary.CanaryCheck | None:
+    def _canary_check(replica: Replica, model: Model, served_dtype: str) -> canary.CanaryCheck | None:
         """How the replica's canary logprobs compare with the checkpoint's; None without a canary."""
         if model.spec.canary is None:
             return None
         served = canary_logprobs(replica.ip, ADAPTER_ADMIN_PORT, model.metadata.name, model.spec.canary)
-        return canary.check(model.spec.canary, served)
+        return canary.check(model.spec.canary, served, served_dtype)
 
     @staticmethod
     def _verification(
-        model: Model, mismatched: list[str], checks: list[canary.CanaryCheck]
+        model: Model, mismatched: list[str], checks: list[canary.CanaryCheck], served_dtype: str
     ) -> tuple[bool, str, str]:
         """The AdapterVerified condition: (status, reason, message)."""
         record = model.spec.canary
@@ -324,7 +348,7 @@ class DeploymentReconciler(Reconciler):
                 "NoCanary",
                 f"Model {model.metadata.name} records no canary: replicas are not checked",
             )
-        tolerance = canary.TOLERANCE[record.dtype]
+        tolerance = canary.tolerance(record, served_dtype)
         if float(record.start_distance) <= tolerance:
             return (
                 False,
@@ -333,11 +357,11 @@ class DeploymentReconciler(Reconciler):
                 f"started, within the tolerance {tolerance:g}: a replica serving the old weights "
                 "would pass",
             )
-        largest = max((c.mean_abs_difference for c in checks), default=0.0)
+        largest = max((c.difference for c in checks), default=0.0)
         return (
             True,
             "CanaryMatched",
-            f"every ready replica matches the canary: mean logprob difference at most {largest:.3g} "
+            f"every ready replica matches the canary: mean relative logprob difference at most {largest:.3g} "
             f"(tolerance {tolerance:g})",
         )
 
@@ -349,7 +373,7 @@ class DeploymentReconciler(Reconciler):
         base_raw = self.kube.get(self.plural, dep.metadata.namespace, dep.spec.base_deployment or "")
         if base_raw is not None:
             base = Deployment.model_validate(base_raw)
-            for replica in self._ready_replicas(dep.metadata.namespace, base.metadata.name):
+            for replica in self._serving_replicas(dep.metadata.namespace, base.metadata.name):
                 if not may_poll(replica.ip, self.config.progress_poll):
                     continue
                 try:
@@ -371,8 +395,44 @@ class DeploymentReconciler(Reconciler):
     def _selector(deployment: str) -> str:
         return ",".join(f"{k}={v}" for k, v in selector_labels(deployment).items())
 
-    def _ready_replicas(self, namespace: str, deployment: str) -> list[Replica]:
-        return ready_replicas(self.kube.list_pods(namespace, self._selector(deployment)))
+    def _serving_replicas(self, namespace: str, deployment: str) -> list[Replica]:
+        return serving_replicas(self.kube.list_pods(namespace, self._selector(deployment)))
+
+    def _open_gates(self, dep: Deployment, pods: list[Obj], replicas: list[LoadedAdapters]) -> None:
+        """Set each serving pod's ADAPTERS_GATE: True once it serves, loaded and verified, every
+        adapter that is served on this Deployment (its on-demand-lora Deployments loaded on some
+        replica already; one that is loaded nowhere holds no replica back)."""
+        ns = dep.metadata.namespace
+        served_here = [
+            Deployment.model_validate(obj)
+            for obj in self.kube.list_objects(self.plural, ns)
+            if obj["spec"].get("baseDeployment") == dep.metadata.name
+            and obj["spec"].get("deploymentType") == "on-demand-lora"
+            and not obj["metadata"].get("deletionTimestamp")
+            and (obj.get("status") or {}).get("replicas")
+        ]
+        on_pod = {r.pod: set(r.adapters) for r in replicas}
+        by_name = {p["metadata"]["name"]: p for p in pods}
+        for pod_name, adapters in on_pod.items():
+            missing = sorted(
+                lora.spec.model
+                for lora in served_here
+                if lora.spec.model not in adapters or pod_name not in {r.pod for r in lora.status.replicas}
+            )
+            wanted = adapters_gate(not missing, missing)
+            pod = by_name.get(pod_name) or {}
+            current: Obj = next(
+                (
+                    c
+                    for c in pod.get("status", {}).get("conditions", []) or []
+                    if c.get("type") == ADAPTERS_GATE
+                ),
+                {},
+            )
+            if (current.get("status"), current.get("message", "")) != (wanted["status"], wanted["message"]):
+                log.info("pod %s: %s %s", pod_name, ADAPTERS_GATE, wanted["status"])
+                moment = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+                self.kube.set_pod_condition(ns, pod_name, {**wanted, "lastTransitionTime": moment})
 
     def _adapters_per_replica(self, replicas: list[Replica], base_name: str) -> list[LoadedAdapters]:
         out = []
@@ -432,14 +492,31 @@ def _incompatibility(base: Deployment, model: Model) -> str | None:
     return None
 
 
-def ready_replicas(pods: list[Obj]) -> list[Replica]:
-    """The Ready server pods that have an address and are not being deleted, by name."""
+def _condition_true(pod: Obj, kind: str) -> bool:
+    conditions = pod.get("status", {}).get("conditions", []) or []
+    return any(c.get("type") == kind and c.get("status") == "True" for c in conditions)
+
+
+def serving_replicas(pods: list[Obj]) -> list[Replica]:
+    """The server pods whose containers are ready (vLLM answers), with an address and not being
+    deleted, by name. They may still wait for their adapters (ADAPTERS_GATE) before the pod is
+    Ready and in the Service: adapters are loaded onto these."""
     out = []
     for pod in pods:
         status = pod.get("status", {})
-        ready = any(
-            c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", []) or []
-        )
-        if ready and status.get("podIP") and not pod["metadata"].get("deletionTimestamp"):
+        serving = _condition_true(pod, "ContainersReady") or _condition_true(pod, "Ready")
+        if serving and status.get("podIP") and not pod["metadata"].get("deletionTimestamp"):
             out.append(Replica(pod["metadata"]["name"], status["podIP"]))
     return sorted(out, key=lambda r: r.pod)
+
+
+def adapters_gate(ready: bool, missing: list[str]) -> Obj:
+    """The pod condition ADAPTERS_GATE: True, or False naming the adapters not yet loaded."""
+    if ready:
+        return {"type": ADAPTERS_GATE, "status": "True", "reason": "AdaptersLoaded", "message": ""}
+    return {
+        "type": ADAPTERS_GATE,
+        "status": "False",
+        "reason": "AdaptersLoading",
+        "message": f"waiting for {', '.join(missing)} to be loaded and verified",
+    }

@@ -83,7 +83,7 @@ class AdapterCanary(ApiModel):
     start_distance: str = Field(
         pattern=DECIMAL_PATTERN,
         max_length=32,
-        description="Mean absolute difference from the same logprobs under the weights training "
+        description="Mean relative difference (rft.canary) from the same logprobs under the weights training "
         "started from (the parent checkpoint or the base model): how far this checkpoint moved on "
         "the canary. Below the tolerance the canary cannot tell the two apart.",
     )
