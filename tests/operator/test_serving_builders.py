@@ -110,6 +110,7 @@ def test_vllm_on_cpu_runs_vllms_cpu_image_without_tensor_parallelism() -> None:
     assert "nvidia.com/gpu" not in server["resources"]["limits"]
     env = {e["name"]: e.get("value") for e in server["env"]}
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "2"  # a quarter of the CPU placement's 8Gi
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "nobind", "pods share a node's cores: no pinning"
     assert env["OMP_NUM_THREADS"] == server["resources"]["requests"]["cpu"]
     # The spec's image wins over both defaults.
     custom = deployment(engine="vllm", accelerator={"type": "CPU", "count": 0}, image="reg/vllm:x")

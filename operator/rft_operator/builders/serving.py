@@ -150,6 +150,11 @@ def build_server_deployment(
     mounts.append({"name": "tmp", "mountPath": TMP_DIR})
     if spec.accelerator.type == "CPU":
         env.append({"name": "VLLM_CPU_KVCACHE_SPACE", "value": str(cpu_kv_cache_gib(resources))})
+        # vLLM's default ("auto") pins its threads to the first cores it sees. A pod sees all of
+        # its node's cores (no cpuset without the kubelet's static CPU manager), so every vLLM
+        # pod on a node would pin to the same cores and starve the others: leave placement to the
+        # kernel, and the thread count to OMP_NUM_THREADS (the pod's CPU request).
+        env.append({"name": "VLLM_CPU_OMP_THREADS_BIND", "value": "nobind"})
     volumes += [{"name": "models", "emptyDir": {}}, {"name": "adapters", "emptyDir": {}}]
     mounts += [{"name": "models", "mountPath": "/models"}, {"name": "adapters", "mountPath": "/adapters"}]
     containers: list[Manifest] = [

@@ -120,7 +120,9 @@ _VLLM_DEFAULT = ("vllm", "serve")
 # cache from VLLM_CPU_KVCACHE_SPACE (GiB) or else reserves --gpu-memory-utilization (92%) of the
 # host's memory and refuses to start when that much is not free. 1 GiB plays the GPU's memory
 # for the tiny models this node serves; a pod that sets the variable (CPU Deployments) wins.
-_VLLM_IMAGE_ENV = (("VLLM_CPU_KVCACHE_SPACE", "1"),)
+# Its threads are not pinned either: "auto" pins every vLLM on the host to the same first core
+# (measured: a second vLLM pod's engine never started beside a busy first one).
+_VLLM_IMAGE_ENV = (("VLLM_CPU_KVCACHE_SPACE", "1"), ("VLLM_CPU_OMP_THREADS_BIND", "nobind"))
 _SHELL_IMAGES = {"busybox", "alpine", "bash", "debian", "ubuntu"}
 
 _vllm_lock = threading.Lock()
