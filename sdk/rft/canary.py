@@ -29,8 +29,10 @@ from typing import Any
 from rft.api.model import AdapterCanary
 
 CANARY_LENGTH = 32
-# Mean relative logprob difference allowed between a replica and the trainer, by the coarser dtype.
-TOLERANCE: Mapping[str, float] = {"float32": 1e-3, "float16": 1e-2, "bfloat16": 3e-2}
+# Mean relative logprob difference allowed between a replica and the trainer, by the coarser dtype:
+# float32 measured 1.3e-7 (vLLM against the trainer on CPU); bfloat16 served against a float32
+# trainer, about 1e-2.
+TOLERANCE: Mapping[str, float] = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 3e-2}
 _SEED = 0x52465443  # "RFTC": the same tokens for every checkpoint of a model
 
 

@@ -24,6 +24,27 @@ def python_container(name: str, code: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "image": "python:3.11-slim", "command": ["python", "-c", textwrap.dedent(code)], **extra}
 
 
+def pod_name_server(address: str, port: int) -> str:
+    """Code for ``python_container``: an HTTP server on ``(address, port)`` answering every GET
+    with the pod's name (``POD_NAME``). ``address`` is a Python expression."""
+    return f"""
+    import http.server, os
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = os.environ["POD_NAME"].encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    http.server.ThreadingHTTPServer(({address}, {port}), Handler).serve_forever()
+"""
+
+
 def pod_spec(*containers: dict[str, Any], restart_policy: str = "Never", **extra: Any) -> dict[str, Any]:
     """A pod spec pinned to the local node."""
     return {"restartPolicy": restart_policy, "nodeSelector": ON_LOCAL_NODE, "containers": list(containers), **extra}

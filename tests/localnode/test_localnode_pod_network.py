@@ -21,6 +21,7 @@ from tests.localnode.support import (
     link_exists,
     phase_in,
     pod_host_veth,
+    pod_name_server,
     pod_netns_path,
     pod_spec,
     python_container,
@@ -33,22 +34,7 @@ from tests.localnode.support import (
 pytestmark = [pytest.mark.cluster, pytest.mark.localnode]
 
 # Binds 0.0.0.0:8000 in every pod: only possible when each pod has its own namespace.
-SERVER = """
-    import http.server, os
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = os.environ["POD_NAME"].encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    http.server.ThreadingHTTPServer(("0.0.0.0", 8000), Handler).serve_forever()
-"""
+SERVER = pod_name_server('"0.0.0.0"', 8000)
 
 # The pod's second container: its own pod's server on loopback, the apiserver through the
 # env the node gives every pod, a host service through an env URL; then it stays up.

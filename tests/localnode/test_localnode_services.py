@@ -10,26 +10,11 @@ from kubernetes import client
 from rft_devcluster.handle import ClusterHandle, as_dict
 from rft_devcluster.waiting import wait_for
 
-from tests.localnode.support import ON_LOCAL_NODE, python_container
+from tests.localnode.support import ON_LOCAL_NODE, pod_name_server, python_container
 
 pytestmark = [pytest.mark.cluster, pytest.mark.localnode]
 
-SERVER = """
-    import http.server, os
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = os.environ["POD_NAME"].encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    http.server.ThreadingHTTPServer((os.environ["POD_IP"], 8080), Handler).serve_forever()
-"""
+SERVER = pod_name_server('os.environ["POD_IP"]', 8080)
 
 
 def _deployment(replicas: int) -> dict[str, Any]:

@@ -107,6 +107,18 @@ def post(url: str, body: dict[str, Any], *, text: bool = False) -> Any:
     return raw.decode() if text else json.loads(raw)
 
 
+def scale(objects: Objects, deployment: str, replicas: int) -> None:
+    """Set a base Deployment's replica range to exactly `replicas`."""
+    objects.custom.patch_namespaced_custom_object(
+        "rft-operator.io",
+        "v1alpha1",
+        objects.namespace,
+        "deployments",
+        deployment,
+        {"spec": {"minReplicaCount": replicas, "maxReplicaCount": replicas}},
+    )
+
+
 def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
     """The status condition of type `kind` ({} if absent)."""
     return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == kind), {})

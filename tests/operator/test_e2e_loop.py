@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from rft import LLM, Dataset
+from rft.canary import TOLERANCE
 from rft.sdk.session import Session
 from rft.storage.checkpoints import upload_tree
 from rft_devcluster.handle import ClusterHandle
@@ -141,8 +142,12 @@ def test_two_steps_of_the_loop_build_a_checkpoint_chain(
         )["items"]
         if d["spec"]["deploymentType"] == "on-demand-lora"
     ]
+    # Verified when the checkpoint moved beyond the tolerance on the canary; a step that barely
+    # moved it (this tiny loop's first one may not) is served but reported unverifiable.
     verified = next(c for c in served["status"]["conditions"] if c["type"] == "AdapterVerified")
-    assert (verified["status"], verified["reason"]) == ("True", "CanaryMatched"), verified
+    moved = float(objects.get("models", served["spec"]["model"])["spec"]["canary"]["startDistance"])  # type: ignore[index]
+    expected = ("True", "CanaryMatched") if moved > TOLERANCE["float32"] else ("False", "Unverifiable")
+    assert (verified["status"], verified["reason"]) == expected, verified
     assert ckpt1["spec"]["baseModel"] == "tiny"
     assert "parent" not in ckpt1["spec"]
     assert ckpt2["spec"]["baseModel"] == "tiny"

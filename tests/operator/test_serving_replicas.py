@@ -24,6 +24,7 @@ from tests.operator.serving_support import (
     AdapterLoad,
     condition,
     publish_base_and_adapter,
+    scale,
     wait_deployment,
 )
 
@@ -87,14 +88,7 @@ def test_a_new_replica_joins_the_service_with_its_adapters(
 
     with AdapterLoad(cluster, objects.namespace, "base-server", "tiny-lora") as load:
         load.wait_for_requests(5)
-        objects.custom.patch_namespaced_custom_object(
-            "rft-operator.io",
-            "v1alpha1",
-            objects.namespace,
-            "deployments",
-            "base",
-            {"spec": {"minReplicaCount": 2, "maxReplicaCount": 2}},
-        )
+        scale(objects, "base", 2)
         seen_waiting = False
         deadline = time.monotonic() + 300
         new: Any = None

@@ -33,6 +33,7 @@ from tests.operator.serving_support import (
     models_served,
     post,
     publish_base_and_adapter,
+    scale,
     server_address,
     wait_deployment,
 )
@@ -191,14 +192,7 @@ def test_vllm_serves_the_base_and_an_adapter_through_the_sidecar(
     # (its readiness gate), so no request for the adapter fails while it starts.
     with AdapterLoad(cluster, objects.namespace, "vllm-base-server", "tiny-vllm-lora") as load:
         load.wait_for_requests(5)
-        objects.custom.patch_namespaced_custom_object(
-            "rft-operator.io",
-            "v1alpha1",
-            objects.namespace,
-            "deployments",
-            "vllm-base",
-            {"spec": {"minReplicaCount": 2, "maxReplicaCount": 2}},
-        )
+        scale(objects, "vllm-base", 2)
         deadline = time.monotonic() + VLLM_READY_SECONDS
         new_pods: list[Any] = []
         while time.monotonic() < deadline:

@@ -101,17 +101,17 @@ def test_a_malformed_answer_is_an_error_naming_the_problem(answer: dict[str, Any
 def test_the_verdict_uses_the_coarser_dtypes_tolerance_and_knows_when_it_cannot_tell() -> None:
     canary = _canary([-1.0, -2.0], [-1.5, -2.5])  # moved 0.375 (relative): verifiable in every dtype
     assert check(canary, [-1.0, -2.0], "float32").matches
-    assert check(canary, [-1.0005, -2.0005], "float32").matches
+    assert check(canary, [-1.00005, -2.00005], "float32").matches
     off = check(canary, [-1.1, -2.1], "float32")
     assert not off.matches
     assert off.verifiable
-    assert off.describe() == "canary logprobs off by 0.075 (mean relative; tolerance 0.001)"
+    assert off.describe() == "canary logprobs off by 0.075 (mean relative; tolerance 0.0001)"
     # A float32 checkpoint served in bfloat16 (a GPU Deployment) is held to bfloat16's tolerance.
     assert check(canary, [-1.02, -2.02], "bfloat16").matches
     assert not check(canary, [-1.02, -2.02], "float32").matches
     assert check(_canary([-1.0, -2.0], [-1.5, -2.5], "bfloat16"), [-1.02, -2.02], "float32").matches
     assert TOLERANCE["float32"] < TOLERANCE["float16"] < TOLERANCE["bfloat16"]
-    still = _canary([-1.0, -2.0], [-1.0002, -2.0002])  # moved less than the tolerance
+    still = _canary([-1.0, -2.0], [-1.00002, -2.00002])  # moved less than the tolerance
     assert not check(still, [-1.0, -2.0], "float32").verifiable
 
 
