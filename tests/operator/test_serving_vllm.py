@@ -224,3 +224,24 @@ def test_vllm_serves_the_base_and_an_adapter_through_the_sidecar(
         time.sleep(0.5)
     assert objects.get("deployments", "vllm-tuned") is None
     assert models_served(address) == {"tiny-vllm"}, "deleting the Deployment unloads the adapter from vLLM"
+
+    # Adapter load latency through the sidecar, as the operator loads: fetch the committed
+    # checkpoint from the bucket (digests checked), then vLLM's load (docs/serving.md quotes it).
+    sidecar = address.replace(":8000", ":8001")
+    adapter_url = f"s3://{s3_bucket.name}/rft/models/tiny-vllm-lora/"
+    seconds = []
+    for _ in range(20):
+        started = time.monotonic()
+        post(
+            f"{sidecar}/v1/load_lora_adapter",
+            {"lora_name": "latency-probe", "lora_path": adapter_url},
+            text=True,
+        )
+        seconds.append(time.monotonic() - started)
+        assert "latency-probe" in models_served(address)
+        post(f"{sidecar}/v1/unload_lora_adapter", {"lora_name": "latency-probe"}, text=True)
+    assert models_served(address) == {"tiny-vllm"}
+    seconds.sort()
+    print(
+        f"adapter load through the sidecar: p50 {seconds[9]:.3f} s, p95 {seconds[18]:.3f} s, max {seconds[-1]:.3f} s"
+    )
