@@ -19,7 +19,7 @@ from rft_trainer.canary import canary_logprobs, canary_tokens
 from rft_trainer.main import main
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.trainer.trainer_testlib import ConfigFactory, jsonl, samples_row
+from tests.trainer.trainer_testlib import ConfigFactory, continuation_config, jsonl, samples_row
 
 ROWS = [
     samples_row("name an animal", [("cat", 1.0), ("dog", 0.0), ("cat cat", 1.0)]),
@@ -70,16 +70,7 @@ def test_the_canary_is_the_published_adapters_and_measures_its_move(
     )
     assert float(canary.start_distance) > 1e-3, "training moved the adapter on the canary"
 
-    second_config = first_config.model_copy(
-        update={
-            "step_name": "step-2",
-            "parent_adapter_url": first_config.output_url,
-            "parent_model_name": first_config.output_model_name,
-            "output_url": str(tmp_path / "out" / "model-2"),
-            "output_model_name": "model-2",
-            "termination_log": str(tmp_path / "termination-log-2"),
-        }
-    )
+    second_config = continuation_config(first_config, tmp_path)
     second = _train(second_config, tmp_path, "second")
     assert second.canary is not None
     assert second.canary.token_ids == canary.token_ids

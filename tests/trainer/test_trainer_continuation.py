@@ -13,7 +13,7 @@ from rft.storage.checkpoints import fetch_checkpoint
 from rft.trainer_config import TrainerConfig, TrainerFailure, TrainerResult, parse_termination_message
 from rft_trainer.main import main
 
-from tests.trainer.trainer_testlib import ConfigFactory, jsonl, samples_row
+from tests.trainer.trainer_testlib import ConfigFactory, continuation_config, jsonl, samples_row
 
 ROWS = [
     samples_row("name an animal", [("cat", 1.0), ("dog", 0.0), ("cat cat", 1.0)]),
@@ -43,21 +43,8 @@ def first_checkpoint(make_config: ConfigFactory, tmp_path: Path, monkeypatch: py
     return config
 
 
-def _continuation(first: TrainerConfig, tmp_path: Path, **changes: Any) -> TrainerConfig:
-    fields: dict[str, Any] = {
-        "step_name": "step-2",
-        "parent_adapter_url": first.output_url,
-        "parent_model_name": first.output_model_name,
-        "output_url": str(tmp_path / "out" / "model-2"),
-        "output_model_name": "model-2",
-        "termination_log": str(tmp_path / "termination-log-2"),
-    }
-    fields.update(changes)
-    return first.model_copy(update=fields)
-
-
 def test_continuation_trains_from_the_parent_and_records_it(first_checkpoint: TrainerConfig, tmp_path: Path) -> None:
-    config = _continuation(first_checkpoint, tmp_path)
+    config = continuation_config(first_checkpoint, tmp_path)
     code, result = _run(config, tmp_path, "second")
     assert code == 0, result
     assert isinstance(result, TrainerResult)
@@ -95,7 +82,7 @@ def test_incompatible_parent_is_refused_before_training(
     fields = dict(changes)
     if "training" in fields:
         fields["training"] = first_checkpoint.training.model_validate(fields["training"])
-    config = _continuation(first_checkpoint, tmp_path, **fields)
+    config = continuation_config(first_checkpoint, tmp_path, **fields)
     capsys.readouterr()
     code, failure = _run(config, tmp_path, "bad")
     assert code == 1
@@ -109,7 +96,7 @@ def test_incompatible_parent_is_refused_before_training(
 
 
 def test_missing_parent_is_refused(first_checkpoint: TrainerConfig, tmp_path: Path) -> None:
-    config = _continuation(first_checkpoint, tmp_path, parent_adapter_url=str(tmp_path / "nowhere"))
+    config = continuation_config(first_checkpoint, tmp_path, parent_adapter_url=str(tmp_path / "nowhere"))
     code, failure = _run(config, tmp_path, "missing")
     assert code == 1
     assert isinstance(failure, TrainerFailure)

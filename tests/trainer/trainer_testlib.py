@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rft.trainer_config import TrainerConfig
@@ -33,3 +34,17 @@ def samples_row(prompt: str, completions: list[tuple[str, float]]) -> dict[str, 
 def jsonl(rows: list[dict[str, Any]]) -> bytes:
     """Rows as JSONL bytes."""
     return "".join(json.dumps(row) + "\n" for row in rows).encode()
+
+
+def continuation_config(first: TrainerConfig, tmp_path: Path, **changes: Any) -> TrainerConfig:
+    """`first`'s config for the step that continues its checkpoint (outputs under `tmp_path`)."""
+    fields: dict[str, Any] = {
+        "step_name": "step-2",
+        "parent_adapter_url": first.output_url,
+        "parent_model_name": first.output_model_name,
+        "output_url": str(tmp_path / "out" / "model-2"),
+        "output_model_name": "model-2",
+        "termination_log": str(tmp_path / "termination-log-2"),
+    }
+    fields.update(changes)
+    return first.model_copy(update=fields)

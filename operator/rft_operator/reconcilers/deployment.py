@@ -248,6 +248,7 @@ class DeploymentReconciler(Reconciler):
         errors: list[str] = []
         mismatched: list[str] = []
         checks: list[canary.CanaryCheck] = []
+        served_dtype = training_dtype(base.spec.accelerator.type)  # the base serves with --dtype this
         for replica in replicas:
             if not may_poll(replica.ip, self.config.progress_poll):
                 errors.append(
@@ -256,7 +257,6 @@ class DeploymentReconciler(Reconciler):
                 continue
             try:
                 models = self._ensure_loaded(replica, model)
-                served_dtype = training_dtype(base.spec.accelerator.type)
                 check = self._canary_check(replica, model, served_dtype)
                 reload_key = (replica.pod, model.metadata.name, model.metadata.uid)
                 if check is not None and not check.matches and reload_key not in self._reloaded:
@@ -288,7 +288,7 @@ class DeploymentReconciler(Reconciler):
                 errors.append(f"{replica.pod}: {exc}")
         common["ready_replicas"] = len(loaded)
         common["replicas"] = loaded
-        verified = self._verification(model, mismatched, checks, training_dtype(base.spec.accelerator.type))
+        verified = self._verification(model, mismatched, checks, served_dtype)
         if mismatched or errors:
             phase = "UPDATING" if loaded else "CREATING"
             reason = "AdapterMismatch" if mismatched else "LoadFailed"
