@@ -84,3 +84,13 @@ def termination_message(pods: list[Obj], container: str, *, succeeded: bool) -> 
         return None, None
     _, newest = max(candidates, key=lambda c: c[0])
     return newest.get("message"), newest.get("exitCode")
+
+
+def owned_by(pod: Obj, job: Obj) -> bool:
+    """Whether the Job controls the pod (its owner reference carries the Job's uid): a result is
+    taken only from such a pod, never from one that merely carries the Job's label."""
+    uid = job.get("metadata", {}).get("uid")
+    return bool(uid) and any(
+        ref.get("uid") == uid and ref.get("controller")
+        for ref in pod["metadata"].get("ownerReferences") or []
+    )

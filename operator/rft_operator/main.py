@@ -99,7 +99,7 @@ def start(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> None:
     reconcilers = {
         "step": StepReconciler(kube, cfg, accelerators).sync,
         "dataset": DatasetReconciler(kube, cfg).sync,
-        "model": ModelReconciler(kube).sync,
+        "model": ModelReconciler(kube, cfg).sync,
         "deployment": DeploymentReconciler(kube, cfg, accelerators).sync,
     }
     elector = None
@@ -196,6 +196,8 @@ def _enqueue_owner(labels: Mapping[str, str], namespace: str | None, memo: Any) 
         memo.queue.add(("step", namespace or "", step), CHILD_BATCH_SECONDS)
     elif dataset := labels.get(naming.LABEL_DATASET):
         memo.queue.add(("dataset", namespace or "", dataset), CHILD_BATCH_SECONDS)
+    elif model := labels.get(naming.LABEL_MODEL):
+        memo.queue.add(("model", namespace or "", model), CHILD_BATCH_SECONDS)
     elif deployment := labels.get(naming.LABEL_DEPLOYMENT):
         memo.queue.add(("deployment", namespace or "", deployment), CHILD_BATCH_SECONDS)
 
@@ -254,7 +256,11 @@ async def dataset_changed(name: str, namespace: str | None, memo: Any, **_: Any)
 
 
 @kopf.on.event(GROUP, VERSION, "models", id="wake-steps-of-model")
-async def model_changed(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    """Steps waiting for this Model look again (at high priority: they may create their Job)."""
+def model_changed(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    """Steps waiting for this Model look again (at high priority: they may create their Job), and
+    so do the Deployments serving it (a base model is served once its check pinned it)."""
     for step in memo.waiting.waking(namespace or "", "models", name):
         memo.queue.add(("step", namespace or "", step), priority=HIGH)
+    for obj in memo.kube.list_objects("deployments", namespace):
+        if obj["spec"].get("model") == name and obj["spec"].get("deploymentType") != "on-demand-lora":
+            memo.queue.add(("deployment", obj["metadata"]["namespace"], obj["metadata"]["name"]))

@@ -14,6 +14,7 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_PART_OF = "app.kubernetes.io/part-of"
 LABEL_STEP = f"{GROUP}/step"
 LABEL_DATASET = f"{GROUP}/dataset"
+LABEL_MODEL = f"{GROUP}/model"
 LABEL_DEPLOYMENT = f"{GROUP}/deployment"
 ANNOTATION_STEP_UID = f"{GROUP}/step-uid"
 ANNOTATION_LINEAGE = f"{GROUP}/lineage-digest"
@@ -40,6 +41,10 @@ def training_job_name(step: str) -> str:
 
 def validation_job_name(dataset: str, generation: int) -> str:
     return child_name(dataset, f"validate-g{generation}")
+
+
+def model_check_job_name(model: str, generation: int) -> str:
+    return child_name(model, f"check-g{generation}")
 
 
 def labels(component: str, **extra: str) -> dict[str, str]:

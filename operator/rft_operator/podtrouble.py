@@ -49,6 +49,9 @@ def pod_trouble(pods: Iterable[dict[str, Any]]) -> PodTrouble | None:
             waiting = (container.get("state") or {}).get("waiting") or {}
             if waiting.get("reason") in STUCK_WAITING_REASONS:
                 detail = waiting.get("message") or waiting["reason"]
+                last = ((container.get("lastState") or {}).get("terminated") or {}).get("message")
+                if last:  # why it crashed, in its own words (the termination message or log tail)
+                    detail += f"; last exit: {last.strip()[-600:]}"
                 return PodTrouble(waiting["reason"], f"pod {name}, container {container['name']}: {detail}")
         for condition in status.get("conditions") or []:
             if (

@@ -87,6 +87,17 @@ class TrainerConfig(ApiModel):
     base_model_name: str = Field(
         min_length=1, max_length=253, description="Name of the base Model (lineage and continuation checks)."
     )
+    base_model_files_digest: str | None = Field(
+        default=None,
+        pattern=DIGEST_PATTERN,
+        description="The pins of the base Model's check (status.filesDigest): the files fetched from "
+        "base_model_url must hash to it. None: the URL must hold a committed checkpoint.",
+    )
+    base_model_files: list[FileDigest] = Field(
+        default_factory=list,
+        max_length=4096,
+        description="The base Model's per-file pins (status.files), when its check listed them.",
+    )
     parent_adapter_url: Location | None = Field(
         default=None,
         description="A LoRA checkpoint to warm-start from (its lineage must match: base model, "

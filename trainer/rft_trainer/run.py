@@ -113,7 +113,13 @@ def prepare(
     )
 
     reporter.phase("loading", "loading the base model")
-    source = fetch_base_model(config.base_model_url, scratch, allow_hub_download=config.allow_hub_download)
+    source = fetch_base_model(
+        config.base_model_url,
+        scratch,
+        allow_hub_download=config.allow_hub_download,
+        files_digest=config.base_model_files_digest,
+        pinned=config.base_model_files,
+    )
     model, tokenizer = load_base_model(source.location, device, local_files_only=source.local_files_only)
     lora = config.lora_settings()
     if config.parent_adapter_url and config.parent_model_name:

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rft.api.model import FileDigest
 from rft.storage import DigestMismatch, NotFound, list_objects
-from rft.storage.checkpoints import fetch_checkpoint
+from rft.storage.checkpoints import FileRecord, fetch_checkpoint
+from rft.storage.model_folder import fetch_pinned
 from rft.trainer_config import FailureReason
 
 from rft_trainer.errors import BadInputError
@@ -30,10 +33,25 @@ class ModelSource:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def fetch_base_model(url: str, scratch: Path, *, allow_hub_download: bool) -> ModelSource:
-    """Fetch a base model from storage (verified), use a local directory in place, or name a hub repo."""
+def fetch_base_model(
+    url: str,
+    scratch: Path,
+    *,
+    allow_hub_download: bool,
+    files_digest: str | None = None,
+    pinned: Sequence[FileDigest] = (),
+) -> ModelSource:
+    """Fetch a base model from storage (verified: against the pins of the base Model's check when
+    given, else against its commit manifest), use a local directory in place, or name a hub repo."""
     if is_storage_url(url):
         target = scratch / "base-model"
+        if files_digest:
+            records = [FileRecord(p.path, p.sha256, p.size) for p in pinned] or None
+            try:
+                fetch_pinned(url, target, files_digest, records)
+            except (NotFound, DigestMismatch) as exc:
+                raise BadInputError("ModelLoadFailed", f"base model at {url}: {exc}") from None
+            return ModelSource(str(target), local_files_only=True)
         metadata = _fetch(url, target, "ModelLoadFailed", "base model")
         return ModelSource(str(target), local_files_only=True, metadata=metadata)
     if Path(url).is_dir():

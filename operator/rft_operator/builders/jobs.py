@@ -1,10 +1,13 @@
-"""Pure builders of the Jobs the operator runs: training (one per step) and dataset validation."""
+"""Pure builders of the Jobs the operator runs: training (one per step), dataset validation and
+the base model check."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from rft.api import Dataset, Model, ReinforcementStep
+from rft.model_check import CHECK_CONTAINER
+from rft.model_check import EXIT_INVALID as CHECK_EXIT_INVALID
 from rft.trainer_config import CONFIG_ENV_VAR, EXIT_BAD_INPUT, TrainerConfig
 
 from rft_operator import naming
@@ -52,6 +55,8 @@ def trainer_config(
         reward_weights=dict(step.spec.reward_weights),
         base_model_url=base.spec.location,
         base_model_name=base.metadata.name,
+        base_model_files_digest=base.status.files_digest,
+        base_model_files=list(base.status.files),
         parent_adapter_url=source.spec.location if warm_start else None,
         parent_model_name=source.metadata.name if warm_start else None,
         output_url=output_location,
@@ -155,10 +160,7 @@ def _pod_metadata(step: ReinforcementStep, labels: dict[str, str]) -> Manifest:
 
 def build_validation_job(dataset: Dataset, config: OperatorConfig) -> Manifest:
     """A short Job that streams the dataset once under the Dataset's ServiceAccount."""
-    name = naming.validation_job_name(dataset.metadata.name, dataset.metadata.generation)
-    labels = naming.labels("dataset-validation", **{naming.LABEL_DATASET: dataset.metadata.name})
     limits = dataset.spec.limits
-    volumes, mounts = scratch_volumes("1Gi")
     args: list[str] = [
         "--source",
         dataset.spec.source,
@@ -173,12 +175,62 @@ def build_validation_job(dataset: Dataset, config: OperatorConfig) -> Manifest:
         "--termination-log",
         TERMINATION_LOG,
     ]
-    container: dict[str, Any] = {
-        "name": VALIDATOR_CONTAINER,
+    return _reader_job(
+        owner=dataset,
+        name=naming.validation_job_name(dataset.metadata.name, dataset.metadata.generation),
+        labels=naming.labels("dataset-validation", **{naming.LABEL_DATASET: dataset.metadata.name}),
+        service_account=dataset.spec.service_account_name,
+        container=VALIDATOR_CONTAINER,
+        command=["python", "-m", "rft.validate", *args],
+        # rft.validate.EXIT_INVALID: that module imports the storage clients, which the operator lacks.
+        invalid_exit_code=1,
+        config=config,
+    )
+
+
+def build_model_check_job(model: Model, config: OperatorConfig) -> Manifest:
+    """A short Job that reads a base model's folder once under the Model's ServiceAccount, checks
+    that a server could load it and reports every file's digest (rft.check_model)."""
+    return _reader_job(
+        owner=model,
+        name=naming.model_check_job_name(model.metadata.name, model.metadata.generation),
+        labels=naming.labels("model-check", **{naming.LABEL_MODEL: model.metadata.name}),
+        service_account=model.spec.service_account_name,
+        container=CHECK_CONTAINER,
+        command=[
+            "python",
+            "-m",
+            "rft.check_model",
+            "--location",
+            model.spec.location,
+            "--termination-log",
+            TERMINATION_LOG,
+        ],
+        invalid_exit_code=CHECK_EXIT_INVALID,
+        config=config,
+    )
+
+
+def _reader_job(
+    *,
+    owner: Dataset | Model,
+    name: str,
+    labels: dict[str, str],
+    service_account: str,
+    container: str,
+    command: list[str],
+    invalid_exit_code: int,
+    config: OperatorConfig,
+) -> Manifest:
+    """A Job of one container that reads the bucket under `service_account` and reports through its
+    termination message: bad input (`invalid_exit_code`) fails it at once, storage trouble retries."""
+    volumes, mounts = scratch_volumes("1Gi")
+    spec: dict[str, Any] = {
+        "name": container,
         "image": config.trainer_image,
         "imagePullPolicy": config.image_pull_policy,
-        "command": ["python", "-m", "rft.validate"],
-        "args": args,
+        "command": command[:3],
+        "args": command[3:],
         "env": offline_env(),
         "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
         "securityContext": container_security_context(),
@@ -191,9 +243,9 @@ def build_validation_job(dataset: Dataset, config: OperatorConfig) -> Manifest:
         "kind": "Job",
         "metadata": {
             "name": name,
-            "namespace": dataset.metadata.namespace,
+            "namespace": owner.metadata.namespace,
             "labels": labels,
-            "ownerReferences": [owner_reference(dataset)],
+            "ownerReferences": [owner_reference(owner)],
         },
         "spec": {
             "backoffLimit": 2,
@@ -204,9 +256,9 @@ def build_validation_job(dataset: Dataset, config: OperatorConfig) -> Manifest:
                     {
                         "action": "FailJob",
                         "onExitCodes": {
-                            "containerName": VALIDATOR_CONTAINER,
+                            "containerName": container,
                             "operator": "In",
-                            "values": [1],
+                            "values": [invalid_exit_code],
                         },
                     }
                 ]
@@ -214,11 +266,11 @@ def build_validation_job(dataset: Dataset, config: OperatorConfig) -> Manifest:
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
-                    "serviceAccountName": dataset.spec.service_account_name,
+                    "serviceAccountName": service_account,
                     "automountServiceAccountToken": False,
                     "restartPolicy": "Never",
                     "securityContext": pod_security_context(),
-                    "containers": [container],
+                    "containers": [spec],
                     "volumes": volumes,
                 },
             },

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from kubernetes.utils.quantity import parse_quantity
 from rft.api import Deployment, Model
+from rft.model_check import FILES_DIGEST_ENV, PINNED_FILES_ENV, pinned_files_json
 
 from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap
@@ -69,6 +70,17 @@ def vllm_writable_env() -> dict[str, str]:
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
     }
+
+
+def pinned_files_env(model: Model) -> list[Manifest]:
+    """The base model's pins for rft.fetch (the check's digest of all files, and the per-file list
+    when the check could report it)."""
+    env: list[Manifest] = []
+    if model.status.files_digest:
+        env.append({"name": FILES_DIGEST_ENV, "value": model.status.files_digest})
+    if model.status.files:
+        env.append({"name": PINNED_FILES_ENV, "value": pinned_files_json(model.status.files)})
+    return env
 
 
 def cpu_kv_cache_gib(resources: Manifest) -> int:
@@ -180,7 +192,10 @@ def build_server_deployment(
             "image": config.trainer_image,
             "imagePullPolicy": config.image_pull_policy,
             "command": ["python", "-m", "rft.fetch", model.spec.location, LOCAL_MODEL_DIR],
-            "env": offline_env(),
+            # The digests the model's check pinned: files that differ are refused.
+            "env": [*offline_env(), *pinned_files_env(model)],
+            # A refused file's reason reaches the pod's status (and the Deployment's condition).
+            "terminationMessagePolicy": "FallbackToLogsOnError",
             "securityContext": container_security_context(),
             "volumeMounts": mounts,
         }

@@ -40,6 +40,7 @@ from rft_operator.kube import Children, Kube, Obj
 from rft_operator.podtrouble import pod_trouble
 from rft_operator.progress import may_poll
 from rft_operator.reconcilers.base import Clock, Reconciler, utcnow
+from rft_operator.reconcilers.model import base_model_unusable
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,11 @@ class DeploymentReconciler(Reconciler):
                 f"Model {model.metadata.name} is a LoRA checkpoint: serve it with deploymentType on-demand-lora "
                 f"and baseDeployment naming a Deployment of {model.spec.base_model}",
             )
+        if unusable := base_model_unusable(model):
+            permanent, why = unusable
+            if permanent:
+                return self._status(raw, dep, "FAILED", False, "ModelFailed", why)
+            return self._status(raw, dep, "CREATING", False, "ModelNotReady", why)
         try:
             manifest = build_server_deployment(dep, model, self.accelerators, self.config)
         except UnknownAcceleratorError as exc:

@@ -37,6 +37,7 @@ from rft_operator.metrics import METRICS
 from rft_operator.podtrouble import pod_trouble
 from rft_operator.progress import fetch_progress, may_poll
 from rft_operator.reconcilers.base import Clock, Reconciler, utcnow
+from rft_operator.reconcilers.model import base_model_unusable
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +250,9 @@ class StepReconciler(Reconciler):
                     "BaseModelNotFound", f"waiting for base Model {base_name} of {spec.model} to exist"
                 )
             base = Model.model_validate(base_raw)
+        if unusable := base_model_unusable(base):
+            permanent, why = unusable
+            return Refuse("ModelFailed", why) if permanent else Wait("ModelNotReady", why)
 
         # A Model of that name made in the watch's last moments is still caught at registration.
         out_raw = self.kube.get("models", ns, spec.output_model, confirm_absent=False)

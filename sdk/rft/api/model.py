@@ -21,7 +21,7 @@ from rft.api.common import (
 )
 
 ModuleName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.]+$")]
-ModelPhase = Literal["READY", "FAILED"]
+ModelPhase = Literal["CHECKING", "READY", "FAILED"]
 ModelKind = Literal["base", "lora"]
 
 # Linear layers of the blocks of common architectures (Llama, Qwen2, Mistral): what vLLM serves.
@@ -55,7 +55,7 @@ class TrainingRecord(ApiModel):
 class FileDigest(ApiModel):
     """One file of the checkpoint."""
 
-    path: str = Field(description="Path relative to the model's location.")
+    path: str = Field(min_length=1, max_length=1024, description="Path relative to the model's location.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex sha256 of the file.")
     size: int = Field(ge=0, description="Size in bytes.")
 
@@ -139,11 +139,35 @@ class ModelSpec(ApiModel):
 
 
 class ModelStatus(ApiModel):
-    """Whether the checkpoint can be used."""
+    """Whether the checkpoint can be used; for a base model, what its check found and pinned."""
 
-    phase: ModelPhase | None = Field(default=None, description="READY or FAILED.")
+    phase: ModelPhase | None = Field(
+        default=None, description="CHECKING (a base model's check Job reads it), READY or FAILED."
+    )
     observed_generation: int | None = Field(default=None, description="The generation last acted on.")
     conditions: list[Condition] = Field(default_factory=list, description="Ready.")
+    check_job: str | None = Field(default=None, description="The Job that checked a base model's files.")
+    format: Literal["huggingface", "committed"] | None = Field(
+        default=None,
+        description="A plain Hugging Face folder, or a checkpoint committed by the SDK's upload.",
+    )
+    architecture: str | None = Field(default=None, description="config.json's first architecture.")
+    parameters: int | None = Field(default=None, ge=0, description="Parameters in the weight files.")
+    dtype: str | None = Field(default=None, description="The weights' most common safetensors dtype.")
+    file_count: int | None = Field(default=None, ge=0, description="Files served (and pinned).")
+    total_bytes: int | None = Field(default=None, ge=0, description="Their size in bytes.")
+    files_digest: str | None = Field(
+        default=None,
+        pattern=r"^sha256:[0-9a-f]{64}$",
+        description="Pins every served file at once (sha256 over their sorted paths, digests and "
+        "sizes): pods that fetch the model refuse files that do not hash to it.",
+    )
+    files: list[FileDigest] = Field(
+        default_factory=list,
+        max_length=4096,
+        description="Each served file's sha256, as the check reported it (a folder of many files "
+        "is pinned by filesDigest alone).",
+    )
 
 
 class Model(Resource):
@@ -163,6 +187,8 @@ class Model(Resource):
             PrinterColumn(name="Base", type="string", json_path=".spec.baseModel"),
             PrinterColumn(name="Parent", type="string", json_path=".spec.parent"),
             PrinterColumn(name="Rank", type="integer", json_path=".spec.lora.rank"),
+            PrinterColumn(name="Architecture", type="string", json_path=".status.architecture", priority=1),
+            PrinterColumn(name="Bytes", type="integer", json_path=".status.totalBytes", priority=1),
             PrinterColumn(name="Location", type="string", json_path=".spec.location", priority=1),
             AGE_COLUMN,
             *condition_columns("Ready"),
