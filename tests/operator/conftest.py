@@ -129,8 +129,33 @@ class Objects:
         )
 
     def base_model(self, name: str = "base") -> None:
-        self.create(
+        """A base Model whose check the test performs itself (no model files behind kwok nodes)."""
+        obj = self.create(
             "models", "Model", name, {"kind": "base", "location": f"s3://bucket-a/rft/models/{name}/"}
+        )
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            self.namespace,
+            "models",
+            name,
+            {
+                "status": {
+                    "phase": "READY",
+                    "observedGeneration": obj["metadata"]["generation"],
+                    "filesDigest": DATASET_DIGEST,
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": "True",
+                            "reason": "Checked",
+                            "message": "pinned by the test",
+                            "lastTransitionTime": "2026-01-01T00:00:00Z",
+                            "observedGeneration": obj["metadata"]["generation"],
+                        }
+                    ],
+                }
+            },
         )
 
     def ready_dataset(self, name: str = "ds", rows: int = 10) -> None:
@@ -213,5 +238,3 @@ def objects(cluster: ClusterHandle, namespace: str) -> Iterator[Objects]:
     objs = Objects(cluster, namespace)
     yield objs
     objs.api.close()
-
-

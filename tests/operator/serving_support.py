@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from peft import PeftModel
+from rft.storage import upload_file
 from rft.storage.checkpoints import upload_tree
 from rft_devcluster.fake_vllm.testing import make_lora_adapter
 from rft_devcluster.handle import ClusterHandle
@@ -44,17 +45,23 @@ def publish_base_and_adapter(
     role_arn: str,
     rank: int,
     with_canary: bool = False,
+    plain_base: bool = False,
 ) -> Path:
     """A ServiceAccount with the role, the base model `name` and a random rank-`rank` adapter
     `name-lora` uploaded to the bucket, and their Model objects; the adapter's local directory.
-    `with_canary`: the adapter's Model records its canary, as a trained checkpoint's does."""
+    `with_canary`: the adapter's Model records its canary, as a trained checkpoint's does.
+    `plain_base`: the base is uploaded file by file as a plain Hugging Face folder (no commit
+    marker), as `aws s3 sync` would."""
     objects.core.create_namespaced_service_account(
         objects.namespace,
         {"metadata": {"name": service_account, "annotations": {"eks.amazonaws.com/role-arn": role_arn}}},
     )
     base_url = f"s3://{s3_bucket.name}/rft/models/{name}/"
     adapter_url = f"s3://{s3_bucket.name}/rft/models/{name}-lora/"
-    upload_tree(base_dir, base_url)
+    if plain_base:
+        upload_plain(base_dir, base_url)
+    else:
+        upload_tree(base_dir, base_url)
     adapter_dir = make_lora_adapter(base_dir, tmp_path / "adapter", rank=rank, seed=3)
     upload_tree(adapter_dir, adapter_url)
     objects.create(
@@ -73,6 +80,12 @@ def publish_base_and_adapter(
         },
     )
     return adapter_dir
+
+
+def upload_plain(local: Path, url: str) -> None:
+    """Upload a folder file by file, as `aws s3 sync` would: no commit marker, no manifest."""
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        upload_file(path, f"{url}{path.relative_to(local).as_posix()}", create_only=True)
 
 
 def wait_deployment(objects: Objects, name: str, phase: str, timeout: float = 180) -> dict[str, Any]:

@@ -98,9 +98,7 @@ def test_a_server_pod_that_cannot_start_is_named_in_the_status(
 ) -> None:
     """The status says why a Deployment waits, instead of only '0/1 replicas ready': an image the
     node cannot pull, or a pod no node fits."""
-    objects.create(
-        "models", "Model", "tiny-stuck", {"kind": "base", "location": "s3://bucket-a/rft/models/tiny/"}
-    )
+    objects.base_model("tiny-stuck")
     objects.create(
         "deployments",
         "Deployment",

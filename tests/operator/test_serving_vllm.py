@@ -12,6 +12,7 @@ before it is Ready; the adapter unloads when its Deployment is deleted.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 import urllib.error
 from pathlib import Path
@@ -65,7 +66,20 @@ def test_vllm_serves_the_base_and_an_adapter_through_the_sidecar(
         role_arn=ROLE,
         rank=8,
         with_canary=True,
+        plain_base=True,
     )
+    # A plain Hugging Face folder (no commit marker): READY once its check pinned every file.
+    base_model = objects.get("models", "tiny-vllm") or {}
+    deadline = time.monotonic() + 180
+    while (
+        base_model.get("status", {}).get("phase") not in ("READY", "FAILED") and time.monotonic() < deadline
+    ):
+        time.sleep(0.5)
+        base_model = objects.get("models", "tiny-vllm") or {}
+    assert base_model["status"]["phase"] == "READY", base_model.get("status")
+    assert base_model["status"]["format"] == "huggingface"
+    pinned = {f["path"]: f["sha256"] for f in base_model["status"]["files"]}
+    assert pinned == {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in base_dir.iterdir()}
     cpu = {"type": "CPU", "count": 0}
     objects.create(
         "deployments",
