@@ -23,6 +23,7 @@ BenchmarkFn = Callable[[bool], list[Row]]
 BENCHMARKS: dict[str, str] = {
     "trainer_vs_trl": "bench.trainer_vs_trl:benchmark",
     "operator": "bench.operator_scale:benchmark",
+    "model_fetch": "bench.model_fetch:benchmark",
 }
 
 

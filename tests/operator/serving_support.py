@@ -137,6 +137,26 @@ def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == kind), {})
 
 
+def first_token_seconds(address: str, model: str) -> float:
+    """Seconds from sending a streamed chat request to the first generated token's chunk."""
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "hello"}],
+        "max_tokens": 8,
+        "stream": True,
+    }
+    headers = {"Content-Type": "application/json"}
+    req = urllib.request.Request(  # noqa: S310 - loopback pod IP
+        f"{address}/v1/chat/completions", data=json.dumps(body).encode(), headers=headers
+    )
+    started = time.monotonic()
+    with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310
+        for line in resp:
+            if line.startswith(b"data: {") and b'"content"' in line:
+                return time.monotonic() - started
+    raise AssertionError("the stream ended without a token")
+
+
 def models_served(address: str) -> set[str]:
     with urllib.request.urlopen(f"{address}/v1/models", timeout=30) as resp:  # noqa: S310
         return {m["id"] for m in json.loads(resp.read())["data"]}

@@ -30,6 +30,7 @@ from tests.operator.conftest import Objects, OperatorProcess
 from tests.operator.serving_support import (
     AdapterLoad,
     condition,
+    first_token_seconds,
     greedy,
     models_served,
     post,
@@ -105,7 +106,13 @@ def test_vllm_serves_the_base_and_an_adapter_through_the_sidecar(
     assert server.image.endswith("vllm-cpu-release-repo:v0.32.0")
     assert server.command[:2] == ["vllm", "serve"]
     address = server_address(objects, "vllm-base")
+    first_token = first_token_seconds(address, "tiny-vllm")
     assert models_served(address) == {"tiny-vllm"}
+    cold = (objects.get("deployments", "vllm-base") or {})["status"]["lastColdStart"]
+    assert cold["pod"] == pod.metadata.name
+    assert cold["totalSeconds"] >= cold["scheduleSeconds"] + cold["fetchSeconds"] + cold["startSeconds"] - 2
+    # The figures docs/serving.md quotes (the demo's model shape, real vLLM on 2 shared cores).
+    print(f"cold start: {cold}; first token {first_token:.3f}s")
     base_answer = greedy(address, "tiny-vllm")
     assert base_answer.strip(), "vLLM answered the base model"
 

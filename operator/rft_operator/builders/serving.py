@@ -29,6 +29,7 @@ from rft_operator.config import OperatorConfig
 SERVER_PORT = 8000
 ADAPTER_ADMIN_PORT = 8001
 SERVER_CONTAINER = "server"
+FETCH_CONTAINER = "fetch-model"
 LOCAL_MODEL_DIR = "/models/base"
 # Servers listen on every address of the pod: the sidecar reaches vLLM on loopback, probes and the
 # Service on the pod IP, `kubectl port-forward` on the pod's loopback.
@@ -188,7 +189,7 @@ def build_server_deployment(
     ]
     init: list[Manifest] = [
         {
-            "name": "fetch-model",
+            "name": FETCH_CONTAINER,
             "image": config.trainer_image,
             "imagePullPolicy": config.image_pull_policy,
             "command": ["python", "-m", "rft.fetch", model.spec.location, LOCAL_MODEL_DIR],

@@ -15,7 +15,7 @@ from typing import Any
 
 from rft import canary
 from rft.api import GROUP, Deployment, DeploymentStatus, Model
-from rft.api.deployment import LoadedAdapters
+from rft.api.deployment import ColdStart, LoadedAdapters
 
 from rft_operator.accelerators import AcceleratorMap, UnknownAcceleratorError
 from rft_operator.adapters import (
@@ -28,12 +28,16 @@ from rft_operator.adapters import (
 from rft_operator.builders.serving import (
     ADAPTER_ADMIN_PORT,
     ADAPTERS_GATE,
+    FETCH_CONTAINER,
+    SERVER_CONTAINER,
     build_server_deployment,
     build_server_service,
     endpoint,
     selector_labels,
 )
 from rft_operator.builders.vllm_args import training_dtype
+from rft_operator.coldstart import cold_start
+from rft_operator.coldstart import describe as describe_cold_start
 from rft_operator.conditions import set_condition
 from rft_operator.config import OperatorConfig
 from rft_operator.kube import Children, Kube, Obj
@@ -134,6 +138,8 @@ class DeploymentReconciler(Reconciler):
             "ready_replicas": ready,
             "replicas": replicas,
         }
+        if (cold := self._newest_cold_start(raw, dep, pods)) is not None:
+            updates["last_cold_start"] = cold
         if stalled:
             return self._status(
                 raw,
@@ -192,6 +198,19 @@ class DeploymentReconciler(Reconciler):
         return self._status(
             raw, dep, "CREATING", False, "ReplicasNotReady", f"{ready}/{wanted} replicas ready", **updates
         )
+
+    def _newest_cold_start(self, raw: Obj, dep: Deployment, pods: list[Obj]) -> ColdStart | None:
+        """The replica that became Ready last; a Normal Event `ReplicaReady` says where its time went."""
+        colds = [c for pod in pods if (c := cold_start(pod, FETCH_CONTAINER, SERVER_CONTAINER)) is not None]
+        if not colds:
+            return None
+        newest = max(colds, key=lambda c: c.ready_at)
+        known = dep.status.last_cold_start
+        if known is None or (known.pod, known.ready_at) != (newest.pod, newest.ready_at):
+            message = describe_cold_start(newest)
+            self.kube.record_event(raw, "Normal", "ReplicaReady", message)
+            log.info("deployment %s/%s: %s", dep.metadata.namespace, dep.metadata.name, message)
+        return newest
 
     # --- on-demand-lora: an adapter on someone else's pods ----------------------------------------
     def _sync_lora(self, raw: Obj, dep: Deployment) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -50,8 +51,7 @@ class DeploymentSpec(ApiModel):
     )
     engine: Engine = Field(
         default="vllm",
-        description="The serving engine: vllm (its GPU image, or its CPU image for accelerator "
-        "type CPU).",
+        description="The serving engine: vllm (its GPU image, or its CPU image for accelerator type CPU).",
     )
     accelerator: Accelerator = Field(default_factory=Accelerator, description="Per replica.")
     min_replica_count: int = Field(default=1, ge=0, le=1000, description="Fewest replicas.")
@@ -78,6 +78,22 @@ class LoadedAdapters(ApiModel):
     adapters: list[str] = Field(default_factory=list, description="Adapter names loaded.")
 
 
+class ColdStart(ApiModel):
+    """Where a server replica's time to Ready went, from its pod's status timestamps (seconds)."""
+
+    pod: str = Field(description="The replica.")
+    node: str | None = Field(default=None, description="The node it runs on.")
+    ready_at: datetime = Field(description="When it became Ready.")
+    schedule_seconds: int = Field(ge=0, description="Created to scheduled on a node.")
+    fetch_seconds: int = Field(ge=0, description="The init container fetching the model from the bucket.")
+    start_seconds: int = Field(
+        ge=0,
+        description="The server container's start to Ready: engine start, weights load, and its "
+        "adapters loaded (the readiness gate).",
+    )
+    total_seconds: int = Field(ge=0, description="Created to Ready (image pulls and volumes included).")
+
+
 class DeploymentStatus(ApiModel):
     """Where to send requests, and what is loaded."""
 
@@ -95,6 +111,9 @@ class DeploymentStatus(ApiModel):
     ready_replicas: int | None = Field(default=None, ge=0, description="Replicas ready to serve.")
     replicas: list[LoadedAdapters] = Field(default_factory=list, description="Adapters loaded per replica.")
     message: str | None = Field(default=None, description="Human-readable state.")
+    last_cold_start: ColdStart | None = Field(
+        default=None, description="The replica that became Ready last, and where its time went."
+    )
 
 
 class Deployment(Resource):
