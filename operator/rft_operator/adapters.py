@@ -53,8 +53,15 @@ def served_models(pod_ip: str, port: int, timeout: float = 5.0) -> set[str]:
     return {str(m.get("id")) for m in body.get("data", [])}
 
 
-def load_adapter(pod_ip: str, port: int, name: str, path: str, timeout: float = 600.0) -> None:
-    _request(f"{_base(pod_ip, port)}/v1/load_lora_adapter", {"lora_name": name, "lora_path": path}, timeout)
+def load_adapter(
+    pod_ip: str, port: int, name: str, path: str, timeout: float = 600.0, *, in_place: bool = False
+) -> None:
+    """Load the adapter at `path` (a bucket URL) as `name`; `in_place` replaces the one served under
+    that name without a moment of not serving it (vLLM's load_inplace)."""
+    body: dict[str, Any] = {"lora_name": name, "lora_path": path}
+    if in_place:
+        body["load_inplace"] = True
+    _request(f"{_base(pod_ip, port)}/v1/load_lora_adapter", body, timeout)
 
 
 def unload_adapter(pod_ip: str, port: int, name: str, timeout: float = 60.0) -> None:

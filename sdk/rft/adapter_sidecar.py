@@ -15,6 +15,7 @@ import shutil
 import sys
 import urllib.error
 import urllib.request
+import uuid
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,6 +40,11 @@ def _call_upstream(upstream: str, path: str, payload: dict[str, Any] | None) -> 
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+def _copies(adapter_dir: Path, name: str) -> list[Path]:
+    """The local copies of adapter `name`: its first load's and its in-place reloads'."""
+    return [p for p in [adapter_dir / name, *adapter_dir.glob(f"{name}@*")] if p.exists()]
 
 
 def make_handler(upstream: str, adapter_dir: Path) -> type[BaseHTTPRequestHandler]:
@@ -83,20 +89,34 @@ def make_handler(upstream: str, adapter_dir: Path) -> type[BaseHTTPRequestHandle
                 if not source:
                     self._error(HTTPStatus.BAD_REQUEST, "lora_path is required")
                     return
+                # In place (vLLM's load_inplace): fetched afresh into a new directory, loaded, then
+                # swapped in by vLLM; the name is served throughout. vLLM may read the files again
+                # later (its CPU cache of adapters), so the loaded directory stays until replaced.
+                in_place = payload.get("load_inplace") is True
+                target = adapter_dir / f"{name}@{uuid.uuid4().hex[:12]}" if in_place else local
                 try:
-                    if not local.exists():
-                        fetch_checkpoint(source, local)
+                    if in_place or not local.exists():
+                        fetch_checkpoint(source, target)
                 except StorageError as exc:
-                    shutil.rmtree(local, ignore_errors=True)
+                    shutil.rmtree(target, ignore_errors=True)
                     self._error(HTTPStatus.BAD_REQUEST, f"cannot fetch {source}: {exc}")
                     return
-                self._reply(
-                    *_call_upstream(upstream, self.path, {"lora_name": name, "lora_path": str(local)})
-                )
+                load: dict[str, Any] = {"lora_name": name, "lora_path": str(target)}
+                if in_place:
+                    load["load_inplace"] = True
+                status, answer = _call_upstream(upstream, self.path, load)
+                if in_place:  # keep the copy vLLM serves: the new one, or the old ones if it refused
+                    stale = (
+                        [c for c in _copies(adapter_dir, name) if c != target] if status < 300 else [target]
+                    )
+                    for copy in stale:
+                        shutil.rmtree(copy, ignore_errors=True)
+                self._reply(status, answer)
             elif self.path == "/v1/unload_lora_adapter":
                 status, body = _call_upstream(upstream, self.path, {"lora_name": name})
                 if status < 300:
-                    shutil.rmtree(local, ignore_errors=True)
+                    for old in _copies(adapter_dir, name):
+                        shutil.rmtree(old, ignore_errors=True)
                 self._reply(status, body)
             else:
                 self._error(HTTPStatus.NOT_FOUND, f"no route {self.path}")

@@ -152,6 +152,24 @@ def test_any_served_name_works_even_ones_peft_could_not_take(
     assert unload(server, name).status_code == 200
 
 
+def test_load_inplace_swaps_the_weights_served_under_a_name(
+    server: RunningServer, client: openai.OpenAI, adapter_dirs: dict[str, Path]
+) -> None:
+    assert load(server, "b", adapter_dirs["b"]).status_code == 200
+    wanted = greedy_tokens(client, "b")
+    unload(server, "b")
+    assert load(server, "a", adapter_dirs["a"]).status_code == 200
+    before = greedy_tokens(client, "a")
+    response = httpx.post(
+        f"{server.base_url}/v1/load_lora_adapter",
+        json={"lora_name": "a", "lora_path": str(adapter_dirs["b"]), "load_inplace": True},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    assert [model.id for model in client.models.list().data] == [BASE, "a"]
+    assert greedy_tokens(client, "a") == wanted != before
+
+
 def test_admin_errors_carry_vllm_status_codes_and_messages(
     server: RunningServer, adapter_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -159,7 +177,10 @@ def test_admin_errors_carry_vllm_status_codes_and_messages(
 
     duplicate = load(server, "a", adapter_dirs["b"])
     assert duplicate.status_code == 400
-    assert error_of(duplicate)["message"] == "The lora adapter 'a' has already been loaded."
+    assert error_of(duplicate)["message"] == (
+        "The lora adapter 'a' has already been loaded. If you want to load the adapter in place, "
+        "set 'load_inplace' to True."
+    )
     assert error_of(duplicate)["type"] == "InvalidUserInput"
 
     too_wide = load(server, "wide", adapter_dirs["wide"])

@@ -297,7 +297,14 @@ class DeploymentReconciler(Reconciler):
                         model.metadata.name,
                         check.describe(),
                     )
-                    unload_adapter(replica.ip, ADAPTER_ADMIN_PORT, model.metadata.name)
+                    # In place: fetched afresh and swapped in, so the name never answers 404.
+                    load_adapter(
+                        replica.ip,
+                        ADAPTER_ADMIN_PORT,
+                        model.metadata.name,
+                        model.spec.location,
+                        in_place=True,
+                    )
                     models = self._ensure_loaded(replica, model)
                     check = self._canary_check(replica, model, served_dtype)
                 if check is not None:

@@ -76,10 +76,17 @@ class AdapterSet:
     def __contains__(self, name: object) -> bool:
         return name in self._adapters
 
-    def check_can_add(self, name: str) -> None:
-        """Raise ApiError 400 when `name` is already loaded or every slot is taken."""
+    def check_can_add(self, name: str, *, in_place: bool = False) -> None:
+        """Raise ApiError 400 when `name` is already loaded (unless replaced `in_place`) or every
+        slot is taken."""
         if name in self._adapters:
-            raise invalid_user_input(f"The lora adapter '{name}' has already been loaded.", "lora_name")
+            if in_place:
+                return
+            raise invalid_user_input(
+                f"The lora adapter '{name}' has already been loaded. If you want to load the adapter "
+                "in place, set 'load_inplace' to True.",
+                "lora_name",
+            )
         if len(self._adapters) >= self.max_loras:
             loaded = ", ".join(self._adapters)
             raise bad_request(
@@ -88,13 +95,15 @@ class AdapterSet:
                 "lora_name",
             )
 
-    def add(self, name: str, adapter_dir: Path, *, source: str) -> AdapterInfo:
+    def add(self, name: str, adapter_dir: Path, *, source: str, in_place: bool = False) -> AdapterInfo:
         """Load the adapter in `adapter_dir` under `name`; `source` is what the client asked for.
+        `in_place` replaces an adapter loaded under `name` as vLLM's `load_inplace` does: the new
+        weights are loaded first, then swapped in, so the name is served throughout.
 
         Raises ApiError: 400 for a duplicate name, no free slot, a rank above max_lora_rank or an
         adapter that does not fit the base model; 404 when the directory does not exist.
         """
-        self.check_can_add(name)
+        self.check_can_add(name, in_place=in_place)
         if not adapter_dir.is_dir():
             raise not_found(f"Loading lora {name} failed: No adapter found for {source}", "lora_path")
         rank = adapter_rank(adapter_dir, name)
@@ -109,7 +118,12 @@ class AdapterSet:
         except Exception as error:
             raise bad_request(f"Loading lora {name} failed: {error}", "lora_path") from error
         info = AdapterInfo(name=name, source=source, rank=rank, peft_name=peft_name)
+        replaced = self._adapters.get(name)
         self._adapters[name] = info
+        if replaced is not None:
+            if replaced.peft_name in self._peft.active_adapters:
+                self._peft.set_adapter(peft_name)  # peft warns when the active adapter is deleted
+            self._peft.delete_adapter(replaced.peft_name)
         return info
 
     def remove(self, name: str) -> AdapterInfo:

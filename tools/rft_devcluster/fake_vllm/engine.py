@@ -260,8 +260,9 @@ class Engine:
                 text = self._token_text[token_id] = str(self._tokenizer.decode([token_id]))
         return text
 
-    def load_adapter(self, name: str, path: str) -> AdapterInfo:
-        """Make adapter `path` (a local directory or a storage URL) servable as model `name`.
+    def load_adapter(self, name: str, path: str, *, in_place: bool = False) -> AdapterInfo:
+        """Make adapter `path` (a local directory or a storage URL) servable as model `name`
+        (`in_place`: replacing the adapter served under that name, which stays served meanwhile).
 
         Storage URLs are fetched and verified first, without holding the lock. Raises ApiError
         (400/404, vLLM's messages) when the request cannot be honoured.
@@ -274,17 +275,20 @@ class Engine:
             raise invalid_user_input(
                 f"'{name}' is the base model's name; choose another lora_name.", "lora_name"
             )
-        self._adapters.check_can_add(name)  # fail fast; checked again under the lock
+        self._adapters.check_can_add(name, in_place=in_place)  # fail fast; checked again under the lock
         local_dir = Path(path)
         if is_storage_url(path):
             local_dir = fetch_adapter(name, path, self._downloads())
         try:
             with self._lock:
-                info = self._adapters.add(name, local_dir, source=path)
+                info = self._adapters.add(name, local_dir, source=path, in_place=in_place)
         except BaseException:
             if is_storage_url(path):
                 shutil.rmtree(local_dir, ignore_errors=True)
             raise
+        previous = self._fetched.pop(name, None)
+        if previous is not None and previous != local_dir:
+            shutil.rmtree(previous, ignore_errors=True)
         if is_storage_url(path):
             self._fetched[name] = local_dir
         logger.info("Loaded new LoRA adapter: name '%s', path '%s'", name, path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from rft_devcluster.fake_vllm.errors import ApiError, bad_request
 from rft_devcluster.fake_vllm.sampling import SamplingParams
@@ -234,6 +234,7 @@ class LoadLoRAAdapterRequest(_Body):
 
     lora_name: StrictStr = ""
     lora_path: StrictStr = ""
+    load_inplace: StrictBool = False
 
 
 class UnloadLoRAAdapterRequest(_Body):

@@ -186,7 +186,7 @@ def _relay(build: Callable[[TokenEvent], dict[str, Any]], emit: Emit) -> Callabl
 def load_lora_adapter(engine: Engine, body: object) -> str:
     """Load the adapter a /v1/load_lora_adapter body names; returns vLLM's success text."""
     request = parse_request(LoadLoRAAdapterRequest, body)
-    engine.load_adapter(request.lora_name, request.lora_path)
+    engine.load_adapter(request.lora_name, request.lora_path, in_place=request.load_inplace)
     return f"Success: LoRA adapter '{request.lora_name}' added successfully."
 
 
