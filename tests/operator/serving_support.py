@@ -140,31 +140,40 @@ def greedy(address: str, model: str) -> str:
 
 
 class AdapterLoad:
-    """Requests for an adapter, one after another from a thread, each to a ready endpoint of the
-    Service in turn (as kube-proxy spreads connections); every failure is kept."""
+    """Requests for an adapter (or any served model), one after another from each of `clients`
+    threads, each to a ready endpoint of the Service in turn (as kube-proxy spreads connections);
+    every failure is kept."""
 
     def __init__(
-        self, cluster: ClusterHandle, namespace: str, service: str, model: str, interval: float = 0.25
+        self,
+        cluster: ClusterHandle,
+        namespace: str,
+        service: str,
+        model: str,
+        interval: float = 0.25,
+        clients: int = 1,
     ) -> None:
         """`interval`: the pause between requests (a steady load that leaves a new replica's
-        start some of the 2 cores)."""
+        start some of the 2 cores); `clients`: requests in flight at once."""
         self._cluster, self._namespace, self._service, self._model = cluster, namespace, service, model
         self._interval = interval
         self.failures: list[str] = []
         self._by_address: Counter[str] = Counter()
+        self._counts = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(clients)]
 
     def __enter__(self) -> AdapterLoad:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
-        self._thread.join(60)
+        for thread in self._threads:
+            thread.join(60)
 
-    def _run(self) -> None:
-        turn = 0
+    def _run(self, turn: int) -> None:
         while not self._stop.is_set():
             endpoints = self._cluster.ready_endpoints(self._namespace, self._service, "http")
             if not endpoints:
@@ -175,7 +184,8 @@ class AdapterLoad:
             turn += 1
             try:
                 greedy(f"http://{address}:{port}", self._model)
-                self._by_address[address] += 1
+                with self._counts:
+                    self._by_address[address] += 1
             except OSError as exc:  # urllib's HTTPError and URLError included
                 self.failures.append(f"{address}: {exc}")
             self._stop.wait(self._interval)
