@@ -129,13 +129,15 @@ def models_served(address: str) -> set[str]:
         return {m["id"] for m in json.loads(resp.read())["data"]}
 
 
-def greedy(address: str, model: str) -> str:
-    body = {
+def greedy(address: str, model: str, max_tokens: int = 8) -> str:
+    body: dict[str, Any] = {
         "model": model,
         "messages": [{"role": "user", "content": "hello"}],
-        "max_tokens": 8,
+        "max_tokens": max_tokens,
         "temperature": 0,
     }
+    if max_tokens > 8:
+        body["ignore_eos"] = True  # vLLM's extension: the whole length, a steady load
     return str(post(f"{address}/v1/chat/completions", body)["choices"][0]["message"]["content"])
 
 
@@ -152,11 +154,13 @@ class AdapterLoad:
         model: str,
         interval: float = 0.25,
         clients: int = 1,
+        max_tokens: int = 8,
     ) -> None:
         """`interval`: the pause between requests (a steady load that leaves a new replica's
-        start some of the 2 cores); `clients`: requests in flight at once."""
+        start some of the 2 cores); `clients`: requests in flight at once; `max_tokens`: each
+        request's length (longer ones keep more in flight)."""
         self._cluster, self._namespace, self._service, self._model = cluster, namespace, service, model
-        self._interval = interval
+        self._interval, self._max_tokens = interval, max_tokens
         self.failures: list[str] = []
         self._by_address: Counter[str] = Counter()
         self._counts = threading.Lock()
@@ -183,7 +187,7 @@ class AdapterLoad:
             address, port = endpoints[turn % len(endpoints)]
             turn += 1
             try:
-                greedy(f"http://{address}:{port}", self._model)
+                greedy(f"http://{address}:{port}", self._model, self._max_tokens)
                 with self._counts:
                     self._by_address[address] += 1
             except OSError as exc:  # urllib's HTTPError and URLError included

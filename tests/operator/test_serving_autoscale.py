@@ -92,9 +92,12 @@ def test_load_scales_a_deployment_up_and_its_end_scales_it_down(
     assert desired(objects.get("deployments", "base") or {}) == 1
     assert scaled_events(objects) == []
 
-    # Four clients, one request each at a time: the fake serves one and queues the rest, so
-    # running + waiting is 1 to 4 on the replica, above the target of 1 per replica.
-    with AdapterLoad(cluster, objects.namespace, "base-server", "tiny", interval=0.05, clients=4) as load:
+    # Four clients, one long request each at a time: the fake serves one and queues the rest, so
+    # running + waiting is up to 4 on the replica (2 and more nearly always), above the target of 1
+    # per replica.
+    with AdapterLoad(
+        cluster, objects.namespace, "base-server", "tiny", interval=0.05, clients=4, max_tokens=64
+    ) as load:
         wait_for(objects, "desiredReplicas 2", lambda o: desired(o) == 2, timeout=60)
         assert server_replicas(objects) == 2
         two = wait_for(
@@ -116,6 +119,8 @@ def test_load_scales_a_deployment_up_and_its_end_scales_it_down(
 
     down = wait_for(objects, "desiredReplicas 1", lambda o: desired(o) == 1, timeout=WINDOW + 60)
     waited = time.monotonic() - stopped
+    # The load called for 2 until it stopped: the window ran from then.
+    assert waited >= WINDOW - 1, f"scaled down {waited:.1f} s after the load stopped"
     events = scaled_events(objects)
     assert [e.message.split(":")[0] for e in events] == ["scaled from 1 to 2", "scaled from 2 to 1"]
     since = re.search(r"called for since (\S+)$", events[1].message)
