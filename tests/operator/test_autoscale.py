@@ -116,8 +116,9 @@ def test_min_zero_stays_at_zero_without_replicas_to_read() -> None:
     assert step(ScaleState(0), Load(0), lowest=0).state == ScaleState(0)
 
 
-# vLLM 0.x's /metrics (abridged): counters, histograms and the two gauges, labelled by engine
-# and model_name; one engine per model here, two label sets.
+# vLLM's /metrics (v1 engine, abridged): counters, histograms, the two gauges labelled by
+# model_name and engine (two engines here), and the waiting requests again by reason (not to be
+# counted twice).
 VLLM_METRICS = """\
 # HELP python_gc_objects_collected_total Objects collected during gc
 # TYPE python_gc_objects_collected_total counter
@@ -130,6 +131,10 @@ vllm:num_requests_running{engine="1",model_name="qwen"} 2.0
 # TYPE vllm:num_requests_waiting gauge
 vllm:num_requests_waiting{engine="0",model_name="qwen"} 1.0
 vllm:num_requests_waiting{engine="1",model_name="qwen"} 0.0
+# HELP vllm:num_requests_waiting_by_reason Number of waiting requests by reason. Sum of all reasons equals vllm:num_requests_waiting.
+# TYPE vllm:num_requests_waiting_by_reason gauge
+vllm:num_requests_waiting_by_reason{engine="0",model_name="qwen",reason="capacity"} 1.0
+vllm:num_requests_waiting_by_reason{engine="0",model_name="qwen",reason="deferred"} 0.0
 # HELP vllm:request_success_total Count of successfully processed requests.
 # TYPE vllm:request_success_total counter
 vllm:request_success_total{engine="0",finished_reason="stop",model_name="qwen"} 12.0
@@ -143,7 +148,7 @@ vllm:e2e_request_latency_seconds_sum{engine="0",model_name="qwen"} 7.5
 
 
 def test_in_flight_sums_running_and_waiting_over_label_sets() -> None:
-    assert requests_in_flight(VLLM_METRICS) == 6
+    assert requests_in_flight(VLLM_METRICS) == 3 + 2 + 1 + 0
 
 
 def test_metrics_without_the_gauges_are_no_reading() -> None:
