@@ -3,7 +3,8 @@
 The operator asks each ready replica of a base deployment which models it serves
 (`GET /v1/models`), loads missing adapters (`POST /v1/load_lora_adapter`), checks a loaded
 adapter's canary (`POST /v1/completions` with `prompt_logprobs`, `rft.canary`) and unloads them
-(`POST /v1/unload_lora_adapter`). Which pod addresses may be contacted follows the operator's
+(`POST /v1/unload_lora_adapter`), and reads vLLM's Prometheus metrics (`GET /metrics`, the
+autoscaler's load). Which pod addresses may be contacted follows the operator's
 `progress_poll` setting (every pod in a cluster, loopback pods only in development).
 """
 
@@ -51,6 +52,14 @@ def served_models(pod_ip: str, port: int, timeout: float = 5.0) -> set[str]:
     if not isinstance(body, dict):
         raise AdapterAdminError(f"{pod_ip}:{port}: /v1/models answered {str(body)[:200]!r}")
     return {str(m.get("id")) for m in body.get("data", [])}
+
+
+def server_metrics(pod_ip: str, port: int, timeout: float = 5.0) -> str:
+    """vLLM's Prometheus text (GET /metrics, passed through by the sidecar)."""
+    body = _request(f"{_base(pod_ip, port)}/metrics", None, timeout)
+    if not isinstance(body, str):
+        raise AdapterAdminError(f"{pod_ip}:{port}: /metrics answered JSON, not Prometheus text")
+    return body
 
 
 def load_adapter(

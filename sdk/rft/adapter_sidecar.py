@@ -3,8 +3,9 @@
 vLLM's `/v1/load_lora_adapter` reads adapters from local paths only. This sidecar offers the same
 route on its own port, accepts `lora_path` as a bucket URL, fetches the committed adapter into a
 shared volume under the pod's workload identity, and then asks vLLM to load it from there. It
-also passes `/health`, `/v1/models` and `/v1/completions` (the canary check, `rft.canary`) on to
-vLLM, so the operator needs only this port.
+also passes `/health`, `/v1/models`, `/v1/completions` (the canary check, `rft.canary`) and
+`/metrics` (vLLM's Prometheus text, read-only: the operator's autoscaler reads the load there) on
+to vLLM, so the operator needs only this port.
 """
 
 from __future__ import annotations
@@ -24,10 +25,15 @@ from typing import Any
 from rft.storage import StorageError
 from rft.storage.checkpoints import fetch_checkpoint
 
+METRICS_PATH = "/metrics"
+# Prometheus' text exposition format, as vLLM serves it.
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SAFE_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
-def _call_upstream(upstream: str, path: str, payload: dict[str, Any] | None) -> tuple[int, bytes]:
+def _call_upstream(
+    upstream: str, path: str, payload: dict[str, Any] | None, timeout: float = 600
+) -> tuple[int, bytes]:
     data = None if payload is None else json.dumps(payload).encode()
     request = urllib.request.Request(  # noqa: S310 - upstream is the local vLLM URL given on the command line
         upstream + path,
@@ -36,7 +42,7 @@ def _call_upstream(upstream: str, path: str, payload: dict[str, Any] | None) -> 
         method="GET" if data is None else "POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=600) as resp:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -49,9 +55,9 @@ def _copies(adapter_dir: Path, name: str) -> list[Path]:
 
 def make_handler(upstream: str, adapter_dir: Path) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def _reply(self, status: int, body: bytes) -> None:
+        def _reply(self, status: int, body: bytes, content_type: str = "application/json") -> None:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -63,6 +69,8 @@ def make_handler(upstream: str, adapter_dir: Path) -> type[BaseHTTPRequestHandle
         def do_GET(self) -> None:
             if self.path in ("/health", "/v1/models"):
                 self._reply(*_call_upstream(upstream, self.path, None))
+            elif self.path == METRICS_PATH:
+                self._reply(*_call_upstream(upstream, self.path, None, timeout=30), METRICS_CONTENT_TYPE)
             else:
                 self._error(HTTPStatus.NOT_FOUND, f"no route {self.path}")
 

@@ -162,42 +162,55 @@ def models_served(address: str) -> set[str]:
         return {m["id"] for m in json.loads(resp.read())["data"]}
 
 
-def greedy(address: str, model: str) -> str:
-    body = {
+def greedy(address: str, model: str, max_tokens: int = 8) -> str:
+    body: dict[str, Any] = {
         "model": model,
         "messages": [{"role": "user", "content": "hello"}],
-        "max_tokens": 8,
+        "max_tokens": max_tokens,
         "temperature": 0,
     }
+    if max_tokens > 8:
+        body["ignore_eos"] = True  # vLLM's extension: the whole length, a steady load
     return str(post(f"{address}/v1/chat/completions", body)["choices"][0]["message"]["content"])
 
 
 class AdapterLoad:
-    """Requests for an adapter, one after another from a thread, each to a ready endpoint of the
-    Service in turn (as kube-proxy spreads connections); every failure is kept."""
+    """Requests for an adapter (or any served model), one after another from each of `clients`
+    threads, each to a ready endpoint of the Service in turn (as kube-proxy spreads connections);
+    every failure is kept."""
 
     def __init__(
-        self, cluster: ClusterHandle, namespace: str, service: str, model: str, interval: float = 0.25
+        self,
+        cluster: ClusterHandle,
+        namespace: str,
+        service: str,
+        model: str,
+        interval: float = 0.25,
+        clients: int = 1,
+        max_tokens: int = 8,
     ) -> None:
         """`interval`: the pause between requests (a steady load that leaves a new replica's
-        start some of the 2 cores)."""
+        start some of the 2 cores); `clients`: requests in flight at once; `max_tokens`: each
+        request's length (longer ones keep more in flight)."""
         self._cluster, self._namespace, self._service, self._model = cluster, namespace, service, model
-        self._interval = interval
+        self._interval, self._max_tokens = interval, max_tokens
         self.failures: list[str] = []
         self._by_address: Counter[str] = Counter()
+        self._counts = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(clients)]
 
     def __enter__(self) -> AdapterLoad:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
-        self._thread.join(60)
+        for thread in self._threads:
+            thread.join(60)
 
-    def _run(self) -> None:
-        turn = 0
+    def _run(self, turn: int) -> None:
         while not self._stop.is_set():
             endpoints = self._cluster.ready_endpoints(self._namespace, self._service, "http")
             if not endpoints:
@@ -207,8 +220,9 @@ class AdapterLoad:
             address, port = endpoints[turn % len(endpoints)]
             turn += 1
             try:
-                greedy(f"http://{address}:{port}", self._model)
-                self._by_address[address] += 1
+                greedy(f"http://{address}:{port}", self._model, self._max_tokens)
+                with self._counts:
+                    self._by_address[address] += 1
             except OSError as exc:  # urllib's HTTPError and URLError included
                 self.failures.append(f"{address}: {exc}")
             self._stop.wait(self._interval)

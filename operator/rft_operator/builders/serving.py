@@ -123,9 +123,15 @@ def _probe(path: str, period: int, failures: int) -> Manifest:
 
 
 def build_server_deployment(
-    deployment: Deployment, model: Model, accelerators: AcceleratorMap, config: OperatorConfig
+    deployment: Deployment,
+    model: Model,
+    accelerators: AcceleratorMap,
+    config: OperatorConfig,
+    *,
+    replicas: int,
 ) -> Manifest:
-    """The pods that serve `model` (a base model) for `deployment`."""
+    """`replicas` pods that serve `model` (a base model) for `deployment` (the operator decides
+    how many, `rft_operator.autoscale`)."""
     name = server_name(deployment.metadata.name)
     spec = deployment.spec
     placement = accelerators.placement(spec.accelerator.type)
@@ -247,7 +253,7 @@ def build_server_deployment(
             "ownerReferences": [owner_reference(deployment)],
         },
         "spec": {
-            "replicas": spec.min_replica_count,
+            "replicas": replicas,
             "selector": {"matchLabels": selector_labels(deployment.metadata.name)},
             "progressDeadlineSeconds": 3600,
             "template": {

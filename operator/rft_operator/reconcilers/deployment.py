@@ -23,8 +23,10 @@ from rft_operator.adapters import (
     canary_logprobs,
     load_adapter,
     served_models,
+    server_metrics,
     unload_adapter,
 )
+from rft_operator.autoscale import Load, ScaleState, decide, requests_in_flight
 from rft_operator.builders.serving import (
     ADAPTER_ADMIN_PORT,
     ADAPTERS_GATE,
@@ -108,8 +110,10 @@ class DeploymentReconciler(Reconciler):
             if permanent:
                 return self._status(raw, dep, "FAILED", False, "ModelFailed", why)
             return self._status(raw, dep, "CREATING", False, "ModelNotReady", why)
+        pods = self.kube.list_pods(ns, self._selector(dep.metadata.name))
+        wanted = self._scale(raw, dep, pods)
         try:
-            manifest = build_server_deployment(dep, model, self.accelerators, self.config)
+            manifest = build_server_deployment(dep, model, self.accelerators, self.config, replicas=wanted)
         except UnknownAcceleratorError as exc:
             return self._status(raw, dep, "FAILED", False, "UnknownAccelerator", str(exc))
         apps = self.children.ensure_deployment(manifest)
@@ -117,7 +121,6 @@ class DeploymentReconciler(Reconciler):
 
         st = apps.get("status", {})
         ready = int(st.get("readyReplicas", 0) or 0)
-        wanted = dep.spec.min_replica_count
         stalled = any(
             c.get("type") == "Progressing"
             and c.get("status") == "False"
@@ -128,7 +131,6 @@ class DeploymentReconciler(Reconciler):
             st.get("observedGeneration", 0) >= apps["metadata"].get("generation", 0)
             and int(st.get("updatedReplicas", 0) or 0) >= wanted
         )
-        pods = self.kube.list_pods(ns, self._selector(dep.metadata.name))
         replicas = self._adapters_per_replica(serving_replicas(pods), model.metadata.name)
         if dep.spec.enable_lora:
             self._open_gates(dep, pods, replicas)
@@ -170,7 +172,8 @@ class DeploymentReconciler(Reconciler):
                 f"{ready}/{wanted} replicas serve {model.metadata.name}",
                 **updates,
             )
-            return READY_REFRESH_SECONDS
+            # An autoscaled Deployment reads its load at every poll.
+            return self.config.poll_seconds if self._autoscaled(dep) else READY_REFRESH_SECONDS
         trouble = pod_trouble(pods)
         if ready >= 1:
             # Serving, with fewer replicas than wanted (scaling up, or a replica lost): its
@@ -211,6 +214,61 @@ class DeploymentReconciler(Reconciler):
             self.kube.record_event(raw, "Normal", "ReplicaReady", message)
             log.info("deployment %s/%s: %s", dep.metadata.namespace, dep.metadata.name, message)
         return newest
+
+    @staticmethod
+    def _autoscaled(dep: Deployment) -> bool:
+        return dep.spec.min_replica_count < dep.spec.max_replica_count
+
+    def _scale(self, raw: Obj, dep: Deployment, pods: list[Obj]) -> int:
+        """The replicas to run (`rft_operator.autoscale`): the decision is written to status (and
+        a change recorded as an Event `Scaled`) before the apps/v1 Deployment follows it."""
+        spec, status = dep.spec, dep.status
+        policy = spec.autoscaling
+        previous = (
+            ScaleState(status.desired_replicas, status.scale_down_pending_since, status.scale_down_pending_to)
+            if status.desired_replicas is not None
+            else None
+        )
+        load = self._load(serving_replicas(pods)) if self._autoscaled(dep) else None
+        decision = decide(
+            previous,
+            lowest=spec.min_replica_count,
+            highest=spec.max_replica_count,
+            target=policy.target_requests_per_replica,
+            delay_seconds=policy.scale_down_delay_seconds,
+            load=load,
+            now=self.clock(),
+        )
+        state = decision.state
+        new_status = status.model_copy(
+            update={
+                "desired_replicas": state.desired,
+                "scale_down_pending_since": state.pending_since,
+                "scale_down_pending_to": state.pending_to,
+            }
+        )
+        self.write_status(raw, status, new_status)
+        dep.status = new_status
+        if previous is not None and state.desired != previous.desired:
+            message = f"scaled from {previous.desired} to {state.desired}: {decision.reason}"
+            log.info("deployment %s/%s %s", dep.metadata.namespace, dep.metadata.name, message)
+            self.kube.record_event(raw, "Normal", "Scaled", message)
+        return state.desired
+
+    def _load(self, replicas: list[Replica]) -> Load:
+        """Requests in flight on the serving replicas (vLLM's gauges through each sidecar); a
+        replica the operator may not contact, or that does not answer, counts as unread."""
+        in_flight, unread = 0.0, 0
+        for replica in replicas:
+            if not may_poll(replica.ip, self.config.progress_poll):
+                unread += 1
+                continue
+            try:
+                in_flight += requests_in_flight(server_metrics(replica.ip, ADAPTER_ADMIN_PORT))
+            except (AdapterAdminError, ValueError) as exc:
+                log.info("no load from %s: %s", replica.pod, exc)
+                unread += 1
+        return Load(in_flight, unread)
 
     # --- on-demand-lora: an adapter on someone else's pods ----------------------------------------
     def _sync_lora(self, raw: Obj, dep: Deployment) -> float | None:

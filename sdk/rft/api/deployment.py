@@ -35,6 +35,27 @@ class Accelerator(ApiModel):
     count: int = Field(default=1, ge=0, le=16, description="Accelerators per pod (0 only for CPU).")
 
 
+class Autoscaling(ApiModel):
+    """How the operator sizes a base Deployment between minReplicaCount and maxReplicaCount, from
+    vLLM's own load gauges (requests running plus waiting, summed over the replicas)."""
+
+    target_requests_per_replica: int = Field(
+        default=16,
+        ge=1,
+        le=10_000,
+        description="Requests in flight (vllm:num_requests_running + vllm:num_requests_waiting) one "
+        "replica should carry: desired replicas = ceil(in flight / this), within the bounds. Lower it "
+        "for long generations or small accelerators, raise it for short requests on large GPUs.",
+    )
+    scale_down_delay_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=86_400,
+        description="Stabilization window: the load must call for fewer replicas for this long before "
+        "the operator removes any (scale-up is immediate), as an HPA's scaleDown window.",
+    )
+
+
 class DeploymentSpec(ApiModel):
     """What to serve and how."""
 
@@ -55,7 +76,18 @@ class DeploymentSpec(ApiModel):
     )
     accelerator: Accelerator = Field(default_factory=Accelerator, description="Per replica.")
     min_replica_count: int = Field(default=1, ge=0, le=1000, description="Fewest replicas.")
-    max_replica_count: int = Field(default=1, ge=1, le=1000, description="Most replicas.")
+    max_replica_count: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="Most replicas. Above minReplicaCount, the operator scales between the two on "
+        "vLLM's load (see autoscaling).",
+    )
+    autoscaling: Autoscaling = Field(
+        default_factory=Autoscaling,
+        description="How load decides the replica count when maxReplicaCount > minReplicaCount. "
+        "Not used by on-demand-lora.",
+    )
     service_account_name: ObjectName = Field(
         default="default",
         description="The ServiceAccount whose workload identity fetches model and adapter files.",
@@ -109,6 +141,23 @@ class DeploymentStatus(ApiModel):
         default=None, description="The model name clients send in requests."
     )
     ready_replicas: int | None = Field(default=None, ge=0, description="Replicas ready to serve.")
+    desired_replicas: int | None = Field(
+        default=None,
+        ge=0,
+        description="Replicas the operator runs (on-demand): minReplicaCount, or what the load calls "
+        "for, within minReplicaCount..maxReplicaCount.",
+    )
+    scale_down_pending_since: datetime | None = Field(
+        default=None,
+        description="Since when the load has called for fewer than desiredReplicas (the scale-down "
+        "window runs from here); unset while it does not.",
+    )
+    scale_down_pending_to: int | None = Field(
+        default=None,
+        ge=0,
+        description="The most replicas the load called for since scaleDownPendingSince: where a "
+        "scale-down goes once the window has passed.",
+    )
     replicas: list[LoadedAdapters] = Field(default_factory=list, description="Adapters loaded per replica.")
     message: str | None = Field(default=None, description="Human-readable state.")
     last_cold_start: ColdStart | None = Field(
@@ -131,6 +180,7 @@ class Deployment(Resource):
             PrinterColumn(name="Type", type="string", json_path=".spec.deploymentType"),
             PrinterColumn(name="Model", type="string", json_path=".spec.model"),
             PrinterColumn(name="Phase", type="string", json_path=".status.phase"),
+            PrinterColumn(name="Desired", type="integer", json_path=".status.desiredReplicas"),
             PrinterColumn(name="Ready", type="integer", json_path=".status.readyReplicas"),
             PrinterColumn(name="Served-As", type="string", json_path=".status.servedModelName"),
             PrinterColumn(name="Endpoint", type="string", json_path=".status.endpoint", priority=1),

@@ -2,7 +2,9 @@
 
 Handlers parse JSON and hand the work to worker threads (`service`), so the event loop keeps
 answering /health and /v1/models while a request generates. `stream: true` answers with
-server-sent events (`data: {chunk}` ... `data: [DONE]`).
+server-sent events (`data: {chunk}` ... `data: [DONE]`). GET /metrics serves vLLM's load gauges
+(`vllm:num_requests_running`, `vllm:num_requests_waiting`, labelled by model_name) in Prometheus'
+text format, as vLLM does: the operator's autoscaler reads them.
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from rft_devcluster.fake_vllm import responses, service
 from rft_devcluster.fake_vllm.engine import Engine
@@ -34,6 +39,8 @@ def create_app(engine: Engine, *, runtime_lora_updating: bool) -> FastAPI:
     (vLLM registers them only when VLLM_ALLOW_RUNTIME_LORA_UPDATING is true)."""
     app = FastAPI(title="rft-operator reference inference server", docs_url=None, redoc_url=None)
     created = int(time.time())
+    registry = CollectorRegistry()
+    registry.register(LoadGauges(engine))
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, error: Exception) -> JSONResponse:
@@ -53,6 +60,10 @@ def create_app(engine: Engine, *, runtime_lora_updating: bool) -> FastAPI:
     @app.get("/health")
     async def health() -> Response:
         return Response(status_code=200)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -86,6 +97,23 @@ def create_app(engine: Engine, *, runtime_lora_updating: bool) -> FastAPI:
             return PlainTextResponse(text)
 
     return app
+
+
+class LoadGauges(Collector):
+    """vLLM's request gauges, read from the engine at each scrape."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        running, waiting = self._engine.request_counts()
+        for name, help_text, value in (
+            ("vllm:num_requests_running", "Number of requests in model execution batches.", running),
+            ("vllm:num_requests_waiting", "Number of requests waiting to be processed.", waiting),
+        ):
+            family = GaugeMetricFamily(name, help_text, labels=["model_name"])
+            family.add_metric([self._engine.model_name], value)
+            yield family
 
 
 async def _json(request: Request) -> object:

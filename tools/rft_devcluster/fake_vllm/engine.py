@@ -3,6 +3,8 @@
 Every call that runs or changes the model holds one lock, so a request always runs with exactly
 the adapter it named, and adapters change only between requests. Requests are served one at a
 time (the n samples of a request are batched); correctness first, throughput is vLLM's job.
+A request waiting for the lock counts as waiting, the one holding it as running: vLLM's
+`num_requests_waiting` and `num_requests_running` gauges (`request_counts`, GET /metrics).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import logging
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +70,9 @@ class Engine:
             raise ValueError("model_names: at least one name is needed")
         self._lock = threading.Lock()  # the model and its adapters
         self._tokenizer_lock = threading.Lock()  # fast tokenizers must not be used by two threads at once
+        self._counts_lock = threading.Lock()  # the two counts below
+        self._running = 0
+        self._waiting = 0
         self._tokenizer = tokenizer
         self._adapters = AdapterSet(model, max_loras=max_loras, max_lora_rank=max_lora_rank)
         self._fetched: dict[str, Path] = {}
@@ -140,6 +146,27 @@ class Engine:
         """The base model and every resident adapter, as /v1/models lists them."""
         base = [ModelCard(name, self.model_root, None, self.max_model_len) for name in self.model_names]
         return base + [ModelCard(a.name, a.source, self.model_name, None) for a in self.adapters]
+
+    def request_counts(self) -> tuple[int, int]:
+        """(running, waiting): the request being served (0 or 1) and those waiting for their turn."""
+        with self._counts_lock:
+            return self._running, self._waiting
+
+    @contextmanager
+    def _request_turn(self) -> Iterator[None]:
+        """Hold the model lock for one request, counted as waiting until it has it, then running."""
+        with self._counts_lock:
+            self._waiting += 1
+        self._lock.acquire()
+        with self._counts_lock:
+            self._waiting -= 1
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._counts_lock:
+                self._running -= 1
+            self._lock.release()
 
     def resolve_model(self, name: str) -> str | None:
         """The adapter a request's `model` names, or None for the base model; 404 when unknown."""
@@ -224,7 +251,7 @@ class Engine:
         unloaded while the request waited). `on_token` and `cancelled` serve streaming (see
         `generation.generate`).
         """
-        with self._lock:
+        with self._request_turn():
             adapter = self.resolve_model(model)
             with self._adapters.activated(adapter) as module:
                 return generate(
@@ -242,7 +269,7 @@ class Engine:
     def prompt_logprobs(self, model: str, prompt_ids: Sequence[int]) -> list[tuple[float, int]]:
         """(logprob, rank) of each prompt token after the first given the ones before it, under
         the base model or adapter `model` (vLLM's `prompt_logprobs`, raw logprobs)."""
-        with self._lock:
+        with self._request_turn():
             adapter = self.resolve_model(model)
             with self._adapters.activated(adapter) as module, torch.no_grad():
                 ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=self.device)
