@@ -6,6 +6,8 @@
 #
 # operator.lock   `.[operator]` (no torch, no bucket access) for the `operator` target of the Dockerfile
 # trainer.lock    `.[trainer]` (torch, peft, transformers, the server, storage) for the `trainer` target
+# serving-helpers.lock  `.[storage]` (boto3, google-cloud-storage; no torch) for the `serving-helpers`
+#                 target: the serving pods' model fetch and adapter sidecar
 # build.lock      the build backend (the `build` dependency group: setuptools) for the project's wheel
 # All are universal (linux/amd64 and linux/arm64 images install from the same file).
 set -euo pipefail
@@ -23,4 +25,5 @@ export_lock() {
 
 export_lock deploy/image/operator.lock --extra operator
 export_lock deploy/image/trainer.lock --extra trainer
+export_lock deploy/image/serving-helpers.lock --extra storage
 export_lock deploy/image/build.lock --only-group build

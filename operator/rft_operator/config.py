@@ -23,6 +23,11 @@ class OperatorConfig(BaseModel):
         default=f"{DEFAULT_REGISTRY}/rft-trainer:{VERSION}",
         description="Image of training and dataset-validation Jobs.",
     )
+    serving_helpers_image: str = Field(
+        default=f"{DEFAULT_REGISTRY}/rft-serving-helpers:{VERSION}",
+        description="Image of vLLM server pods' model fetch (init container) and adapter sidecar: "
+        "bucket access only, no torch.",
+    )
     vllm_image: str = Field(
         default=f"vllm/vllm-openai:v{VLLM_VERSION}", description="Image of vLLM servers on GPUs."
     )

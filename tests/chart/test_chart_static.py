@@ -311,7 +311,12 @@ def test_settings_reach_the_operator_with_their_types() -> None:
             "validationJobTtlSeconds": 60,
             "scratchSize": "50Gi",
         },
-        "workloadImages": {"trainer": {"tag": "9.9.9"}, "vllm": {"tag": "v1.0.0"}, "pullPolicy": "Always"},
+        "workloadImages": {
+            "trainer": {"tag": "9.9.9"},
+            "servingHelpers": {"tag": "9.9.8"},
+            "vllm": {"tag": "v1.0.0"},
+            "pullPolicy": "Always",
+        },
         "metrics": {"port": 9100},
     }
     config = OperatorConfig.from_env(_env(operator_container(render(values))))
@@ -323,6 +328,7 @@ def test_settings_reach_the_operator_with_their_types() -> None:
     assert config.validation_job_ttl_seconds == 60
     assert config.scratch_size == "50Gi"
     assert config.trainer_image == "ghcr.io/rft-operator/rft-trainer:9.9.9"
+    assert config.serving_helpers_image == "ghcr.io/rft-operator/rft-serving-helpers:9.9.8"
     assert config.vllm_image == "vllm/vllm-openai:v1.0.0"
     assert config.image_pull_policy == "Always"
     assert config.metrics_port == 9100

@@ -31,7 +31,14 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 EXPORTS = {
     "operator.lock": ["--extra", "operator"],
     "trainer.lock": ["--extra", "trainer"],
+    "serving-helpers.lock": ["--extra", "storage"],
     "build.lock": ["--only-group", "build"],
+}
+# The final targets, their base image's ARG, and their lock.
+TARGETS = {
+    "operator": ("OPERATOR_BASE", "operator.lock"),
+    "trainer": ("TRAINER_BASE", "trainer.lock"),
+    "serving-helpers": ("SERVING_HELPERS_BASE", "serving-helpers.lock"),
 }
 
 
@@ -91,20 +98,29 @@ def test_hadolint_with_this_config_catches_the_usual_mistakes(tmp_path: Path) ->
 
 
 # --- the recipe ---------------------------------------------------------------------------------------
-def test_targets_operator_and_trainer_exist_and_run_as_user_1000() -> None:
+def test_targets_exist_and_run_as_user_1000() -> None:
     stages = _stages()
-    for target in ("operator", "trainer"):
+    for target, (base, lock) in TARGETS.items():
         assert target in stages
+        assert stages[target][0] == f"FROM ${{{base}}} AS {target}"
         assert "USER 1000:1000" in stages[target]
         assert any(line.startswith("LABEL org.opencontainers.image.title=") for line in stages[target])
-    assert stages["operator"][0] == "FROM ${OPERATOR_BASE} AS operator"
-    assert stages["trainer"][0] == "FROM ${TRAINER_BASE} AS trainer"
+        # Each target's venv stage installs its own lock.
+        assert f"COPY deploy/image/{lock} /tmp/requirements.lock" in stages[f"{target}-env"]
     assert 'ENTRYPOINT ["python", "-m", "rft_operator"]' in stages["operator"]
+    assert 'CMD ["python", "-m", "rft.adapter_sidecar"]' in stages["serving-helpers"]
+
+
+def test_the_serving_helpers_have_no_shell() -> None:
+    """The serving pods' helpers run on distroless, like the operator: no shell, no package manager."""
+    args = _args()
+    assert args["SERVING_HELPERS_BASE"].startswith("gcr.io/distroless/")
+    assert args["SERVING_HELPERS_BASE"] == args["OPERATOR_BASE"]
 
 
 def test_final_stages_copy_only_the_interpreter_and_the_virtualenv() -> None:
     """No build tools or caches: the final stages hold the base image, uv's Python and the venv."""
-    for target in ("operator", "trainer"):
+    for target in TARGETS:
         steps = _stages()[target]
         assert not any(s.startswith(("RUN", "ADD")) for s in steps), steps
         copies = [s for s in steps if s.startswith("COPY")]
@@ -118,7 +134,7 @@ def test_final_stages_copy_only_the_interpreter_and_the_virtualenv() -> None:
 
 def test_base_images_are_pinned_release_tags() -> None:
     args = _args()
-    for name in ("UV_IMAGE", "BUILD_BASE", "OPERATOR_BASE", "TRAINER_BASE"):
+    for name in ("UV_IMAGE", "BUILD_BASE", "OPERATOR_BASE", "TRAINER_BASE", "SERVING_HELPERS_BASE"):
         image = args[name]
         assert ":" in image.split("/")[-1], image
         tag = image.rsplit(":", 1)[1].split("@")[0]
@@ -154,7 +170,7 @@ def test_versions_agree() -> None:
 
 
 # --- the lock files ------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["operator.lock", "trainer.lock", "build.lock"])
+@pytest.mark.parametrize("name", list(EXPORTS))
 def test_every_pin_has_hashes(name: str) -> None:
     blocks = re.split(r"\n(?=[A-Za-z0-9_.\-]+==)", (IMAGE_DIR / name).read_text())
     pins = [b for b in blocks if re.match(r"[A-Za-z0-9_.\-]+==", b)]
@@ -176,7 +192,10 @@ def _extra(name: str) -> list[Requirement]:
     return requirements
 
 
-@pytest.mark.parametrize(("lock", "extra"), [("operator.lock", "operator"), ("trainer.lock", "trainer")])
+@pytest.mark.parametrize(
+    ("lock", "extra"),
+    [("operator.lock", "operator"), ("trainer.lock", "trainer"), ("serving-helpers.lock", "storage")],
+)
 def test_locks_hold_the_extras_requirements(lock: str, extra: str) -> None:
     pins = _lock(lock)
     for requirement in _extra(extra):
@@ -185,11 +204,15 @@ def test_locks_hold_the_extras_requirements(lock: str, extra: str) -> None:
         assert requirement.specifier.contains(pins[name], prereleases=True), (requirement, pins[name])
 
 
-def test_operator_image_has_no_torch_and_trainer_image_no_kopf() -> None:
-    operator, trainer = _lock("operator.lock"), _lock("trainer.lock")
-    assert not {"torch", "transformers", "peft", "triton"} & set(operator)
-    assert not any(n.startswith("nvidia-") for n in operator)
+def test_operator_and_serving_helpers_have_no_torch_and_trainer_image_no_kopf() -> None:
+    operator, trainer, helpers = _lock("operator.lock"), _lock("trainer.lock"), _lock("serving-helpers.lock")
+    for lock in (operator, helpers):
+        assert not {"torch", "transformers", "peft", "triton", "safetensors"} & set(lock)
+        assert not any(n.startswith("nvidia-") for n in lock)
     assert "kopf" not in trainer
+    assert not {"kopf", "kubernetes", "fastapi", "uvicorn"} & set(helpers)
+    # The helpers read the bucket: both storage backends.
+    assert {"boto3", "google-cloud-storage"} <= set(helpers)
 
 
 def _uv(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -199,7 +222,7 @@ def _uv(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
-@pytest.mark.parametrize("name", ["operator.lock", "trainer.lock", "build.lock"])
+@pytest.mark.parametrize("name", list(EXPORTS))
 def test_image_locks_are_exported_from_uv_lock(name: str) -> None:
     """Lock against lock: each image lock is `uv export` of uv.lock (deploy/image/lock.sh), so the
     images install the versions the suite ran, and this fails only on a real drift."""
@@ -219,6 +242,14 @@ def test_image_locks_are_exported_from_uv_lock(name: str) -> None:
     exported = export.stdout
     header = f"# Exported from uv.lock by deploy/image/lock.sh (uv export {' '.join(flags)}): do not edit.\n"
     assert (IMAGE_DIR / name).read_text() == header + exported, "run deploy/image/lock.sh (or make lock)"
+
+
+def test_lock_sh_writes_every_image_lock() -> None:
+    """deploy/image/lock.sh exports each lock file here, with the flags the test above checks."""
+    script = (IMAGE_DIR / "lock.sh").read_text()
+    assert sorted(p.name for p in IMAGE_DIR.glob("*.lock")) == sorted(EXPORTS)
+    for name, flags in EXPORTS.items():
+        assert f"export_lock deploy/image/{name} {' '.join(flags)}\n" in script, name
 
 
 def test_uv_lock_matches_pyproject() -> None:

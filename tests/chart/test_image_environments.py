@@ -23,7 +23,7 @@ from tests.chart.helm import REPO
 
 UV = Path(sys.executable).parent / "uv"
 IMAGE_DIR = REPO / "deploy" / "image"
-EXTRAS = {"operator.lock": "operator", "trainer.lock": "trainer"}
+EXTRAS = {"operator.lock": "operator", "trainer.lock": "trainer", "serving-helpers.lock": "storage"}
 BUILD_CONTEXT = ("pyproject.toml", "README.md", "sdk", "operator", "trainer")
 
 # Every module of the packages an image runs, imported in that image's environment. The operator
@@ -147,7 +147,8 @@ def test_the_trainer_runs_from_the_trainer_lock_alone(tmp_path: Path) -> None:
     venv = _environment(tmp_path, "trainer.lock")
     imported = _run(venv, "-c", IMPORT_ALL, "rft_trainer", "rft.storage", "rft.rows")
     assert imported.returncode == 0, imported.stderr
-    # The trainer image's other entry points: dataset validation, model fetch, the adapter sidecar.
+    # The trainer image's other entry point, dataset validation; the wheel holds the serving helpers'
+    # programs too (their pods run the serving-helpers image).
     for module in ("rft.validate", "rft.fetch", "rft.adapter_sidecar"):
         loaded = _run(venv, "-c", f"import {module}")
         assert loaded.returncode == 0, f"{module}: {loaded.stderr}"
@@ -167,3 +168,66 @@ def test_the_wheel_is_built_from_what_the_dockerfile_copies() -> None:
         for source in line.split()[1:-1]
     ]
     assert sorted(copied) == sorted([*BUILD_CONTEXT, "deploy/image/build.lock"])
+
+
+# Shared libraries the distroless base (gcr.io/distroless/cc-debian12) provides: glibc, libgcc_s and
+# libstdc++. Anything else an extension module links must come with its wheel (auditwheel's *.libs).
+DISTROLESS_CC_LIBS = re.compile(
+    r"(linux-vdso|ld-linux[-\w.]*|lib(c|m|dl|rt|pthread|util|resolv)|libgcc_s|libstdc\+\+)\.so(\.\d+)*"
+)
+
+
+@pytest.mark.slow
+def test_the_serving_helpers_run_from_their_lock_alone(tmp_path: Path) -> None:
+    """The vLLM server pods' init container (`python -m rft.fetch`) and sidecar
+    (`python -m rft.adapter_sidecar`) run from `.[storage]`: both bucket backends, no torch."""
+    venv = _environment(tmp_path, "serving-helpers.lock")
+    # The programs and every storage backend they load on first use (s3://, gs://, file://).
+    imported = _run(venv, "-c", IMPORT_ALL, "rft.storage")
+    assert imported.returncode == 0, imported.stderr
+    for module in ("rft.fetch", "rft.adapter_sidecar"):
+        help_text = _run(venv, "-m", module, "--help")
+        assert help_text.returncode == 0, f"{module}: {help_text.stderr}"
+        assert help_text.stdout.startswith("usage:"), help_text.stdout
+    # A real fetch of a committed checkpoint (file://: the code path of s3:// and gs:// but the
+    # backend's calls).
+    source = tmp_path / "ckpt"
+    source.mkdir()
+    (source / "weights.bin").write_bytes(b"w" * 1000)
+    bucket = tmp_path / "bucket" / "models" / "m"
+    published = _run(
+        venv,
+        "-c",
+        "import sys; from pathlib import Path; from rft.storage.checkpoints import publish_checkpoint; "
+        "publish_checkpoint(Path(sys.argv[1]), sys.argv[2], {})",
+        str(source),
+        bucket.as_uri(),
+    )
+    assert published.returncode == 0, published.stderr
+    fetched = _run(venv, "-m", "rft.fetch", bucket.as_uri(), str(tmp_path / "dest"))
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    assert (tmp_path / "dest" / "weights.bin").read_bytes() == b"w" * 1000
+    # What the helpers load, and what the environment holds: no torch, no vLLM, no Kubernetes client.
+    loaded = _run(
+        venv,
+        "-c",
+        "import sys, rft.fetch, rft.adapter_sidecar, rft.storage.s3, rft.storage.gcs; "
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))",
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert not {"torch", "transformers", "vllm", "kubernetes", "kopf"} & set(loaded.stdout.split())
+    installed = _installed(venv)
+    assert {"boto3", "google-cloud-storage"} <= installed.keys()
+    assert not {"torch", "transformers", "kopf", "kubernetes", "fastapi"} & installed.keys()
+    assert not any(name.startswith("nvidia-") for name in installed)
+    # Every extension module finds its libraries on the distroless base or in its own wheel.
+    for library in venv.rglob("*.so*"):
+        if not library.is_file():
+            continue
+        ldd = subprocess.run(["ldd", str(library)], capture_output=True, text=True, check=False, timeout=60)
+        for line in ldd.stdout.splitlines():
+            needed, _, resolved = line.strip().partition(" => ")
+            if "not found" in resolved:
+                pytest.fail(f"{library.name} needs {needed}, which is missing")
+            if needed and not DISTROLESS_CC_LIBS.fullmatch(needed.split()[0].rpartition("/")[2]):
+                assert resolved.startswith(str(venv)), f"{library.name} needs {needed} from the host"

@@ -24,6 +24,7 @@ from rft_devcluster.localnode.images import (
     runtime_for,
 )
 from rft_devcluster.vllm_env import ensure_vllm_env
+from rft_operator.config import OperatorConfig
 
 from tests.localnode.support import bare_pod, log_text, phase_in, pod_spec, terminated, wait_pod
 
@@ -92,12 +93,50 @@ def test_the_vllm_environment_is_looked_for_only_for_vllm_images_and_once(
         return env
 
     monkeypatch.setattr(images, "ensure_vllm_env", ensure)
-    for image in ("ghcr.io/acme/rft-trainer:0.1.0", "python:3.11-slim", "busybox"):
+    for image in (
+        "ghcr.io/acme/rft-trainer:0.1.0",
+        "ghcr.io/acme/rft-serving-helpers:0.1.0",
+        "python:3.11-slim",
+        "busybox",
+    ):
         runtime_for(image)
     assert calls == []
     for image in VLLM_IMAGES:
         assert runtime_for(image).python == str(env / "bin" / "python")
     assert calls == ["ensure"]
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        # The operator's default (OperatorConfig.serving_helpers_image) and its local tests' name.
+        OperatorConfig().serving_helpers_image,
+        "ghcr.io/rft-operator/rft-serving-helpers:test",
+        "registry.example.com/team/rft-serving-helpers@sha256:" + "0" * 64,
+    ],
+)
+def test_the_serving_helpers_image_runs_the_fetch_and_the_sidecar_from_the_venv(image: str) -> None:
+    """The server pods' init container and sidecar (builders/serving.py) find the project's .venv,
+    like the trainer image: every local-cluster serving test runs the real fetch and sidecar."""
+    helpers = runtime_for(image)
+    python = str(images.VENV_BIN / "python")
+    assert helpers.python == python
+    assert helpers.resolve_command(["python", "-m", "rft.fetch", "s3://b/m/", "/models/base"], []) == [
+        python,
+        "-m",
+        "rft.fetch",
+        "s3://b/m/",
+        "/models/base",
+    ]
+    assert helpers.resolve_command(["python", "-m", "rft.adapter_sidecar"], ["--port", "8001"]) == [
+        python,
+        "-m",
+        "rft.adapter_sidecar",
+        "--port",
+        "8001",
+    ]
+    # The image's CMD: the sidecar.
+    assert helpers.resolve_command([], []) == [python, "-m", "rft.adapter_sidecar"]
 
 
 def test_an_uninstallable_vllm_environment_fails_the_pull_with_the_installers_message(

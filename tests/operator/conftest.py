@@ -81,6 +81,7 @@ def operator_env(accelerator_map: Path) -> dict[str, str]:
         "RFT_METRICS_PORT": "0",
         "RFT_ACCELERATOR_MAP_FILE": str(accelerator_map),
         "RFT_TRAINER_IMAGE": "ghcr.io/rft-operator/rft-trainer:test",
+        "RFT_SERVING_HELPERS_IMAGE": "ghcr.io/rft-operator/rft-serving-helpers:test",
     }
 
 

@@ -18,9 +18,9 @@ from rft_operator.builders.serving import (
     endpoint,
     vllm_writable_env,
 )
-from rft_operator.config import VLLM_VERSION, OperatorConfig
+from rft_operator.config import VERSION, VLLM_VERSION, OperatorConfig
 
-CONFIG = OperatorConfig(trainer_image="reg/rft-trainer:1")
+CONFIG = OperatorConfig(trainer_image="reg/rft-trainer:1", serving_helpers_image="reg/rft-serving-helpers:1")
 REPO = Path(__file__).resolve().parents[2]
 ACCELERATORS = AcceleratorMap.load(None)
 MODEL = Model.model_validate(
@@ -86,6 +86,29 @@ def test_vllm_server_fetches_the_model_and_enables_runtime_lora() -> None:
 def test_replicas_are_the_number_decided_not_a_spec_bound() -> None:
     dep = deployment(minReplicaCount=1, maxReplicaCount=4)
     assert build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG, replicas=3)["spec"]["replicas"] == 3
+
+
+def test_the_fetch_and_the_sidecar_run_the_serving_helpers_image() -> None:
+    """Not the trainer's multi-GB CUDA image: a new replica's node pulls only the small one."""
+    pod = build_server_deployment(deployment(), MODEL, ACCELERATORS, CONFIG, replicas=1)["spec"]["template"][
+        "spec"
+    ]
+    (init,) = pod["initContainers"]
+    sidecar = pod["containers"][1]
+    assert init["image"] == sidecar["image"] == "reg/rft-serving-helpers:1"
+    assert "reg/rft-trainer:1" not in str(pod)
+    # The fetch has requests and limits (8 downloads at a time: I/O-bound, up to one CPU).
+    assert init["resources"] == {
+        "requests": {"cpu": "250m", "memory": "256Mi"},
+        "limits": {"cpu": "1", "memory": "1Gi"},
+    }
+    assert sidecar["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi"}
+    # Each manifest has its own dicts (a caller editing one changes no other).
+    again = build_server_deployment(deployment(), MODEL, ACCELERATORS, CONFIG, replicas=1)["spec"][
+        "template"
+    ]["spec"]
+    assert again["initContainers"][0]["resources"] is not init["resources"]
+    assert OperatorConfig().serving_helpers_image == f"ghcr.io/rft-operator/rft-serving-helpers:{VERSION}"
 
 
 def test_service_is_cluster_internal_and_selects_the_server_pods() -> None:

@@ -32,6 +32,8 @@ pytestmark = [pytest.mark.cluster, pytest.mark.localnode, pytest.mark.slow]
 
 ROLE = "arn:aws:iam::123456789012:role/rft-replicas"
 CPU = {"type": "CPU", "count": 0}
+# The operator's RFT_SERVING_HELPERS_IMAGE in these tests (tests/operator/conftest.py).
+HELPERS_IMAGE = "ghcr.io/rft-operator/rft-serving-helpers:test"
 
 
 def _server_pods(objects: Objects) -> list[Any]:
@@ -70,6 +72,15 @@ def test_a_new_replica_joins_the_service_with_its_adapters(
     )
     wait_deployment(objects, "base", "READY", timeout=300)
     (first,) = _server_pods(objects)
+    # The model fetch and the adapter sidecar run the serving-helpers image (the local node's
+    # stand-in for it is the .venv): the fetch completed, the sidecar runs.
+    (fetch,) = first.status.init_container_statuses
+    assert fetch.image == HELPERS_IMAGE
+    assert fetch.state.terminated is not None
+    assert fetch.state.terminated.exit_code == 0
+    sidecar = next(c for c in first.status.container_statuses if c.name == "adapter-loader")
+    assert sidecar.image == HELPERS_IMAGE
+    assert sidecar.ready
     gate = next(c for c in first.status.conditions if c.type == ADAPTERS_GATE)
     assert (gate.status, gate.reason) == ("True", "AdaptersLoaded"), "no adapter yet: nothing to wait for"
 

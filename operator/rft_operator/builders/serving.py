@@ -3,7 +3,9 @@
 vLLM serves (`vllm_args`, a light module, renders its command line): its GPU image on GPU nodes,
 its CPU image for `accelerator.type: CPU`. vLLM reads the base model from local disk, so an init
 container fetches it from the bucket under the pod's workload identity, and a sidecar offers
-bucket-aware adapter loading on ADAPTER_ADMIN_PORT.
+bucket-aware adapter loading on ADAPTER_ADMIN_PORT. Both run the small serving-helpers image
+(`config.serving_helpers_image`: the storage layer, no torch), which every new replica's node
+pulls before vLLM can start.
 """
 
 from __future__ import annotations
@@ -42,6 +44,17 @@ TMP_DIR = "/tmp"  # noqa: S108 - an emptyDir mounted there (the root filesystem 
 ADAPTERS_GATE = "rft-operator.io/AdaptersLoaded"
 # vLLM's Prometheus metrics are on its main port.
 METRICS_PATH = "/metrics"
+
+
+def fetch_resources() -> Manifest:
+    """The model fetch (init container): 8 files streamed at a time (rft.storage.checkpoints),
+    I/O-bound; hashing and TLS take some CPU, each stream buffers a chunk (GCS: 8 MiB)."""
+    return {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
+
+
+def adapter_loader_resources() -> Manifest:
+    """The adapter sidecar: idle but for an adapter's fetch and the calls it passes on to vLLM."""
+    return {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 
 
 def vllm_writable_env() -> dict[str, str]:
@@ -196,11 +209,12 @@ def build_server_deployment(
     init: list[Manifest] = [
         {
             "name": FETCH_CONTAINER,
-            "image": config.trainer_image,
+            "image": config.serving_helpers_image,
             "imagePullPolicy": config.image_pull_policy,
             "command": ["python", "-m", "rft.fetch", model.spec.location, LOCAL_MODEL_DIR],
             # The digests the model's check pinned: files that differ are refused.
             "env": [*offline_env(), *pinned_files_env(model)],
+            "resources": fetch_resources(),
             # A refused file's reason reaches the pod's status (and the Deployment's condition).
             "terminationMessagePolicy": "FallbackToLogsOnError",
             "securityContext": container_security_context(),
@@ -210,7 +224,7 @@ def build_server_deployment(
     containers.append(
         {
             "name": "adapter-loader",
-            "image": config.trainer_image,
+            "image": config.serving_helpers_image,
             "imagePullPolicy": config.image_pull_policy,
             "command": ["python", "-m", "rft.adapter_sidecar"],
             "args": [
@@ -223,7 +237,7 @@ def build_server_deployment(
             ],
             "env": offline_env(),
             "ports": [{"name": "adapter-admin", "containerPort": ADAPTER_ADMIN_PORT, "protocol": "TCP"}],
-            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+            "resources": adapter_loader_resources(),
             "securityContext": container_security_context(),
             "volumeMounts": mounts,
         }

@@ -6,6 +6,7 @@ the image only decides which interpreter and entry points that command finds.
 | image repository (registry and tag ignored) | runs as                                         |
 |---------------------------------------------|-------------------------------------------------|
 | ``*rft-trainer``                            | the project's ``.venv`` (default ``python -m rft_trainer``) |
+| ``*rft-serving-helpers``                    | the project's ``.venv`` (default ``python -m rft.adapter_sidecar``): server pods' ``rft.fetch`` and sidecar |
 | ``*rft-fake-vllm``                          | the project's ``.venv``: ``vllm serve ARGS`` runs the tests' fake vLLM, ``python -m rft_devcluster.fake_vllm ARGS`` |
 | ``*rft-operator``                           | the project's ``.venv`` (default ``python -m rft_operator``) |
 | ``vllm-openai``, ``vllm-openai-cpu``, ``vllm-cpu-release-repo`` | the vLLM environment (``rft_devcluster.vllm_env``; default ``vllm serve``) |
@@ -110,6 +111,8 @@ FAKE_VLLM_IMAGE = "rft.local/rft-fake-vllm:dev"
 # Project images: repository suffix -> (default command, the entry point it fakes).
 _PROJECT_DEFAULTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "rft-trainer": (("python", "-m", "rft_trainer"), ()),
+    # The server pods' model fetch (init container) and adapter sidecar; the image's CMD is the sidecar.
+    "rft-serving-helpers": (("python", "-m", "rft.adapter_sidecar"), ()),
     "rft-operator": (("python", "-m", "rft_operator"), ()),
     "rft-fake-vllm": (("python", "-m", "rft_devcluster.fake_vllm"), ("vllm", "serve")),
 }
@@ -187,7 +190,8 @@ def runtime_for(image: str) -> ImageRuntime:
             kind="shell", python=sys.executable, path=_HOST_PATH, default_command=("/bin/sh",)
         )
     raise UnsupportedImageError(
-        f"image {image!r} has no local stand-in on this node; it runs *rft-trainer, *rft-operator, "
+        f"image {image!r} has no local stand-in on this node; it runs *rft-trainer, "
+        "*rft-serving-helpers, *rft-operator, "
         f"*rft-fake-vllm, {', '.join(sorted(_VLLM_IMAGES))}, python and "
         f"{', '.join(sorted(_SHELL_IMAGES))} images (see docs/local-cluster.md)"
     )
