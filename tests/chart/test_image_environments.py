@@ -180,12 +180,13 @@ DISTROLESS_CC_LIBS = re.compile(
 @pytest.mark.slow
 def test_the_serving_helpers_run_from_their_lock_alone(tmp_path: Path) -> None:
     """The vLLM server pods' init container (`python -m rft.fetch`) and sidecar
-    (`python -m rft.adapter_sidecar`) run from `.[storage]`: both bucket backends, no torch."""
+    (`python -m rft.adapter_sidecar`), and the base model check Job (`python -m rft.check_model`),
+    run from `.[storage]`: both bucket backends, no torch."""
     venv = _environment(tmp_path, "serving-helpers.lock")
     # The programs and every storage backend they load on first use (s3://, gs://, file://).
     imported = _run(venv, "-c", IMPORT_ALL, "rft.storage")
     assert imported.returncode == 0, imported.stderr
-    for module in ("rft.fetch", "rft.adapter_sidecar"):
+    for module in ("rft.fetch", "rft.adapter_sidecar", "rft.check_model"):
         help_text = _run(venv, "-m", module, "--help")
         assert help_text.returncode == 0, f"{module}: {help_text.stderr}"
         assert help_text.stdout.startswith("usage:"), help_text.stdout
@@ -207,11 +208,17 @@ def test_the_serving_helpers_run_from_their_lock_alone(tmp_path: Path) -> None:
     fetched = _run(venv, "-m", "rft.fetch", bucket.as_uri(), str(tmp_path / "dest"))
     assert fetched.returncode == 0, fetched.stdout + fetched.stderr
     assert (tmp_path / "dest" / "weights.bin").read_bytes() == b"w" * 1000
+    # The model check reads the published folder (not a model: refused with its reason, exit 1).
+    checked = _run(
+        venv, "-m", "rft.check_model", "--location", bucket.as_uri(), "--termination-log", str(tmp_path / "t")
+    )
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert '"reason":"NotAModel"' in (tmp_path / "t").read_text()
     # What the helpers load, and what the environment holds: no torch, no vLLM, no Kubernetes client.
     loaded = _run(
         venv,
         "-c",
-        "import sys, rft.fetch, rft.adapter_sidecar, rft.storage.s3, rft.storage.gcs; "
+        "import sys, rft.fetch, rft.adapter_sidecar, rft.check_model, rft.storage.s3, rft.storage.gcs; "
         "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))",
     )
     assert loaded.returncode == 0, loaded.stderr

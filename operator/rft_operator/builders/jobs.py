@@ -184,6 +184,7 @@ def build_validation_job(dataset: Dataset, config: OperatorConfig) -> Manifest:
         command=["python", "-m", "rft.validate", *args],
         # rft.validate.EXIT_INVALID: that module imports the storage clients, which the operator lacks.
         invalid_exit_code=1,
+        image=config.trainer_image,
         config=config,
     )
 
@@ -207,6 +208,8 @@ def build_model_check_job(model: Model, config: OperatorConfig) -> Manifest:
             TERMINATION_LOG,
         ],
         invalid_exit_code=CHECK_EXIT_INVALID,
+        # The check needs only the storage clients: the small image, not the trainer's.
+        image=config.serving_helpers_image,
         config=config,
     )
 
@@ -220,6 +223,7 @@ def _reader_job(
     container: str,
     command: list[str],
     invalid_exit_code: int,
+    image: str,
     config: OperatorConfig,
 ) -> Manifest:
     """A Job of one container that reads the bucket under `service_account` and reports through its
@@ -227,7 +231,7 @@ def _reader_job(
     volumes, mounts = scratch_volumes("1Gi")
     spec: dict[str, Any] = {
         "name": container,
-        "image": config.trainer_image,
+        "image": image,
         "imagePullPolicy": config.image_pull_policy,
         "command": command[:3],
         "args": command[3:],
