@@ -48,6 +48,9 @@ def test_the_managed_service_loop_runs_unchanged(tmp_path: Path) -> None:
     ]
     (server,) = pods.glob("demo_rft-base-server-*")
     assert "vLLM" in (server / "logs" / "server.log").read_text(errors="replace")
+    # The demo says where the base replica's time to Ready went (its Deployment's lastColdStart).
+    assert "cold start of rft-base: ready " in output
+    assert "model fetched" in output.split("cold start of rft-base:")[1].splitlines()[0]
 
 
 @pytest.mark.timeout(600)

@@ -213,6 +213,7 @@ def run_loop(
 def summarize(cluster: ClusterHandle, state_dir: Path, results: Path) -> None:
     say(f"kubectl get rft -n {NAMESPACE}")
     print(cluster.kubectl("get", "rft", "-n", NAMESPACE).stdout, flush=True)
+    print_cold_starts(cluster)
     history = json.loads(results.read_text()) if results.exists() else []
     last = next((h["output_model"] for h in reversed(history) if h.get("output_model")), None)
     if last:
@@ -232,6 +233,21 @@ def summarize(cluster: ClusterHandle, state_dir: Path, results: Path) -> None:
             check=False,
         )
         say(f"reward plot: {plot}")
+
+
+def print_cold_starts(cluster: ClusterHandle) -> None:
+    """Where each served base's replica spent its time to Ready (the Deployments' lastColdStart)."""
+    listing = cluster.kubectl("get", "deployments.rft-operator.io", "-n", NAMESPACE, "-o", "json", check=False)
+    if listing.returncode != 0:
+        return
+    for item in json.loads(listing.stdout).get("items", []):
+        cold = item.get("status", {}).get("lastColdStart")
+        if cold:
+            say(
+                f"cold start of {item['metadata']['name']}: ready {cold['totalSeconds']}s after the pod was "
+                f"created: scheduled {cold['scheduleSeconds']}s, model fetched {cold['fetchSeconds']}s, "
+                f"vLLM loaded and serving {cold['startSeconds']}s"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
