@@ -5,6 +5,7 @@ adapters (the main container's start to the pod's Ready condition)."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -29,12 +30,29 @@ def _condition_time(pod: Obj, kind: str) -> datetime | None:
     return None
 
 
-def _terminated(statuses: list[Obj], name: str) -> tuple[datetime | None, datetime | None]:
+def _terminated(statuses: list[Obj], name: str) -> tuple[datetime | None, datetime | None, Obj]:
+    """When the container ran, and the JSON object of its termination message ({} if none)."""
     for status in statuses:
         if status.get("name") == name:
             done = (status.get("state") or {}).get("terminated") or {}
-            return _time(done.get("startedAt")), _time(done.get("finishedAt"))
-    return None, None
+            try:
+                report = json.loads(done.get("message") or "{}")
+            except ValueError:
+                report = {}
+            return (
+                _time(done.get("startedAt")),
+                _time(done.get("finishedAt")),
+                report if isinstance(report, dict) else {},
+            )
+    return None, None, {}
+
+
+def _number(value: Any) -> float | None:
+    return (
+        float(value)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+        else None
+    )
 
 
 def _started(statuses: list[Obj], name: str) -> datetime | None:
@@ -50,7 +68,9 @@ def cold_start(pod: Obj, init_container: str, server_container: str) -> ColdStar
     created = _time(pod["metadata"].get("creationTimestamp"))
     scheduled = _condition_time(pod, "PodScheduled")
     ready = _condition_time(pod, "Ready")
-    fetch_start, fetch_end = _terminated(status.get("initContainerStatuses") or [], init_container)
+    fetch_start, fetch_end, fetch_report = _terminated(
+        status.get("initContainerStatuses") or [], init_container
+    )
     server_start = _started(status.get("containerStatuses") or [], server_container)
     if (
         created is None
@@ -70,14 +90,19 @@ def cold_start(pod: Obj, init_container: str, server_container: str) -> ColdStar
         node=pod.get("spec", {}).get("nodeName"),
         ready_at=ready,
         schedule_seconds=seconds(created, scheduled),
-        fetch_seconds=seconds(fetch_start, fetch_end),
+        # The fetch's own measure (rft.fetch's termination message) is finer than the timestamps.
+        fetch_seconds=_number(fetch_report.get("seconds")) or seconds(fetch_start, fetch_end),
+        fetch_bytes=int(size) if (size := _number(fetch_report.get("bytes"))) is not None else None,
         start_seconds=seconds(server_start, ready),
         total_seconds=seconds(created, ready),
     )
 
 
 def describe(cold: ColdStart) -> str:
+    fetched = f"{cold.fetch_seconds:.1f}s"
+    if cold.fetch_bytes is not None:
+        fetched += f" ({cold.fetch_bytes / 2**20:.1f} MiB)"
     return (
         f"pod {cold.pod} ready {cold.total_seconds}s after creation: scheduled in {cold.schedule_seconds}s, "
-        f"model fetched in {cold.fetch_seconds}s, server loaded and serving in {cold.start_seconds}s"
+        f"model fetched in {fetched}, server loaded and serving in {cold.start_seconds}s"
     )

@@ -20,12 +20,13 @@ from pathlib import Path
 from pydantic import TypeAdapter, ValidationError
 
 from rft.api.model import FileDigest
-from rft.model_check import FILES_DIGEST_ENV, PINNED_FILES_ENV
+from rft.model_check import FILES_DIGEST_ENV, PINNED_FILES_ENV, TERMINATION_MESSAGE_LIMIT
 from rft.storage import StorageError
 from rft.storage.checkpoints import FileRecord, fetch_checkpoint
 from rft.storage.model_folder import fetch_pinned
 
 _PINS = TypeAdapter(list[FileDigest])
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 
 
 def pinned_records(text: str | None) -> list[FileRecord] | None:
@@ -39,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("url", help="s3://, gs://, file:// URL or local path of the model")
     parser.add_argument("dest", type=Path, help="directory to fill (created if missing)")
+    parser.add_argument(
+        "--termination-log",
+        default=DEFAULT_TERMINATION_LOG,
+        help="where the outcome goes as one JSON line (Kubernetes copies it into the pod's status; "
+        "the operator's cold-start breakdown reads files, bytes and seconds from it)",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     digest = os.environ.get(FILES_DIGEST_ENV)
@@ -52,24 +59,32 @@ def main(argv: list[str] | None = None) -> int:
             metadata = fetch_checkpoint(args.url, args.dest)
             files, size = len(metadata.get("files", [])), None
     except (StorageError, ValidationError) as exc:
-        print(json.dumps({"event": "fetch_failed", "url": args.url, "error": str(exc)}), flush=True)
+        failed = {"event": "fetch_failed", "url": args.url, "error": str(exc)}
+        print(json.dumps(failed), flush=True)
         print(f"rft.fetch: {exc}", file=sys.stderr, flush=True)
+        _write_termination_log(args.termination_log, failed)
         return 2
-    print(
-        json.dumps(
-            {
-                "event": "fetched",
-                "url": args.url,
-                "dest": str(args.dest),
-                "files": files,
-                "bytes": size,
-                "pinned": digest,
-                "seconds": round(time.monotonic() - started, 3),
-            }
-        ),
-        flush=True,
-    )
+    fetched = {
+        "event": "fetched",
+        "url": args.url,
+        "files": files,
+        "bytes": size,
+        "seconds": round(time.monotonic() - started, 3),
+        "pinned": digest,
+    }
+    print(json.dumps({**fetched, "dest": str(args.dest)}), flush=True)
+    _write_termination_log(args.termination_log, fetched)
     return 0
+
+
+def _write_termination_log(path: str, outcome: dict[str, object]) -> None:
+    text = json.dumps(outcome)
+    try:
+        Path(path).write_text(text[-TERMINATION_MESSAGE_LIMIT:])
+    except OSError as exc:  # outside a pod (no /dev/termination-log): the stdout line says it all
+        print(
+            json.dumps({"event": "termination_log_unwritable", "path": path, "reason": str(exc)}), flush=True
+        )
 
 
 if __name__ == "__main__":

@@ -237,7 +237,9 @@ def summarize(cluster: ClusterHandle, state_dir: Path, results: Path) -> None:
 
 def print_cold_starts(cluster: ClusterHandle) -> None:
     """Where each served base's replica spent its time to Ready (the Deployments' lastColdStart)."""
-    listing = cluster.kubectl("get", "deployments.rft-operator.io", "-n", NAMESPACE, "-o", "json", check=False)
+    listing = cluster.kubectl(
+        "get", "deployments.rft-operator.io", "-n", NAMESPACE, "-o", "json", check=False
+    )
     if listing.returncode != 0:
         return
     for item in json.loads(listing.stdout).get("items", []):
@@ -245,7 +247,7 @@ def print_cold_starts(cluster: ClusterHandle) -> None:
         if cold:
             say(
                 f"cold start of {item['metadata']['name']}: ready {cold['totalSeconds']}s after the pod was "
-                f"created: scheduled {cold['scheduleSeconds']}s, model fetched {cold['fetchSeconds']}s, "
+                f"created: scheduled {cold['scheduleSeconds']}s, model fetched {cold['fetchSeconds']:.1f}s ({cold.get('fetchBytes', 0) / 2**20:.1f} MiB), "
                 f"vLLM loaded and serving {cold['startSeconds']}s"
             )
 

@@ -117,7 +117,10 @@ class ColdStart(ApiModel):
     node: str | None = Field(default=None, description="The node it runs on.")
     ready_at: datetime = Field(description="When it became Ready.")
     schedule_seconds: int = Field(ge=0, description="Created to scheduled on a node.")
-    fetch_seconds: int = Field(ge=0, description="The init container fetching the model from the bucket.")
+    fetch_seconds: float = Field(
+        ge=0, description="The init container fetching the model from the bucket (as it measured it)."
+    )
+    fetch_bytes: int | None = Field(default=None, ge=0, description="What it fetched, as it reported it.")
     start_seconds: int = Field(
         ge=0,
         description="The server container's start to Ready: engine start, weights load, and its "
