@@ -121,7 +121,12 @@ def test_load_scales_a_deployment_up_and_its_end_scales_it_down(
     waited = time.monotonic() - stopped
     # The load called for 2 until it stopped: the window ran from then.
     assert waited >= WINDOW - 1, f"scaled down {waited:.1f} s after the load stopped"
+    # Events are sent in batches after the status write: wait for the second one (bounded).
+    deadline = time.monotonic() + 30
     events = scaled_events(objects)
+    while len(events) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        events = scaled_events(objects)
     assert [e.message.split(":")[0] for e in events] == ["scaled from 1 to 2", "scaled from 2 to 1"]
     since = re.search(r"called for since (\S+)$", events[1].message)
     assert since is not None, events[1].message
