@@ -8,6 +8,7 @@ offline, and fails if an image lock lacks something its code imports.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -205,8 +206,13 @@ def test_the_serving_helpers_run_from_their_lock_alone(tmp_path: Path) -> None:
         bucket.as_uri(),
     )
     assert published.returncode == 0, published.stderr
-    fetched = _run(venv, "-m", "rft.fetch", bucket.as_uri(), str(tmp_path / "dest"))
+    report = tmp_path / "fetch-termination-log"
+    fetched = _run(
+        venv, "-m", "rft.fetch", bucket.as_uri(), str(tmp_path / "dest"), "--termination-log", str(report)
+    )
     assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    assert json.loads(report.read_text())["bytes"] is None  # a committed checkpoint: counted in files
+    assert json.loads(report.read_text())["files"] == 1
     assert (tmp_path / "dest" / "weights.bin").read_bytes() == b"w" * 1000
     # The model check reads the published folder (not a model: refused with its reason, exit 1).
     checked = _run(

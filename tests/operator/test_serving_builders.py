@@ -52,7 +52,15 @@ def test_vllm_server_fetches_the_model_and_enables_runtime_lora() -> None:
     manifest = build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG, replicas=1)
     pod = manifest["spec"]["template"]["spec"]
     (init,) = pod["initContainers"]
-    assert init["command"] == ["python", "-m", "rft.fetch", "s3://bkt/rft/models/qwen/", "/models/base"]
+    assert init["command"] == [
+        "python",
+        "-m",
+        "rft.fetch",
+        "s3://bkt/rft/models/qwen/",
+        "/models/base",
+        "--termination-log",
+        "/dev/termination-log",
+    ]
     server = pod["containers"][0]
     assert server["image"] == "vllm/vllm-openai:v0.32.0"
     cmd = server["command"]

@@ -18,6 +18,7 @@ from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap
 from rft_operator.builders.pods import (
     SCRATCH,
+    TERMINATION_LOG,
     Manifest,
     container_security_context,
     offline_env,
@@ -211,7 +212,15 @@ def build_server_deployment(
             "name": FETCH_CONTAINER,
             "image": config.serving_helpers_image,
             "imagePullPolicy": config.image_pull_policy,
-            "command": ["python", "-m", "rft.fetch", model.spec.location, LOCAL_MODEL_DIR],
+            "command": [
+                "python",
+                "-m",
+                "rft.fetch",
+                model.spec.location,
+                LOCAL_MODEL_DIR,
+                "--termination-log",
+                TERMINATION_LOG,
+            ],
             # The digests the model's check pinned: files that differ are refused.
             "env": [*offline_env(), *pinned_files_env(model)],
             "resources": fetch_resources(),
