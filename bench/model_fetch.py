@@ -47,7 +47,8 @@ def _sequential_fetch(url: str, dest: Path, files: list[tuple[str, str]]) -> Non
         download_file(f"{url}{path}", dest / path, expected_sha256=sha256)
 
 
-def benchmark(quick: bool) -> list[Row]:
+def benchmark(quick: bool = False, results_dir: Path | None = None) -> list[Row]:
+    """Entry point for `python -m bench` (quick: 2 shards of 16 MiB, one repetition)."""
     shards, shard_mib, repeats = (2, 16, 1) if quick else (8, 64, 3)
     work = Path(tempfile.mkdtemp(prefix="bench-model-fetch-"))
     saved = {
@@ -110,6 +111,7 @@ def benchmark(quick: bool) -> list[Row]:
             "sixteen_gb_fetch_seconds_at_measured_rate": estimate,
             "store": "moto on loopback (2 cores shared with the client)",
         },
+        results_dir,
     )
     note = f"{len(checked.files)} files, {size / 2**20:.0f} MiB, moto on loopback; median of {repeats}"
     return [
