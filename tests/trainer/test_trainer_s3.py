@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rft.api.model import FileDigest
 from rft.storage import create_bytes, write_bytes
 from rft.storage.checkpoints import fetch_checkpoint, is_committed, upload_tree
+from rft.storage.model_folder import check_model_folder
 from rft.trainer_config import TrainerConfig, TrainerFailure, TrainerResult, parse_termination_message
 from rft_devcluster.emulators import free_port
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
@@ -119,7 +121,9 @@ def test_trainer_process_reads_s3_and_publishes_adapter_with_lineage(bucket_setu
     assert json.loads((local / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny-base"
 
 
-def _run_in_process(config: TrainerConfig, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, TrainerFailure]:
+def _run_in_process(
+    config: TrainerConfig, tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, TrainerFailure]:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     path = tmp / "config-in-process.json"
     path.write_text(config.to_json())
@@ -139,7 +143,9 @@ def test_existing_output_is_refused_before_training(
     assert failure.reason == "OutputExists"
     assert config.output_url in failure.message
     assert "never overwritten" in failure.message
-    phases = [json.loads(line)["phase"] for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    phases = [
+        json.loads(line)["phase"] for line in capsys.readouterr().out.splitlines() if line.startswith("{")
+    ]
     assert "training" not in phases
 
 
@@ -157,7 +163,9 @@ def test_dataset_changed_since_validation_is_refused(
     assert not is_committed(config.output_url)
 
 
-def test_missing_base_model_is_a_clear_failure(bucket_setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_base_model_is_a_clear_failure(
+    bucket_setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     config: TrainerConfig = bucket_setup["config"]
     config = config.model_copy(update={"base_model_url": f"{bucket_setup['bucket'].url}/models/nope"})
     code, failure = _run_in_process(config, bucket_setup["tmp"], monkeypatch)
@@ -165,3 +173,27 @@ def test_missing_base_model_is_a_clear_failure(bucket_setup: dict[str, Any], mon
     assert failure.reason == "ModelLoadFailed"
     assert "models/nope" in failure.message
     assert "not a committed checkpoint" in failure.message
+
+
+def test_a_base_model_file_changed_since_its_check_is_refused(
+    bucket_setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step passes the base Model's pins (its check's digests): the trainer fetches exactly
+    those files, and one rewritten since is refused before anything trains."""
+    config: TrainerConfig = bucket_setup["config"]
+    checked = check_model_folder(config.base_model_url)
+    pinned = config.model_copy(
+        update={
+            "base_model_files_digest": checked.digest,
+            "base_model_files": [
+                FileDigest(path=r.path, sha256=r.sha256, size=r.size) for r in checked.files
+            ],
+        }
+    )
+    write_bytes(f"{config.base_model_url}/tokenizer_config.json", b'{"chat_template": "{{ other }}"}')
+    code, failure = _run_in_process(pinned, bucket_setup["tmp"], monkeypatch)
+    assert code == 1
+    assert failure.reason == "ModelLoadFailed"
+    assert "tokenizer_config.json" in failure.message
+    assert "changed since its Model was checked" in failure.message
+    assert not is_committed(config.output_url)
