@@ -172,6 +172,24 @@ BAD_ROWS: list[tuple[str, str]] = [
     ),
     (GOOD_SAMPLES.replace("0.0", "1e999"), "samples[1].evals.score is not a finite number"),
     (
+        GOOD_SAMPLES.replace("0.0", "1" + "0" * 400),
+        "samples[1].evals.score is not a finite number (an integer of about 401 digits)",
+    ),
+    (
+        GOOD_SAMPLES.replace("0.0", "1" + "0" * 5000),
+        "holds an integer of more than 4300 digits; numbers must be finite",
+    ),
+    (
+        GOOD_SAMPLES.replace('"score"', '"\\udc00"'),
+        "a key of samples[1].evals holds a lone surrogate \\udc00 at character 1: not valid Unicode "
+        "(a \\uD800-\\uDFFF escape without its pair)",
+    ),
+    (
+        GOOD_SAMPLES.replace('"4"', '"4\\ud83d"'),
+        "samples[0].messages[2].content holds a lone surrogate \\ud83d at character 2: not valid Unicode "
+        "(a \\uD800-\\uDFFF escape without its pair)",
+    ),
+    (
         _multi_key({"acc": 1, "fmt": 1}, {"acc": 0}),
         "samples[1] has reward keys ['acc'] but samples[0] has ['acc', 'fmt']; "
         "every completion of a row needs the same reward keys",

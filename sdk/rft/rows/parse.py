@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal, NoReturn
 
@@ -80,11 +81,44 @@ def _decode(line: int, raw: bytes | str, max_line_bytes: int) -> Any:
     if not text.strip():
         _fail("blank line")
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         _fail(f"not valid JSON: {exc.msg} at column {exc.colno}")
     except RecursionError:
         _fail("not valid JSON: nested too deeply")
+    except ValueError:  # Python refuses integers of more than sys.get_int_max_str_digits() digits
+        _fail(f"holds an integer of more than {sys.get_int_max_str_digits()} digits; numbers must be finite")
+    _refuse_lone_surrogates(value)
+    return value
+
+
+def _refuse_lone_surrogates(value: Any) -> None:
+    """JSON's \\uD800-\\uDFFF escapes decode to lone surrogates unless paired: no valid Unicode text
+    holds one, and UTF-8 cannot encode it (a tokenizer or a later json.dumps would fail)."""
+    pending: list[tuple[Any, str]] = [(value, "")]
+    while pending:
+        item, where = pending.pop()
+        if isinstance(item, str):
+            _check_text(item, where or "the row")
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                _check_text(key, f"a key of {where or 'the row'}")
+                pending.append((child, f"{where}.{key}" if where else key))
+        elif isinstance(item, list):
+            pending.extend((child, f"{where}[{index}]") for index, child in enumerate(item))
+
+
+def _check_text(text: str, where: str) -> None:
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        _fail(
+            f"{where.encode('utf-8', 'backslashreplace').decode()} holds a lone surrogate \\u{code:04x} at "
+            f"character {exc.start + 1}: not valid Unicode (a \\uD800-\\uDFFF escape without its pair)"
+        )
 
 
 def _number(value: Any, where: str) -> float:
@@ -92,7 +126,11 @@ def _number(value: Any, where: str) -> float:
         _fail(f"{where} is a boolean; rewards must be numbers (use 1.0 / 0.0)")
     if not isinstance(value, int | float):
         _fail(f"{where} must be a number, got {_kind(value)}" + ("" if value is None else f" {_show(value)}"))
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer of hundreds of digits (floats never overflow here)
+        digits = int(int(value).bit_length() * math.log10(2)) + 1
+        _fail(f"{where} is not a finite number (an integer of about {digits} digits)")
     if not math.isfinite(number):
         _fail(f"{where} is not a finite number")
     return number
