@@ -643,6 +643,9 @@ def dataset_body() -> dict[str, Any]:
 
 
 DATASET_STATUS = {"phase": "READY", "rows": 1000, "format": "samples", "digest": DATASET_DIGEST}
+# The base Model as its check Job leaves it (pinned), which the bench does not run: kwok nodes have
+# no bucket behind them, and the check is once per Model, not per step.
+BASE_MODEL_STATUS = {"phase": "READY", "observedGeneration": 1, "filesDigest": DATASET_DIGEST}
 
 
 def raw_job(i: int, cfg: OperatorConfig, accelerators: AcceleratorMap) -> dict[str, Any]:
@@ -654,7 +657,11 @@ def raw_job(i: int, cfg: OperatorConfig, accelerators: AcceleratorMap) -> dict[s
         {**dataset_body(), "metadata": {"name": "ds", "namespace": RAW_NAMESPACE}, "status": DATASET_STATUS}
     )
     base = Model.model_validate(
-        {**base_model_body(), "metadata": {"name": "base", "namespace": RAW_NAMESPACE}}
+        {
+            **base_model_body(),
+            "metadata": {"name": "base", "namespace": RAW_NAMESPACE, "generation": 1},
+            "status": BASE_MODEL_STATUS,
+        }
     )
     output = f"s3://bench/rft/models/{step.spec.output_model}/"
     manifest = build_training_job(
@@ -744,6 +751,9 @@ def run_operator_phase(cluster: ClusterHandle, options: Options, work_dir: Path)
     core = client.CoreV1Api(api)
     _ensure_namespace(core, OPERATOR_NAMESPACE)
     custom.create_namespaced_custom_object(GROUP, VERSION, OPERATOR_NAMESPACE, "models", base_model_body())
+    custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, OPERATOR_NAMESPACE, "models", "base", {"status": BASE_MODEL_STATUS}
+    )
     custom.create_namespaced_custom_object(GROUP, VERSION, OPERATOR_NAMESPACE, "datasets", dataset_body())
     custom.patch_namespaced_custom_object_status(
         GROUP,
