@@ -3,6 +3,8 @@ names beyond it, before any Job or pod exists; results are taken only from the J
 
 from __future__ import annotations
 
+import hashlib
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -11,12 +13,17 @@ from typing import Any
 import pytest
 from kubernetes import client
 from rft.api import GROUP, VERSION
+from rft.api.reinforcement_step import TERMINAL_PHASES
+from rft_devcluster.emulators import Emulator, put_s3_object
+from rft_devcluster.fake_nodes import GPU_PRODUCT_LABEL, GPU_TAINT
 from rft_devcluster.fake_trainer import fake_pod, success_message
 from rft_devcluster.handle import ClusterHandle
+from rft_devcluster.pytest_fixtures_storage import S3Bucket
 from rft_operator import naming
 
 from tests.chart.cluster import can, token_client
-from tests.operator.conftest import Objects, OperatorProcess
+from tests.operator.conftest import WORKLOAD, Objects, OperatorProcess
+from tests.operator.test_dataset_validation import ROLE, good_row
 
 pytestmark = pytest.mark.cluster
 
@@ -251,6 +258,16 @@ def _plant(objects: Objects, job: client.V1Job, annotations: dict[str, str], **s
     return name
 
 
+def _wait_job_complete(objects: Objects, name: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(
+        c.type == "Complete" and c.status == "True"
+        for c in objects.batch.read_namespaced_job(name, objects.namespace).status.conditions or []
+    ):
+        assert time.monotonic() < deadline, f"Job {name} did not complete in {timeout}s"
+        time.sleep(0.2)
+
+
 def _wait_pod(objects: Objects, name: str, phase: str, timeout: float = 30) -> client.V1Pod:
     deadline = time.monotonic() + timeout
     while True:
@@ -274,20 +291,17 @@ def test_a_forged_result_from_a_pod_with_the_jobs_label_is_not_taken(
     job = _job(objects, "s-train")
     operator.stop(signal.SIGKILL)
     try:
-        deadline = time.monotonic() + 60
-        while not any(
-            c.type == "Complete" and c.status == "True"
-            for c in objects.batch.read_namespaced_job("s-train", objects.namespace).status.conditions or []
-        ):
-            assert time.monotonic() < deadline, "the Job did not complete"
-            time.sleep(0.2)
+        _wait_job_complete(objects, "s-train")
         time.sleep(1.1)  # termination times have seconds: the forgery finishes strictly later
         forged = success_message("s3://attacker-bucket/stolen/")
         pod = _wait_pod(objects, _plant(objects, job, fake_pod(0, forged)), "Succeeded")
         assert pod.status.container_statuses[0].state.terminated.message == forged
     finally:
         operator.start()
-    failed = objects.wait_phase("s", "JOB_STATE_FAILED", timeout=60)
+    failed = objects.wait_step(
+        "s", lambda o: o.get("status", {}).get("phase") in TERMINAL_PHASES, timeout=60, what="the end"
+    )
+    assert failed["status"]["phase"] == "JOB_STATE_FAILED", failed["status"]
     assert conditions(failed)["Succeeded"]["reason"] == "InvalidResult"
     assert "attacker-bucket" not in str(failed["status"])
     assert objects.get("models", "s-out") is None
@@ -314,3 +328,56 @@ def test_a_running_pod_with_the_jobs_label_does_not_make_the_step_run(
     assert step is not None
     assert step["status"]["phase"] == "JOB_STATE_PENDING", step["status"]
     assert "startTime" not in step["status"]
+
+
+@pytest.mark.localnode
+def test_a_forged_validation_summary_does_not_set_a_datasets_digest(
+    operator: OperatorProcess, objects: Objects, moto_server: Emulator, s3_bucket: S3Bucket
+) -> None:
+    """The validation Job really reads the dataset (on the local node); a pod planted with its
+    labels on a kwok node reports, after it, a summary with another digest and row count. The
+    Dataset gets the Job's numbers."""
+    objects.core.create_namespaced_service_account(
+        objects.namespace,
+        {
+            "metadata": {
+                "name": "reader",
+                "labels": WORKLOAD,
+                "annotations": {"eks.amazonaws.com/role-arn": ROLE},
+            }
+        },
+    )
+    data = b"".join(json.dumps(good_row(i)).encode() + b"\n" for i in range(4))
+    put_s3_object(moto_server.endpoint, s3_bucket.name, "rft/datasets/real.jsonl", data)
+    objects.create(
+        "datasets",
+        "Dataset",
+        "real",
+        {"source": f"s3://{s3_bucket.name}/rft/datasets/real.jsonl", "serviceAccountName": "reader"},
+    )
+    job_name = naming.validation_job_name("real", 1)
+    job = _job(objects, job_name)
+    operator.stop(signal.SIGKILL)
+    try:
+        _wait_job_complete(objects, job_name, timeout=120)
+        time.sleep(1.1)  # termination times have seconds: the forgery finishes strictly later
+        forged = json.dumps({"ok": True, "rows": 999, "format": "samples", "digest": "sha256:" + "f" * 64})
+        name = _plant(
+            objects,
+            job,
+            fake_pod(0, forged),
+            nodeSelector={GPU_PRODUCT_LABEL: "NVIDIA-H100-80GB-HBM3"},
+            tolerations=[GPU_TAINT],
+        )
+        assert (
+            _wait_pod(objects, name, "Succeeded").status.container_statuses[0].state.terminated.message
+            == forged
+        )
+    finally:
+        operator.start()
+    deadline = time.monotonic() + 60
+    while (status := (objects.get("datasets", "real") or {}).get("status", {})).get("phase") != "READY":
+        assert time.monotonic() < deadline, status
+        time.sleep(0.25)
+    assert status["rows"] == 4
+    assert status["digest"] == "sha256:" + hashlib.sha256(data).hexdigest()
