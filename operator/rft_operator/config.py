@@ -37,8 +37,9 @@ class OperatorConfig(BaseModel):
         description="Comma-separated images that Deployments (spec.image) and ReinforcementSteps "
         "(spec.trainerImage) may name besides the operator's own (trainer_image, vllm_image, "
         "vllm_cpu_image, always allowed): a repository (`ghcr.io/org/trainer`: any tag or digest "
-        "of it), a prefix ending in / (`registry.example.com/team/`: every repository under it) "
-        "or an exact digest (`ghcr.io/org/trainer@sha256:<64 hex>`). Empty: only the operator's.",
+        "of it), a prefix ending in / (`registry.example.com/team/`: every repository under it), "
+        "a tag (`ghcr.io/org/trainer:1.2`) or an exact digest (`ghcr.io/org/trainer@sha256:<64 "
+        "hex>`). Empty: only the operator's. See docs/security.md.",
     )
     service_account_check: bool = Field(
         default=True,
