@@ -102,8 +102,10 @@ class Refusal:
 
 class WorkloadPolicy:
     def __init__(self, config: OperatorConfig) -> None:
+        # Every image the operator is configured with (trainer, vLLM, vLLM CPU, ...: each setting
+        # named *_image), exactly as configured.
         self.own_images = tuple(
-            dict.fromkeys((config.trainer_image, config.vllm_image, config.vllm_cpu_image))
+            dict.fromkeys(v for k, v in config if k.endswith("_image") and isinstance(v, str) and v)
         )
         self.allowed = parse_allowed_images(config.allowed_images)
         self.service_account_check = config.service_account_check
