@@ -64,6 +64,7 @@ from kubernetes.watch.watch import iter_resp_lines
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from rft.api import GROUP, VERSION, Dataset, Model, ReinforcementStep
+from rft.api.common import WORKLOAD_SERVICE_ACCOUNT_LABEL
 from rft_devcluster.binaries import ensure_binaries
 from rft_devcluster.controlplane import ClusterOptions, ControlPlane
 from rft_devcluster.fake_trainer import DATASET_DIGEST, fake_pod, success_message
@@ -719,6 +720,10 @@ def _ensure_namespace(core: client.CoreV1Api, name: str) -> None:
         lambda: core.read_namespaced_service_account("default", name),
         timeout=60,
         what=f"ServiceAccount {name}/default",
+    )
+    # The steps run as `default`: the operator's workload policy wants the admin's label on it.
+    core.patch_namespaced_service_account(
+        "default", name, {"metadata": {"labels": {WORKLOAD_SERVICE_ACCOUNT_LABEL: "true"}}}
     )
 
 

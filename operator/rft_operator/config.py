@@ -6,7 +6,9 @@ import os
 from collections.abc import Mapping
 
 from pydantic import BaseModel, Field, field_validator
+from rft.api.common import WORKLOAD_SERVICE_ACCOUNT_LABEL
 
+from rft_operator.policy import parse_allowed_images
 from rft_operator.progress import poll_networks
 
 DEFAULT_REGISTRY = "ghcr.io/rft-operator"
@@ -34,6 +36,35 @@ class OperatorConfig(BaseModel):
     vllm_cpu_image: str = Field(
         default=f"public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v{VLLM_VERSION}",
         description="Image of vLLM servers on CPU (accelerator type CPU): vLLM's own CPU build.",
+    )
+    allowed_images: str = Field(
+        default="",
+        description="Comma-separated images that Deployments (spec.image) and ReinforcementSteps "
+        "(spec.trainerImage) may name besides the operator's own (trainer_image, vllm_image, "
+        "vllm_cpu_image, always allowed): a repository (`ghcr.io/org/trainer`: any tag or digest "
+        "of it), a prefix ending in / (`registry.example.com/team/`: every repository under it), "
+        "a tag (`ghcr.io/org/trainer:1.2`) or an exact digest (`ghcr.io/org/trainer@sha256:<64 "
+        "hex>`). Empty: only the operator's. See docs/security.md.",
+    )
+    service_account_check: bool = Field(
+        default=True,
+        description="Resources may name (spec.serviceAccountName) only ServiceAccounts that carry "
+        "the label service_account_label=true; false switches the check off (any ServiceAccount "
+        "of the namespace, as before).",
+    )
+    service_account_label: str = Field(
+        default=WORKLOAD_SERVICE_ACCOUNT_LABEL,
+        min_length=1,
+        max_length=316,
+        pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+        description="The label key (value \"true\") the cluster admin puts on the ServiceAccounts "
+        "workloads may run as.",
+    )
+    service_account_wait_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long after its creation a resource waits for the ServiceAccount it names "
+        "to appear before it fails with ServiceAccountNotFound.",
     )
     image_pull_policy: str = Field(default="IfNotPresent", description="Pull policy of all pods.")
     accelerator_map_file: str | None = Field(
@@ -76,6 +107,12 @@ class OperatorConfig(BaseModel):
     def _known_poll_scope(cls, scope: str) -> str:
         poll_networks(scope)  # raises ValueError naming the bad entry
         return scope
+
+    @field_validator("allowed_images")
+    @classmethod
+    def _known_image_entries(cls, entries: str) -> str:
+        parse_allowed_images(entries)  # raises ValueError naming the bad entry
+        return entries
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:

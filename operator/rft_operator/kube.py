@@ -301,6 +301,17 @@ class Kube:
                 return False
             raise
 
+    # --- ServiceAccounts (read only: the workload policy checks their label) -------------------
+    def read_service_account(self, namespace: str, name: str) -> Obj | None:
+        """The ServiceAccount from the API (None: not found)."""
+        METRICS.api_reads.labels(verb="get", resource="serviceaccounts").inc()
+        try:
+            return _body(self.core.read_namespaced_service_account(name, namespace, _preload_content=False))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     # --- Jobs and Pods --------------------------------------------------------------------------
     def get_job(self, namespace: str, name: str, *, confirm_absent: bool = True) -> Obj | None:
         """The Job from the watch cache when it has it, else from the API (None: not found)."""

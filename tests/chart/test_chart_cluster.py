@@ -406,6 +406,7 @@ def test_charts_token_is_allowed_what_the_operator_does(all_namespaces: Running)
         assert can(api, "create", "jobs", group="batch", namespace=ns)
         assert can(api, "patch", "jobs", group="batch", namespace=ns)
         assert can(api, "list", "pods", namespace=ns)
+        assert can(api, "get", "serviceaccounts", namespace=ns, name="rft-trainer")  # the workload policy
         assert can(api, "create", "events", namespace=ns)
         assert can(api, "create", "deployments", group="apps", namespace=ns)
         assert can(api, "patch", "services", namespace=ns)
@@ -432,6 +433,8 @@ def test_charts_token_is_allowed_what_the_operator_does(all_namespaces: Running)
         ("list", "nodes", "", None, None, None),
         ("update", "jobs", "batch", "workloads", None, None),
         ("create", "serviceaccounts", "", "workloads", "token", "rft-trainer"),
+        ("list", "serviceaccounts", "", "workloads", None, None),
+        ("patch", "serviceaccounts", "", "workloads", None, "rft-trainer"),
         ("impersonate", "serviceaccounts", "", "workloads", None, None),
         ("create", "rolebindings", "rbac.authorization.k8s.io", "workloads", None, None),
         ("bind", "clusterroles", "rbac.authorization.k8s.io", None, None, None),

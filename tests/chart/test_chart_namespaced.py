@@ -70,6 +70,9 @@ def test_namespaced_rbac_serves_the_listed_namespace_only(
                     )
                     assert not can(api, "list", "pods")
                     assert not can(api, "get", "secrets", namespace=watched)
+                    # The workload policy reads ServiceAccounts of the watched namespace only.
+                    assert can(api, "get", "serviceaccounts", namespace=watched, name="default")
+                    assert not can(api, "get", "serviceaccounts", namespace=other, name="default")
                     assert can(api, "watch", "namespaces")  # Kopf matches --namespace against them
                     assert can(api, "watch", "customresourcedefinitions", group="apiextensions.k8s.io")
                 for objs in (mine, theirs):

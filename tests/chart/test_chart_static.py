@@ -332,6 +332,34 @@ def test_settings_reach_the_operator_with_their_types() -> None:
     assert config.vllm_image == "vllm/vllm-openai:v1.0.0"
     assert config.image_pull_policy == "Always"
     assert config.metrics_port == 9100
+    policy = OperatorConfig.from_env(
+        _env(
+            operator_container(
+                render(
+                    {
+                        "workloadPolicy": {
+                            "allowedImages": [
+                                "registry.example.com/team/",
+                                "ghcr.io/org/trainer@sha256:" + "a" * 64,
+                            ],
+                            "serviceAccounts": {
+                                "requireLabel": False,
+                                "label": "example.com/id",
+                                "waitSeconds": 2.5,
+                            },
+                        }
+                    }
+                )
+            )
+        )
+    )
+    assert policy.allowed_images == "registry.example.com/team/,ghcr.io/org/trainer@sha256:" + "a" * 64
+    assert policy.service_account_check is False
+    assert policy.service_account_label == "example.com/id"
+    assert policy.service_account_wait_seconds == 2.5
+    default = OperatorConfig.from_env(_env(operator_container(render({}))))
+    assert (default.allowed_images, default.service_account_check) == ("", True)
+    assert default.service_account_label == "rft-operator.io/workload"
     off = OperatorConfig.from_env(_env(operator_container(render({"metrics": {"enabled": False}}))))
     assert off.metrics_port == 0
 
@@ -416,7 +444,10 @@ def test_rbac_has_no_wildcards_no_secrets_no_escalation(variant: str) -> None:
             assert not rule.get("nonResourceURLs"), rule
             assert set(rule["verbs"]) <= ALLOWED_VERBS, rule
             assert "secrets" not in rule["resources"], rule
-            assert not {"configmaps", "serviceaccounts", "nodes"} & set(rule["resources"]), rule
+            assert not {"configmaps", "nodes"} & set(rule["resources"]), rule
+            if "serviceaccounts" in rule["resources"]:
+                # Reading the workload policy's label of one named ServiceAccount, nothing more.
+                assert rule == {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]}
             if "namespaces" in rule["resources"]:
                 assert rule == {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}
                 assert role["kind"] == "ClusterRole"

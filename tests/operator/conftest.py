@@ -15,11 +15,22 @@ from typing import Any
 import pytest
 from kubernetes import client
 from rft.api import GROUP, VERSION
+from rft.api.common import WORKLOAD_SERVICE_ACCOUNT_LABEL
 from rft_devcluster.fake_trainer import DATASET_DIGEST
 from rft_devcluster.handle import ClusterHandle
+from rft_devcluster.localnode.images import FAKE_VLLM_IMAGE
 from rft_devcluster.localnode.network import OPERATOR_POLL_SCOPE
 
 REPO = Path(__file__).resolve().parents[2]
+
+WORKLOAD = {WORKLOAD_SERVICE_ACCOUNT_LABEL: "true"}
+"""The label the cluster admin puts on the ServiceAccounts workloads may run as (the operator's
+default policy); the `default` ServiceAccount of every test namespace carries it
+(ClusterHandle.create_namespace)."""
+
+TEST_IMAGES = (FAKE_VLLM_IMAGE, "registry.invalid/")
+"""Images the test operators allow besides their own: the local node's fake vLLM, and a registry
+that cannot be reached (pods that never pull)."""
 
 
 class OperatorProcess:
@@ -82,6 +93,8 @@ def operator_env(accelerator_map: Path) -> dict[str, str]:
         "RFT_ACCELERATOR_MAP_FILE": str(accelerator_map),
         "RFT_TRAINER_IMAGE": "ghcr.io/rft-operator/rft-trainer:test",
         "RFT_SERVING_HELPERS_IMAGE": "ghcr.io/rft-operator/rft-serving-helpers:test",
+        "RFT_ALLOWED_IMAGES": ",".join(TEST_IMAGES),
+        "RFT_SERVICE_ACCOUNT_WAIT_SECONDS": "5",
     }
 
 

@@ -21,7 +21,7 @@ from rft_devcluster.pytest_fixtures_storage import S3Bucket
 from rft_trainer.canary import canary_logprobs, canary_tokens, record_canary
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.operator.conftest import Objects
+from tests.operator.conftest import WORKLOAD, Objects
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
@@ -54,7 +54,13 @@ def publish_base_and_adapter(
     marker), as `aws s3 sync` would."""
     objects.core.create_namespaced_service_account(
         objects.namespace,
-        {"metadata": {"name": service_account, "annotations": {"eks.amazonaws.com/role-arn": role_arn}}},
+        {
+            "metadata": {
+                "name": service_account,
+                "labels": WORKLOAD,
+                "annotations": {"eks.amazonaws.com/role-arn": role_arn},
+            }
+        },
     )
     base_url = f"s3://{s3_bucket.name}/rft/models/{name}/"
     adapter_url = f"s3://{s3_bucket.name}/rft/models/{name}-lora/"

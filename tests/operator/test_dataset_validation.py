@@ -12,7 +12,7 @@ import pytest
 from rft_devcluster.emulators import Emulator, put_s3_object
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
 
-from tests.operator.conftest import Objects, OperatorProcess
+from tests.operator.conftest import WORKLOAD, Objects, OperatorProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.localnode]
 
@@ -116,7 +116,7 @@ BAD: list[tuple[str, bytes, dict[str, Any], str]] = [
 def reader_account(objects: Objects) -> None:
     objects.core.create_namespaced_service_account(
         objects.namespace,
-        {"metadata": {"name": "reader", "annotations": {"eks.amazonaws.com/role-arn": ROLE}}},
+        {"metadata": {"name": "reader", "labels": WORKLOAD, "annotations": {"eks.amazonaws.com/role-arn": ROLE}}},
     )
 
 

@@ -26,7 +26,7 @@ from rft_devcluster.localnode.images import FAKE_VLLM_IMAGE
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
 from rft_trainer.tiny import build_tiny_model
 
-from tests.operator.conftest import Objects, OperatorProcess
+from tests.operator.conftest import WORKLOAD, Objects, OperatorProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.localnode, pytest.mark.slow]
 
@@ -87,7 +87,7 @@ def test_two_steps_of_the_loop_build_a_checkpoint_chain(
 ) -> None:
     ns = objects.namespace
     objects.core.create_namespaced_service_account(
-        ns, {"metadata": {"name": "rft-trainer", "annotations": {"eks.amazonaws.com/role-arn": ROLE}}}
+        ns, {"metadata": {"name": "rft-trainer", "labels": WORKLOAD, "annotations": {"eks.amazonaws.com/role-arn": ROLE}}}
     )
     base_location = f"s3://{s3_bucket.name}/rft/models/tiny/"
     upload_tree(build_tiny_model(tmp_path / "tiny"), base_location)

@@ -19,7 +19,7 @@ from rft_devcluster.localnode.images import FAKE_VLLM_IMAGE
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
 from rft_trainer.tiny import build_tiny_model
 
-from tests.operator.conftest import Objects, OperatorProcess
+from tests.operator.conftest import WORKLOAD, Objects, OperatorProcess
 from tests.operator.serving_support import condition, upload_plain, wait_deployment
 
 pytestmark = [pytest.mark.cluster, pytest.mark.localnode]
@@ -32,7 +32,7 @@ CPU = {"type": "CPU", "count": 0}
 def _service_account(objects: Objects) -> None:
     objects.core.create_namespaced_service_account(
         objects.namespace,
-        {"metadata": {"name": SERVICE_ACCOUNT, "annotations": {"eks.amazonaws.com/role-arn": ROLE}}},
+        {"metadata": {"name": SERVICE_ACCOUNT, "labels": WORKLOAD, "annotations": {"eks.amazonaws.com/role-arn": ROLE}}},
     )
 
 

@@ -29,6 +29,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from rft.api.common import WORKLOAD_SERVICE_ACCOUNT_LABEL
+
 from rft_devcluster.binaries import REPO_ROOT, ensure_binaries
 from rft_devcluster.controlplane import ClusterOptions, ControlPlane, LocalNodeOptions
 from rft_devcluster.emulators import DEFAULT_REGION, create_s3_bucket, start_moto_server
@@ -162,6 +164,8 @@ kind: ServiceAccount
 metadata:
   name: {SERVICE_ACCOUNT}
   namespace: {NAMESPACE}
+  # The cluster admin's word that the project's resources may run pods as this identity.
+  labels: {{{WORKLOAD_SERVICE_ACCOUNT_LABEL}: "true"}}
   annotations: {{eks.amazonaws.com/role-arn: "{ROLE_ARN}"}}
 automountServiceAccountToken: false
 ---

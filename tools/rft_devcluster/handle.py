@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from rft.api.common import WORKLOAD_SERVICE_ACCOUNT_LABEL
 
 from rft_devcluster import pki
 from rft_devcluster.kubeconfig import write_kubeconfig
@@ -121,9 +122,14 @@ class ClusterHandle:
         )
         return api
 
-    def create_namespace(self, prefix: str = "test") -> str:
+    def create_namespace(self, prefix: str = "test", *, workloads: bool = True) -> str:
         """A fresh namespace named `prefix-<random>`, returned once its ``default`` ServiceAccount
-        exists (pods cannot be created before)."""
+        exists (pods cannot be created before).
+
+        ``workloads``: the ``default`` ServiceAccount gets the label the operator's workload policy
+        asks for (``rft-operator.io/workload: "true"``), as a cluster admin would give it to let
+        the project's resources run under it; False leaves it unlabelled (refused).
+        """
         name = f"{prefix}-{uuid.uuid4().hex[:10]}"
         with self.api_client() as api:
             core = client.CoreV1Api(api)
@@ -133,6 +139,10 @@ class ClusterHandle:
                 timeout=30,
                 what=f"ServiceAccount {name}/default",
             )
+            if workloads:
+                core.patch_namespaced_service_account(
+                    "default", name, {"metadata": {"labels": {WORKLOAD_SERVICE_ACCOUNT_LABEL: "true"}}}
+                )
         return name
 
     def delete_namespace(self, name: str) -> None:

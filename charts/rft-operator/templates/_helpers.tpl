@@ -141,6 +141,12 @@ No Secrets, no wildcards, no `update` where a merge patch is all that is used.
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]
+# The ServiceAccount a resource names (spec.serviceAccountName) is read, never written and no
+# token requested, to check the admin's workload label before any pod runs as it
+# (rft_operator.policy).
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [get]
 # Inference server pods' readiness gate rft-operator.io/AdaptersLoaded: a new replica is Ready
 # once it serves its Deployment's adapters. Only that condition of the status is written.
 - apiGroups: [""]

@@ -18,8 +18,9 @@ from rft_operator import naming
 from rft_operator.builders.jobs import VALIDATOR_CONTAINER, build_validation_job
 from rft_operator.conditions import set_condition
 from rft_operator.config import OperatorConfig
-from rft_operator.jobstate import job_state, termination_message
+from rft_operator.jobstate import job_state, owned_by, termination_message
 from rft_operator.kube import Kube, Obj
+from rft_operator.policy import WorkloadPolicy
 from rft_operator.reconcilers.base import Clock, Reconciler, utcnow
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class DatasetReconciler(Reconciler):
     def __init__(self, kube: Kube, config: OperatorConfig, clock: Clock = utcnow) -> None:
         super().__init__(kube, clock)
         self.config = config
+        self.policy = WorkloadPolicy(config)
 
     def sync(self, namespace: str, name: str) -> float | None:
         raw = self.kube.get(self.plural, namespace, name)
@@ -63,6 +65,23 @@ class DatasetReconciler(Reconciler):
         status = dataset.status.model_copy(deep=True)
         now = self.clock()
         if job is None:
+            refusal = self.policy.check(
+                self.kube, raw, now, service_account=dataset.spec.service_account_name
+            )
+            if refusal is not None:
+                status.observed_generation = gen
+                status.phase = "FAILED" if refusal.permanent else "VALIDATING"
+                status.conditions = set_condition(
+                    status.conditions,
+                    "Ready",
+                    False if refusal.permanent else None,
+                    refusal.reason,
+                    refusal.message,
+                    gen,
+                    now,
+                )
+                self._write(raw, dataset, status)
+                return None if refusal.permanent else self.config.poll_seconds
             self.kube.create_job(namespace, build_validation_job(dataset, self.config))
             status.phase = "VALIDATING"
             status.validation_job = job_name
@@ -78,7 +97,12 @@ class DatasetReconciler(Reconciler):
             )
             self._write(raw, dataset, status)
             return self.config.poll_seconds
-        pods = self.kube.list_pods(namespace, f"batch.kubernetes.io/job-name={job_name}")
+        # Only the Job's own pods speak for it: a pod that merely carries its label does not.
+        pods = [
+            p
+            for p in self.kube.list_pods(namespace, f"batch.kubernetes.io/job-name={job_name}")
+            if owned_by(p, job)
+        ]
         state = job_state(job, pods)
         if state.outcome is None:
             return self.config.poll_seconds

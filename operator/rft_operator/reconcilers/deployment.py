@@ -44,6 +44,7 @@ from rft_operator.conditions import set_condition
 from rft_operator.config import OperatorConfig
 from rft_operator.kube import Children, Kube, Obj
 from rft_operator.podtrouble import pod_trouble
+from rft_operator.policy import WorkloadPolicy
 from rft_operator.progress import may_poll
 from rft_operator.reconcilers.base import Clock, Reconciler, utcnow
 from rft_operator.reconcilers.model import base_model_unusable
@@ -70,6 +71,7 @@ class DeploymentReconciler(Reconciler):
         self.config = config
         self.accelerators = accelerators
         self.children = Children(kube)
+        self.policy = WorkloadPolicy(config)
         # (pod, adapter, Model uid) reloaded after a canary mismatch, until it matches again.
         self._reloaded: set[tuple[str, str, str]] = set()
 
@@ -89,6 +91,17 @@ class DeploymentReconciler(Reconciler):
     # --- on-demand: pods of our own ---------------------------------------------------------------
     def _sync_base(self, raw: Obj, dep: Deployment) -> float | None:
         ns = dep.metadata.namespace
+        refusal = self.policy.check(
+            self.kube,
+            raw,
+            self.clock(),
+            service_account=dep.spec.service_account_name,
+            images={"spec.image": dep.spec.image},
+        )
+        if refusal is not None:  # before any server pod exists, or is changed to run this
+            if refusal.permanent:
+                return self._status(raw, dep, "FAILED", False, refusal.reason, refusal.message)
+            return self._status(raw, dep, "CREATING", False, refusal.reason, refusal.message)
         model_raw = self.kube.get("models", ns, dep.spec.model)
         if model_raw is None:
             return self._status(

@@ -23,6 +23,7 @@ from rft_operator.config import OperatorConfig
 from rft_operator.jobstate import job_state, owned_by, termination_message
 from rft_operator.kube import Kube, Obj
 from rft_operator.podtrouble import pod_trouble
+from rft_operator.policy import WorkloadPolicy
 from rft_operator.reconcilers.base import Clock, Reconciler, utcnow
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class ModelReconciler(Reconciler):
     def __init__(self, kube: Kube, config: OperatorConfig, clock: Clock = utcnow) -> None:
         super().__init__(kube, clock)
         self.config = config
+        self.policy = WorkloadPolicy(config)
 
     def sync(self, namespace: str, name: str) -> float | None:
         raw = self.kube.get(self.plural, namespace, name)
@@ -80,6 +82,24 @@ class ModelReconciler(Reconciler):
         status = model.status.model_copy(deep=True)
         job = self.kube.get_job(ns, job_name)
         if job is None:
+            now = self.clock()
+            refusal = self.policy.check(self.kube, raw, now, service_account=model.spec.service_account_name)
+            if refusal is not None:  # nothing of an earlier generation stays pinned
+                status = ModelStatus(
+                    conditions=status.conditions, phase="FAILED" if refusal.permanent else "CHECKING"
+                )
+                status.observed_generation = gen
+                status.conditions = set_condition(
+                    status.conditions,
+                    "Ready",
+                    False if refusal.permanent else None,
+                    refusal.reason,
+                    refusal.message,
+                    gen,
+                    now,
+                )
+                self._write(raw, model, status)
+                return None if refusal.permanent else self.config.poll_seconds
             self.kube.create_job(ns, build_model_check_job(model, self.config))
             status = ModelStatus(conditions=status.conditions, phase="CHECKING", check_job=job_name)
             status.observed_generation = gen

@@ -31,10 +31,11 @@ from rft_operator.builders.jobs import (
 )
 from rft_operator.conditions import set_condition
 from rft_operator.config import OperatorConfig
-from rft_operator.jobstate import JobState, job_state, termination_message
+from rft_operator.jobstate import JobState, job_state, owned_by, termination_message
 from rft_operator.kube import Kube, Obj
 from rft_operator.metrics import METRICS
 from rft_operator.podtrouble import pod_trouble
+from rft_operator.policy import WorkloadPolicy
 from rft_operator.progress import fetch_progress, may_poll
 from rft_operator.reconcilers.base import Clock, Reconciler, utcnow
 from rft_operator.reconcilers.model import base_model_unusable
@@ -112,6 +113,7 @@ class StepReconciler(Reconciler):
         super().__init__(kube, clock)
         self.config = config
         self.accelerators = accelerators
+        self.policy = WorkloadPolicy(config)
 
     # ---------------------------------------------------------------------------------------------
     def sync(self, namespace: str, name: str) -> float | None:
@@ -152,7 +154,7 @@ class StepReconciler(Reconciler):
                 f"training Job {step.status.job_name} was deleted before the step finished; "
                 "a step never starts a second Job: create a new ReinforcementStep",
             )
-        verdict = self._validate(step)
+        verdict = self._validate(raw, step)
         status = step.status.model_copy(deep=True)
         now, gen = self.clock(), step.metadata.generation
         if isinstance(verdict, Wait):
@@ -216,9 +218,18 @@ class StepReconciler(Reconciler):
         self._write(raw, step, status)
         return self.config.poll_seconds
 
-    def _validate(self, step: ReinforcementStep) -> Ready | Wait | Refuse | AlreadyDone:
+    def _validate(self, raw: Obj, step: ReinforcementStep) -> Ready | Wait | Refuse | AlreadyDone:
         ns = step.metadata.namespace
         spec = step.spec
+        refusal = self.policy.check(
+            self.kube,
+            raw,
+            self.clock(),
+            service_account=spec.service_account_name,
+            images={"spec.trainerImage": spec.trainer_image},
+        )
+        if refusal is not None:
+            return (Refuse if refusal.permanent else Wait)(refusal.reason, refusal.message)
         ds_raw = self.kube.get("datasets", ns, spec.dataset)
         if ds_raw is None:
             return Wait("DatasetNotFound", f"waiting for Dataset {spec.dataset} to exist")
@@ -283,12 +294,18 @@ class StepReconciler(Reconciler):
     # --- while the Job exists ----------------------------------------------------------------------
     def _with_job(self, raw: Obj, step: ReinforcementStep, job: Obj) -> float | None:
         ns, job_name = step.metadata.namespace, job["metadata"]["name"]
-        pods = self.kube.job_pods(ns, job_name)
+        # Only the Job's own pods speak for it (result, progress, trouble): a pod that merely
+        # carries its label, made by whoever may create pods in the namespace, does not.
+        pods = [p for p in self.kube.job_pods(ns, job_name) if owned_by(p, job)]
         state = job_state(job, pods)
         if state.outcome is not None:
             # The verdict reads the pods' termination messages: from the API, not from a pod
             # watch that may lag behind the Job's.
-            pods = self.kube.list_pods(ns, f"batch.kubernetes.io/job-name={job_name}")
+            pods = [
+                p
+                for p in self.kube.list_pods(ns, f"batch.kubernetes.io/job-name={job_name}")
+                if owned_by(p, job)
+            ]
             state = job_state(job, pods)
         if bool(job["spec"].get("suspend")) != step.spec.suspend and state.outcome is None:
             self.kube.patch_job(ns, job_name, {"spec": {"suspend": step.spec.suspend}})

@@ -13,6 +13,10 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 CATEGORY = "rft"
 
+# The label a cluster admin puts (value "true") on the ServiceAccounts that the project's
+# resources may name in spec.serviceAccountName (the operator's default; its config can rename it).
+WORKLOAD_SERVICE_ACCOUNT_LABEL = f"{GROUP}/workload"
+
 # A Kubernetes object name (RFC 1123 subdomain, kept to 63 characters so that it can also label
 # and name children such as Jobs and Services).
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
