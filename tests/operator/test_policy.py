@@ -78,10 +78,18 @@ def test_malformed_image_references_are_refused(image: str) -> None:
 
 
 def test_the_operators_own_images_and_no_image_are_always_allowed() -> None:
-    p = policy(trainer_image="ghcr.io/me/trainer:1", vllm_image="v/gpu:1", vllm_cpu_image="v/cpu:1")
-    for image in (None, "ghcr.io/me/trainer:1", "v/gpu:1", "v/cpu:1"):
+    p = policy(
+        trainer_image="ghcr.io/me/trainer:1",
+        vllm_image="v/gpu:1",
+        vllm_cpu_image="v/cpu:1",
+        serving_helpers_image="ghcr.io/me/helpers:1",
+    )
+    for image in (None, "ghcr.io/me/trainer:1", "v/gpu:1", "v/cpu:1", "ghcr.io/me/helpers:1"):
         assert p.image_refusal("spec.image", image) is None
-    assert p.own_images == ("ghcr.io/me/trainer:1", "v/gpu:1", "v/cpu:1")  # every *_image setting
+    # Every *_image setting.
+    assert sorted(p.own_images) == sorted(
+        ["ghcr.io/me/trainer:1", "v/gpu:1", "v/cpu:1", "ghcr.io/me/helpers:1"]
+    )
     # Exactly those: another tag of the same repository is not the operator's image.
     assert p.image_refusal("spec.image", "ghcr.io/me/trainer:2") is not None
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from rft.api.common import ApiModel
+from rft.api.common import ApiModel, Condition
 
 from rft_operator.kube import Kube, Obj
 
 Clock = Callable[[], datetime]
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
@@ -22,6 +24,11 @@ def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
     patch.update({k: None for k in old if k not in new})
     return patch
+
+
+class PhasedStatus(Protocol):
+    phase: Any
+    conditions: list[Condition]
 
 
 class Reconciler:
@@ -47,3 +54,24 @@ class Reconciler:
         if updated is not None:  # later writes in the same pass build on this version
             meta["resourceVersion"] = updated["metadata"]["resourceVersion"]
         return True
+
+    def write_phase(self, raw: Obj, old: PhasedStatus, new: PhasedStatus) -> None:
+        """Write the status; when its phase changed, say so in an Event (a Warning named for the
+        Ready condition's reason when it FAILED) and in the log."""
+        if not self.write_status(raw, old, new) or new.phase == old.phase:  # type: ignore[arg-type]
+            return
+        ready = next((c for c in new.conditions if c.type == "Ready"), None)
+        message = ready.message if ready else str(new.phase)
+        failed = new.phase == "FAILED"
+        reason = ready.reason if failed and ready else str(new.phase).capitalize()
+        self.kube.record_event(raw, "Warning" if failed else "Normal", reason, message)
+        meta = raw["metadata"]
+        log.info(
+            "%s %s/%s: %s -> %s: %s",
+            self.plural,
+            meta["namespace"],
+            meta["name"],
+            old.phase,
+            new.phase,
+            message,
+        )

@@ -7,11 +7,10 @@ and the first bad lines through its termination message.
 from __future__ import annotations
 
 import json
-import logging
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
-from rft.api import Dataset, DatasetStatus
+from rft.api import Dataset
 from rft.api.dataset import RowError
 
 from rft_operator import naming
@@ -19,11 +18,9 @@ from rft_operator.builders.jobs import VALIDATOR_CONTAINER, build_validation_job
 from rft_operator.conditions import set_condition
 from rft_operator.config import OperatorConfig
 from rft_operator.jobstate import job_state, owned_by, termination_message
-from rft_operator.kube import Kube, Obj
+from rft_operator.kube import Kube
 from rft_operator.policy import WorkloadPolicy
 from rft_operator.reconcilers.base import Clock, Reconciler, utcnow
-
-log = logging.getLogger(__name__)
 
 
 class ValidationSummary(BaseModel):
@@ -80,7 +77,7 @@ class DatasetReconciler(Reconciler):
                     gen,
                     now,
                 )
-                self._write(raw, dataset, status)
+                self.write_phase(raw, dataset.status, status)
                 return None if refusal.permanent else self.config.poll_seconds
             self.kube.create_job(namespace, build_validation_job(dataset, self.config))
             status.phase = "VALIDATING"
@@ -95,7 +92,7 @@ class DatasetReconciler(Reconciler):
                 gen,
                 now,
             )
-            self._write(raw, dataset, status)
+            self.write_phase(raw, dataset.status, status)
             return self.config.poll_seconds
         # Only the Job's own pods speak for it: a pod that merely carries its label does not.
         pods = [
@@ -144,28 +141,8 @@ class DatasetReconciler(Reconciler):
                 ]
                 reason = "ValidationJobFailed"
             status.conditions = set_condition(status.conditions, "Ready", False, reason, message, gen, now)
-        self._write(raw, dataset, status)
+        self.write_phase(raw, dataset.status, status)
         return None
-
-    def _write(self, raw: Obj, dataset: Dataset, status: DatasetStatus) -> None:
-        old = dataset.status.phase
-        if self.write_status(raw, dataset.status, status) and status.phase != old:
-            ready = next((c for c in status.conditions if c.type == "Ready"), None)
-            message = ready.message if ready else str(status.phase)
-            self.kube.record_event(
-                raw,
-                "Warning" if status.phase == "FAILED" else "Normal",
-                str(status.phase).capitalize(),
-                message,
-            )
-            log.info(
-                "dataset %s/%s: %s -> %s: %s",
-                dataset.metadata.namespace,
-                dataset.metadata.name,
-                old,
-                status.phase,
-                message,
-            )
 
 
 def _parse_summary(text: str | None) -> ValidationSummary | None:

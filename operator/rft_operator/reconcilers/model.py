@@ -10,7 +10,6 @@ exists.
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 
 from rft.api import Model, ModelStatus
@@ -25,8 +24,6 @@ from rft_operator.kube import Kube, Obj
 from rft_operator.podtrouble import pod_trouble
 from rft_operator.policy import WorkloadPolicy
 from rft_operator.reconcilers.base import Clock, Reconciler, utcnow
-
-log = logging.getLogger(__name__)
 
 STEP_REGISTRATION_GRACE = 30.0
 """A Model a ReinforcementStep registers gets its status from that step (one writer, one write);
@@ -72,7 +69,7 @@ class ModelReconciler(Reconciler):
         status.conditions = set_condition(
             status.conditions, "Ready", ready, reason, message, gen, self.clock()
         )
-        self._write(raw, model, status)
+        self.write_phase(raw, model.status, status)
         return None if ready else 30.0
 
     # --- base models: checked by a Job, pinned by digest ---------------------------------------------
@@ -98,7 +95,7 @@ class ModelReconciler(Reconciler):
                     gen,
                     now,
                 )
-                self._write(raw, model, status)
+                self.write_phase(raw, model.status, status)
                 return None if refusal.permanent else self.config.poll_seconds
             self.kube.create_job(ns, build_model_check_job(model, self.config))
             status = ModelStatus(conditions=status.conditions, phase="CHECKING", check_job=job_name)
@@ -107,7 +104,7 @@ class ModelReconciler(Reconciler):
             status.conditions = set_condition(
                 status.conditions, "Ready", None, "Checking", message, gen, self.clock()
             )
-            self._write(raw, model, status)
+            self.write_phase(raw, model.status, status)
             return self.config.poll_seconds
         # Only the Job's own pods speak for it: a pod that merely carries its label does not.
         pods = [
@@ -124,7 +121,7 @@ class ModelReconciler(Reconciler):
             status.conditions = set_condition(
                 status.conditions, "Ready", None, reason, message, gen, self.clock()
             )
-            self._write(raw, model, status)
+            self.write_phase(raw, model.status, status)
             return self.config.poll_seconds
         text, _ = termination_message(pods, CHECK_CONTAINER, succeeded=state.outcome == "complete")
         summary = ModelCheckSummary.parse(text)
@@ -152,28 +149,8 @@ class ModelReconciler(Reconciler):
         status.conditions = set_condition(
             status.conditions, "Ready", ready, reason, message, gen, self.clock()
         )
-        self._write(raw, model, status)
+        self.write_phase(raw, model.status, status)
         return None
-
-    def _write(self, raw: Obj, model: Model, status: ModelStatus) -> None:
-        old = model.status.phase
-        if self.write_status(raw, model.status, status) and status.phase != old:
-            ready = next((c for c in status.conditions if c.type == "Ready"), None)
-            message = ready.message if ready else str(status.phase)
-            self.kube.record_event(
-                raw,
-                "Warning" if status.phase == "FAILED" else "Normal",
-                ready.reason if ready and status.phase == "FAILED" else str(status.phase).capitalize(),
-                message,
-            )
-            log.info(
-                "model %s/%s: %s -> %s: %s",
-                model.metadata.namespace,
-                model.metadata.name,
-                old,
-                status.phase,
-                message,
-            )
 
 
 def base_model_unusable(base: Model) -> tuple[bool, str] | None:
