@@ -11,12 +11,12 @@ autoscaler's load). Which pod addresses may be contacted follows the operator's
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from typing import Any
 
 from rft.api.model import AdapterCanary
 from rft.canary import request_body, served_logprobs
+
+from rft_operator import podhttp
 
 
 class AdapterAdminError(RuntimeError):
@@ -24,18 +24,10 @@ class AdapterAdminError(RuntimeError):
 
 
 def _request(url: str, payload: dict[str, Any] | None, timeout: float) -> Any:
-    data = None if payload is None else json.dumps(payload).encode()
-    req = urllib.request.Request(  # noqa: S310 - http to a pod IP the operator chose
-        url, data=data, headers={"Content-Type": "application/json"}, method="GET" if data is None else "POST"
-    )
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
-            body = resp.read()
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")[:500]
-        raise AdapterAdminError(f"{url}: HTTP {exc.code}: {detail}") from None
-    except OSError as exc:
-        raise AdapterAdminError(f"{url}: {exc}") from None
+        body = podhttp.request(url, payload, timeout)
+    except podhttp.PodHTTPError as exc:
+        raise AdapterAdminError(str(exc)) from None
     try:
         return json.loads(body) if body.strip().startswith((b"{", b"[")) else body.decode(errors="replace")
     except ValueError:
@@ -50,7 +42,7 @@ def _base(pod_ip: str, port: int) -> str:
 def served_models(pod_ip: str, port: int, timeout: float = 5.0) -> set[str]:
     body = _request(f"{_base(pod_ip, port)}/v1/models", None, timeout)
     if not isinstance(body, dict):
-        raise AdapterAdminError(f"{pod_ip}:{port}: /v1/models answered {str(body)[:200]!r}")
+        raise AdapterAdminError(f"{pod_ip}:{port}: /v1/models answered something other than a model list")
     return {str(m.get("id")) for m in body.get("data", [])}
 
 
@@ -83,7 +75,9 @@ def canary_logprobs(
     """The replica's logprobs of the canary's tokens under the adapter served as `name`."""
     body = _request(f"{_base(pod_ip, port)}/v1/completions", request_body(name, canary), timeout)
     if not isinstance(body, dict):
-        raise AdapterAdminError(f"{pod_ip}:{port}: /v1/completions answered {str(body)[:200]!r}")
+        raise AdapterAdminError(
+            f"{pod_ip}:{port}: /v1/completions answered something other than a completion"
+        )
     try:
         return served_logprobs(body, canary.token_ids)
     except ValueError as exc:

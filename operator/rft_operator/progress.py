@@ -12,9 +12,10 @@ import functools
 import ipaddress
 import json
 import logging
-import urllib.request
 
 from rft.trainer_config import ProgressReport
+
+from rft_operator import podhttp
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,7 @@ def fetch_progress(pod_ip: str, port: int, timeout: float = 1.0) -> ProgressRepo
     host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
     url = f"http://{host}:{port}/progress"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return ProgressReport.model_validate(json.loads(resp.read()))
-    except (OSError, ValueError) as exc:
+        return ProgressReport.model_validate(json.loads(podhttp.request(url, timeout=timeout)))
+    except (podhttp.PodHTTPError, ValueError) as exc:
         log.debug("no progress from %s: %s", url, exc)
         return None

@@ -118,7 +118,8 @@ def served_logprobs(response: Mapping[str, Any], token_ids: Sequence[int]) -> li
         value = entry[str(token)]
         logprob = value.get("logprob") if isinstance(value, Mapping) else value
         if not isinstance(logprob, int | float) or math.isnan(logprob):
-            raise ValueError(f"prompt_logprobs[{position}] is not a number: {logprob!r}")
+            # The type, not the value: a pod's answer never reaches an object's status.
+            raise ValueError(f"prompt_logprobs[{position}] is not a number ({type(logprob).__name__})")
         out.append(float(logprob))
     return out
 
