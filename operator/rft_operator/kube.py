@@ -468,6 +468,7 @@ class Children:
         digest = self._hash(manifest)
         try:
             current = _body(read(meta["name"], meta["namespace"], _preload_content=False))
+            foreign_object(manifest, current)
             if current["metadata"].get("annotations", {}).get(self.HASH_ANNOTATION) == digest:
                 return current
         except ApiException as exc:
@@ -492,3 +493,39 @@ class Children:
                 _preload_content=False,
             )
         )
+
+
+class ForeignObjectError(RuntimeError):
+    """An object of the child's name exists and is not the owner's: it is never taken over.
+    `previous`: it belongs to an earlier object of the owner's kind and name (deleted and made
+    again), which the garbage collector is about to remove."""
+
+    def __init__(self, message: str, *, previous: bool) -> None:
+        super().__init__(message)
+        self.previous = previous
+
+
+def foreign_object(manifest: Obj, current: Obj) -> None:
+    """Raise ForeignObjectError unless `current` is controlled by the owner `manifest` names
+    (server-side apply with force would otherwise take over someone else's Service or Deployment)."""
+    owners = [ref for ref in manifest["metadata"].get("ownerReferences") or [] if ref.get("controller")]
+    if not owners:
+        return
+    owner = owners[0]
+    held = current["metadata"].get("ownerReferences") or []
+    if any(ref.get("uid") == owner["uid"] and ref.get("controller") for ref in held):
+        return
+    name = f"{manifest['kind']} {current['metadata']['name']}"
+    if any(
+        ref.get("controller") and ref.get("kind") == owner["kind"] and ref.get("name") == owner["name"]
+        for ref in held
+    ):
+        raise ForeignObjectError(
+            f"{name} still belongs to an earlier {owner['kind']} {owner['name']}; waiting for it to be removed",
+            previous=True,
+        )
+    raise ForeignObjectError(
+        f"{name} already exists and does not belong to {owner['kind']} {owner['name']}; the operator "
+        f"does not take over objects it did not make: delete or rename that {manifest['kind']}",
+        previous=False,
+    )

@@ -6,11 +6,13 @@ is tests/operator/test_serving_vllm.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any
 
 import pytest
+from kubernetes import client
 from rft.api import Deployment, Model
 from rft_devcluster.handle import ClusterHandle
 from rft_operator.accelerators import AcceleratorMap
@@ -134,3 +136,47 @@ def test_a_server_pod_that_cannot_start_is_named_in_the_status(
     assert "registry.invalid/no-such-vllm:1" in reasons["no-image"][1]
     assert reasons["no-node"][0] == "Unschedulable", reasons
     assert "0/1 replicas ready; pod no-node-server-" in reasons["no-node"][1]
+
+
+def test_an_object_of_the_childs_name_that_is_not_its_own_is_never_taken_over(
+    operator: OperatorProcess, objects: Objects
+) -> None:
+    """Server-side apply with force would take over someone else's Service of the same name: the
+    operator refuses instead, says which object, changes nothing, and serves once it is gone."""
+    objects.base_model("tiny-taken")
+    foreign = {
+        "metadata": {"name": "taken-server", "labels": {"team": "someone-else"}},
+        "spec": {"selector": {"app": "theirs"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }
+    objects.core.create_namespaced_service(objects.namespace, foreign)
+    objects.create(
+        "deployments",
+        "Deployment",
+        "taken",
+        {"model": "tiny-taken", "deploymentType": "on-demand", "accelerator": {"type": "NVIDIA_H100_80GB"}},
+    )
+    failed = wait_deployment(objects, "taken", "FAILED", timeout=60)
+    ready = next(c for c in failed["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "ChildExists"
+    assert "Service taken-server already exists and does not belong to Deployment taken" in ready["message"]
+    service = objects.core.read_namespaced_service("taken-server", objects.namespace)
+    assert service.spec.selector == {"app": "theirs"}
+    assert service.metadata.labels == {"team": "someone-else"}
+    assert not service.metadata.owner_references
+    apps = client.AppsV1Api(objects.api).list_namespaced_deployment(objects.namespace).items
+    assert [d.metadata.name for d in apps] == [], "nothing runs for a Deployment that was refused"
+
+    objects.core.delete_namespaced_service("taken-server", objects.namespace)
+    objects.patch("deployments", "taken", {"maxLoras": 7})  # a change: the operator looks again
+    deadline = time.monotonic() + 60
+    owners: list[Any] = []
+    while time.monotonic() < deadline and not owners:
+        with contextlib.suppress(client.ApiException):
+            owners = (
+                objects.core.read_namespaced_service(
+                    "taken-server", objects.namespace
+                ).metadata.owner_references
+                or []
+            )
+        time.sleep(0.5)
+    assert [(o.kind, o.name) for o in owners] == [("Deployment", "taken")]

@@ -42,7 +42,7 @@ from rft_operator.coldstart import cold_start
 from rft_operator.coldstart import describe as describe_cold_start
 from rft_operator.conditions import set_condition
 from rft_operator.config import OperatorConfig
-from rft_operator.kube import Children, Kube, Obj
+from rft_operator.kube import Children, ForeignObjectError, Kube, Obj
 from rft_operator.podtrouble import pod_trouble
 from rft_operator.policy import WorkloadPolicy
 from rft_operator.progress import may_poll
@@ -129,8 +129,13 @@ class DeploymentReconciler(Reconciler):
             manifest = build_server_deployment(dep, model, self.accelerators, self.config, replicas=wanted)
         except UnknownAcceleratorError as exc:
             return self._status(raw, dep, "FAILED", False, "UnknownAccelerator", str(exc))
-        apps = self.children.ensure_deployment(manifest)
-        self.children.ensure_service(build_server_service(dep))
+        try:
+            self.children.ensure_service(build_server_service(dep))
+            apps = self.children.ensure_deployment(manifest)
+        except ForeignObjectError as exc:
+            if exc.previous:
+                return self._status(raw, dep, "CREATING", False, "PreviousChildrenTerminating", str(exc))
+            return self._status(raw, dep, "FAILED", False, "ChildExists", str(exc))
 
         st = apps.get("status", {})
         ready = int(st.get("readyReplicas", 0) or 0)
