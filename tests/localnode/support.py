@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import subprocess
 import textwrap
 from collections.abc import Callable
@@ -21,7 +22,12 @@ LOG_PATH_ANNOTATION = "rft-operator.io/log-path"
 
 def python_container(name: str, code: str, **extra: Any) -> dict[str, Any]:
     """A container of the ``python`` image running ``code`` (dedented)."""
-    return {"name": name, "image": "python:3.11-slim", "command": ["python", "-c", textwrap.dedent(code)], **extra}
+    return {
+        "name": name,
+        "image": "python:3.11-slim",
+        "command": ["python", "-c", textwrap.dedent(code)],
+        **extra,
+    }
 
 
 def pod_name_server(address: str, port: int) -> str:
@@ -47,7 +53,12 @@ def pod_name_server(address: str, port: int) -> str:
 
 def pod_spec(*containers: dict[str, Any], restart_policy: str = "Never", **extra: Any) -> dict[str, Any]:
     """A pod spec pinned to the local node."""
-    return {"restartPolicy": restart_policy, "nodeSelector": ON_LOCAL_NODE, "containers": list(containers), **extra}
+    return {
+        "restartPolicy": restart_policy,
+        "nodeSelector": ON_LOCAL_NODE,
+        "containers": list(containers),
+        **extra,
+    }
 
 
 def job(name: str, spec: dict[str, Any], *, backoff_limit: int = 0) -> dict[str, Any]:
@@ -105,7 +116,9 @@ def wait_pod_gone(cluster: ClusterHandle, namespace: str, name: str, timeout: fl
         wait_for(removed, timeout=timeout, what=f"pod {namespace}/{name} to be removed")
 
 
-def wait_job_finished(cluster: ClusterHandle, namespace: str, name: str, timeout: float = 90) -> dict[str, Any]:
+def wait_job_finished(
+    cluster: ClusterHandle, namespace: str, name: str, timeout: float = 90
+) -> dict[str, Any]:
     """Wait until the Job has a Complete or Failed condition; return it."""
     with cluster.api_client() as api:
         batch = client.BatchV1Api(api)
@@ -122,7 +135,9 @@ def wait_job_finished(cluster: ClusterHandle, namespace: str, name: str, timeout
 def job_pods(cluster: ClusterHandle, namespace: str, job_name: str) -> list[dict[str, Any]]:
     """The Job's pods, oldest first."""
     with cluster.api_client() as api:
-        pods = as_dict(client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"job-name={job_name}"))
+        pods = as_dict(
+            client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"job-name={job_name}")
+        )
     return sorted(pods["items"], key=lambda p: p["metadata"]["creationTimestamp"])
 
 
@@ -172,3 +187,30 @@ def pod_host_veth(pod: dict[str, Any]) -> str:
 def link_exists(name: str) -> bool:
     """Whether the host has a network interface ``name``."""
     return subprocess.run(["ip", "link", "show", name], capture_output=True, check=False).returncode == 0
+
+
+def netns_unsupported() -> str | None:
+    """Why this host cannot give pods network namespaces (None: it can), found with plain `ip`
+    commands, not the local node's code: a test skips only for the host's reason, never because
+    the code under test fell back to the shared namespace."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    probe = f"rftprobe{os.getpid()}"
+    steps = [
+        ["ip", "netns", "add", probe],
+        ["ip", "link", "add", f"{probe}b", "type", "bridge"],
+        ["ip", "link", "add", f"{probe}v", "type", "veth", "peer", "name", f"{probe}p", "netns", probe],
+    ]
+    try:
+        for step in steps:
+            result = subprocess.run(step, capture_output=True, text=True, check=False, timeout=30)
+            if result.returncode != 0:
+                return f"{' '.join(step)}: {result.stderr.strip()}"
+        return None
+    finally:
+        for cleanup in (
+            ["ip", "link", "del", f"{probe}v"],
+            ["ip", "link", "del", f"{probe}b"],
+            ["ip", "netns", "del", probe],
+        ):
+            subprocess.run(cleanup, capture_output=True, check=False, timeout=30)

@@ -4,7 +4,6 @@ env names, which of them the host serves, names, and a relay through a real name
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 import subprocess
 import threading
@@ -18,6 +17,8 @@ from rft_devcluster.localnode.loopback_forward import (
     served_by_host,
 )
 from rft_devcluster.localnode.netns import Bridge, NetnsError, PodSandbox, names_for, nsenter_prefix
+
+from tests.localnode.support import netns_unsupported
 
 
 def test_loopback_targets_are_found_in_env_values() -> None:
@@ -68,14 +69,14 @@ def test_names_fit_interface_limits() -> None:
 @pytest.fixture
 def bridge() -> Iterator[Bridge]:
     """A bridge on a /24 no local node hands out (the range's first), if this host allows it."""
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
+    if (why := netns_unsupported()) is not None:
+        pytest.skip(f"this host cannot make network namespaces: {why}")
     subnet = ipaddress.IPv4Network("198.18.0.0/24")
     made = Bridge(subnet, "198.18.0.1")
     try:
         made.create()
     except NetnsError as exc:
-        pytest.skip(f"no bridge here: {exc}")
+        pytest.fail(f"the host can make bridges, but Bridge.create failed: {exc}")
     try:
         yield made
     finally:
