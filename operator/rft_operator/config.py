@@ -100,6 +100,11 @@ class OperatorConfig(BaseModel):
     leader_election_namespace: str | None = Field(
         default=None, description="Namespace of the Lease; default: the pod's (env POD_NAMESPACE)."
     )
+    admin_key_secret: str = Field(
+        default="rft-operator-admin-key",
+        description="Secret (in the operator's namespace, env POD_NAMESPACE, else `default`) that "
+        "holds the key of the adapter admin tokens; the operator makes it on first start.",
+    )
     metrics_port: int = Field(default=8080, description="Port of the Prometheus /metrics endpoint (0: off).")
 
     @field_validator("progress_poll")

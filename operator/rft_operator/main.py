@@ -22,6 +22,7 @@ from rft.api import GROUP, VERSION
 
 from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap
+from rft_operator.admintoken import AdminTokens
 from rft_operator.cache import Cache, trim
 from rft_operator.config import OperatorConfig
 from rft_operator.kube import Kube
@@ -96,16 +97,17 @@ def start(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> None:
     cache = Cache({plural: kwargs[index] for plural, index in CACHED.items()}, kwargs["pods_by_job"])
     kube = Kube(_api_client(cfg.workers), cache=cache)
     accelerators = AcceleratorMap.load(cfg.accelerator_map_file)
+    own_namespace = os.environ.get("POD_NAMESPACE") or "default"
+    tokens = AdminTokens.load_or_create(client.CoreV1Api(kube.api_client), own_namespace, cfg.admin_key_secret)
     reconcilers = {
         "step": StepReconciler(kube, cfg, accelerators).sync,
         "dataset": DatasetReconciler(kube, cfg).sync,
         "model": ModelReconciler(kube, cfg).sync,
-        "deployment": DeploymentReconciler(kube, cfg, accelerators).sync,
+        "deployment": DeploymentReconciler(kube, cfg, accelerators, tokens).sync,
     }
     elector = None
     if cfg.leader_election:
-        namespace = cfg.leader_election_namespace or os.environ.get("POD_NAMESPACE") or "default"
-        elector = LeaderElector(kube.api_client, namespace)
+        elector = LeaderElector(kube.api_client, cfg.leader_election_namespace or own_namespace)
         elector.start()
     queue = WorkQueue(reconcilers, workers=cfg.workers, active=elector.leading if elector else None)
     queue.start()

@@ -20,6 +20,7 @@ import logging
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -56,11 +57,19 @@ def error_type(answer: bytes) -> str | None:
     return None
 
 
-def request(url: str, payload: dict[str, Any] | None = None, timeout: float = 10.0) -> bytes:
+def request(
+    url: str,
+    payload: dict[str, Any] | None = None,
+    timeout: float = 10.0,
+    headers: Mapping[str, str] | None = None,
+) -> bytes:
     """GET (or POST `payload` as JSON to) `url` on a pod; the answer's bytes."""
     data = None if payload is None else json.dumps(payload).encode()
     req = urllib.request.Request(  # noqa: S310 - http to a pod IP the operator chose
-        url, data=data, headers={"Content-Type": "application/json"}, method="GET" if data is None else "POST"
+        url,
+        data=data,
+        headers={"Content-Type": "application/json", **(headers or {})},
+        method="GET" if data is None else "POST",
     )
     try:
         with _OPENER.open(req, timeout=timeout) as resp:

@@ -6,12 +6,17 @@ shared volume under the pod's workload identity, and then asks vLLM to load it f
 also passes `/health`, `/v1/models`, `/v1/completions` (the canary check, `rft.canary`) and
 `/metrics` (vLLM's Prometheus text, read-only: the operator's autoscaler reads the load there) on
 to vLLM, so the operator needs only this port.
+
+Every route but `/health` needs the operator's admin token (`rft.admin_guard`): only the operator
+may load or unload adapters. The sidecar passes the token on to vLLM, whose own admin routes
+need it too.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import urllib.error
@@ -22,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from rft.admin_guard import TOKEN_HASH_ENV, authorized
 from rft.storage import StorageError
 from rft.storage.checkpoints import fetch_checkpoint
 
@@ -32,13 +38,20 @@ SAFE_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234
 
 
 def _call_upstream(
-    upstream: str, path: str, payload: dict[str, Any] | None, timeout: float = 600
+    upstream: str,
+    path: str,
+    payload: dict[str, Any] | None,
+    timeout: float = 600,
+    authorization: str | None = None,
 ) -> tuple[int, bytes]:
     data = None if payload is None else json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json"}
+    if authorization:
+        headers["Authorization"] = authorization
     request = urllib.request.Request(  # noqa: S310 - upstream is the local vLLM URL given on the command line
         upstream + path,
         data=data,
-        headers={"Content-Type": "application/json"},
+        headers=headers,
         method="GET" if data is None else "POST",
     )
     try:
@@ -53,7 +66,7 @@ def _copies(adapter_dir: Path, name: str) -> list[Path]:
     return [p for p in [adapter_dir / name, *adapter_dir.glob(f"{name}@*")] if p.exists()]
 
 
-def make_handler(upstream: str, adapter_dir: Path) -> type[BaseHTTPRequestHandler]:
+def make_handler(upstream: str, adapter_dir: Path, token_sha256: str) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def _reply(self, status: int, body: bytes, content_type: str = "application/json") -> None:
             self.send_response(status)
@@ -66,8 +79,26 @@ def make_handler(upstream: str, adapter_dir: Path) -> type[BaseHTTPRequestHandle
             body = {"error": {"message": message, "type": "BadRequestError", "code": int(status)}}
             self._reply(status, json.dumps(body).encode())
 
+        def _authorized(self) -> bool:
+            """Whether the request carries the admin token; if not, it is answered 401."""
+            if authorized(self.headers.get("Authorization"), token_sha256):
+                return True
+            body = {
+                "error": {
+                    "message": "only the rft-operator may call this sidecar",
+                    "type": "Unauthorized",
+                    "code": 401,
+                }
+            }
+            self._reply(HTTPStatus.UNAUTHORIZED, json.dumps(body).encode())
+            return False
+
         def do_GET(self) -> None:
-            if self.path in ("/health", "/v1/models"):
+            if self.path == "/health":
+                self._reply(*_call_upstream(upstream, self.path, None))
+            elif not self._authorized():
+                return
+            elif self.path == "/v1/models":
                 self._reply(*_call_upstream(upstream, self.path, None))
             elif self.path == METRICS_PATH:
                 self._reply(*_call_upstream(upstream, self.path, None, timeout=30), METRICS_CONTENT_TYPE)
@@ -75,6 +106,9 @@ def make_handler(upstream: str, adapter_dir: Path) -> type[BaseHTTPRequestHandle
                 self._error(HTTPStatus.NOT_FOUND, f"no route {self.path}")
 
         def do_POST(self) -> None:
+            if not self._authorized():
+                return
+            authorization = self.headers.get("Authorization")
             try:
                 length = int(self.headers.get("Content-Length") or 0)
                 payload = json.loads(self.rfile.read(length) or b"{}")
@@ -112,7 +146,7 @@ def make_handler(upstream: str, adapter_dir: Path) -> type[BaseHTTPRequestHandle
                 load: dict[str, Any] = {"lora_name": name, "lora_path": str(target)}
                 if in_place:
                     load["load_inplace"] = True
-                status, answer = _call_upstream(upstream, self.path, load)
+                status, answer = _call_upstream(upstream, self.path, load, authorization=authorization)
                 if in_place:  # keep the copy vLLM serves: the new one, or the old ones if it refused
                     stale = (
                         [c for c in _copies(adapter_dir, name) if c != target] if status < 300 else [target]
@@ -121,7 +155,9 @@ def make_handler(upstream: str, adapter_dir: Path) -> type[BaseHTTPRequestHandle
                         shutil.rmtree(copy, ignore_errors=True)
                 self._reply(status, answer)
             elif self.path == "/v1/unload_lora_adapter":
-                status, body = _call_upstream(upstream, self.path, {"lora_name": name})
+                status, body = _call_upstream(
+                    upstream, self.path, {"lora_name": name}, authorization=authorization
+                )
                 if status < 300:
                     for old in _copies(adapter_dir, name):
                         shutil.rmtree(old, ignore_errors=True)
@@ -141,10 +177,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 - the pod's own address
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--adapter-dir", type=Path, default=Path("/adapters"))
+    parser.add_argument(
+        "--admin-token-sha256",
+        default=os.environ.get(TOKEN_HASH_ENV, ""),
+        help=f"SHA-256 of the operator's admin token (default: ${TOKEN_HASH_ENV}); without it every "
+        "route but /health is refused",
+    )
     args = parser.parse_args(argv)
     args.adapter_dir.mkdir(parents=True, exist_ok=True)
     server = ThreadingHTTPServer(
-        (args.host, args.port), make_handler(args.upstream.rstrip("/"), args.adapter_dir)
+        (args.host, args.port),
+        make_handler(args.upstream.rstrip("/"), args.adapter_dir, args.admin_token_sha256),
     )
     server.serve_forever()
     return 0

@@ -416,6 +416,9 @@ def test_charts_token_is_allowed_what_the_operator_does(all_namespaces: Running)
         assert can(
             api, "update", "leases", group="coordination.k8s.io", namespace=release_ns, name="rft-operator"
         )
+        # The adapter admin key: made on the first start, read by name after.
+        assert can(api, "create", "secrets", namespace=release_ns)
+        assert can(api, "get", "secrets", namespace=release_ns, name="rft-operator-admin-key")
 
 
 @pytest.mark.parametrize(
@@ -424,6 +427,10 @@ def test_charts_token_is_allowed_what_the_operator_does(all_namespaces: Running)
         ("get", "secrets", "", "workloads", None, None),
         ("list", "secrets", "", "workloads", None, None),
         ("watch", "secrets", "", "release", None, None),
+        ("get", "secrets", "", "release", None, "sh.helm.release.v1.rft-operator.v1"),
+        ("list", "secrets", "", "release", None, None),
+        ("create", "secrets", "", "workloads", None, None),
+        ("update", "secrets", "", "release", None, "rft-operator-admin-key"),
         ("list", "secrets", "", "kube-system", None, None),
         ("create", "pods", "", "workloads", None, None),
         ("delete", "pods", "", "workloads", None, None),

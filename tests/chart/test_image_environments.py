@@ -187,7 +187,7 @@ def test_the_serving_helpers_run_from_their_lock_alone(tmp_path: Path) -> None:
     # The programs and every storage backend they load on first use (s3://, gs://, file://).
     imported = _run(venv, "-c", IMPORT_ALL, "rft.storage")
     assert imported.returncode == 0, imported.stderr
-    for module in ("rft.fetch", "rft.adapter_sidecar", "rft.check_model"):
+    for module in ("rft.fetch", "rft.adapter_sidecar", "rft.check_model", "rft.admin_guard"):
         help_text = _run(venv, "-m", module, "--help")
         assert help_text.returncode == 0, f"{module}: {help_text.stderr}"
         assert help_text.stdout.startswith("usage:"), help_text.stdout

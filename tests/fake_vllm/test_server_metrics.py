@@ -17,6 +17,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rft.adapter_sidecar import make_handler
+from rft.admin_guard import token_sha256
 from rft_devcluster.fake_vllm.config import ServerConfig
 from rft_devcluster.fake_vllm.engine import Engine
 from rft_devcluster.fake_vllm.testing import LOOPBACK, RunningServer, running_server
@@ -24,6 +25,7 @@ from rft_operator.adapters import server_metrics
 from rft_operator.autoscale import requests_in_flight
 
 BASE = "tiny"
+TOKEN = "operator-token"
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def server(tiny_model_dir: Path) -> Iterator[RunningServer]:
 
 @pytest.fixture
 def sidecar_port(server: RunningServer, tmp_path: Path) -> Iterator[int]:
-    sidecar = ThreadingHTTPServer((LOOPBACK, 0), make_handler(server.base_url, tmp_path / "adapters"))
+    sidecar = ThreadingHTTPServer((LOOPBACK, 0), make_handler(server.base_url, tmp_path / "adapters", token_sha256(TOKEN)))
     thread = threading.Thread(target=sidecar.serve_forever, daemon=True)
     thread.start()
     try:
@@ -63,7 +65,7 @@ def test_idle_server_reports_zero_running_and_waiting(server: RunningServer, sid
         ("vllm:num_requests_running", BASE): 0.0,
         ("vllm:num_requests_waiting", BASE): 0.0,
     }
-    through_sidecar = server_metrics(LOOPBACK, sidecar_port)
+    through_sidecar = server_metrics(LOOPBACK, sidecar_port, token=TOKEN)
     assert requests_in_flight(through_sidecar) == 0
 
 
@@ -80,7 +82,7 @@ def test_concurrent_requests_show_as_one_running_and_the_rest_waiting(
         ]
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not all(a.done() for a in answers):
-            seen.append(gauges(server_metrics(LOOPBACK, sidecar_port)))
+            seen.append(gauges(server_metrics(LOOPBACK, sidecar_port, token=TOKEN)))
             if seen[-1][("vllm:num_requests_waiting", BASE)] >= 1:
                 break
             time.sleep(0.01)
@@ -89,4 +91,4 @@ def test_concurrent_requests_show_as_one_running_and_the_rest_waiting(
     # One request at a time holds the model; the others wait for it, as in vLLM's scheduler.
     assert busiest[("vllm:num_requests_running", BASE)] == 1, seen[-5:]
     assert 1 <= busiest[("vllm:num_requests_waiting", BASE)] <= clients - 1, seen[-5:]
-    assert requests_in_flight(server_metrics(LOOPBACK, sidecar_port)) == 0, "all answered"
+    assert requests_in_flight(server_metrics(LOOPBACK, sidecar_port, token=TOKEN)) == 0, "all answered"

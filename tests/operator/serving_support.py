@@ -3,6 +3,7 @@ talk to a served model's pod."""
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -18,6 +19,8 @@ from rft.storage.checkpoints import upload_tree
 from rft_devcluster.fake_vllm.testing import make_lora_adapter
 from rft_devcluster.handle import ClusterHandle
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
+from rft_operator.admintoken import AdminTokens
+from rft_operator.config import OperatorConfig
 from rft_trainer.canary import canary_logprobs, canary_tokens, record_canary
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -117,9 +120,9 @@ def server_address(objects: Objects, deployment: str) -> str:
     return f"http://{ready[0].status.pod_ip}:8000"
 
 
-def post(url: str, body: dict[str, Any], *, text: bool = False) -> Any:
+def post(url: str, body: dict[str, Any], *, text: bool = False, headers: dict[str, str] | None = None) -> Any:
     """POST JSON; the answer parsed as JSON, or as text with `text` (vLLM's adapter routes)."""
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **(headers or {})}
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)  # noqa: S310
     with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 - loopback pod IP
         raw = resp.read()
@@ -243,3 +246,67 @@ class AdapterLoad:
 
     def summary(self) -> str:
         return f"{sum(self._by_address.values())} requests ({dict(self._by_address)}), {len(self.failures)} failed"
+
+
+def admin_headers(objects: Objects, deployment: str) -> dict[str, str]:
+    """The `Authorization` header the operator sends to `deployment`'s server pods: its token from
+    the operator's key (the Secret the operator made in its namespace, `default` when run as a
+    process), for tests that act behind the operator's back with the operator's rights."""
+    secret = objects.core.read_namespaced_secret(OperatorConfig().admin_key_secret, "default")
+    tokens = AdminTokens(base64.b64decode(secret.data["key"]))
+    dep = objects.get("deployments", deployment)
+    assert dep is not None
+    return {"Authorization": f"Bearer {tokens.token(objects.namespace, deployment, dep['metadata']['uid'])}"}
+
+
+INTRUDER_SCRIPT = """
+import json, sys, urllib.error, urllib.request
+out = []
+for method, url, body in json.loads(sys.argv[2]):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            out.append(resp.status)
+    except urllib.error.HTTPError as exc:
+        out.append(exc.code)
+    except OSError as exc:
+        out.append(str(exc))
+open(sys.argv[1], "w").write(json.dumps(out))
+"""
+
+
+def calls_from_a_pod(
+    objects: Objects, name: str, like: Any, calls: list[tuple[str, str, dict[str, Any] | None]]
+) -> list[Any]:
+    """Make `calls` (method, URL, JSON body) from a plain pod of the namespace, scheduled where pod
+    `like` runs (no token, no Kubernetes rights: what anyone who may create pods there has); the
+    HTTP status of each, or the error."""
+    pod = {
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "nodeSelector": like.spec.node_selector,
+            "tolerations": [t.to_dict() for t in like.spec.tolerations or []],
+            "containers": [
+                {
+                    "name": "intruder",
+                    "image": "python:3.11-slim",
+                    "command": ["python", "-c", INTRUDER_SCRIPT, "/dev/termination-log", json.dumps(calls)],
+                }
+            ],
+        },
+    }
+    objects.core.create_namespaced_pod(objects.namespace, pod)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        status = objects.core.read_namespaced_pod(name, objects.namespace).status
+        if status.phase in ("Succeeded", "Failed"):
+            (container,) = status.container_statuses
+            message = container.state.terminated.message
+            assert status.phase == "Succeeded", message
+            answers: list[Any] = json.loads(message)
+            return answers
+        time.sleep(1)
+    raise AssertionError(f"pod {name} did not finish within 300 s")

@@ -60,7 +60,7 @@ def test_a_redirect_is_refused_and_not_followed(pod: str) -> None:
     assert SECRET not in str(caught.value)
     port = int(pod.rsplit(":", 1)[1])
     with pytest.raises(AdapterAdminError) as through_adapters:
-        served_models("127.0.0.1", port)
+        served_models("127.0.0.1", port, token="t")
     assert SECRET not in str(through_adapters.value)
 
 

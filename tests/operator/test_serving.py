@@ -74,7 +74,9 @@ def test_vllm_manifests_are_accepted_by_the_apiserver(
     )
     config = OperatorConfig()
     manifests = [
-        build_server_deployment(dep, model, AcceleratorMap.load(None), config, replicas=1),
+        build_server_deployment(
+            dep, model, AcceleratorMap.load(None), config, replicas=1, admin_token_sha256="0" * 64
+        ),
         build_server_service(dep),
     ]
     accepted = []

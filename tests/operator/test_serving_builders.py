@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tomllib
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rft.admin_guard import token_sha256
 from rft.api import Deployment, Model
 from rft_operator.accelerators import AcceleratorMap
 from rft_operator.builders.serving import (
@@ -20,6 +22,7 @@ from rft_operator.builders.serving import (
 )
 from rft_operator.config import VERSION, VLLM_VERSION, OperatorConfig
 
+TOKEN_SHA = token_sha256("admin-token")
 CONFIG = OperatorConfig(trainer_image="reg/rft-trainer:1", serving_helpers_image="reg/rft-serving-helpers:1")
 REPO = Path(__file__).resolve().parents[2]
 ACCELERATORS = AcceleratorMap.load(None)
@@ -49,9 +52,11 @@ def test_vllm_server_fetches_the_model_and_enables_runtime_lora() -> None:
     dep = deployment(
         engine="vllm", accelerator={"type": "NVIDIA_H100_80GB", "count": 2}, maxLoraRank=16, maxModelLen=4096
     )
-    manifest = build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG, replicas=1)
+    manifest = build_server_deployment(
+        dep, MODEL, ACCELERATORS, CONFIG, replicas=1, admin_token_sha256=TOKEN_SHA
+    )
     pod = manifest["spec"]["template"]["spec"]
-    (init,) = pod["initContainers"]
+    init, guard = pod["initContainers"]
     assert init["command"] == [
         "python",
         "-m",
@@ -88,22 +93,37 @@ def test_vllm_server_fetches_the_model_and_enables_runtime_lora() -> None:
     assert annotations["prometheus.io/path"] == "/metrics"
     assert pod["serviceAccountName"] == "server-sa"
     assert pod["automountServiceAccountToken"] is False
-    assert all(c["securityContext"]["allowPrivilegeEscalation"] is False for c in [*pod["containers"], init])
+    assert all(c["securityContext"]["allowPrivilegeEscalation"] is False for c in [*pod["containers"], init, guard])
+    # Only the operator may load or unload: vLLM runs the admin guard, copied in by an init
+    # container (its image has no rft), and both it and the sidecar hold the token's hash only.
+    assert guard["image"] == CONFIG.serving_helpers_image
+    assert guard["command"] == ["python", "-m", "rft.admin_guard", "install", "/rft-plugins"]
+    assert cmd[cmd.index("--middleware") + 1] == "rft_admin_guard.AdminGuard"
+    assert env["PYTHONPATH"] == "/rft-plugins"
+    sidecar_env = {e["name"]: e.get("value") for e in sidecar["env"]}
+    assert env["RFT_ADMIN_TOKEN_SHA256"] == sidecar_env["RFT_ADMIN_TOKEN_SHA256"] == TOKEN_SHA
+    assert "admin-token" not in json.dumps(manifest), "the token itself is in no pod spec"
+    assert {"name": "plugins", "mountPath": "/rft-plugins", "readOnly": True} in server["volumeMounts"]
 
 
 def test_replicas_are_the_number_decided_not_a_spec_bound() -> None:
     dep = deployment(minReplicaCount=1, maxReplicaCount=4)
-    assert build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG, replicas=3)["spec"]["replicas"] == 3
+    assert (
+        build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG, replicas=3, admin_token_sha256=TOKEN_SHA)[
+            "spec"
+        ]["replicas"]
+        == 3
+    )
 
 
 def test_the_fetch_and_the_sidecar_run_the_serving_helpers_image() -> None:
     """Not the trainer's multi-GB CUDA image: a new replica's node pulls only the small one."""
-    pod = build_server_deployment(deployment(), MODEL, ACCELERATORS, CONFIG, replicas=1)["spec"]["template"][
-        "spec"
-    ]
-    (init,) = pod["initContainers"]
+    pod = build_server_deployment(
+        deployment(), MODEL, ACCELERATORS, CONFIG, replicas=1, admin_token_sha256=TOKEN_SHA
+    )["spec"]["template"]["spec"]
+    init, guard = pod["initContainers"]
     sidecar = pod["containers"][1]
-    assert init["image"] == sidecar["image"] == "reg/rft-serving-helpers:1"
+    assert init["image"] == guard["image"] == sidecar["image"] == "reg/rft-serving-helpers:1"
     assert "reg/rft-trainer:1" not in str(pod)
     # The fetch has requests and limits (8 downloads at a time: I/O-bound, up to one CPU).
     assert init["resources"] == {
@@ -112,9 +132,9 @@ def test_the_fetch_and_the_sidecar_run_the_serving_helpers_image() -> None:
     }
     assert sidecar["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi"}
     # Each manifest has its own dicts (a caller editing one changes no other).
-    again = build_server_deployment(deployment(), MODEL, ACCELERATORS, CONFIG, replicas=1)["spec"][
-        "template"
-    ]["spec"]
+    again = build_server_deployment(
+        deployment(), MODEL, ACCELERATORS, CONFIG, replicas=1, admin_token_sha256=TOKEN_SHA
+    )["spec"]["template"]["spec"]
     assert again["initContainers"][0]["resources"] is not init["resources"]
     assert OperatorConfig().serving_helpers_image == f"ghcr.io/rft-operator/rft-serving-helpers:{VERSION}"
 
@@ -122,7 +142,9 @@ def test_the_fetch_and_the_sidecar_run_the_serving_helpers_image() -> None:
 def test_service_is_cluster_internal_and_selects_the_server_pods() -> None:
     dep = deployment()
     svc = build_server_service(dep)
-    manifest = build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG, replicas=1)
+    manifest = build_server_deployment(
+        dep, MODEL, ACCELERATORS, CONFIG, replicas=1, admin_token_sha256=TOKEN_SHA
+    )
     assert svc["spec"]["type"] == "ClusterIP"
     assert svc["spec"]["selector"] == manifest["spec"]["selector"]["matchLabels"]
     assert svc["metadata"]["ownerReferences"][0]["name"] == "qwen-base"
@@ -136,9 +158,9 @@ def test_operator_never_imports_torch() -> None:
 
 def test_vllm_on_cpu_runs_vllms_cpu_image_without_tensor_parallelism() -> None:
     dep = deployment(engine="vllm", accelerator={"type": "CPU", "count": 0})
-    server = build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG, replicas=1)["spec"]["template"][
-        "spec"
-    ]["containers"][0]
+    server = build_server_deployment(
+        dep, MODEL, ACCELERATORS, CONFIG, replicas=1, admin_token_sha256=TOKEN_SHA
+    )["spec"]["template"]["spec"]["containers"][0]
     assert server["image"] == f"public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v{VLLM_VERSION}"
     assert "--tensor-parallel-size" not in server["command"]
     # float32 on CPU, as the trainer computes: vLLM would otherwise serve a float32 model in bf16.
@@ -150,15 +172,17 @@ def test_vllm_on_cpu_runs_vllms_cpu_image_without_tensor_parallelism() -> None:
     assert env["OMP_NUM_THREADS"] == server["resources"]["requests"]["cpu"]
     # The spec's image wins over both defaults.
     custom = deployment(engine="vllm", accelerator={"type": "CPU", "count": 0}, image="reg/vllm:x")
-    pod = build_server_deployment(custom, MODEL, ACCELERATORS, CONFIG, replicas=1)["spec"]["template"]["spec"]
+    pod = build_server_deployment(
+        custom, MODEL, ACCELERATORS, CONFIG, replicas=1, admin_token_sha256=TOKEN_SHA
+    )["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == "reg/vllm:x"
 
 
 def test_one_gpu_runs_without_tensor_parallelism() -> None:
     dep = deployment(engine="vllm", accelerator={"type": "NVIDIA_A100_80GB", "count": 1})
-    server = build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG, replicas=1)["spec"]["template"][
-        "spec"
-    ]["containers"][0]
+    server = build_server_deployment(
+        dep, MODEL, ACCELERATORS, CONFIG, replicas=1, admin_token_sha256=TOKEN_SHA
+    )["spec"]["template"]["spec"]["containers"][0]
     assert "--tensor-parallel-size" not in server["command"]
 
 
@@ -183,13 +207,18 @@ def test_every_path_vllm_writes_to_is_a_mounted_writable_volume(accelerator: dic
     """With a read-only root filesystem and uid 1000, each path vLLM, torch, Triton and HF write to
     is set explicitly and lies under an emptyDir mounted into the container that writes it."""
     dep = deployment(engine="vllm", accelerator=accelerator)
-    pod = build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG, replicas=1)["spec"]["template"]["spec"]
+    pod = build_server_deployment(dep, MODEL, ACCELERATORS, CONFIG, replicas=1, admin_token_sha256=TOKEN_SHA)[
+        "spec"
+    ]["template"]["spec"]
     empty_dirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
     for container in [*pod["initContainers"], *pod["containers"]]:
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"] if not m.get("readOnly")}
         writable = [path for path, volume in mounts.items() if volume in empty_dirs]
-        for name, value in _path_values(container["env"]).items():
+        for name, value in _path_values(container.get("env", [])).items():
+            if name == "PYTHONPATH":  # read, never written: the admin guard's read-only mount
+                assert value in {m["mountPath"] for m in container["volumeMounts"]}
+                continue
             assert any(value == w or value.startswith(w.rstrip("/") + "/") for w in writable), (
                 f"{container['name']}: {name}={value} is not under a writable volume ({writable})"
             )

@@ -73,11 +73,14 @@ def test_a_new_replica_joins_the_service_with_its_adapters(
     wait_deployment(objects, "base", "READY", timeout=300)
     (first,) = _server_pods(objects)
     # The model fetch and the adapter sidecar run the serving-helpers image (the local node's
-    # stand-in for it is the .venv): the fetch completed, the sidecar runs.
-    (fetch,) = first.status.init_container_statuses
-    assert fetch.image == HELPERS_IMAGE
-    assert fetch.state.terminated is not None
-    assert fetch.state.terminated.exit_code == 0
+    # stand-in for it is the .venv): the fetch and the admin guard's install completed, the
+    # sidecar runs.
+    inits = first.status.init_container_statuses
+    assert [c.name for c in inits] == ["fetch-model", "admin-guard"]
+    for init in inits:
+        assert init.image == HELPERS_IMAGE
+        assert init.state.terminated is not None
+        assert init.state.terminated.exit_code == 0
     sidecar = next(c for c in first.status.container_statuses if c.name == "adapter-loader")
     assert sidecar.image == HELPERS_IMAGE
     assert sidecar.ready

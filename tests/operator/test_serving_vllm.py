@@ -31,6 +31,8 @@ from rft_trainer.tiny import VLLM_CPU_SHAPE, build_tiny_model
 from tests.operator.conftest import Objects, OperatorProcess
 from tests.operator.serving_support import (
     AdapterLoad,
+    admin_headers,
+    calls_from_a_pod,
     condition,
     first_token_seconds,
     greedy,
@@ -138,14 +140,57 @@ def test_vllm_serves_the_base_and_an_adapter_through_the_sidecar(
     assert (verified["status"], verified["reason"]) == ("True", "CanaryMatched"), verified
     print(f"canary, right adapter: {verified['message']}")  # the figure docs/serving.md quotes
 
+    # Only the operator changes what a server serves: a plain pod of the namespace reaches the
+    # server and its sidecar, and uses the inference API, but cannot unload the adapter or put
+    # other weights under a name, on vLLM's port or the sidecar's.
+    ip = pod.status.pod_ip
+    adapter_url = f"s3://{s3_bucket.name}/rft/models/tiny-vllm-lora/"
+    answers = calls_from_a_pod(
+        objects,
+        "intruder",
+        pod,
+        [
+            ("GET", f"http://{ip}:8000/v1/models", None),
+            (
+                "POST",
+                f"http://{ip}:8000/v1/completions",
+                {"model": "tiny-vllm-lora", "prompt": "hi", "max_tokens": 2},
+            ),
+            ("POST", f"http://{ip}:8000/v1/unload_lora_adapter", {"lora_name": "tiny-vllm-lora"}),
+            (
+                "POST",
+                f"http://{ip}:8000/v1/load_lora_adapter",
+                {"lora_name": "evil", "lora_path": "/adapters"},
+            ),
+            ("POST", f"http://{ip}:8000/adapters", {"name": "evil", "src": "/adapters"}),
+            ("POST", f"http://{ip}:8001/v1/unload_lora_adapter", {"lora_name": "tiny-vllm-lora"}),
+            (
+                "POST",
+                f"http://{ip}:8001/v1/load_lora_adapter",
+                {"lora_name": "evil", "lora_path": adapter_url},
+            ),
+            ("GET", f"http://{ip}:8001/v1/models", None),
+        ],
+    )
+    assert answers == [200, 200, 401, 401, 401, 401, 401, 401], answers
+    assert models_served(address) == {"tiny-vllm", "tiny-vllm-lora"}
+    assert greedy(address, "tiny-vllm-lora") == adapter_answer
+    operator_rights = admin_headers(objects, "vllm-base")
+
     # Other weights under the adapter's name, behind the operator's back (a stale or failed sync):
     # the canary check finds them, and the operator loads the checkpoint again.
     other_dir = make_lora_adapter(base_dir, tmp_path / "other", rank=8, seed=4)
-    post(f"{address}/v1/unload_lora_adapter", {"lora_name": "tiny-vllm-lora"}, text=True)
+    post(
+        f"{address}/v1/unload_lora_adapter",
+        {"lora_name": "tiny-vllm-lora"},
+        text=True,
+        headers=operator_rights,
+    )
     post(
         f"{address}/v1/load_lora_adapter",
         {"lora_name": "tiny-vllm-lora", "lora_path": str(other_dir)},
         text=True,
+        headers=operator_rights,
     )
     swapped_answer = greedy(address, "tiny-vllm-lora")
     events = objects.wait_events(
@@ -218,7 +263,14 @@ def test_vllm_serves_the_base_and_an_adapter_through_the_sidecar(
     ) as load:
         load.wait_for_requests(5)
         # Real vLLM's gauges, through the sidecar, as the operator reads them.
-        assert requests_in_flight(server_metrics(pod.status.pod_ip, ADAPTER_ADMIN_PORT)) >= 0
+        assert (
+            requests_in_flight(
+                server_metrics(
+                    pod.status.pod_ip, ADAPTER_ADMIN_PORT, token=operator_rights["Authorization"][7:]
+                )
+            )
+            >= 0
+        )
         objects.patch(
             "deployments",
             "vllm-base",
@@ -270,7 +322,6 @@ def test_vllm_serves_the_base_and_an_adapter_through_the_sidecar(
     # Adapter load latency through the sidecar, as the operator loads: fetch the committed
     # checkpoint from the bucket (digests checked), then vLLM's load (docs/serving.md quotes it).
     sidecar = address.replace(":8000", ":8001")
-    adapter_url = f"s3://{s3_bucket.name}/rft/models/tiny-vllm-lora/"
     seconds = []
     for _ in range(20):
         started = time.monotonic()
@@ -278,10 +329,16 @@ def test_vllm_serves_the_base_and_an_adapter_through_the_sidecar(
             f"{sidecar}/v1/load_lora_adapter",
             {"lora_name": "latency-probe", "lora_path": adapter_url},
             text=True,
+            headers=operator_rights,
         )
         seconds.append(time.monotonic() - started)
         assert "latency-probe" in models_served(address)
-        post(f"{sidecar}/v1/unload_lora_adapter", {"lora_name": "latency-probe"}, text=True)
+        post(
+            f"{sidecar}/v1/unload_lora_adapter",
+            {"lora_name": "latency-probe"},
+            text=True,
+            headers=operator_rights,
+        )
     assert models_served(address) == {"tiny-vllm"}
     seconds.sort()
     print(

@@ -11,6 +11,7 @@ pulls before vLLM can start.
 from __future__ import annotations
 
 from kubernetes.utils.quantity import parse_quantity
+from rft.admin_guard import MIDDLEWARE, TOKEN_HASH_ENV
 from rft.api import Deployment, Model
 from rft.model_check import FILES_DIGEST_ENV, PINNED_FILES_ENV, pinned_files_json
 
@@ -33,6 +34,8 @@ SERVER_PORT = 8000
 ADAPTER_ADMIN_PORT = 8001
 SERVER_CONTAINER = "server"
 FETCH_CONTAINER = "fetch-model"
+GUARD_CONTAINER = "admin-guard"
+PLUGINS_DIR = "/rft-plugins"
 LOCAL_MODEL_DIR = "/models/base"
 # Servers listen on every address of the pod: the sidecar reaches vLLM on loopback, probes and the
 # Service on the pod IP, `kubectl port-forward` on the pod's loopback.
@@ -51,6 +54,11 @@ def fetch_resources() -> Manifest:
     """The model fetch (init container): 8 files streamed at a time (rft.storage.checkpoints),
     I/O-bound; hashing and TLS take some CPU, each stream buffers a chunk (GCS: 8 MiB)."""
     return {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
+
+
+def guard_install_resources() -> Manifest:
+    """Copies one small file."""
+    return {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}}
 
 
 def adapter_loader_resources() -> Manifest:
@@ -143,9 +151,11 @@ def build_server_deployment(
     config: OperatorConfig,
     *,
     replicas: int,
+    admin_token_sha256: str,
 ) -> Manifest:
     """`replicas` pods that serve `model` (a base model) for `deployment` (the operator decides
-    how many, `rft_operator.autoscale`)."""
+    how many, `rft_operator.autoscale`). Only requests with the admin token whose SHA-256 is
+    `admin_token_sha256` may change what they serve (`rft.admin_guard`)."""
     name = server_name(deployment.metadata.name)
     spec = deployment.spec
     placement = accelerators.placement(spec.accelerator.type)
@@ -163,6 +173,7 @@ def build_server_deployment(
         max_model_len=spec.max_model_len,
         enable_lora=spec.enable_lora,
         dtype=training_dtype(spec.accelerator.type),
+        middleware=[MIDDLEWARE],
     )
     if spec.accelerator.type != "CPU" and spec.accelerator.count > 1:
         # One replica spans its GPUs: vLLM shards the model across them.
@@ -179,6 +190,9 @@ def build_server_deployment(
     overridden = vllm_writable_env()
     env = [e for e in env if e["name"] not in overridden]
     env += [{"name": k, "value": v} for k, v in overridden.items()]
+    admin_env = {"name": TOKEN_HASH_ENV, "value": admin_token_sha256}
+    # The admin guard, copied here by its init container; vLLM's image does not contain rft.
+    env += [admin_env, {"name": "PYTHONPATH", "value": PLUGINS_DIR}]
     volumes.append({"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}})
     mounts.append({"name": "tmp", "mountPath": TMP_DIR})
     if spec.accelerator.type == "CPU":
@@ -190,6 +204,8 @@ def build_server_deployment(
         env.append({"name": "VLLM_CPU_OMP_THREADS_BIND", "value": "nobind"})
     volumes += [{"name": "models", "emptyDir": {}}, {"name": "adapters", "emptyDir": {}}]
     mounts += [{"name": "models", "mountPath": "/models"}, {"name": "adapters", "mountPath": "/adapters"}]
+    volumes.append({"name": "plugins", "emptyDir": {"sizeLimit": "16Mi"}})
+    plugins_mount = {"name": "plugins", "mountPath": PLUGINS_DIR}
     containers: list[Manifest] = [
         {
             "name": SERVER_CONTAINER,
@@ -200,7 +216,7 @@ def build_server_deployment(
             "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
             "resources": resources,
             "securityContext": container_security_context(),
-            "volumeMounts": mounts,
+            "volumeMounts": [*mounts, {**plugins_mount, "readOnly": True}],
             # Loading weights takes a while: the startup probe holds liveness off for up to 30 min.
             "startupProbe": _probe("/health", 10, 180),
             "readinessProbe": _probe("/health", 5, 3),
@@ -228,7 +244,16 @@ def build_server_deployment(
             "terminationMessagePolicy": "FallbackToLogsOnError",
             "securityContext": container_security_context(),
             "volumeMounts": mounts,
-        }
+        },
+        {
+            "name": GUARD_CONTAINER,
+            "image": config.serving_helpers_image,
+            "imagePullPolicy": config.image_pull_policy,
+            "command": ["python", "-m", "rft.admin_guard", "install", PLUGINS_DIR],
+            "resources": guard_install_resources(),
+            "securityContext": container_security_context(),
+            "volumeMounts": [plugins_mount],
+        },
     ]
     containers.append(
         {
@@ -244,7 +269,7 @@ def build_server_deployment(
                 "--port",
                 str(ADAPTER_ADMIN_PORT),
             ],
-            "env": offline_env(),
+            "env": [*offline_env(), admin_env],
             "ports": [{"name": "adapter-admin", "containerPort": ADAPTER_ADMIN_PORT, "protocol": "TCP"}],
             "resources": adapter_loader_resources(),
             "securityContext": container_security_context(),

@@ -56,6 +56,7 @@ def server_args(
     enable_lora: bool = True,
     lora_modules: Mapping[str, str] | None = None,
     dtype: str | None = None,
+    middleware: Sequence[str] = (),
 ) -> list[str]:
     """Arguments of `vllm serve` (after the program name).
 
@@ -63,7 +64,7 @@ def server_args(
     rounded up to a value vLLM accepts (see `supported_max_lora_rank`). `lora_modules` preloads
     adapters by name (`--lora-modules name=path`); it needs `enable_lora`. `dtype` sets the
     weights' dtype (`--dtype`; None: the engine's default, which for vLLM downcasts float32
-    models to bfloat16).
+    models to bfloat16). `middleware` adds ASGI middleware by import path (`--middleware`).
     Raises ValueError naming the argument when a value is out of range.
     """
     if not model_path:
@@ -97,6 +98,8 @@ def server_args(
             args += ["--lora-modules", *_lora_module_args(lora_modules)]
     elif lora_modules:
         raise ValueError("lora_modules needs enable_lora=True")
+    for path in middleware:
+        args += ["--middleware", path]
     return args
 
 

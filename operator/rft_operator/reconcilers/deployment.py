@@ -26,6 +26,7 @@ from rft_operator.adapters import (
     server_metrics,
     unload_adapter,
 )
+from rft_operator.admintoken import AdminTokens
 from rft_operator.autoscale import Load, ScaleState, decide, requests_in_flight
 from rft_operator.builders.serving import (
     ADAPTER_ADMIN_PORT,
@@ -59,16 +60,24 @@ READY_REFRESH_SECONDS = 30.0
 class Replica:
     pod: str
     ip: str
+    # The admin token of the Deployment the pod serves (rft_operator.admintoken).
+    token: str
 
 
 class DeploymentReconciler(Reconciler):
     plural = "deployments"
 
     def __init__(
-        self, kube: Kube, config: OperatorConfig, accelerators: AcceleratorMap, clock: Clock = utcnow
+        self,
+        kube: Kube,
+        config: OperatorConfig,
+        accelerators: AcceleratorMap,
+        tokens: AdminTokens,
+        clock: Clock = utcnow,
     ) -> None:
         super().__init__(kube, clock)
         self.config = config
+        self.tokens = tokens
         self.accelerators = accelerators
         self.children = Children(kube)
         self.policy = WorkloadPolicy(config)
@@ -126,7 +135,14 @@ class DeploymentReconciler(Reconciler):
         pods = self.kube.list_pods(ns, self._selector(dep.metadata.name))
         wanted = self._scale(raw, dep, pods)
         try:
-            manifest = build_server_deployment(dep, model, self.accelerators, self.config, replicas=wanted)
+            manifest = build_server_deployment(
+                dep,
+                model,
+                self.accelerators,
+                self.config,
+                replicas=wanted,
+                admin_token_sha256=self.tokens.token_sha256(*self._identity(dep)),
+            )
         except UnknownAcceleratorError as exc:
             return self._status(raw, dep, "FAILED", False, "UnknownAccelerator", str(exc))
         try:
@@ -149,7 +165,7 @@ class DeploymentReconciler(Reconciler):
             st.get("observedGeneration", 0) >= apps["metadata"].get("generation", 0)
             and int(st.get("updatedReplicas", 0) or 0) >= wanted
         )
-        replicas = self._adapters_per_replica(serving_replicas(pods), model.metadata.name)
+        replicas = self._adapters_per_replica(self._replicas(dep, pods), model.metadata.name)
         if dep.spec.enable_lora:
             self._open_gates(dep, pods, replicas)
         updates: dict[str, Any] = {
@@ -247,7 +263,7 @@ class DeploymentReconciler(Reconciler):
             if status.desired_replicas is not None
             else None
         )
-        load = self._load(serving_replicas(pods)) if self._autoscaled(dep) else None
+        load = self._load(self._replicas(dep, pods)) if self._autoscaled(dep) else None
         decision = decide(
             previous,
             lowest=spec.min_replica_count,
@@ -282,7 +298,9 @@ class DeploymentReconciler(Reconciler):
                 unread += 1
                 continue
             try:
-                in_flight += requests_in_flight(server_metrics(replica.ip, ADAPTER_ADMIN_PORT))
+                in_flight += requests_in_flight(
+                    server_metrics(replica.ip, ADAPTER_ADMIN_PORT, token=replica.token)
+                )
             except (AdapterAdminError, ValueError) as exc:
                 log.info("no load from %s: %s", replica.pod, exc)
                 unread += 1
@@ -344,7 +362,7 @@ class DeploymentReconciler(Reconciler):
                 f"waiting for base Deployment {base_name} to be READY",
                 **common,
             )
-        replicas = self._serving_replicas(ns, base_name)
+        replicas = self._serving_replicas(base)
         loaded: list[LoadedAdapters] = []
         errors: list[str] = []
         mismatched: list[str] = []
@@ -380,6 +398,7 @@ class DeploymentReconciler(Reconciler):
                         model.metadata.name,
                         model.spec.location,
                         in_place=True,
+                        token=replica.token,
                     )
                     models = self._ensure_loaded(replica, model)
                     check = self._canary_check(replica, model, served_dtype)
@@ -427,11 +446,13 @@ class DeploymentReconciler(Reconciler):
 
     def _ensure_loaded(self, replica: Replica, model: Model) -> set[str]:
         """The models `replica` serves, after loading `model` onto it if it was not."""
-        models = served_models(replica.ip, ADAPTER_ADMIN_PORT)
+        models = served_models(replica.ip, ADAPTER_ADMIN_PORT, token=replica.token)
         if model.metadata.name not in models:
             log.info("loading adapter %s onto %s (%s)", model.metadata.name, replica.pod, replica.ip)
-            load_adapter(replica.ip, ADAPTER_ADMIN_PORT, model.metadata.name, model.spec.location)
-            models = served_models(replica.ip, ADAPTER_ADMIN_PORT)
+            load_adapter(
+                replica.ip, ADAPTER_ADMIN_PORT, model.metadata.name, model.spec.location, token=replica.token
+            )
+            models = served_models(replica.ip, ADAPTER_ADMIN_PORT, token=replica.token)
         return models
 
     @staticmethod
@@ -439,7 +460,9 @@ class DeploymentReconciler(Reconciler):
         """How the replica's canary logprobs compare with the checkpoint's; None without a canary."""
         if model.spec.canary is None:
             return None
-        served = canary_logprobs(replica.ip, ADAPTER_ADMIN_PORT, model.metadata.name, model.spec.canary)
+        served = canary_logprobs(
+            replica.ip, ADAPTER_ADMIN_PORT, model.metadata.name, model.spec.canary, token=replica.token
+        )
         return canary.check(model.spec.canary, served, served_dtype)
 
     @staticmethod
@@ -481,12 +504,12 @@ class DeploymentReconciler(Reconciler):
         base_raw = self.kube.get(self.plural, dep.metadata.namespace, dep.spec.base_deployment or "")
         if base_raw is not None:
             base = Deployment.model_validate(base_raw)
-            for replica in self._serving_replicas(dep.metadata.namespace, base.metadata.name):
+            for replica in self._serving_replicas(base):
                 if not may_poll(replica.ip, self.config.progress_poll):
                     continue
                 try:
-                    if dep.spec.model in served_models(replica.ip, ADAPTER_ADMIN_PORT):
-                        unload_adapter(replica.ip, ADAPTER_ADMIN_PORT, dep.spec.model)
+                    if dep.spec.model in served_models(replica.ip, ADAPTER_ADMIN_PORT, token=replica.token):
+                        unload_adapter(replica.ip, ADAPTER_ADMIN_PORT, dep.spec.model, token=replica.token)
                 except AdapterAdminError as exc:
                     log.warning("could not unload %s from %s: %s", dep.spec.model, replica.pod, exc)
         self.kube.set_finalizers(
@@ -503,8 +526,18 @@ class DeploymentReconciler(Reconciler):
     def _selector(deployment: str) -> str:
         return ",".join(f"{k}={v}" for k, v in selector_labels(deployment).items())
 
-    def _serving_replicas(self, namespace: str, deployment: str) -> list[Replica]:
-        return serving_replicas(self.kube.list_pods(namespace, self._selector(deployment)))
+    @staticmethod
+    def _identity(dep: Deployment) -> tuple[str, str, str]:
+        return dep.metadata.namespace, dep.metadata.name, dep.metadata.uid
+
+    def _replicas(self, dep: Deployment, pods: list[Obj]) -> list[Replica]:
+        """`dep`'s serving pods among `pods`, with `dep`'s admin token."""
+        return serving_replicas(pods, self.tokens.token(*self._identity(dep)))
+
+    def _serving_replicas(self, base: Deployment) -> list[Replica]:
+        return self._replicas(
+            base, self.kube.list_pods(base.metadata.namespace, self._selector(base.metadata.name))
+        )
 
     def _open_gates(self, dep: Deployment, pods: list[Obj], replicas: list[LoadedAdapters]) -> None:
         """Set each serving pod's ADAPTERS_GATE: True once it serves, loaded and verified, every
@@ -548,7 +581,9 @@ class DeploymentReconciler(Reconciler):
             adapters: list[str] = []
             if may_poll(replica.ip, self.config.progress_poll):
                 try:
-                    adapters = sorted(served_models(replica.ip, ADAPTER_ADMIN_PORT) - {base_name})
+                    adapters = sorted(
+                        served_models(replica.ip, ADAPTER_ADMIN_PORT, token=replica.token) - {base_name}
+                    )
                 except AdapterAdminError:
                     adapters = []
             out.append(LoadedAdapters(pod=replica.pod, adapters=adapters))
@@ -605,7 +640,7 @@ def _condition_true(pod: Obj, kind: str) -> bool:
     return any(c.get("type") == kind and c.get("status") == "True" for c in conditions)
 
 
-def serving_replicas(pods: list[Obj]) -> list[Replica]:
+def serving_replicas(pods: list[Obj], token: str) -> list[Replica]:
     """The server pods whose containers are ready (vLLM answers), with an address and not being
     deleted, by name. They may still wait for their adapters (ADAPTERS_GATE) before the pod is
     Ready and in the Service: adapters are loaded onto these."""
@@ -614,7 +649,7 @@ def serving_replicas(pods: list[Obj]) -> list[Replica]:
         status = pod.get("status", {})
         serving = _condition_true(pod, "ContainersReady") or _condition_true(pod, "Ready")
         if serving and status.get("podIP") and not pod["metadata"].get("deletionTimestamp"):
-            out.append(Replica(pod["metadata"]["name"], status["podIP"]))
+            out.append(Replica(pod["metadata"]["name"], status["podIP"], token))
     return sorted(out, key=lambda r: r.pod)
 
 

@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"Serve /v1/load_lora_adapter and /v1/unload_lora_adapter (default: from "
         f"{RUNTIME_LORA_UPDATING_ENV}, as vLLM).",
     )
+    parser.add_argument(
+        "--middleware",
+        action="append",
+        default=[],
+        help="Import path of an ASGI middleware class or HTTP middleware function (repeatable), as vLLM's.",
+    )
     parser.add_argument("--uvicorn-log-level", choices=LOG_LEVELS, default="info")
     return parser
 
@@ -105,6 +111,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
             download_dir=args.download_dir,
             logprobs_mode=args.logprobs_mode,
             uvicorn_log_level=args.uvicorn_log_level,
+            middleware=tuple(args.middleware),
         )
     except ValueError as error:
         parser.error(str(error))

@@ -47,6 +47,7 @@ class ServerConfig:
     download_dir: str | None = None
     logprobs_mode: LogprobsMode = "raw_logprobs"
     uvicorn_log_level: str = "info"
+    middleware: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.model:

@@ -28,6 +28,7 @@ import uvicorn
 
 from rft_devcluster.fake_vllm.app import create_app
 from rft_devcluster.fake_vllm.engine import Engine
+from rft_devcluster.fake_vllm.main import add_middleware
 
 LOOPBACK = "127.0.0.1"
 
@@ -47,13 +48,21 @@ class RunningServer:
 
 @contextmanager
 def running_server(
-    engine: Engine, *, host: str = LOOPBACK, runtime_lora_updating: bool = True, start_timeout: float = 30.0
+    engine: Engine,
+    *,
+    host: str = LOOPBACK,
+    runtime_lora_updating: bool = True,
+    start_timeout: float = 30.0,
+    middleware: Sequence[str] = (),
 ) -> Iterator[RunningServer]:
     """Serve `engine` with uvicorn in a background thread on a free port; stop on exit.
+    `middleware`: import paths, as the server's `--middleware`.
 
     The socket is bound before the thread starts, so there is no race for the port.
     """
     app = create_app(engine, runtime_lora_updating=runtime_lora_updating)
+    for path in middleware:
+        add_middleware(app, path)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
