@@ -78,6 +78,15 @@ def test_rendered_manifests_are_accepted_by_the_api_server(
                     "apiServer": {"cidrs": ["10.0.0.1/32"]},
                     "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
                 },
+                # In the watched namespaces (workloadNetworkPolicy.namespaces is empty).
+                "workloadNetworkPolicy": {
+                    "enabled": True,
+                    "inferenceFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress"}}}],
+                    "bucket": {"ports": [443, 9000], "to": [{"ipBlock": {"cidr": "10.96.0.0/12"}}]},
+                    "extraEgress": [
+                        {"to": [{"ipBlock": {"cidr": "169.254.169.252/32"}}], "ports": [{"port": 988}]}
+                    ],
+                },
                 "podDisruptionBudget": {"enabled": True},
                 "rbac": {"ownerReferencesPermissionEnforcement": True},
                 "workloadServiceAccounts": {"namespaces": watched, "training": {"eksRoleArn": EKS_ROLE}},
@@ -101,6 +110,14 @@ def test_rendered_manifests_are_accepted_by_the_api_server(
         if variant != "default":
             roles = [a for a in accepted if a.startswith("role.rbac.authorization.k8s.io/")]
             assert len(roles) == 3  # one per watched namespace, and leader election
+        # The users' roles, aggregated to edit, admin and view.
+        assert {
+            "clusterrole.rbac.authorization.k8s.io/rft-rft-operator-edit",
+            "clusterrole.rbac.authorization.k8s.io/rft-rft-operator-view",
+        } <= set(accepted)
+        # Three per watched namespace, and the operator's own.
+        policies = [a for a in accepted if a.startswith("networkpolicy.networking.k8s.io/")]
+        assert len(policies) == {"default": 0, "namespaced": 0, "everything": 7}[variant]
     finally:
         for name in watched:
             cluster.delete_namespace(name)

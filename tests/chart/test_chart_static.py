@@ -13,8 +13,18 @@ from typing import Any
 import pytest
 import yaml
 from kopf.cli import main as kopf_cli
+from rft.api import ALL_KINDS, GROUP, Dataset, Deployment, Model, ReinforcementStep
 from rft.api.common import ACCELERATOR_TYPES
+from rft_operator import naming
 from rft_operator.accelerators import DEFAULT_PLACEMENTS, AcceleratorMap
+from rft_operator.builders.jobs import (
+    build_model_check_job,
+    build_training_job,
+    build_validation_job,
+    default_output_location,
+    trainer_config,
+)
+from rft_operator.builders.serving import ADAPTER_ADMIN_PORT, SERVER_PORT, build_server_deployment
 from rft_operator.config import OperatorConfig
 
 from tests.chart.helm import (
@@ -45,6 +55,7 @@ EVERYTHING: dict[str, Any] = {
     },
     "metrics": {"serviceMonitor": {"enabled": True}},
     "networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["10.0.0.1/32"]}},
+    "workloadNetworkPolicy": {"enabled": True, "namespaces": ["team-a"]},
     "podDisruptionBudget": {"enabled": True},
     "rbac": {"ownerReferencesPermissionEnforcement": True},
     "workloadServiceAccounts": {
@@ -273,6 +284,9 @@ def test_unknown_keys_are_rejected_at_every_level(path: str) -> None:
         ),
         ("networkPolicy.apiServer.cidrs[0]=10.0.0.1", "/networkPolicy/apiServer/cidrs/0"),
         ("leaderElection.enabled=maybe", "/leaderElection/enabled"),
+        ("rbac.aggregateToUserRoles=yes", "/rbac/aggregateToUserRoles"),
+        ("workloadNetworkPolicy.namespaces[0]=Team_A", "/workloadNetworkPolicy/namespaces/0"),
+        ("workloadNetworkPolicy.bucket.ports[0]=0", "/workloadNetworkPolicy/bucket/ports/0"),
     ],
 )
 def test_wrong_values_are_rejected(setting: str, message: str) -> None:
@@ -427,9 +441,14 @@ def test_accelerator_map_values_reach_the_operator(tmp_path: Path) -> None:
 
 
 # --- RBAC shape --------------------------------------------------------------------------------------
+def _operators(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The operator's own objects (not the users' aggregated roles)."""
+    return [d for d in docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"]
+
+
 def _rbac(variant: str) -> list[dict[str, Any]]:
     docs = render(VARIANTS[variant])
-    return [d for d in docs if d["kind"] in ("ClusterRole", "Role")]
+    return [d for d in _operators(docs) if d["kind"] in ("ClusterRole", "Role")]
 
 
 ALLOWED_VERBS = {"get", "list", "watch", "create", "patch", "delete", "update"}
@@ -481,7 +500,7 @@ def test_rbac_has_no_wildcards_no_secrets_no_escalation(variant: str) -> None:
 
 def test_namespaced_variant_grants_nothing_cluster_wide_but_observation() -> None:
     docs = render(NAMESPACED)
-    cluster_roles = find(docs, "ClusterRole")
+    cluster_roles = _operators(find(docs, "ClusterRole"))
     assert [r["metadata"]["name"] for r in cluster_roles] == ["rft-operator-framework"]
     assert cluster_roles[0]["rules"] == [
         {
@@ -522,6 +541,210 @@ def test_every_rbac_rule_is_commented() -> None:
         assert uncommented == [], doc
     assert "# --- Framework (Kopf)" in text
     assert "# --- Application" in text
+
+
+# --- the users' roles, aggregated to edit, admin and view ---------------------------------------------
+PLURALS = sorted(kind.plural() for kind in ALL_KINDS)
+AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
+
+
+def _user_roles(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    roles = [d for d in find(docs, "ClusterRole") if d not in _operators(docs)]
+    return {r["metadata"]["name"].removeprefix("rft-operator-"): r for r in roles}
+
+
+def test_user_roles_grant_the_four_kinds_to_edit_and_view() -> None:
+    roles = _user_roles(render())
+    assert sorted(roles) == ["edit", "view"]
+    aggregated = {
+        name: sorted(k.removeprefix(AGGREGATE) for k in r["metadata"]["labels"] if k.startswith(AGGREGATE))
+        for name, r in roles.items()
+    }
+    assert aggregated == {"edit": ["admin", "edit"], "view": ["view"]}
+    for role in roles.values():
+        for rule in role["rules"]:
+            assert rule["apiGroups"] == [GROUP]
+            assert sorted(r.split("/")[0] for r in rule["resources"]) == PLURALS
+    edit = {
+        (res, verb) for rule in roles["edit"]["rules"] for res in rule["resources"] for verb in rule["verbs"]
+    }
+    view = {
+        (res, verb) for rule in roles["view"]["rules"] for res in rule["resources"] for verb in rule["verbs"]
+    }
+    writes = {"create", "update", "patch", "delete", "deletecollection"}
+    assert edit == {(p, v) for p in PLURALS for v in {"get", "list", "watch"} | writes}
+    # Status is the operator's: readable by view (and so by edit and admin), written by no user.
+    assert view == {(p, v) for p in PLURALS for v in ("get", "list", "watch")} | {
+        (f"{p}/status", "get") for p in PLURALS
+    }
+
+
+def test_user_roles_follow_their_switches() -> None:
+    assert _user_roles(render({"rbac": {"aggregateToUserRoles": False}})) == {}
+    assert _user_roles(render({"rbac": {"create": False}})) == {}
+    assert sorted(_user_roles(render(NAMESPACED))) == ["edit", "view"]
+
+
+# --- NetworkPolicies of the operator and of its workload pods -----------------------------------------
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Does a LabelSelector match these labels (the API server's semantics)?"""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        matched = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[op]
+        if not matched:
+            return False
+    return True
+
+
+def _workload_pods(config: OperatorConfig) -> dict[str, dict[str, Any]]:
+    """The pod templates the operator's builders make, by component, built with the chart's own
+    settings: whatever labels and ports the builders use, the policies are checked against them."""
+    meta = {"namespace": "team-a", "uid": "u1", "generation": 1}
+    base = Model.model_validate(
+        {
+            "metadata": {"name": "base", **meta},
+            "spec": {"kind": "base", "location": "s3://bkt/rft/models/base/"},
+        }
+    )
+    dataset = Dataset.model_validate(
+        {
+            "metadata": {"name": "ds", **meta},
+            "spec": {"source": "s3://bkt/rft/datasets/ds.jsonl"},
+            "status": {
+                "phase": "READY",
+                "digest": "sha256:" + "ab" * 32,
+                "resolvedSource": "s3://bkt/rft/datasets/ds.jsonl",
+            },
+        }
+    )
+    step = ReinforcementStep.model_validate(
+        {"metadata": {"name": "s", **meta}, "spec": {"dataset": "ds", "model": "base", "outputModel": "out"}}
+    )
+    served = Deployment.model_validate(
+        {"metadata": {"name": "srv", **meta}, "spec": {"model": "base", "deploymentType": "on-demand"}}
+    )
+    accelerators = AcceleratorMap.load(None)
+    out = default_output_location(base, "out")
+    trainer = trainer_config(step, dataset, base, base, out, config)
+    templates = {
+        "server": build_server_deployment(served, base, accelerators, config, replicas=1),
+        "trainer": build_training_job(step, trainer, accelerators, config),
+        "dataset-validation": build_validation_job(dataset, config),
+        "model-check": build_model_check_job(base, config),
+    }
+    pods = {component: manifest["spec"]["template"] for component, manifest in templates.items()}
+    for component, pod in pods.items():
+        labels = pod["metadata"]["labels"]
+        assert (labels[naming.LABEL_MANAGED_BY], labels[naming.LABEL_COMPONENT]) == (
+            naming.MANAGER,
+            component,
+        )
+    return pods
+
+
+def _ports(pod: dict[str, Any]) -> set[int]:
+    return {p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+
+
+def _rule_ports(rule: dict[str, Any]) -> set[int]:
+    assert all(p["protocol"] == "TCP" for p in rule["ports"]), rule
+    return {p["port"] for p in rule["ports"]}
+
+
+def test_workload_network_policies_select_exactly_the_operators_pods() -> None:
+    values = {**EVERYTHING, "operator": {"progressPort": 9123}}
+    docs = render(values, namespace="rft-system")
+    config = OperatorConfig.from_env(_env(operator_container(docs)))
+    assert config.progress_port == 9123
+    pods = _workload_pods(config)
+    operator_pod = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    policies = {
+        p["metadata"]["name"].removeprefix("rft-operator-"): p
+        for p in find(docs, "NetworkPolicy")
+        if p["metadata"]["namespace"] == "team-a"
+    }
+    assert sorted(policies) == ["checks", "server", "trainer"]
+    selected = {
+        name: sorted(
+            c for c, pod in pods.items() if _selects(p["spec"]["podSelector"], pod["metadata"]["labels"])
+        )
+        for name, p in policies.items()
+    }
+    # Every kind of pod the operator makes is selected by exactly one policy.
+    assert selected == {
+        "server": ["server"],
+        "trainer": ["trainer"],
+        "checks": ["dataset-validation", "model-check"],
+    }
+    assert not any(_selects(p["spec"]["podSelector"], operator_pod) for p in policies.values())
+    for policy in policies.values():
+        assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+
+    def only_the_operator(rule: dict[str, Any]) -> None:
+        (peer,) = rule["from"]
+        assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "rft-system"}}
+        assert _selects(peer["podSelector"], operator_pod)
+        assert not any(_selects(peer["podSelector"], pod["metadata"]["labels"]) for pod in pods.values())
+
+    # Server pods: their ports are the inference port (the namespace) and the adapter sidecar (the
+    # operator only).
+    inference, admin = policies["server"]["spec"]["ingress"]
+    assert _ports(pods["server"]) == {SERVER_PORT, ADAPTER_ADMIN_PORT}
+    assert _rule_ports(inference) == {SERVER_PORT}
+    assert inference["from"] == [{"podSelector": {}}]
+    assert _rule_ports(admin) == {ADAPTER_ADMIN_PORT}
+    only_the_operator(admin)
+    # Trainer pods: the progress port, the operator only.
+    (progress,) = policies["trainer"]["spec"]["ingress"]
+    assert _ports(pods["trainer"]) == _rule_ports(progress) == {config.progress_port}
+    only_the_operator(progress)
+    # Validation and check pods listen on nothing and admit nothing.
+    assert _ports(pods["dataset-validation"]) == _ports(pods["model-check"]) == set()
+    assert policies["checks"]["spec"]["ingress"] == []
+    # Out: DNS and the bucket (TCP 443 anywhere by default), the same for every workload pod.
+    for policy in policies.values():
+        assert policy["spec"]["egress"] == [
+            {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
+            {"ports": [{"port": 443, "protocol": "TCP"}]},
+        ]
+
+    # The operator's own policy lets it reach exactly those admin ports of those pods.
+    own = one(docs, "NetworkPolicy", "rft-operator")
+    assert _selects(own["spec"]["podSelector"], operator_pod)
+    reach = {}
+    for rule in own["spec"]["egress"]:
+        for peer in rule.get("to", []):
+            if "podSelector" in peer:
+                reach[frozenset(_rule_ports(rule))] = sorted(
+                    c for c, pod in pods.items() if _selects(peer["podSelector"], pod["metadata"]["labels"])
+                )
+    assert reach == {
+        frozenset({config.progress_port}): ["trainer"],
+        frozenset({ADAPTER_ADMIN_PORT}): ["server"],
+    }
+
+
+def test_workload_network_policies_go_to_the_listed_or_watched_namespaces() -> None:
+    def namespaces(values: dict[str, Any]) -> list[str]:
+        return sorted({p["metadata"]["namespace"] for p in find(render(values), "NetworkPolicy")})
+
+    on = {"enabled": True}
+    assert namespaces({"workloadNetworkPolicy": on, "watchNamespaces": ["b", "a"]}) == ["a", "b"]
+    assert namespaces({"workloadNetworkPolicy": {**on, "namespaces": ["c"]}, "watchNamespaces": ["a"]}) == [
+        "c"
+    ]
+    assert namespaces({"workloadNetworkPolicy": {**on, "namespaces": ["c"]}}) == ["c"]
+    assert namespaces({"workloadNetworkPolicy": {"namespaces": ["c"]}}) == []
+    refused = template_text({"workloadNetworkPolicy": on}, check=False)
+    assert refused.returncode != 0
+    assert "workloadNetworkPolicy.enabled needs the namespaces workloads run in" in refused.stderr
 
 
 # --- the Deployment's shape ------------------------------------------------------------------------

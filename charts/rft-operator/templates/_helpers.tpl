@@ -163,3 +163,42 @@ No Secrets, no wildcards, no `update` where a merge patch is all that is used.
   resources: [services]
   verbs: [get, create, patch]
 {{- end }}
+
+{{/*
+The egress rules of every pod the operator creates (workloadNetworkPolicy): DNS, the bucket (and
+its credentials: STS on EKS goes to the same port), and the admin's extra rules; nothing else.
+*/}}
+{{- define "rft-operator.workloadEgress" -}}
+{{- $wnp := .Values.workloadNetworkPolicy }}
+{{- if $wnp.dns }}
+# DNS, for the bucket's name.
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- end }}
+# The bucket (workloadNetworkPolicy.bucket).
+- ports:
+    {{- range $wnp.bucket.ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+  {{- with $wnp.bucket.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- with $wnp.extraEgress }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The operator's pods as a NetworkPolicyPeer seen from any namespace: the only peer of the workload pods' admin ports. */}}
+{{- define "rft-operator.operatorPeer" -}}
+- namespaceSelector:
+    matchLabels:
+      kubernetes.io/metadata.name: {{ .Release.Namespace }}
+  podSelector:
+    matchLabels:
+      {{- include "rft-operator.selectorLabels" . | nindent 6 }}
+{{- end }}
