@@ -634,7 +634,9 @@ def _workload_pods(config: OperatorConfig) -> dict[str, dict[str, Any]]:
     out = default_output_location(base, "out")
     trainer = trainer_config(step, dataset, base, base, out, config)
     templates = {
-        "server": build_server_deployment(served, base, accelerators, config, replicas=1),
+        "server": build_server_deployment(
+            served, base, accelerators, config, replicas=1, admin_token_sha256="0" * 64
+        ),
         "trainer": build_training_job(step, trainer, accelerators, config),
         "dataset-validation": build_validation_job(dataset, config),
         "model-check": build_model_check_job(base, config),
