@@ -23,7 +23,7 @@ from rft.storage.checkpoints import upload_tree
 from rft_devcluster.fake_vllm.testing import make_lora_adapter
 from rft_devcluster.handle import ClusterHandle
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
-from rft_operator.adapters import server_metrics
+from rft_operator.adapters import AdapterAdminError, server_metrics
 from rft_operator.autoscale import requests_in_flight
 from rft_operator.builders.serving import ADAPTER_ADMIN_PORT, ADAPTERS_GATE
 from rft_trainer.tiny import VLLM_CPU_SHAPE, build_tiny_model
@@ -263,14 +263,22 @@ def test_vllm_serves_the_base_and_an_adapter_through_the_sidecar(
     ) as load:
         load.wait_for_requests(5)
         # Real vLLM's gauges, through the sidecar, as the operator reads them.
-        assert (
-            requests_in_flight(
-                server_metrics(
-                    pod.status.pod_ip, ADAPTER_ADMIN_PORT, token=operator_rights["Authorization"][7:]
+        # Read as the autoscaler reads (it counts a failed read as an unread replica and reads
+        # again at its next poll): up to three tries, each failure printed with the sidecar's state.
+        token = operator_rights["Authorization"].removeprefix("Bearer ")
+        gauges_read = None
+        for _ in range(3):
+            try:
+                gauges_read = requests_in_flight(
+                    server_metrics(pod.status.pod_ip, ADAPTER_ADMIN_PORT, token=token)
                 )
-            )
-            >= 0
-        )
+                break
+            except AdapterAdminError as exc:
+                now = objects.core.read_namespaced_pod(pod.metadata.name, objects.namespace)
+                print(f"reading /metrics through the sidecar failed: {exc}; {now.status.container_statuses}")
+                time.sleep(2)
+        assert gauges_read is not None, "three reads of /metrics through the sidecar failed"
+        assert gauges_read >= 0
         objects.patch(
             "deployments",
             "vllm-base",
