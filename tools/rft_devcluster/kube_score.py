@@ -4,6 +4,8 @@
                                                    tools/kube-score.yaml does not decline
     python -m rft_devcluster.kube_score --counts   also print kube-score's own OK/WARNING/CRITICAL
                                                    counts per target (before any decline)
+    python -m rft_devcluster.kube_score --counts --plain
+                                                   kube-score's counts with no flag and no decline
     python -m rft_devcluster.kube_score FILE...    lint these manifest files instead (target `file`)
     python -m rft_devcluster.kube_score --write-dir DIR   also keep the rendered YAML in DIR
 
@@ -234,10 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("files", nargs="*", type=Path, help="manifest files to lint instead of the targets")
     parser.add_argument("--counts", action="store_true", help="print kube-score's counts per target")
     parser.add_argument("--only", choices=["chart", "builders"], help="lint only these targets")
+    parser.add_argument("--plain", action="store_true", help="no flags, no declines (kube-score as is)")
     parser.add_argument("--config", type=Path, default=DECLINED_FILE, help="the declined checks")
     parser.add_argument("--write-dir", type=Path, help="keep the rendered YAML here")
     args = parser.parse_args(argv)
-    config = load_config(args.config)
+    config = LintConfig((), ()) if args.plain else load_config(args.config)
     bin_dir = ensure_binaries()
     targets: dict[str, list[Manifest]] = {}
     if args.files:
