@@ -73,9 +73,10 @@ crds: venv ## Regenerate crds/ (and the chart's copy) from the Pydantic models
 	$(PY) -m rft.api.crdgen --out crds $(if $(wildcard charts/rft-operator/crds),--out charts/rft-operator/crds,)
 
 .PHONY: lint
-lint: venv ## ruff and mypy (strict)
+lint: venv ## ruff, mypy (strict) and kube-score over the chart and the operator's children
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(PY) -m rft_devcluster.kube_score
 
 .PHONY: test
 test: venv control-plane vllm-env lint ## The whole suite: lint, unit, control-plane, local-node and end-to-end tests

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-# kubectl, kwok, helm, helm-unittest) from the Go module proxy into a cache outside the work tree.
+# kubectl, kwok, helm, helm-unittest) and kube-score (`make lint`'s manifest linter) from the Go
+# module proxy into a cache outside the work tree.
 #
 #   tools/build-control-plane.sh          build what is missing, print the bin directory
 #   tools/build-control-plane.sh --relock regenerate tools/go/*/go.{mod,sum} (after a bump in versions.env)
@@ -15,7 +16,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=/dev/null
 source "$here/versions.env"
 
-binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm helm-unittest)
+binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm helm-unittest kube-score)
 
 if [[ -n "${RFT_BIN_DIR:-}" ]]; then
   for b in "${binaries[@]}"; do
@@ -69,6 +70,10 @@ gomod_helm-unittest() {
     [[ -z "$line" || "$line" == \#* ]] && continue
     echo "replace $line"
   done <"$here/go/helm-unittest/replace.txt"
+}
+
+gomod_kube-score() {
+  printf 'module rft-operator/tools/kube-score\n\ngo 1.26\n\nrequire github.com/zegl/kube-score %s\n' "$KUBE_SCORE_VERSION"
 }
 
 relock_module() {  # name: go mod tidy from versions.env, written back to tools/go/<name>/
@@ -128,6 +133,15 @@ build_helm_unittest() {
     github.com/helm-unittest/helm-unittest/cmd/helm-unittest && mv "$out/helm-unittest.tmp" "$out/helm-unittest")
 }
 
+build_kube_score() {
+  missing kube-score || return 0
+  local work
+  work="$(module_dir kube-score "github.com/zegl/kube-score $KUBE_SCORE_VERSION")"
+  log "building kube-score $KUBE_SCORE_VERSION"
+  (cd "$work" && go build -mod=readonly -ldflags "-s -w -X main.version=$KUBE_SCORE_VERSION" \
+    -o "$out/kube-score.tmp" github.com/zegl/kube-score/cmd/kube-score && mv "$out/kube-score.tmp" "$out/kube-score")
+}
+
 go_install() {  # name module@version [ldflags]
   missing "$1" || return 0
   log "installing $2"
@@ -137,14 +151,14 @@ go_install() {  # name module@version [ldflags]
   mv "$gobin/$(basename "${2%@*}")" "$out/$1"
 }
 
-modules=(k8s etcd helm-unittest)
+modules=(k8s etcd helm-unittest kube-score)
 if $relock; then
   for m in "${modules[@]}"; do relock_module "$m"; done
 fi
 
 # The bin directory is keyed by the versions and the committed go.sum files: a bump rebuilds.
 sums="$(for m in "${modules[@]}"; do cat "$here/go/$m/go.sum"; done | sha256sum | cut -c1-12)"
-key="k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}_hu-${HELM_UNITTEST_VERSION}_sum-${sums}"
+key="k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}_hu-${HELM_UNITTEST_VERSION}_ks-${KUBE_SCORE_VERSION}_sum-${sums}"
 out="$cache/bin/$key"
 if all_present; then echo "$out"; exit 0; fi
 mkdir -p "$out"
@@ -164,6 +178,7 @@ done
 go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$helm_ld"
 build_kubernetes
 build_helm_unittest
+build_kube_score
 
 for b in "${binaries[@]}"; do missing "$b" && { echo "missing $b after build" >&2; exit 1; }; done
 echo "$out"

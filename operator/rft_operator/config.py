@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from kubernetes.utils.quantity import parse_quantity
 from pydantic import BaseModel, Field, field_validator
 from rft.api.common import WORKLOAD_SERVICE_ACCOUNT_LABEL
 
@@ -88,7 +89,33 @@ class OperatorConfig(BaseModel):
     validation_job_ttl_seconds: int = Field(
         default=3600, ge=0, description="How long finished dataset-validation Jobs are kept."
     )
-    scratch_size: str = Field(default="200Gi", description="Size limit of the trainer's scratch volume.")
+    scratch_size: str = Field(
+        default="200Gi",
+        description="Size limit of the trainer's scratch volume (its ephemeral-storage limit; the "
+        "request is twice the base model's size plus 4Gi, as far as the limit allows).",
+    )
+    server_scratch_size: str = Field(
+        default="20Gi",
+        description="Size limit of a vLLM server pod's scratch volume (compile and kernel caches, "
+        "Hugging Face and vLLM config).",
+    )
+    model_volume_size: str = Field(
+        default="200Gi",
+        description="Size limit of a vLLM server pod's model volume when the base model's size is "
+        "unknown; a checked model's volume is its size plus 5% and 1Gi.",
+    )
+    adapter_volume_size: str = Field(
+        default="20Gi",
+        description="Size limit of a vLLM server pod's adapter volume (the adapters its sidecar "
+        "fetched).",
+    )
+    server_startup_seconds: int = Field(
+        default=1800,
+        ge=60,
+        le=86_400,
+        description="How long a vLLM server may take from start to answering /health (the weights "
+        "load) before its startup probe restarts it.",
+    )
     watch_namespaces: str = Field(
         default="",
         description="Comma-separated namespaces the operator serves (matching its --namespace "
@@ -112,6 +139,17 @@ class OperatorConfig(BaseModel):
     def _known_poll_scope(cls, scope: str) -> str:
         poll_networks(scope)  # raises ValueError naming the bad entry
         return scope
+
+    @field_validator("scratch_size", "server_scratch_size", "model_volume_size", "adapter_volume_size")
+    @classmethod
+    def _storage_quantity(cls, size: str) -> str:
+        try:
+            nbytes = parse_quantity(size)  # type: ignore[no-untyped-call]
+        except ValueError:
+            raise ValueError(f"not a quantity: {size!r}") from None
+        if nbytes <= 0:
+            raise ValueError(f"must be above zero: {size!r}")
+        return size
 
     @field_validator("allowed_images")
     @classmethod

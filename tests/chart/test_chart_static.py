@@ -762,8 +762,12 @@ def test_restricted_pod_security() -> None:
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert container["resources"]["requests"]
     assert container["resources"]["limits"]["memory"]
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+    assert container["resources"]["limits"]["ephemeral-storage"]
+    assert container["resources"]["requests"]["ephemeral-storage"]
+    # Started and alive: Kopf's /healthz; ready: what its Service serves, /metrics.
+    for probe in ("startupProbe", "livenessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
 
 
 def test_several_replicas_need_leader_election() -> None:

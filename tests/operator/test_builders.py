@@ -211,3 +211,24 @@ def test_long_names_are_shortened_stably() -> None:
 def test_trainer_config_json_is_compact_enough_for_an_env_var() -> None:
     _, cfg = training_job(make_step())
     assert len(json.dumps(cfg.to_wire())) < 4096
+
+
+def test_training_and_reader_pods_request_and_limit_ephemeral_storage() -> None:
+    """The trainer writes the base model, its copies and checkpoints into scratch: the request
+    follows the model's size (here unknown per file: a default), the limit is scratch's size."""
+    job, _ = training_job(make_step())
+    pod = job["spec"]["template"]["spec"]
+    resources = pod["containers"][0]["resources"]
+    assert resources["limits"]["ephemeral-storage"] == "201Gi"  # scratch_size 200Gi + the log
+    assert resources["requests"]["ephemeral-storage"] == "21Gi"
+    scratch = next(v for v in pod["volumes"] if v["name"] == "scratch")
+    assert scratch["emptyDir"]["sizeLimit"] == CONFIG.scratch_size
+    # A smaller scratch caps the request too.
+    small = CONFIG.model_copy(update={"scratch_size": "5Gi"})
+    cfg = trainer_config(make_step(), make_dataset(), BASE, BASE, "s3://bkt/out/", small)
+    capped = build_training_job(make_step(), cfg, ACCELERATORS, small)["spec"]["template"]["spec"]
+    assert capped["containers"][0]["resources"]["requests"]["ephemeral-storage"] == "6Gi"
+    for reader in (build_validation_job(make_dataset(), CONFIG),):
+        container = reader["spec"]["template"]["spec"]["containers"][0]
+        assert container["resources"]["requests"]["ephemeral-storage"] == "512Mi"
+        assert container["resources"]["limits"]["ephemeral-storage"] == "2Gi"

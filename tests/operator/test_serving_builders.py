@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rft.admin_guard import token_sha256
+from rft.admin_guard import OPEN_ROUTES, token_sha256
 from rft.api import Deployment, Model
 from rft_operator.accelerators import AcceleratorMap
 from rft_operator.builders.serving import (
@@ -126,11 +126,13 @@ def test_the_fetch_and_the_sidecar_run_the_serving_helpers_image() -> None:
     assert init["image"] == guard["image"] == sidecar["image"] == "reg/rft-serving-helpers:1"
     assert "reg/rft-trainer:1" not in str(pod)
     # The fetch has requests and limits (8 downloads at a time: I/O-bound, up to one CPU).
+    # The fetch fills the model volume: the model's size is unknown here (unchecked), so the
+    # volume is config.model_volume_size and the request a default within it.
     assert init["resources"] == {
-        "requests": {"cpu": "250m", "memory": "256Mi"},
-        "limits": {"cpu": "1", "memory": "1Gi"},
+        "requests": {"cpu": "250m", "memory": "256Mi", "ephemeral-storage": "21Gi"},
+        "limits": {"cpu": "1", "memory": "1Gi", "ephemeral-storage": "201Gi"},
     }
-    assert sidecar["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi"}
+    assert sidecar["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi", "ephemeral-storage": "3Gi"}
     # Each manifest has its own dicts (a caller editing one changes no other).
     again = build_server_deployment(
         deployment(), MODEL, ACCELERATORS, CONFIG, replicas=1, admin_token_sha256=TOKEN_SHA
@@ -230,3 +232,100 @@ def test_every_path_vllm_writes_to_is_a_mounted_writable_volume(accelerator: dic
     assert env["VLLM_NO_USAGE_STATS"] == "1"
     names = [e["name"] for e in server["env"]]
     assert len(names) == len(set(names)), "each variable once"
+
+
+SIZED_MODEL = Model.model_validate(
+    {
+        "metadata": {"name": "qwen", "namespace": "ns"},
+        "spec": {"kind": "base", "location": "s3://bkt/rft/models/qwen/"},
+        "status": {"phase": "READY", "totalBytes": 16 * 2**30},
+    }
+)
+
+
+def _quantity(value: str) -> int:
+    units = {"Mi": 2**20, "Gi": 2**30}
+    return int(value[:-2]) * units[value[-2:]]
+
+
+@pytest.mark.parametrize("model", [MODEL, SIZED_MODEL], ids=["unchecked", "checked"])
+def test_every_container_requests_and_limits_cpu_memory_and_ephemeral_storage(model: Model) -> None:
+    pod = build_server_deployment(
+        deployment(), model, ACCELERATORS, CONFIG, replicas=1, admin_token_sha256=TOKEN_SHA
+    )["spec"]["template"]["spec"]
+    containers = [*pod["initContainers"], *pod["containers"]]
+    assert {c["name"] for c in containers} == {"fetch-model", "admin-guard", "server", "adapter-loader"}
+    for container in containers:
+        resources = container["resources"]
+        assert {"cpu", "memory", "ephemeral-storage"} <= set(resources["requests"]), container["name"]
+        assert {"memory", "ephemeral-storage"} <= set(resources["limits"]), container["name"]
+        request = _quantity(resources["requests"]["ephemeral-storage"])
+        assert request <= _quantity(resources["limits"]["ephemeral-storage"])
+    # Every disk-backed emptyDir has a size limit, and the app containers' limits cover them all
+    # (the kubelet evicts a pod whose volumes and logs exceed the sum of its containers' limits).
+    disk = [v for v in pod["volumes"] if "emptyDir" in v and v["emptyDir"].get("medium") != "Memory"]
+    assert all("sizeLimit" in v["emptyDir"] for v in disk)
+    volumes = sum(_quantity(v["emptyDir"]["sizeLimit"]) for v in disk)
+    app_limits = sum(_quantity(c["resources"]["limits"]["ephemeral-storage"]) for c in pod["containers"])
+    assert app_limits >= volumes
+
+
+def test_a_checked_models_size_sizes_its_volume_and_the_storage_requests() -> None:
+    pod = build_server_deployment(
+        deployment(), SIZED_MODEL, ACCELERATORS, CONFIG, replicas=1, admin_token_sha256=TOKEN_SHA
+    )["spec"]["template"]["spec"]
+    models = next(v for v in pod["volumes"] if v["name"] == "models")
+    assert models["emptyDir"]["sizeLimit"] == "18Gi"  # 16Gi + 5% + 1Gi, rounded up
+    fetch, server = pod["initContainers"][0], pod["containers"][0]
+    assert fetch["resources"]["requests"]["ephemeral-storage"] == "17Gi"  # the model and its log
+    assert fetch["resources"]["limits"]["ephemeral-storage"] == "19Gi"
+    assert server["resources"]["requests"]["ephemeral-storage"] == "19Gi"  # the model and caches
+    # The volume sizes are settings.
+    config = CONFIG.model_copy(update={"adapter_volume_size": "5Gi", "server_scratch_size": "3Gi"})
+    pod = build_server_deployment(
+        deployment(), SIZED_MODEL, ACCELERATORS, config, replicas=1, admin_token_sha256=TOKEN_SHA
+    )["spec"]["template"]["spec"]
+    sizes = {v["name"]: v["emptyDir"].get("sizeLimit") for v in pod["volumes"]}
+    assert sizes["adapters"] == "5Gi"
+    assert sizes["scratch"] == "3Gi"
+
+
+def test_liveness_asks_whether_vllm_runs_readiness_whether_it_serves() -> None:
+    config = CONFIG.model_copy(update={"server_startup_seconds": 3600})
+    pod = build_server_deployment(
+        deployment(), MODEL, ACCELERATORS, config, replicas=1, admin_token_sha256=TOKEN_SHA
+    )["spec"]["template"]["spec"]
+    server, sidecar = pod["containers"]
+    # The weights load under the startup probe (up to server_startup_seconds).
+    startup = server["startupProbe"]
+    assert startup["httpGet"]["path"] == "/health"
+    assert startup["periodSeconds"] * startup["failureThreshold"] == 3600
+    # Readiness: the engine answers (plus, with LoRA, the adapters gate); liveness: the process.
+    assert server["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert server["livenessProbe"]["httpGet"] == {"path": "/version", "port": "http"}
+    assert server["livenessProbe"]["periodSeconds"] * server["livenessProbe"]["failureThreshold"] >= 120
+    assert pod["readinessGates"] == [{"conditionType": "rft-operator.io/AdaptersLoaded"}]
+    # The sidecar: ready while it reaches vLLM, alive while its port accepts connections.
+    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/health", "port": "adapter-admin"}
+    assert sidecar["livenessProbe"]["tcpSocket"] == {"port": "adapter-admin"}
+
+
+def test_vllm_answers_every_path_its_probes_ask_through_the_admin_guard() -> None:
+    pod = build_server_deployment(
+        deployment(), MODEL, ACCELERATORS, CONFIG, replicas=1, admin_token_sha256=TOKEN_SHA
+    )["spec"]["template"]["spec"]
+    server = pod["containers"][0]
+    paths = {server[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")}
+    assert paths <= set(OPEN_ROUTES)
+
+
+def test_replicas_prefer_distinct_nodes() -> None:
+    pod = build_server_deployment(
+        deployment(), MODEL, ACCELERATORS, CONFIG, replicas=2, admin_token_sha256=TOKEN_SHA
+    )["spec"]["template"]["spec"]
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == {
+        "rft-operator.io/deployment": "qwen-base",
+        "app.kubernetes.io/component": "server",
+    }

@@ -17,6 +17,7 @@ REQUIRED_BINARIES = (
     "kwok",
     "helm",
     "helm-unittest",
+    "kube-score",
 )
 
 

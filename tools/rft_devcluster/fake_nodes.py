@@ -27,6 +27,8 @@ class GpuNodeProfile:
     cpu: str = "96"
     memory: str = "1152Gi"
     pods: int = 110
+    # Local NVMe for emptyDirs (models, scratch): pods request ephemeral storage.
+    ephemeral_storage: str = "3500Gi"
 
 
 # Alternated across the fake nodes so that tests can select a product by label.
@@ -48,6 +50,7 @@ def gpu_node_manifest(name: str, profile: GpuNodeProfile) -> dict[str, Any]:
         "cpu": profile.cpu,
         "memory": profile.memory,
         "pods": str(profile.pods),
+        "ephemeral-storage": profile.ephemeral_storage,
         GPU_RESOURCE: str(profile.gpus),
     }
     return {

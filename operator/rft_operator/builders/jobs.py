@@ -13,6 +13,8 @@ from rft.trainer_config import CONFIG_ENV_VAR, EXIT_BAD_INPUT, TrainerConfig
 from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap
 from rft_operator.builders.pods import (
+    GIB,
+    MIB,
     SCRATCH,
     TERMINATION_LOG,
     Manifest,
@@ -20,12 +22,38 @@ from rft_operator.builders.pods import (
     offline_env,
     owner_reference,
     pod_security_context,
+    quantity_bytes,
     scratch_volumes,
+    with_storage,
 )
 from rft_operator.config import OperatorConfig
 
 TRAINER_CONTAINER = "trainer"
 VALIDATOR_CONTAINER = "validate"
+# The reader Jobs' scratch: small files only (they stream the dataset or the model's files).
+READER_SCRATCH = "1Gi"
+# What a trainer writes when the base model's size is unknown (no per-file sizes in its status).
+TRAINER_STORAGE_UNKNOWN_MODEL = 20 * GIB
+
+
+def trainer_resources(
+    trainer: TrainerConfig, accelerators: AcceleratorMap, accelerator_type: str, count: int, scratch_size: str
+) -> Manifest:
+    """CPU, memory and accelerators from the accelerator map; ephemeral storage from the work: the
+    base model's files copied into scratch, a merged or saved copy and the checkpoints (about twice
+    the model, plus 4Gi for the dataset, adapters and caches), up to the scratch volume's limit."""
+    model = sum(f.size for f in trainer.base_model_files)
+    expected = 2 * model + 4 * GIB if model else TRAINER_STORAGE_UNKNOWN_MODEL
+    return with_storage(accelerators.pod_resources(accelerator_type, count), expected, quantity_bytes(scratch_size))
+
+
+def reader_resources() -> Manifest:
+    """The dataset validation and model check: one Python process streaming from the bucket."""
+    return with_storage(
+        {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+        256 * MIB,
+        quantity_bytes(READER_SCRATCH),
+    )
 
 
 def default_output_location(source: Model, output_model: str) -> str:
@@ -95,7 +123,7 @@ def build_training_job(
         "command": _trainer_command(acc.count if acc.type != "CPU" else 1),
         "env": [{"name": CONFIG_ENV_VAR, "value": trainer.to_json()}, *offline_env()],
         "ports": [{"name": "progress", "containerPort": config.progress_port, "protocol": "TCP"}],
-        "resources": accelerators.pod_resources(acc.type, acc.count),
+        "resources": trainer_resources(trainer, accelerators, acc.type, acc.count, config.scratch_size),
         "securityContext": container_security_context(),
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG,
@@ -228,7 +256,7 @@ def _reader_job(
 ) -> Manifest:
     """A Job of one container that reads the bucket under `service_account` and reports through its
     termination message: bad input (`invalid_exit_code`) fails it at once, storage trouble retries."""
-    volumes, mounts = scratch_volumes("1Gi")
+    volumes, mounts = scratch_volumes(READER_SCRATCH)
     spec: dict[str, Any] = {
         "name": container,
         "image": image,
@@ -236,7 +264,7 @@ def _reader_job(
         "command": command[:3],
         "args": command[3:],
         "env": offline_env(),
-        "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+        "resources": reader_resources(),
         "securityContext": container_security_context(),
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG,

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+from decimal import Decimal
 from typing import Any
 
+from kubernetes.utils.quantity import parse_quantity
+from rft.api import Model
 from rft.api.common import Resource
 
 Manifest = dict[str, Any]
@@ -11,6 +15,12 @@ Manifest = dict[str, Any]
 RUN_AS = 1000
 TERMINATION_LOG = "/dev/termination-log"
 SCRATCH = "/tmp/rft"  # noqa: S108 - an emptyDir mounted there, not the node's /tmp
+GIB = 2**30
+MIB = 2**20
+# What a container writes outside its volumes: its log (the kubelet rotates it at 10 MiB x 5 by
+# default) and nothing else, as every root filesystem is read-only. Added to every container's
+# ephemeral-storage request and limit.
+CONTAINER_OWN_STORAGE = 256 * MIB
 
 
 def owner_reference(owner: Resource) -> Manifest:
@@ -42,6 +52,43 @@ def container_security_context() -> Manifest:
         "readOnlyRootFilesystem": True,
         "runAsNonRoot": True,
         "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A Kubernetes quantity ('20Gi', '1T', '500M') in bytes, rounded up."""
+    value: Decimal = parse_quantity(quantity)  # type: ignore[no-untyped-call]
+    return math.ceil(value)
+
+
+def storage_quantity(nbytes: int) -> str:
+    """Bytes as a quantity: whole GiB from 1 GiB up, else whole MiB (rounded up)."""
+    if nbytes >= GIB:
+        return f"{math.ceil(nbytes / GIB)}Gi"
+    return f"{max(1, math.ceil(nbytes / MIB))}Mi"
+
+
+def model_bytes(model: Model) -> int | None:
+    """A base model's size as its check measured it, or None before it was checked."""
+    if model.status.total_bytes is not None:
+        return model.status.total_bytes
+    if model.status.files:
+        return sum(f.size for f in model.status.files)
+    return None
+
+
+def with_storage(resources: Manifest, request_bytes: int, limit_bytes: int) -> Manifest:
+    """`resources` plus an ephemeral-storage request and limit: what the container writes to the
+    emptyDirs it owns (their share of the pod's local storage, which the kubelet sums over the
+    pod's containers) plus CONTAINER_OWN_STORAGE. The request is what it is expected to write
+    (the scheduler reserves it on the node's disk; under disk pressure the kubelet evicts pods
+    above their requests first), the limit the volumes' size limits."""
+    limit = limit_bytes + CONTAINER_OWN_STORAGE
+    request = min(request_bytes + CONTAINER_OWN_STORAGE, limit)
+    return {
+        **resources,
+        "requests": {**resources.get("requests", {}), "ephemeral-storage": storage_quantity(request)},
+        "limits": {**resources.get("limits", {}), "ephemeral-storage": storage_quantity(limit)},
     }
 
 

@@ -10,6 +10,8 @@ pulls before vLLM can start.
 
 from __future__ import annotations
 
+import math
+
 from kubernetes.utils.quantity import parse_quantity
 from rft.admin_guard import MIDDLEWARE, TOKEN_HASH_ENV
 from rft.api import Deployment, Model
@@ -18,14 +20,19 @@ from rft.model_check import FILES_DIGEST_ENV, PINNED_FILES_ENV, pinned_files_jso
 from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap
 from rft_operator.builders.pods import (
+    GIB,
     SCRATCH,
     TERMINATION_LOG,
     Manifest,
     container_security_context,
+    model_bytes,
     offline_env,
     owner_reference,
     pod_security_context,
+    quantity_bytes,
     scratch_volumes,
+    storage_quantity,
+    with_storage,
 )
 from rft_operator.builders.vllm_args import server_args, server_command, server_env, training_dtype
 from rft_operator.config import OperatorConfig
@@ -50,20 +57,70 @@ ADAPTERS_GATE = "rft-operator.io/AdaptersLoaded"
 METRICS_PATH = "/metrics"
 
 
-def fetch_resources() -> Manifest:
+TMP_SIZE = "1Gi"
+PLUGINS_SIZE = "16Mi"
+# The server's caches (compiled kernels, torch inductor) as it starts: what its scratch holds.
+SERVER_CACHE_EXPECTED = 2 * GIB
+# Adapters the sidecar keeps on disk in the usual case (a few LoRA adapters of some 100 MiB).
+ADAPTERS_EXPECTED = 2 * GIB
+# What the model volume is expected to hold when the base model's size is unknown (unchecked).
+MODEL_EXPECTED_UNKNOWN = 20 * GIB
+
+
+def model_volume_bytes(model: Model, config: OperatorConfig) -> tuple[int, int]:
+    """The model volume's expected contents and size limit: a checked model's size (plus 5% and
+    1Gi), else config.model_volume_size."""
+    size = model_bytes(model)
+    if size is None:
+        limit = quantity_bytes(config.model_volume_size)
+        return min(MODEL_EXPECTED_UNKNOWN, limit), limit
+    return size, size + size // 20 + GIB
+
+
+def fetch_resources(model_expected: int = 0, model_limit: int = 0) -> Manifest:
     """The model fetch (init container): 8 files streamed at a time (rft.storage.checkpoints),
-    I/O-bound; hashing and TLS take some CPU, each stream buffers a chunk (GCS: 8 MiB)."""
-    return {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
+    I/O-bound; hashing and TLS take some CPU, each stream buffers a chunk (GCS: 8 MiB). It fills
+    the model volume (its ephemeral storage while it runs alone)."""
+    return with_storage(
+        {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+        model_expected,
+        model_limit,
+    )
 
 
 def guard_install_resources() -> Manifest:
-    """Copies one small file."""
-    return {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}}
+    """Copies one small file into the plugins volume."""
+    return with_storage(
+        {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}},
+        0,
+        quantity_bytes(PLUGINS_SIZE),
+    )
 
 
-def adapter_loader_resources() -> Manifest:
-    """The adapter sidecar: idle but for an adapter's fetch and the calls it passes on to vLLM."""
-    return {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+def adapter_loader_resources(adapter_limit: int = 0) -> Manifest:
+    """The adapter sidecar: idle but for an adapter's fetch and the calls it passes on to vLLM. It
+    fills the adapter volume."""
+    return with_storage(
+        {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        min(ADAPTERS_EXPECTED, adapter_limit),
+        adapter_limit,
+    )
+
+
+def server_resources(
+    deployment: Deployment, model: Model, accelerators: AcceleratorMap, config: OperatorConfig
+) -> Manifest:
+    """CPU, memory and accelerators from the accelerator map. Ephemeral storage: the model volume
+    (the fetch writes it, vLLM reads it for as long as it runs), the scratch caches, /tmp and the
+    plugins volume."""
+    acc = deployment.spec.accelerator
+    expected, limit = model_volume_bytes(model, config)
+    small = quantity_bytes(TMP_SIZE) + quantity_bytes(PLUGINS_SIZE)
+    return with_storage(
+        accelerators.pod_resources(acc.type, acc.count),
+        expected + SERVER_CACHE_EXPECTED,
+        limit + quantity_bytes(config.server_scratch_size) + small,
+    )
 
 
 def vllm_writable_env() -> dict[str, str]:
@@ -135,12 +192,55 @@ def endpoint(deployment: Deployment) -> str:
     return f"http://{name}.{deployment.metadata.namespace}.svc.cluster.local:{SERVER_PORT}/v1"
 
 
-def _probe(path: str, period: int, failures: int) -> Manifest:
+def _probe(path: str | None, port: str, period: int, failures: int) -> Manifest:
+    """An httpGet probe of `path`, or with path None a TCP connect to `port`."""
+    handler: Manifest = {"httpGet": {"path": path, "port": port}} if path else {"tcpSocket": {"port": port}}
+    return {**handler, "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": failures}
+
+
+STARTUP_PERIOD = 10
+
+
+def server_probes(config: OperatorConfig) -> Manifest:
+    """vLLM's probes. Its HTTP server listens only once the weights are loaded, so the startup
+    probe (/health) allows config.server_startup_seconds for that and holds the others off.
+    Readiness, "can it serve now": /health, which fails when the engine is dead or stuck (and,
+    with LoRA, the pod's adapters readiness gate: not Ready before its adapters are loaded).
+    Liveness, "is the process alive": /version, which the API server answers without the engine,
+    with two minutes of tolerance: a busy or a dead engine takes the replica out of the Service
+    first; restarting it would reload the whole model."""
     return {
-        "httpGet": {"path": path, "port": "http"},
-        "periodSeconds": period,
-        "timeoutSeconds": 5,
-        "failureThreshold": failures,
+        "startupProbe": _probe(
+            "/health", "http", STARTUP_PERIOD, math.ceil(config.server_startup_seconds / STARTUP_PERIOD)
+        ),
+        "readinessProbe": _probe("/health", "http", 5, 3),
+        "livenessProbe": _probe("/version", "http", 20, 6),
+    }
+
+
+def adapter_loader_probes() -> Manifest:
+    """The sidecar's probes. Readiness: its /health, which asks vLLM's (it can pass loads on now).
+    Liveness: its port accepts connections (the process runs; vLLM's state does not restart it)."""
+    return {
+        "readinessProbe": _probe("/health", "adapter-admin", 10, 3),
+        "livenessProbe": _probe(None, "adapter-admin", 20, 3),
+    }
+
+
+def server_affinity(deployment: str) -> Manifest:
+    """Replicas prefer distinct nodes: a node's loss takes out as few of them as it can."""
+    return {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "labelSelector": {"matchLabels": selector_labels(deployment)},
+                        "topologyKey": "kubernetes.io/hostname",
+                    },
+                }
+            ]
+        }
     }
 
 
@@ -185,7 +285,11 @@ def build_server_deployment(
         ),
         *offline_env(),
     ]
-    volumes, mounts = scratch_volumes("100Gi", shm_size="16Gi" if spec.accelerator.type != "CPU" else None)
+    volumes, mounts = scratch_volumes(
+        config.server_scratch_size, shm_size="16Gi" if spec.accelerator.type != "CPU" else None
+    )
+    model_expected, model_limit = model_volume_bytes(model, config)
+    adapter_limit = quantity_bytes(config.adapter_volume_size)
     # These replace offline_env's HOME and HF_HOME (each variable once).
     overridden = vllm_writable_env()
     env = [e for e in env if e["name"] not in overridden]
@@ -193,7 +297,7 @@ def build_server_deployment(
     admin_env = {"name": TOKEN_HASH_ENV, "value": admin_token_sha256}
     # The admin guard, copied here by its init container; vLLM's image does not contain rft.
     env += [admin_env, {"name": "PYTHONPATH", "value": PLUGINS_DIR}]
-    volumes.append({"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}})
+    volumes.append({"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}})
     mounts.append({"name": "tmp", "mountPath": TMP_DIR})
     if spec.accelerator.type == "CPU":
         env.append({"name": "VLLM_CPU_KVCACHE_SPACE", "value": str(cpu_kv_cache_gib(resources))})
@@ -202,9 +306,12 @@ def build_server_deployment(
         # pod on a node would pin to the same cores and starve the others: leave placement to the
         # kernel, and the thread count to OMP_NUM_THREADS (the pod's CPU request).
         env.append({"name": "VLLM_CPU_OMP_THREADS_BIND", "value": "nobind"})
-    volumes += [{"name": "models", "emptyDir": {}}, {"name": "adapters", "emptyDir": {}}]
+    volumes += [
+        {"name": "models", "emptyDir": {"sizeLimit": storage_quantity(model_limit)}},
+        {"name": "adapters", "emptyDir": {"sizeLimit": config.adapter_volume_size}},
+    ]
     mounts += [{"name": "models", "mountPath": "/models"}, {"name": "adapters", "mountPath": "/adapters"}]
-    volumes.append({"name": "plugins", "emptyDir": {"sizeLimit": "16Mi"}})
+    volumes.append({"name": "plugins", "emptyDir": {"sizeLimit": PLUGINS_SIZE}})
     plugins_mount = {"name": "plugins", "mountPath": PLUGINS_DIR}
     containers: list[Manifest] = [
         {
@@ -214,13 +321,10 @@ def build_server_deployment(
             "command": server_command(args),
             "env": env,
             "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
-            "resources": resources,
+            "resources": server_resources(deployment, model, accelerators, config),
             "securityContext": container_security_context(),
             "volumeMounts": [*mounts, {**plugins_mount, "readOnly": True}],
-            # Loading weights takes a while: the startup probe holds liveness off for up to 30 min.
-            "startupProbe": _probe("/health", 10, 180),
-            "readinessProbe": _probe("/health", 5, 3),
-            "livenessProbe": _probe("/health", 20, 3),
+            **server_probes(config),
         }
     ]
     init: list[Manifest] = [
@@ -239,7 +343,7 @@ def build_server_deployment(
             ],
             # The digests the model's check pinned: files that differ are refused.
             "env": [*offline_env(), *pinned_files_env(model)],
-            "resources": fetch_resources(),
+            "resources": fetch_resources(model_expected, model_limit),
             # A refused file's reason reaches the pod's status (and the Deployment's condition).
             "terminationMessagePolicy": "FallbackToLogsOnError",
             "securityContext": container_security_context(),
@@ -271,9 +375,10 @@ def build_server_deployment(
             ],
             "env": [*offline_env(), admin_env],
             "ports": [{"name": "adapter-admin", "containerPort": ADAPTER_ADMIN_PORT, "protocol": "TCP"}],
-            "resources": adapter_loader_resources(),
+            "resources": adapter_loader_resources(adapter_limit),
             "securityContext": container_security_context(),
             "volumeMounts": mounts,
+            **adapter_loader_probes(),
         }
     )
     pod_spec: Manifest = {
@@ -284,6 +389,7 @@ def build_server_deployment(
         "containers": containers,
         "volumes": volumes,
         "terminationGracePeriodSeconds": 30,
+        "affinity": server_affinity(deployment.metadata.name),
     }
     if spec.enable_lora:
         pod_spec["readinessGates"] = [{"conditionType": ADAPTERS_GATE}]

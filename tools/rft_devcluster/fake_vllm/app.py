@@ -61,6 +61,11 @@ def create_app(engine: Engine, *, runtime_lora_updating: bool) -> FastAPI:
     async def health() -> Response:
         return Response(status_code=200)
 
+    @app.get("/version")
+    async def version() -> dict[str, str]:
+        # vLLM's own, which server pods' liveness probe asks (rft_operator.builders.serving).
+        return {"version": "fake"}
+
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -20,7 +20,8 @@ class NodeCapacity:
     cpu: str = "4"
     memory: str = "16Gi"
     pods: int = 32
-    ephemeral_storage: str = "100Gi"
+    # Advertised for scheduling (pods request ephemeral storage); the agent does not enforce it.
+    ephemeral_storage: str = "400Gi"
     gpus: int = 0
     gpu_product: str = "NVIDIA-A100-SXM4-80GB"
 
