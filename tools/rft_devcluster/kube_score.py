@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from rft_devcluster.binaries import REPO_ROOT, ensure_binaries
-from rft_devcluster.kube_score_samples import builder_manifests
+from rft_devcluster.kube_score_samples import NAMESPACE, builder_manifests
 
 Manifest = dict[str, Any]
 CHART = REPO_ROOT / "charts" / "rft-operator"
@@ -42,6 +42,7 @@ KUBE_VERSION = "1.33.13"
 OK = 10
 GRADE_NAMES = {10: "OK", 7: "WARNING", 5: "WARNING", 1: "CRITICAL", 0: "CRITICAL"}
 
+WORKLOAD_NAMESPACE = NAMESPACE
 # helm template value sets: what a reviewer would install.
 CHART_VALUE_SETS: dict[str, Mapping[str, Any]] = {
     "default": {},
@@ -51,6 +52,14 @@ CHART_VALUE_SETS: dict[str, Mapping[str, Any]] = {
     },
     "network-policy": {
         "networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["10.0.0.1/32"]}},
+    },
+    # The workload pods' NetworkPolicies (server, trainer, checks) in the builders' namespace: the
+    # builders' targets are linted together with these (what a cluster with the chart has).
+    "workload-network-policy": {
+        "networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["10.0.0.1/32"]}},
+        "watchNamespaces": [WORKLOAD_NAMESPACE],
+        "workloadServiceAccounts": {"namespaces": [WORKLOAD_NAMESPACE]},
+        "workloadNetworkPolicy": {"enabled": True},
     },
     "leader-election-ha": {
         "replicaCount": 2,
@@ -115,10 +124,12 @@ def load_config(path: Path = DECLINED_FILE) -> LintConfig:
 
 
 # --- targets ----------------------------------------------------------------------------------
-def chart_targets(bin_dir: Path) -> dict[str, list[Manifest]]:
+def chart_targets(bin_dir: Path, only: str | None = None) -> dict[str, list[Manifest]]:
     out: dict[str, list[Manifest]] = {}
     with tempfile.TemporaryDirectory(prefix="rft-kube-score-") as tmp:
         for name, values in CHART_VALUE_SETS.items():
+            if only is not None and name != only:
+                continue
             values_path = Path(tmp) / f"{name}.json"
             values_path.write_text(json.dumps(values))
             text = subprocess.run(
@@ -141,6 +152,35 @@ def chart_targets(bin_dir: Path) -> dict[str, list[Manifest]]:
             ).stdout
             out[f"chart/{name}"] = [d for d in yaml.safe_load_all(text) if d]
     return out
+
+
+def _pod_labels(doc: Manifest) -> Mapping[str, str]:
+    template = doc.get("spec", {}).get("template", {})
+    labels: Mapping[str, str] = template.get("metadata", {}).get("labels", {})
+    return labels
+
+
+def _matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels and matchExpressions) against `labels`."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        present = key in labels
+        if not {
+            "In": present and labels.get(key) in values,
+            "NotIn": not present or labels.get(key) not in values,
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[operator]:
+            return False
+    return True
+
+
+def _selecting(policies: Sequence[Manifest], docs: Sequence[Manifest]) -> list[Manifest]:
+    """The policies whose podSelector matches a pod template of `docs`."""
+    pods = [_pod_labels(d) for d in docs if _pod_labels(d)]
+    return [p for p in policies if any(_matches(p["spec"]["podSelector"], labels) for labels in pods)]
 
 
 # --- kube-score -------------------------------------------------------------------------------
@@ -249,7 +289,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "chart"):
             targets.update(chart_targets(bin_dir))
         if args.only in (None, "builders"):
-            targets.update(builder_manifests())
+            # Each builder's output meets the workload NetworkPolicies the chart renders into its
+            # namespace, as on a cluster where the chart is installed with workloadNetworkPolicy.
+            policies = [
+                d
+                for d in chart_targets(bin_dir, only="workload-network-policy")[
+                    "chart/workload-network-policy"
+                ]
+                if d["kind"] == "NetworkPolicy" and d["metadata"].get("namespace") == WORKLOAD_NAMESPACE
+            ]
+            targets.update(
+                {name: [*docs, *_selecting(policies, docs)] for name, docs in builder_manifests().items()}
+            )
     failing = lint(targets, config, bin_dir, keep_dir=args.write_dir, counts_table=args.counts)
     for finding in failing:
         print(f"kube-score: {finding}", file=sys.stderr)
