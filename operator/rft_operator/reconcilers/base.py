@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -19,16 +20,23 @@ log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Resource)
 
 INVALID_REASON = "InvalidSpec"
+_RELATIVE_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[[0-9]+\])?(\.[A-Za-z_][A-Za-z0-9_]*(\[[0-9]+\])?)*: ")
 CHILD_REFUSED_REASON = "ChildRefused"
 
 
 def describe_invalid(exc: ValidationError, most: int = 3) -> str:
-    """`field.path: what is wrong` for the first errors of a stored object that does not parse."""
+    """`field.path: what is wrong` for the first errors of a stored object that does not parse
+    (paths spelled as the API server spells them: spec.files[0].path)."""
     parts = []
     for error in exc.errors()[:most]:
-        path = ".".join(str(p) for p in error["loc"])
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
         message = error["msg"].removeprefix("Value error, ")
-        parts.append(f"{path}: {message}" if path and not message.startswith(path) else message)
+        if not path or message.startswith(path):
+            parts.append(message)
+        elif _RELATIVE_FIELD.match(message):  # a nested validator names its own field
+            parts.append(f"{path}.{message}")
+        else:
+            parts.append(f"{path}: {message}")
     more = exc.error_count() - most
     return ("; ".join(parts) + (f" (and {more} more)" if more > 0 else ""))[:1024]
 

@@ -106,6 +106,21 @@ class DeploymentSpec(ApiModel):
     )
 
 
+    @model_validator(mode="after")
+    def _consistent(self) -> DeploymentSpec:
+        """The CRD's cross-field rules (spec_validations below), for objects the schema missed."""
+        lora = self.deployment_type == "on-demand-lora"
+        if lora != (self.base_deployment is not None):
+            raise ValueError(
+                "spec.baseDeployment is required when spec.deploymentType is on-demand-lora, and only then"
+            )
+        if self.min_replica_count > self.max_replica_count:
+            raise ValueError("spec.minReplicaCount must not exceed spec.maxReplicaCount")
+        if self.accelerator.type != "CPU" and self.accelerator.count < 1:
+            raise ValueError("spec.accelerator.count must be at least 1 for a GPU accelerator type")
+        return self
+
+
 class LoadedAdapters(ApiModel):
     """Adapters resident on one replica."""
 

@@ -74,7 +74,7 @@ class FileDigest(ApiModel):
         pattern=FILE_PATH_PATTERN,
         description="Path relative to the model's location (no '..', '.' or empty segments, no leading '/').",
     )
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex sha256 of the file.")
+    sha256: str = Field(max_length=64, pattern=r"^[0-9a-f]{64}$", description="Hex sha256 of the file.")
     size: int = Field(ge=0, le=2**50, description="Size in bytes.")
 
 
@@ -138,6 +138,7 @@ class ModelSpec(ApiModel):
     )
     dataset_digest: str | None = Field(
         default=None,
+        max_length=71,
         pattern=r"^sha256:[0-9a-f]{64}$",
         description="For a LoRA checkpoint: digest of the dataset it was trained on.",
     )
@@ -185,7 +186,7 @@ class ModelSpec(ApiModel):
         seen: set[str] = set()
         for i, f in enumerate(self.files):
             if f.path in seen:
-                raise ValueError(f"files[{i}].path: {f.path!r} is listed twice")
+                raise ValueError(f"spec.files[{i}].path: {f.path!r} is listed twice")
             seen.add(f.path)
         return self
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rft.api.common import (
     AGE_COLUMN,
@@ -197,6 +197,20 @@ class ReinforcementStepSpec(ApiModel):
     ttl_seconds_after_finished: int | None = Field(
         default=None, ge=0, le=365 * 86400, description="Delete the step and its Job this long after it ends."
     )
+
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReinforcementStepSpec:
+        """The CRD's cross-field rules (spec_validations below), for objects the schema missed."""
+        if self.model == self.output_model:
+            raise ValueError("spec.outputModel must differ from spec.model")
+        if self.accelerator.type != "CPU" and self.accelerator.count < 1:
+            raise ValueError("spec.accelerator.count must be at least 1 for a GPU accelerator type")
+        if self.training.batch_size < self.training.max_context_length:
+            raise ValueError(
+                "spec.training.batchSize (a token budget) must be at least spec.training.maxContextLength"
+            )
+        return self
 
 
 class StepProgress(ApiModel):
