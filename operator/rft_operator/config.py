@@ -58,7 +58,7 @@ class OperatorConfig(BaseModel):
         min_length=1,
         max_length=316,
         pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
-        description="The label key (value \"true\") the cluster admin puts on the ServiceAccounts "
+        description='The label key (value "true") the cluster admin puts on the ServiceAccounts '
         "workloads may run as.",
     )
     service_account_wait_seconds: float = Field(
@@ -66,6 +66,19 @@ class OperatorConfig(BaseModel):
         ge=0,
         description="How long after its creation a resource waits for the ServiceAccount it names "
         "to appear before it fails with ServiceAccountNotFound.",
+    )
+    stuck_pod_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description="How long a step's, Dataset's, Model's or Deployment's pod may stay stuck (its "
+        "image cannot be pulled, its container cannot be created or crash-loops) before the object "
+        "is FAILED with that reason (0: never).",
+    )
+    unschedulable_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="How long a pod may stay unschedulable (no node fits it, none is added) before "
+        "its object is FAILED with reason Unschedulable (0: never).",
     )
     image_pull_policy: str = Field(default="IfNotPresent", description="Pull policy of all pods.")
     accelerator_map_file: str | None = Field(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 # Container waiting reasons that mean "stuck", not "on its way" (ContainerCreating,
@@ -33,6 +34,26 @@ class PodTrouble:
 
     reason: str
     message: str
+    since: datetime | None = None
+    """Since when it has been stuck, at the latest: the pod's creation for a container reason,
+    the PodScheduled condition's transition for Unschedulable."""
+
+    @property
+    def image(self) -> bool:
+        """The image cannot be pulled (or is not a valid image name)."""
+        return self.reason in IMAGE_REASONS
+
+    def overdue(self, now: datetime, stuck_seconds: float, unschedulable_seconds: float) -> bool:
+        """Stuck for longer than its deadline (a deadline of 0 never passes)."""
+        limit = unschedulable_seconds if self.reason == "Unschedulable" else stuck_seconds
+        return bool(limit) and self.since is not None and (now - self.since).total_seconds() >= limit
+
+
+IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
 def pod_trouble(pods: Iterable[dict[str, Any]]) -> PodTrouble | None:
@@ -52,7 +73,11 @@ def pod_trouble(pods: Iterable[dict[str, Any]]) -> PodTrouble | None:
                 last = ((container.get("lastState") or {}).get("terminated") or {}).get("message")
                 if last:  # why it crashed, in its own words (the termination message or log tail)
                     detail += f"; last exit: {last.strip()[-600:]}"
-                return PodTrouble(waiting["reason"], f"pod {name}, container {container['name']}: {detail}")
+                return PodTrouble(
+                    waiting["reason"],
+                    f"pod {name}, container {container['name']}: {detail}",
+                    _time(pod["metadata"].get("creationTimestamp")),
+                )
         for condition in status.get("conditions") or []:
             if (
                 condition.get("type") == "PodScheduled"
@@ -60,5 +85,10 @@ def pod_trouble(pods: Iterable[dict[str, Any]]) -> PodTrouble | None:
                 and condition.get("reason") == "Unschedulable"
             ):
                 detail = condition.get("message") or "no node fits it"
-                return PodTrouble("Unschedulable", f"pod {name} cannot be scheduled: {detail}")
+                return PodTrouble(
+                    "Unschedulable",
+                    f"pod {name} cannot be scheduled: {detail}",
+                    _time(condition.get("lastTransitionTime"))
+                    or _time(pod["metadata"].get("creationTimestamp")),
+                )
     return None

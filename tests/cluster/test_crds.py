@@ -96,7 +96,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     (
         "step-bad-reward-key",
         _with(STEP, "spec.rewardWeights", {"bad key!": "1"}),
-        "spec.rewardWeights keys must be reward key names",
+        "every key must match ^[A-Za-z0-9_.-]+$",
     ),
     (
         "step-bad-reward-weight",

@@ -95,6 +95,7 @@ def operator_env(accelerator_map: Path) -> dict[str, str]:
         "RFT_SERVING_HELPERS_IMAGE": "ghcr.io/rft-operator/rft-serving-helpers:test",
         "RFT_ALLOWED_IMAGES": ",".join(TEST_IMAGES),
         "RFT_SERVICE_ACCOUNT_WAIT_SECONDS": "5",
+        "RFT_STUCK_POD_SECONDS": "20",
     }
 
 

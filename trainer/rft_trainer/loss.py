@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from rft.api.reinforcement_step import AdvantageMode, Aggregation, LossMethod, LossSettings
+from rft.api.model import LossMethod
+from rft.api.reinforcement_step import AdvantageMode, Aggregation, LossSettings
 
 STD_EPS = 1e-6
 """Added to the reward standard deviation before dividing (GRPO's epsilon)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 from rft.api import Dataset
@@ -19,8 +20,9 @@ from rft_operator.conditions import set_condition
 from rft_operator.config import OperatorConfig
 from rft_operator.jobstate import job_state, owned_by, termination_message
 from rft_operator.kube import Kube
+from rft_operator.podtrouble import pod_trouble
 from rft_operator.policy import WorkloadPolicy
-from rft_operator.reconcilers.base import Clock, Reconciler, utcnow
+from rft_operator.reconcilers.base import CHILD_REFUSED_REASON, Clock, Reconciler, refused_message, utcnow
 
 
 class ValidationSummary(BaseModel):
@@ -53,7 +55,9 @@ class DatasetReconciler(Reconciler):
         raw = self.kube.get(self.plural, namespace, name)
         if raw is None:
             return None
-        dataset = Dataset.model_validate(raw)
+        dataset = self.parse_or_fail(Dataset, raw)
+        if dataset is None:
+            return None
         gen = dataset.metadata.generation
         if dataset.status.observed_generation == gen and dataset.status.phase in ("READY", "FAILED"):
             return None
@@ -79,7 +83,17 @@ class DatasetReconciler(Reconciler):
                 )
                 self.write_phase(raw, dataset.status, status)
                 return None if refusal.permanent else self.config.poll_seconds
-            self.kube.create_job(namespace, build_validation_job(dataset, self.config))
+            try:
+                self.kube.create_job(namespace, build_validation_job(dataset, self.config))
+            except ApiException as exc:
+                if exc.status != 422:
+                    raise
+                self.fail_raw(
+                    raw,
+                    CHILD_REFUSED_REASON,
+                    f"the API server refused Job {job_name}: {refused_message(exc)}",
+                )
+                return None
             status.phase = "VALIDATING"
             status.validation_job = job_name
             status.observed_generation = gen
@@ -102,6 +116,13 @@ class DatasetReconciler(Reconciler):
         ]
         state = job_state(job, pods)
         if state.outcome is None:
+            trouble = pod_trouble(pods)
+            if trouble is not None and trouble.overdue(
+                now, self.config.stuck_pod_seconds, self.config.unschedulable_seconds
+            ):
+                self.kube.delete_job(namespace, job_name)
+                self.fail_raw(raw, trouble.reason, f"validation Job {job_name} cannot run: {trouble.message}")
+                return None
             return self.config.poll_seconds
         text, _ = termination_message(pods, VALIDATOR_CONTAINER, succeeded=state.outcome == "complete")
         summary = _parse_summary(text)

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
 from rft import canary
 from rft.api import GROUP, Deployment, DeploymentStatus, Model
 from rft.api.deployment import ColdStart, LoadedAdapters
@@ -44,10 +45,17 @@ from rft_operator.coldstart import describe as describe_cold_start
 from rft_operator.conditions import set_condition
 from rft_operator.config import OperatorConfig
 from rft_operator.kube import Children, ForeignObjectError, Kube, Obj
-from rft_operator.podtrouble import pod_trouble
+from rft_operator.podtrouble import PodTrouble, pod_trouble
 from rft_operator.policy import WorkloadPolicy
 from rft_operator.progress import may_poll
-from rft_operator.reconcilers.base import Clock, Reconciler, utcnow
+from rft_operator.reconcilers.base import (
+    CHILD_REFUSED_REASON,
+    Clock,
+    Reconciler,
+    refused_message,
+    try_parse,
+    utcnow,
+)
 from rft_operator.reconcilers.model import base_model_unusable
 
 log = logging.getLogger(__name__)
@@ -88,7 +96,9 @@ class DeploymentReconciler(Reconciler):
         raw = self.kube.get(self.plural, namespace, name)
         if raw is None:
             return None
-        dep = Deployment.model_validate(raw)
+        dep = self.parse_or_fail(Deployment, raw)
+        if dep is None:
+            return None
         if dep.spec.deployment_type == "on-demand-lora":
             if dep.metadata.deletion_timestamp:
                 return self._delete_lora(raw, dep)
@@ -116,7 +126,16 @@ class DeploymentReconciler(Reconciler):
             return self._status(
                 raw, dep, "CREATING", False, "ModelNotFound", f"waiting for Model {dep.spec.model} to exist"
             )
-        model = Model.model_validate(model_raw)
+        model = try_parse(Model, model_raw)
+        if isinstance(model, str):
+            return self._status(
+                raw,
+                dep,
+                "FAILED",
+                False,
+                "ModelInvalid",
+                f"spec.model: Model {dep.spec.model} is invalid: {model}",
+            )
         if model.spec.kind != "base":
             return self._status(
                 raw,
@@ -148,6 +167,11 @@ class DeploymentReconciler(Reconciler):
         try:
             self.children.ensure_service(build_server_service(dep))
             apps = self.children.ensure_deployment(manifest)
+        except ApiException as exc:
+            if exc.status != 422:
+                raise
+            message = f"the API server refused a server child of {dep.metadata.name}: {refused_message(exc)}"
+            return self._status(raw, dep, "FAILED", False, CHILD_REFUSED_REASON, message)
         except ForeignObjectError as exc:
             if exc.previous:
                 return self._status(raw, dep, "CREATING", False, "PreviousChildrenTerminating", str(exc))
@@ -222,6 +246,13 @@ class DeploymentReconciler(Reconciler):
                 f"{ready}/{wanted} replicas ready{waiting}",
                 **updates,
             )
+        if trouble is not None and trouble.overdue(
+            self.clock(), self.config.stuck_pod_seconds, self.config.unschedulable_seconds
+        ):
+            # Creating forever helps nobody: FAILED with the reason (it recovers if the pods do).
+            return self._status(
+                raw, dep, "FAILED", False, trouble.reason, self._stuck_message(dep, trouble), **updates
+            )
         if trouble is not None:
             return self._status(
                 raw,
@@ -248,6 +279,22 @@ class DeploymentReconciler(Reconciler):
             self.kube.record_event(raw, "Normal", "ReplicaReady", message)
             log.info("deployment %s/%s: %s", dep.metadata.namespace, dep.metadata.name, message)
         return newest
+
+    def _stuck_message(self, dep: Deployment, trouble: PodTrouble) -> str:
+        """Why stuck server pods failed the Deployment, naming the spec field behind it."""
+        if trouble.image:
+            field = (
+                f"spec.image {dep.spec.image}"
+                if dep.spec.image
+                else f"the operator's server image for {dep.spec.accelerator.type}"
+            )
+            return f"{field} cannot be pulled: {trouble.message}"
+        if trouble.reason == "Unschedulable":
+            acc = dep.spec.accelerator
+            return (
+                f"spec.accelerator ({acc.count} x {acc.type}): no node fits a server pod: {trouble.message}"
+            )
+        return f"server pods cannot start: {trouble.message}"
 
     @staticmethod
     def _autoscaled(dep: Deployment) -> bool:
@@ -323,7 +370,16 @@ class DeploymentReconciler(Reconciler):
             return self._status(
                 raw, dep, "CREATING", False, "ModelNotFound", f"waiting for Model {dep.spec.model} to exist"
             )
-        model = Model.model_validate(model_raw)
+        model = try_parse(Model, model_raw)
+        if isinstance(model, str):
+            return self._status(
+                raw,
+                dep,
+                "FAILED",
+                False,
+                "ModelInvalid",
+                f"spec.model: Model {dep.spec.model} is invalid: {model}",
+            )
         if model.spec.kind != "lora" or model.spec.lora is None:
             return self._status(
                 raw,
@@ -344,7 +400,10 @@ class DeploymentReconciler(Reconciler):
                 "BaseDeploymentNotFound",
                 f"waiting for base Deployment {base_name} to exist",
             )
-        base = Deployment.model_validate(base_raw)
+        base = try_parse(Deployment, base_raw)
+        if isinstance(base, str):
+            message = f"spec.baseDeployment: Deployment {base_name} is invalid: {base}"
+            return self._status(raw, dep, "FAILED", False, "BaseDeploymentInvalid", message)
         problem = _incompatibility(base, model)
         if problem:
             return self._status(raw, dep, "FAILED", False, "IncompatibleBase", problem)
@@ -545,12 +604,13 @@ class DeploymentReconciler(Reconciler):
         replica already; one that is loaded nowhere holds no replica back)."""
         ns = dep.metadata.namespace
         served_here = [
-            Deployment.model_validate(obj)
+            lora
             for obj in self.kube.list_objects(self.plural, ns)
             if obj["spec"].get("baseDeployment") == dep.metadata.name
             and obj["spec"].get("deploymentType") == "on-demand-lora"
             and not obj["metadata"].get("deletionTimestamp")
             and (obj.get("status") or {}).get("replicas")
+            and not isinstance(lora := try_parse(Deployment, obj), str)
         ]
         on_pod = {r.pod: set(r.adapters) for r in replicas}
         by_name = {p["metadata"]["name"]: p for p in pods}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from kubernetes.client.exceptions import ApiException
 from rft.api import Model, ModelStatus
 from rft.model_check import CHECK_CONTAINER, ModelCheckSummary
 
@@ -23,7 +24,7 @@ from rft_operator.jobstate import job_state, owned_by, termination_message
 from rft_operator.kube import Kube, Obj
 from rft_operator.podtrouble import pod_trouble
 from rft_operator.policy import WorkloadPolicy
-from rft_operator.reconcilers.base import Clock, Reconciler, utcnow
+from rft_operator.reconcilers.base import CHILD_REFUSED_REASON, Clock, Reconciler, refused_message, utcnow
 
 STEP_REGISTRATION_GRACE = 30.0
 """A Model a ReinforcementStep registers gets its status from that step (one writer, one write);
@@ -42,7 +43,9 @@ class ModelReconciler(Reconciler):
         raw = self.kube.get(self.plural, namespace, name)
         if raw is None:
             return None
-        model = Model.model_validate(raw)
+        model = self.parse_or_fail(Model, raw)
+        if model is None:
+            return None
         gen = model.metadata.generation
         if model.status.observed_generation == gen and model.status.phase in ("READY", "FAILED"):
             return None
@@ -97,7 +100,17 @@ class ModelReconciler(Reconciler):
                 )
                 self.write_phase(raw, model.status, status)
                 return None if refusal.permanent else self.config.poll_seconds
-            self.kube.create_job(ns, build_model_check_job(model, self.config))
+            try:
+                self.kube.create_job(ns, build_model_check_job(model, self.config))
+            except ApiException as exc:
+                if exc.status != 422:
+                    raise
+                self.fail_raw(
+                    raw,
+                    CHILD_REFUSED_REASON,
+                    f"the API server refused Job {job_name}: {refused_message(exc)}",
+                )
+                return None
             status = ModelStatus(conditions=status.conditions, phase="CHECKING", check_job=job_name)
             status.observed_generation = gen
             message = f"Job {job_name} checks the files at {model.spec.location}"
@@ -113,6 +126,12 @@ class ModelReconciler(Reconciler):
         state = job_state(job, pods)
         if state.outcome is None:
             trouble = pod_trouble(pods)
+            if trouble is not None and trouble.overdue(
+                self.clock(), self.config.stuck_pod_seconds, self.config.unschedulable_seconds
+            ):
+                self.kube.delete_job(ns, job_name)
+                self.fail_raw(raw, trouble.reason, f"Job {job_name} cannot run: {trouble.message}")
+                return None
             reason, message = (
                 (trouble.reason, f"Job {job_name} cannot run: {trouble.message}")
                 if trouble is not None

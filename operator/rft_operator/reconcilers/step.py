@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 from rft.api import Dataset, Model, ReinforcementStep, ReinforcementStepStatus, StepPhase
 from rft.api.reinforcement_step import TERMINAL_PHASES, StepProgress
 from rft.trainer_config import TrainerFailure, TrainerResult, parse_termination_message
@@ -34,10 +35,17 @@ from rft_operator.config import OperatorConfig
 from rft_operator.jobstate import JobState, job_state, owned_by, termination_message
 from rft_operator.kube import Kube, Obj
 from rft_operator.metrics import METRICS
-from rft_operator.podtrouble import pod_trouble
+from rft_operator.podtrouble import PodTrouble, pod_trouble
 from rft_operator.policy import WorkloadPolicy
 from rft_operator.progress import fetch_progress, may_poll
-from rft_operator.reconcilers.base import Clock, Reconciler, utcnow
+from rft_operator.reconcilers.base import (
+    CHILD_REFUSED_REASON,
+    Clock,
+    Reconciler,
+    refused_message,
+    try_parse,
+    utcnow,
+)
 from rft_operator.reconcilers.model import base_model_unusable
 
 log = logging.getLogger(__name__)
@@ -106,6 +114,8 @@ def continuation_mismatches(step: ReinforcementStep, parent: Model) -> list[str]
 
 class StepReconciler(Reconciler):
     plural = "reinforcementsteps"
+    failed_phase = StepPhase.FAILED.value
+    summary_condition = "Succeeded"
 
     def __init__(
         self, kube: Kube, config: OperatorConfig, accelerators: AcceleratorMap, clock: Clock = utcnow
@@ -120,8 +130,8 @@ class StepReconciler(Reconciler):
         raw = self.kube.get(self.plural, namespace, name)
         if raw is None:
             return None
-        step = ReinforcementStep.model_validate(raw)
-        if step.metadata.deletion_timestamp:
+        step = self.parse_or_fail(ReinforcementStep, raw)
+        if step is None or step.metadata.deletion_timestamp:
             return None
         if step.status.phase is not None and step.status.phase.is_terminal:
             return self._expire_after_ttl(step)
@@ -205,7 +215,19 @@ class StepReconciler(Reconciler):
             step, verdict.dataset, verdict.source, verdict.base, verdict.output_location, self.config
         )
         manifest = build_training_job(step, trainer, self.accelerators, self.config)
-        job, _ = self.kube.create_job(step.metadata.namespace, manifest)
+        try:
+            job, _ = self.kube.create_job(step.metadata.namespace, manifest)
+        except ApiException as exc:
+            if exc.status != 422:
+                raise
+            # What only the API server can see (a key or value it refuses on the pod): for good.
+            return self._finish(
+                raw,
+                step,
+                StepPhase.FAILED,
+                CHILD_REFUSED_REASON,
+                f"the API server refused training Job {job_name}: {refused_message(exc)}",
+            )
         _check_job_owner(job, step)
         created = _parse_time(raw["metadata"].get("creationTimestamp"))
         if created is not None:
@@ -233,7 +255,9 @@ class StepReconciler(Reconciler):
         ds_raw = self.kube.get("datasets", ns, spec.dataset)
         if ds_raw is None:
             return Wait("DatasetNotFound", f"waiting for Dataset {spec.dataset} to exist")
-        dataset = Dataset.model_validate(ds_raw)
+        dataset = try_parse(Dataset, ds_raw)
+        if isinstance(dataset, str):
+            return Refuse("DatasetInvalid", f"spec.dataset: Dataset {spec.dataset} is invalid: {dataset}")
         if dataset.status.phase == "FAILED":
             detail = (
                 dataset.status.errors[0].message
@@ -249,7 +273,9 @@ class StepReconciler(Reconciler):
         src_raw = self.kube.get("models", ns, spec.model)
         if src_raw is None:
             return Wait("ModelNotFound", f"waiting for Model {spec.model} to exist")
-        source = Model.model_validate(src_raw)
+        source = try_parse(Model, src_raw)
+        if isinstance(source, str):
+            return Refuse("ModelInvalid", f"spec.model: Model {spec.model} is invalid: {source}")
         if source.status.phase == "FAILED":
             return Refuse("ModelFailed", f"source Model {spec.model} is FAILED")
         base = source
@@ -260,7 +286,10 @@ class StepReconciler(Reconciler):
                 return Wait(
                     "BaseModelNotFound", f"waiting for base Model {base_name} of {spec.model} to exist"
                 )
-            base = Model.model_validate(base_raw)
+            parsed = try_parse(Model, base_raw)
+            if isinstance(parsed, str):
+                return Refuse("ModelInvalid", f"base Model {base_name} of {spec.model} is invalid: {parsed}")
+            base = parsed
         if unusable := base_model_unusable(base):
             permanent, why = unusable
             return Refuse("ModelFailed", why) if permanent else Wait("ModelNotReady", why)
@@ -268,10 +297,10 @@ class StepReconciler(Reconciler):
         # A Model of that name made in the watch's last moments is still caught at registration.
         out_raw = self.kube.get("models", ns, spec.output_model, confirm_absent=False)
         if out_raw is not None:
-            existing = Model.model_validate(out_raw)
-            if existing.metadata.annotations.get(naming.ANNOTATION_LINEAGE) == lineage_digest(
-                step, dataset.status.digest
-            ):
+            existing = try_parse(Model, out_raw)
+            if not isinstance(existing, str) and existing.metadata.annotations.get(
+                naming.ANNOTATION_LINEAGE
+            ) == lineage_digest(step, dataset.status.digest):
                 return AlreadyDone(existing)
             return Refuse(
                 "OutputModelExists",
@@ -364,6 +393,16 @@ class StepReconciler(Reconciler):
             trouble = pod_trouble(pods)
             if trouble is not None:
                 status.message = f"{status.message}; {trouble.reason}: {trouble.message}"
+                if trouble.overdue(now, self.config.stuck_pod_seconds, self.config.unschedulable_seconds):
+                    # Pending forever helps nobody: the Job goes, the step fails with the reason.
+                    self.kube.delete_job(step.metadata.namespace, job["metadata"]["name"])
+                    return self._finish(
+                        raw,
+                        step,
+                        StepPhase.FAILED,
+                        trouble.reason,
+                        _stuck_message(step, trouble, self.config),
+                    )
         self._write(raw, step, status)
         return self.config.poll_seconds
 
@@ -588,6 +627,22 @@ def _pending_message(step: ReinforcementStep, job_name: str, failed_pods: int) -
     if failed_pods:
         return f"Job {job_name} waiting for a pod to run (after {failed_pods} failed attempt(s))"
     return f"Job {job_name} created; waiting for a {step.spec.accelerator.type} node"
+
+
+def _stuck_message(step: ReinforcementStep, trouble: PodTrouble, config: OperatorConfig) -> str:
+    """Why a stuck training pod failed the step, naming the spec field behind it."""
+    if trouble.image:
+        image = step.spec.trainer_image
+        field = (
+            f"spec.trainerImage {image}" if image else f"the operator's trainer image {config.trainer_image}"
+        )
+        return f"{field} cannot be pulled: {trouble.message}"
+    if trouble.reason == "Unschedulable":
+        acc = step.spec.accelerator
+        return (
+            f"spec.accelerator ({acc.count} x {acc.type}): no node fits the training pod: {trouble.message}"
+        )
+    return f"the training pod cannot start: {trouble.message}"
 
 
 def _event_reason(phase: StepPhase) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from rft.api import ALL_KINDS
-from rft.api.common import CATEGORY, GROUP, VERSION, Resource
+from rft.api.common import CATEGORY, GROUP, VERSION, Resource, cel_string
 
 JsonSchema = dict[str, Any]
 
@@ -58,6 +58,14 @@ def _structural(node: JsonSchema, *, keep_defaults: bool) -> JsonSchema:
     node = dict(node)
     if not keep_defaults:
         node.pop("default", None)
+    if "patternProperties" in node:
+        # A map whose keys have a pattern (Pydantic's dict[Annotated[str, pattern], V]).
+        ((pattern, values),) = node.pop("patternProperties").items()
+        node["additionalProperties"] = values
+        node["propertyNames"] = {**node.get("propertyNames", {}), "pattern": pattern}
+    if "propertyNames" in node:
+        # A structural schema has no propertyNames: a map's key constraints become a CEL rule.
+        _keys_as_cel(node, node.pop("propertyNames"))
     if "const" in node:
         # A one-value Literal; the CRD schema dialect has no `const`.
         node["enum"] = [node.pop("const")]
@@ -86,6 +94,26 @@ def _structural(node: JsonSchema, *, keep_defaults: bool) -> JsonSchema:
     return node
 
 
+def _keys_as_cel(node: JsonSchema, keys: JsonSchema) -> None:
+    checks = []
+    if "pattern" in keys:
+        checks.append(f"k.matches({cel_string(keys['pattern'])})")
+    if "maxLength" in keys:
+        checks.append(f"size(k) <= {keys['maxLength']}")
+    if "minLength" in keys:
+        checks.append(f"size(k) >= {keys['minLength']}")
+    if not checks:
+        return
+    bounds = [f"at least {keys['minLength']}"] if keys.get("minLength", 0) > 1 else []
+    bounds += [f"at most {keys['maxLength']}"] if "maxLength" in keys else []
+    what = f"match {keys['pattern']}" if "pattern" in keys else "be a valid key"
+    rule = {
+        "rule": f"self.all(k, {' && '.join(checks)})",
+        "message": f"every key must {what}" + (f" ({' and '.join(bounds)} characters)" if bounds else ""),
+    }
+    node["x-kubernetes-validations"] = [*node.get("x-kubernetes-validations", []), rule]
+
+
 def _conditions_as_map(status: JsonSchema) -> None:
     conditions = status.get("properties", {}).get("conditions")
     if conditions is not None:
@@ -106,9 +134,12 @@ def openapi_schema(kind: type[Resource]) -> JsonSchema:
     spec = _structural(_resolve(spec_raw, spec_raw.get("$defs", {})), keep_defaults=True)
     status = _structural(_resolve(status_raw, status_raw.get("$defs", {})), keep_defaults=False)
     if kind.crd.spec_validations:
-        spec["x-kubernetes-validations"] = kind.crd.spec_validations
+        spec["x-kubernetes-validations"] = [
+            *spec.get("x-kubernetes-validations", []),
+            *kind.crd.spec_validations,
+        ]
     _conditions_as_map(status)
-    return {
+    schema: JsonSchema = {
         "type": "object",
         "description": kind.crd.description,
         "required": ["spec"],
@@ -118,11 +149,18 @@ def openapi_schema(kind: type[Resource]) -> JsonSchema:
                 "description": "APIVersion defines the versioned schema of this representation of an object.",
             },
             "kind": {"type": "string", "description": "Kind is the type of this object."},
-            "metadata": {"type": "object"},
+            # Only metadata.name (and generateName) may be restricted in a CRD.
+            "metadata": {
+                "type": "object",
+                "properties": {"name": {"type": "string", "maxLength": 63, "pattern": kind.crd.name_pattern}},
+            },
             "spec": spec,
             "status": status,
         },
     }
+    if kind.crd.validations:
+        schema["x-kubernetes-validations"] = kind.crd.validations
+    return schema
 
 
 def crd(kind: type[Resource]) -> JsonSchema:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rft.api.common import (
     AGE_COLUMN,
@@ -65,6 +65,13 @@ class DatasetSpec(ApiModel):
         description="True when the SDK uploaded the object; only then may the SDK delete the "
         "object together with the Dataset. The operator never deletes user objects.",
     )
+
+
+    @model_validator(mode="after")
+    def _rows_in_order(self) -> DatasetSpec:
+        if self.limits.min_rows > self.limits.max_rows:
+            raise ValueError("spec.limits.minRows must not exceed spec.limits.maxRows")
+        return self
 
 
 class RowError(ApiModel):

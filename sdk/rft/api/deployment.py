@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rft.api.common import (
     AGE_COLUMN,
+    DNS1035_PATTERN,
     AcceleratorType,
     ApiModel,
     Condition,
     CrdInfo,
+    ImageRef,
     ObjectName,
     PrinterColumn,
     Resource,
@@ -67,8 +69,8 @@ class DeploymentSpec(ApiModel):
         "loaded onto the base Deployment named in baseDeployment (no new pods). serverless and auto "
         "are accepted for SDK compatibility and served as on-demand."
     )
-    base_deployment: ObjectName | None = Field(
-        default=None, description="For on-demand-lora: the base Deployment to load the adapter onto."
+    base_deployment: Annotated[str, Field(min_length=1, max_length=63, pattern=DNS1035_PATTERN)] | None = (
+        Field(default=None, description="For on-demand-lora: the base Deployment to load the adapter onto.")
     )
     engine: Engine = Field(
         default="vllm",
@@ -98,9 +100,25 @@ class DeploymentSpec(ApiModel):
     max_model_len: int | None = Field(
         default=None, ge=16, le=1_048_576, description="Longest context the server accepts."
     )
-    image: str | None = Field(
-        default=None, max_length=512, description="Overrides the operator's server image."
+    image: ImageRef | None = Field(
+        default=None,
+        description="Overrides the operator's server image ([registry/]path[:tag][@sha256:...]).",
     )
+
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeploymentSpec:
+        """The CRD's cross-field rules (spec_validations below), for objects the schema missed."""
+        lora = self.deployment_type == "on-demand-lora"
+        if lora != (self.base_deployment is not None):
+            raise ValueError(
+                "spec.baseDeployment is required when spec.deploymentType is on-demand-lora, and only then"
+            )
+        if self.min_replica_count > self.max_replica_count:
+            raise ValueError("spec.minReplicaCount must not exceed spec.maxReplicaCount")
+        if self.accelerator.type != "CPU" and self.accelerator.count < 1:
+            raise ValueError("spec.accelerator.count must be at least 1 for a GPU accelerator type")
+        return self
 
 
 class LoadedAdapters(ApiModel):
@@ -190,6 +208,15 @@ class Deployment(Resource):
             AGE_COLUMN,
             *condition_columns("Ready"),
         ],
+        # Its Service is <name>-server: the name must be an RFC 1035 label (it begins with a letter).
+        name_pattern=DNS1035_PATTERN,
+        validations=[
+            {
+                "rule": "!has(self.spec.baseDeployment) || self.spec.baseDeployment != self.metadata.name",
+                "message": "spec.baseDeployment: a Deployment cannot load its adapter onto itself",
+                "fieldPath": ".spec.baseDeployment",
+            },
+        ],
         spec_validations=[
             {
                 "rule": "self.deploymentType != 'on-demand-lora' || has(self.baseDeployment)",
@@ -221,4 +248,11 @@ class Deployment(Resource):
 
     kind: str = "Deployment"
     spec: DeploymentSpec
+
+    @model_validator(mode="after")
+    def _not_its_own_base(self) -> Deployment:
+        if self.metadata.name and self.spec.base_deployment == self.metadata.name:
+            raise ValueError(f"spec.baseDeployment: a Deployment cannot name itself ({self.metadata.name})")
+        return self
+
     status: DeploymentStatus = Field(default_factory=DeploymentStatus)

@@ -8,11 +8,10 @@ from pydantic import Field, model_validator
 
 from rft.api.common import (
     AGE_COLUMN,
-    DECIMAL_PATTERN,
-    SIGNED_DECIMAL_PATTERN,
     ApiModel,
     Condition,
     CrdInfo,
+    DecimalRange,
     ObjectName,
     PrinterColumn,
     Resource,
@@ -20,9 +19,23 @@ from rft.api.common import (
     condition_columns,
 )
 
-ModuleName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.]+$")]
+ModuleName = Annotated[
+    str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
+]
 ModelPhase = Literal["CHECKING", "READY", "FAILED"]
 ModelKind = Literal["base", "lora"]
+# The policy-gradient losses (ReinforcementStep spec.loss.method) a checkpoint can record.
+LossMethod = Literal["grpo", "dapo", "gspo", "gspo-token", "cispo", "reinforce"]
+LearningRate = Annotated[str, DecimalRange(0, 1, low_open=True)]
+Dropout = Annotated[str, DecimalRange(0, 1, high_open=True)]
+
+# A file of the model, relative to its location: segments of printable characters without
+# whitespace, none of them empty, '.' or '..' (no leading '/', no escaping the location).
+_FILE_FIRST = r"[A-Za-z0-9_~+=@,-]"
+_FILE_CHAR = r"[A-Za-z0-9._~+=@,-]"
+_FILE_SEGMENT = rf"(\.?{_FILE_FIRST}{_FILE_CHAR}*|\.\.{_FILE_CHAR}+)"
+FILE_PATH_PATTERN = rf"^{_FILE_SEGMENT}(/{_FILE_SEGMENT})*$"
+MetricKey = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/-]+$")]
 
 # Linear layers of the blocks of common architectures (Llama, Qwen2, Mistral): what vLLM serves.
 DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -38,30 +51,35 @@ class LoraSettings(ApiModel):
         max_length=64,
         description="Names of the linear modules the adapter wraps.",
     )
-    dropout: str = Field(default="0", pattern=DECIMAL_PATTERN, description="LoRA dropout, e.g. '0.05'.")
+    dropout: Dropout = Field(default="0", description="LoRA dropout in [0, 1), e.g. '0.05'.")
 
 
 class TrainingRecord(ApiModel):
     """The parameters that trained a LoRA checkpoint: the ones a continuation must repeat."""
 
-    learning_rate: str = Field(pattern=DECIMAL_PATTERN, description="Peak learning rate, e.g. '1e-4'.")
-    max_context_length: int = Field(ge=1, description="Longest prompt + completion in tokens.")
-    batch_size: int = Field(ge=1, description="Token budget per packed batch.")
-    epochs: int = Field(ge=1, description="Passes over the dataset.")
-    loss_method: str = Field(description="The policy-gradient loss used.")
-    step: str | None = Field(default=None, description="The ReinforcementStep that produced it.")
+    learning_rate: LearningRate = Field(description="Peak learning rate in (0, 1], e.g. '1e-4'.")
+    max_context_length: int = Field(ge=16, le=1_048_576, description="Longest prompt + completion in tokens.")
+    batch_size: int = Field(ge=16, le=16_777_216, description="Token budget per packed batch.")
+    epochs: int = Field(ge=1, le=100, description="Passes over the dataset.")
+    loss_method: LossMethod = Field(description="The policy-gradient loss used.")
+    step: ObjectName | None = Field(default=None, description="The ReinforcementStep that produced it.")
 
 
 class FileDigest(ApiModel):
     """One file of the checkpoint."""
 
-    path: str = Field(min_length=1, max_length=1024, description="Path relative to the model's location.")
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex sha256 of the file.")
-    size: int = Field(ge=0, description="Size in bytes.")
+    path: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=FILE_PATH_PATTERN,
+        description="Path relative to the model's location (no '..', '.' or empty segments, no leading '/').",
+    )
+    sha256: str = Field(max_length=64, pattern=r"^[0-9a-f]{64}$", description="Hex sha256 of the file.")
+    size: int = Field(ge=0, le=2**50, description="Size in bytes.")
 
 
 CanaryDtype = Literal["float32", "bfloat16", "float16"]
-SignedDecimal = Annotated[str, Field(pattern=SIGNED_DECIMAL_PATTERN, max_length=32)]
+Logprob = Annotated[str, DecimalRange(-1e6, 1e6, signed=True)]
 TokenId = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
@@ -74,15 +92,13 @@ class AdapterCanary(ApiModel):
     token_ids: list[TokenId] = Field(
         min_length=2, max_length=64, description="The canary tokens (fixed, data-free)."
     )
-    logprobs: list[SignedDecimal] = Field(
+    logprobs: list[Logprob] = Field(
         min_length=1,
         max_length=63,
         description="Log-probability of each token after the first given the ones before it.",
     )
     dtype: CanaryDtype = Field(description="The dtype the trainer computed in (it sets the tolerance).")
-    start_distance: str = Field(
-        pattern=DECIMAL_PATTERN,
-        max_length=32,
+    start_distance: Annotated[str, DecimalRange(0, 1e6)] = Field(
         description="Mean relative difference (rft.canary) from the same logprobs under the weights training "
         "started from (the parent checkpoint or the base model): how far this checkpoint moved on "
         "the canary. Below the tolerance the canary cannot tell the two apart.",
@@ -122,20 +138,57 @@ class ModelSpec(ApiModel):
     )
     dataset_digest: str | None = Field(
         default=None,
+        max_length=71,
         pattern=r"^sha256:[0-9a-f]{64}$",
         description="For a LoRA checkpoint: digest of the dataset it was trained on.",
     )
     files: list[FileDigest] = Field(
         default_factory=list, max_length=4096, description="The files and their digests."
     )
-    metrics: dict[str, str] = Field(
-        default_factory=dict, description="Final training metrics (decimal strings)."
+    metrics: dict[MetricKey, Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=dict, max_length=64, description="Final training metrics (decimal strings)."
     )
     canary: AdapterCanary | None = Field(
         default=None,
         description="For a LoRA checkpoint: what serving replicas must compute for the canary "
         "tokens; checked after every load.",
     )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        if self.kind == "lora" and (self.base_model is None or self.lora is None):
+            raise ValueError("spec.baseModel: a lora Model needs spec.baseModel and spec.lora")
+        if self.kind == "base":
+            extra = [
+                wire
+                for wire, value in (
+                    ("baseModel", self.base_model),
+                    ("lora", self.lora),
+                    ("parent", self.parent),
+                    ("canary", self.canary),
+                    ("training", self.training),
+                    ("datasetDigest", self.dataset_digest),
+                )
+                if value is not None
+            ]
+            if extra:
+                raise ValueError(
+                    f"spec.{extra[0]}: a base Model takes no " + ", ".join(f"spec.{e}" for e in extra)
+                )
+        if self.parent is not None and self.parent == self.base_model:
+            raise ValueError("spec.parent: the parent checkpoint cannot be the base model")
+        if self.lora is not None and len(set(self.lora.target_modules)) != len(self.lora.target_modules):
+            raise ValueError("spec.lora.targetModules: a module is listed twice")
+        return self
+
+    @model_validator(mode="after")
+    def _one_digest_per_file(self) -> ModelSpec:
+        seen: set[str] = set()
+        for i, f in enumerate(self.files):
+            if f.path in seen:
+                raise ValueError(f"spec.files[{i}].path: {f.path!r} is listed twice")
+            seen.add(f.path)
+        return self
 
 
 class ModelStatus(ApiModel):
@@ -193,6 +246,18 @@ class Model(Resource):
             AGE_COLUMN,
             *condition_columns("Ready"),
         ],
+        validations=[
+            {
+                "rule": "!has(self.spec.baseModel) || self.spec.baseModel != self.metadata.name",
+                "message": "spec.baseModel: a Model cannot name itself",
+                "fieldPath": ".spec.baseModel",
+            },
+            {
+                "rule": "!has(self.spec.parent) || self.spec.parent != self.metadata.name",
+                "message": "spec.parent: a Model cannot name itself",
+                "fieldPath": ".spec.parent",
+            },
+        ],
         spec_validations=[
             {
                 "rule": "self.kind == 'base' || (has(self.baseModel) && has(self.lora))",
@@ -215,6 +280,24 @@ class Model(Resource):
                 "fieldPath": ".canary",
             },
             {
+                "rule": "self.kind == 'lora' || (!has(self.training) && !has(self.datasetDigest))",
+                "message": "a base Model takes no spec.training or spec.datasetDigest (they record how "
+                "a LoRA checkpoint was trained)",
+                "fieldPath": ".training",
+            },
+            {
+                "rule": "!has(self.parent) || !has(self.baseModel) || self.parent != self.baseModel",
+                "message": "spec.parent is a LoRA checkpoint, spec.baseModel a base model: they cannot "
+                "be the same Model",
+                "fieldPath": ".parent",
+            },
+            {
+                "rule": "!has(self.lora) || self.lora.targetModules.all(m, self.lora.targetModules"
+                ".exists_one(n, n == m))",
+                "message": "spec.lora.targetModules lists a module twice",
+                "fieldPath": ".lora.targetModules",
+            },
+            {
                 "rule": "self.kind == oldSelf.kind && self.location == oldSelf.location",
                 "message": "spec.kind and spec.location are immutable",
                 "fieldPath": ".location",
@@ -224,4 +307,13 @@ class Model(Resource):
 
     kind: str = "Model"
     spec: ModelSpec
+
+    @model_validator(mode="after")
+    def _not_its_own_ancestor(self) -> Model:
+        for field in ("base_model", "parent"):
+            if self.metadata.name and getattr(self.spec, field) == self.metadata.name:
+                wire = "baseModel" if field == "base_model" else field
+                raise ValueError(f"spec.{wire}: a Model cannot name itself ({self.metadata.name})")
+        return self
+
     status: ModelStatus = Field(default_factory=ModelStatus)

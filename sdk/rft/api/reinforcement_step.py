@@ -6,23 +6,25 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rft.api.common import (
     AGE_COLUMN,
-    DECIMAL_PATTERN,
-    SIGNED_DECIMAL_PATTERN,
     ApiModel,
     Condition,
     CrdInfo,
+    DecimalRange,
+    ImageRef,
+    LabelValue,
     ObjectName,
     PrinterColumn,
+    QualifiedName,
     Resource,
     StorageURL,
     condition_columns,
 )
 from rft.api.deployment import Accelerator
-from rft.api.model import DEFAULT_TARGET_MODULES, ModuleName
+from rft.api.model import DEFAULT_TARGET_MODULES, LearningRate, LossMethod, ModuleName
 
 
 class StepPhase(StrEnum):
@@ -45,8 +47,8 @@ class StepPhase(StrEnum):
 
 TERMINAL_PHASES = frozenset({StepPhase.COMPLETED, StepPhase.FAILED, StepPhase.CANCELLED, StepPhase.EXPIRED})
 
-RewardWeight = Annotated[str, Field(max_length=32, pattern=SIGNED_DECIMAL_PATTERN)]
-LossMethod = Literal["grpo", "dapo", "gspo", "gspo-token", "cispo", "reinforce"]
+RewardWeight = Annotated[str, DecimalRange(-1e6, 1e6, signed=True)]
+RewardKey = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 AdvantageMode = Literal["group", "batch", "none"]
 Aggregation = Literal["token-mean", "sequence-mean", "constant"]
 
@@ -65,8 +67,8 @@ class TrainingParameters(ApiModel):
         max_length=64,
         description="Linear modules the adapter wraps (block linears only, so vLLM can serve it).",
     )
-    learning_rate: str = Field(
-        default="1e-4", pattern=DECIMAL_PATTERN, description="Peak learning rate, e.g. '1e-4'."
+    learning_rate: LearningRate = Field(
+        default="1e-4", description="Peak learning rate in (0, 1], e.g. '1e-4'."
     )
     max_context_length: int = Field(
         default=8192,
@@ -85,10 +87,12 @@ class TrainingParameters(ApiModel):
         default=1, ge=1, le=1024, description="Packed batches per optimizer step."
     )
     warmup_steps: int = Field(default=0, ge=0, le=100_000, description="Linear warm-up steps.")
-    max_grad_norm: str = Field(
-        default="1.0", pattern=DECIMAL_PATTERN, description="Gradient clipping norm ('0' disables)."
+    max_grad_norm: Annotated[str, DecimalRange(0, 1e6)] = Field(
+        default="1.0", description="Gradient clipping norm ('0' disables)."
     )
-    weight_decay: str = Field(default="0", pattern=DECIMAL_PATTERN, description="AdamW weight decay.")
+    weight_decay: Annotated[str, DecimalRange(0, 1)] = Field(
+        default="0", description="AdamW weight decay, in [0, 1]."
+    )
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed for shuffling and dropout.")
 
 
@@ -100,20 +104,18 @@ class LossSettings(ApiModel):
         description="grpo (PPO clip), dapo (asymmetric clip), gspo (sequence-level ratio), "
         "gspo-token, cispo (clipped IS weight), reinforce (importance-sampled REINFORCE).",
     )
-    kl_coefficient: str = Field(
+    kl_coefficient: Annotated[str, DecimalRange(0, 1000)] = Field(
         default="0.001",
-        pattern=DECIMAL_PATTERN,
         description="Weight of the k3 KL estimate to the base model (adapter disabled); '0' disables.",
     )
-    clip_low: str | None = Field(
+    clip_low: Annotated[str, DecimalRange(0, 1, low_open=True)] | None = Field(
         default=None,
-        pattern=DECIMAL_PATTERN,
-        description="Lower clip epsilon of the importance ratio; default 0.2 (3e-4 for gspo and gspo-token).",
+        description="Lower clip epsilon of the importance ratio, in (0, 1]; default 0.2 (3e-4 for gspo and "
+        "gspo-token).",
     )
-    clip_high: str | None = Field(
+    clip_high: Annotated[str, DecimalRange(0, 1000, low_open=True)] | None = Field(
         default=None,
-        pattern=DECIMAL_PATTERN,
-        description="Upper clip epsilon; default 0.2 (0.28 for dapo, 4e-4 for gspo and gspo-token). "
+        description="Upper clip epsilon, in (0, 1000]; default 0.2 (0.28 for dapo, 4e-4 for gspo and gspo-token). "
         "For cispo: the largest importance weight, default 5.",
     )
     advantage: AdvantageMode = Field(
@@ -130,10 +132,12 @@ class LossSettings(ApiModel):
 class PodMetadata(ApiModel):
     """Extra metadata for the training pod (cost allocation, mesh opt-outs, scheduling hints)."""
 
-    labels: dict[str, Annotated[str, Field(max_length=63)]] = Field(
-        default_factory=dict, max_length=32, description="Labels added to the training pod."
+    labels: dict[QualifiedName, LabelValue] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Labels added to the training pod (keys and values as Kubernetes takes them).",
     )
-    annotations: dict[str, Annotated[str, Field(max_length=4096)]] = Field(
+    annotations: dict[QualifiedName, Annotated[str, Field(max_length=4096)]] = Field(
         default_factory=dict, max_length=32, description="Annotations added to the training pod."
     )
 
@@ -157,18 +161,9 @@ class ReinforcementStepSpec(ApiModel):
         default_factory=TrainingParameters, description="Optimiser and LoRA settings."
     )
     loss: LossSettings = Field(default_factory=LossSettings, description="The objective.")
-    reward_weights: dict[str, RewardWeight] = Field(
+    reward_weights: dict[RewardKey, RewardWeight] = Field(
         default_factory=dict,
         max_length=64,
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "self.all(k, k.matches('^[A-Za-z0-9_.-]{1,64}$'))",
-                    "message": "spec.rewardWeights keys must be reward key names "
-                    "(letters, digits, '_', '.', '-'; at most 64 characters)",
-                }
-            ]
-        },
         description="Reward keys to combine, with their weights as decimal strings, e.g. "
         "{score: '1', format: '0.2'}. Empty: the single reward key of the dataset.",
     )
@@ -178,8 +173,9 @@ class ReinforcementStepSpec(ApiModel):
         description="The ServiceAccount whose workload identity reads the dataset and base model "
         "and writes the new checkpoint. The trainer gets no Kubernetes API token.",
     )
-    trainer_image: str | None = Field(
-        default=None, max_length=512, description="Overrides the operator's trainer image."
+    trainer_image: ImageRef | None = Field(
+        default=None,
+        description="Overrides the operator's trainer image ([registry/]path[:tag][@sha256:...]).",
     )
     pod_metadata: PodMetadata | None = Field(
         default=None, description="Labels and annotations for the training pod."
@@ -201,6 +197,20 @@ class ReinforcementStepSpec(ApiModel):
     ttl_seconds_after_finished: int | None = Field(
         default=None, ge=0, le=365 * 86400, description="Delete the step and its Job this long after it ends."
     )
+
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReinforcementStepSpec:
+        """The CRD's cross-field rules (spec_validations below), for objects the schema missed."""
+        if self.model == self.output_model:
+            raise ValueError("spec.outputModel must differ from spec.model")
+        if self.accelerator.type != "CPU" and self.accelerator.count < 1:
+            raise ValueError("spec.accelerator.count must be at least 1 for a GPU accelerator type")
+        if self.training.batch_size < self.training.max_context_length:
+            raise ValueError(
+                "spec.training.batchSize (a token budget) must be at least spec.training.maxContextLength"
+            )
+        return self
 
 
 class StepProgress(ApiModel):

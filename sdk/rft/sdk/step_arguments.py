@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, get_args
 
 from rft.api.common import ACCELERATOR_TYPES
-from rft.api.reinforcement_step import LossMethod
+from rft.api.model import LossMethod
 from rft.sdk.decimals import decimal_string
 from rft.sdk.validation import check_choice, check_int, check_optional_int
 
