@@ -51,6 +51,8 @@ CHART_RBAC_TEMPLATES = (
     "clusterrolebinding",
     "clusterrole-framework",
     "clusterrolebinding-framework",
+    "role-admin-key",
+    "rolebinding-admin-key",
 )
 
 # The user's own credentials for uploading datasets (the emulator accepts any key).
@@ -108,6 +110,8 @@ def running_operator(kubeconfig: Path, log_path: Path) -> Iterator[subprocess.Po
         "RFT_POLL_SECONDS": "1",
         "RFT_METRICS_PORT": "0",
         "RFT_PROGRESS_POLL": OPERATOR_POLL_SCOPE,
+        # As in its pod (the downward API): the adapter admin key lives in its own namespace.
+        "POD_NAMESPACE": OPERATOR_NAMESPACE,
     }
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
