@@ -127,10 +127,11 @@ def resolve_source(url: str) -> str:
 
 def summary_of(report: ValidationReport, resolved_source: str) -> dict[str, Any]:
     """The full (not yet size-limited) summary of a finished validation."""
-    return {
+    summary: dict[str, Any] = {
         "ok": report.ok,
         "resolvedSource": resolved_source,
         "rows": report.rows,
+        "validRows": report.valid_rows,
         "format": report.format,
         "minSamples": report.min_samples,
         "maxSamples": report.max_samples,
@@ -140,6 +141,9 @@ def summary_of(report: ValidationReport, resolved_source: str) -> dict[str, Any]
         "errors": [{"line": line, "message": message} for line, message in report.errors],
         "errorCount": report.error_count,
     }
+    if report.error_count > len(report.errors):
+        summary["errorsOmitted"] = report.error_count - len(report.errors)
+    return summary
 
 
 def _encode(summary: dict[str, Any]) -> bytes:
@@ -198,7 +202,7 @@ def _human_summary(report: ValidationReport, source: str) -> str:
     verdict = "VALID" if report.ok else "INVALID"
     lines = [
         f"{verdict}: {source}",
-        f"  rows {report.rows}, format {report.format or '-'}, samples per row "
+        f"  rows {report.rows} ({report.valid_rows} valid), format {report.format or '-'}, samples per row "
         f"{report.min_samples if report.min_samples is not None else '-'}.."
         f"{report.max_samples if report.max_samples is not None else '-'}, "
         f"reward keys {', '.join(report.reward_keys) or '-'}",
