@@ -5,10 +5,12 @@ access). Streams the object once, computing its sha256 while validating every ro
 log lines and a human summary, and writes a compact JSON summary (always under 4096 bytes, the
 size Kubernetes keeps of a termination message) to the termination log::
 
-    {"ok", "resolvedSource", "rows", "format", "minSamples", "maxSamples", "rewardKeys", "bytes",
-     "digest", "errors": [{"line", "message"}], "errorCount"}
+    {"ok", "resolvedSource", "rows", "validRows", "format", "minSamples", "maxSamples", "rewardKeys",
+     "bytes", "digest", "errors": [{"line", "message"}], "errorCount", "errorsOmitted"?}
 
-plus ``"error"`` and ``"errorKind"`` when the object could not be read.
+plus ``"error"`` and ``"errorKind"`` when the object could not be read. ``errors`` holds the first
+errors only; ``errorsOmitted`` (present when some were left out) says how many more there are.
+A bad row never ends the run early or as a crash: it is an error of the summary (exit 1).
 
 Exit codes: 0 the dataset is valid; 1 the dataset is bad (bad rows, too few or too many rows,
 an unusable source URL, a prefix holding several ``.jsonl`` objects); 2 storage or credential

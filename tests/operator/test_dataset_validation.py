@@ -63,7 +63,7 @@ BAD: list[tuple[str, bytes, dict[str, Any], str]] = [
         "nan-reward",
         with_bad_line(json.dumps({"samples": [{**SAMPLE[0], "evals": {"score": float("nan")}}, SAMPLE[1]]})),
         {},
-        "line 3: NaN is not allowed",
+        "line 3: samples[0].evals.score is NaN, which is not allowed",
     ),
     (
         "empty-messages",

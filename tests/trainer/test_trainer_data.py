@@ -184,4 +184,4 @@ def test_tool_calls_of_the_prompt_reach_the_chat_template(tokenizer: Any) -> Non
     tool_tokenizer = copy.deepcopy(tokenizer)
     tool_tokenizer.chat_template = template
     ids = SampleTokenizer(tool_tokenizer, 256).prompt_ids(raw.prompt, raw.line)
-    assert tool_tokenizer.decode(ids) .split() == ["user:2+2?", "assistant:[add", "2]", "tool:4#call_1"]
+    assert tool_tokenizer.decode(ids).split() == ["user:2+2?", "assistant:[add", "2]", "tool:4#call_1"]

@@ -9,8 +9,10 @@ Two row formats:
   ``{"prompt": [messages] | "text", "completions": ["...", ...], "rewards": [0.1, ...] |
   [{"score": 0.1}, ...], "logprobs": [[...] | null, ...]?}``
 
-Unknown keys are ignored at row, sample and message level, so rows exported with extra
-bookkeeping fields still load.
+Prompt turns may carry OpenAI tool calls (``tool_calls`` on assistant messages, answered by
+``tool`` messages with their ``tool_call_id``). Unknown keys are ignored at row, sample and
+message level, so rows exported with extra bookkeeping fields still load. A bad row, however
+malformed, is a :class:`RowError` naming its line and (where there is one) the field path.
 """
 
 from __future__ import annotations
