@@ -110,6 +110,13 @@ BAD: list[tuple[str, bytes, dict[str, Any], str]] = [
         {"limits": {"maxLineBytes": 1024}},
         "line 3: line is longer than the limit of 1024 bytes",
     ),
+    (
+        # More malformed rows than the summary keeps: the condition counts them all.
+        "many-bad-rows",
+        b"".join(b'{"samples": [\n' for _ in range(60)) + (json.dumps(good_row(0)) + "\n").encode(),
+        {},
+        "line 1: not valid JSON",
+    ),
 ]
 
 
@@ -185,6 +192,9 @@ def test_a_bad_dataset_fails_with_the_line_and_reason(
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "False"
     assert expected in ready["message"]
+    if name == "many-bad-rows":
+        assert "(60 malformed rows in all; the first 20 in status.errors)" in ready["message"], ready
+        assert [e["line"] for e in status["errors"]] == list(range(1, 21))
 
 
 def test_no_credentials_is_a_clear_failure_not_a_bad_dataset(
