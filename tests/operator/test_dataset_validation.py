@@ -193,8 +193,10 @@ def test_a_bad_dataset_fails_with_the_line_and_reason(
     assert ready["status"] == "False"
     assert expected in ready["message"]
     if name == "many-bad-rows":
-        assert "(60 malformed rows in all; the first 20 in status.errors)" in ready["message"], ready
-        assert [e["line"] for e in status["errors"]] == list(range(1, 21))
+        kept = len(status["errors"])
+        assert 1 <= kept <= 20
+        assert [e["line"] for e in status["errors"]] == list(range(1, kept + 1))
+        assert f"(60 malformed rows in all; the first {kept} in status.errors)" in ready["message"], ready
 
 
 def test_no_credentials_is_a_clear_failure_not_a_bad_dataset(
