@@ -5,10 +5,12 @@ access). Streams the object once, computing its sha256 while validating every ro
 log lines and a human summary, and writes a compact JSON summary (always under 4096 bytes, the
 size Kubernetes keeps of a termination message) to the termination log::
 
-    {"ok", "resolvedSource", "rows", "format", "minSamples", "maxSamples", "rewardKeys", "bytes",
-     "digest", "errors": [{"line", "message"}], "errorCount"}
+    {"ok", "resolvedSource", "rows", "validRows", "format", "minSamples", "maxSamples", "rewardKeys",
+     "bytes", "digest", "errors": [{"line", "message"}], "errorCount", "errorsOmitted"?}
 
-plus ``"error"`` and ``"errorKind"`` when the object could not be read.
+plus ``"error"`` and ``"errorKind"`` when the object could not be read. ``errors`` holds the first
+errors only; ``errorsOmitted`` (present when some were left out) says how many more there are.
+A bad row never ends the run early or as a crash: it is an error of the summary (exit 1).
 
 Exit codes: 0 the dataset is valid; 1 the dataset is bad (bad rows, too few or too many rows,
 an unusable source URL, a prefix holding several ``.jsonl`` objects); 2 storage or credential
@@ -127,10 +129,11 @@ def resolve_source(url: str) -> str:
 
 def summary_of(report: ValidationReport, resolved_source: str) -> dict[str, Any]:
     """The full (not yet size-limited) summary of a finished validation."""
-    return {
+    summary: dict[str, Any] = {
         "ok": report.ok,
         "resolvedSource": resolved_source,
         "rows": report.rows,
+        "validRows": report.valid_rows,
         "format": report.format,
         "minSamples": report.min_samples,
         "maxSamples": report.max_samples,
@@ -140,6 +143,9 @@ def summary_of(report: ValidationReport, resolved_source: str) -> dict[str, Any]
         "errors": [{"line": line, "message": message} for line, message in report.errors],
         "errorCount": report.error_count,
     }
+    if report.error_count > len(report.errors):
+        summary["errorsOmitted"] = report.error_count - len(report.errors)
+    return summary
 
 
 def _encode(summary: dict[str, Any]) -> bytes:
@@ -198,7 +204,7 @@ def _human_summary(report: ValidationReport, source: str) -> str:
     verdict = "VALID" if report.ok else "INVALID"
     lines = [
         f"{verdict}: {source}",
-        f"  rows {report.rows}, format {report.format or '-'}, samples per row "
+        f"  rows {report.rows} ({report.valid_rows} valid), format {report.format or '-'}, samples per row "
         f"{report.min_samples if report.min_samples is not None else '-'}.."
         f"{report.max_samples if report.max_samples is not None else '-'}, "
         f"reward keys {', '.join(report.reward_keys) or '-'}",

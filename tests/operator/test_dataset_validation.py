@@ -63,7 +63,7 @@ BAD: list[tuple[str, bytes, dict[str, Any], str]] = [
         "nan-reward",
         with_bad_line(json.dumps({"samples": [{**SAMPLE[0], "evals": {"score": float("nan")}}, SAMPLE[1]]})),
         {},
-        "line 3: NaN is not allowed",
+        "line 3: samples[0].evals.score is NaN, which is not allowed",
     ),
     (
         "empty-messages",
@@ -109,6 +109,13 @@ BAD: list[tuple[str, bytes, dict[str, Any], str]] = [
         with_bad_line(json.dumps({"samples": ["x" * 3000]})),
         {"limits": {"maxLineBytes": 1024}},
         "line 3: line is longer than the limit of 1024 bytes",
+    ),
+    (
+        # More malformed rows than the summary keeps: the condition counts them all.
+        "many-bad-rows",
+        b"".join(b'{"samples": [\n' for _ in range(60)) + (json.dumps(good_row(0)) + "\n").encode(),
+        {},
+        "line 1: not valid JSON",
     ),
 ]
 
@@ -185,6 +192,11 @@ def test_a_bad_dataset_fails_with_the_line_and_reason(
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "False"
     assert expected in ready["message"]
+    if name == "many-bad-rows":
+        kept = len(status["errors"])
+        assert 1 <= kept <= 20
+        assert [e["line"] for e in status["errors"]] == list(range(1, kept + 1))
+        assert f"(60 malformed rows in all; the first {kept} in status.errors)" in ready["message"], ready
 
 
 def test_no_credentials_is_a_clear_failure_not_a_bad_dataset(

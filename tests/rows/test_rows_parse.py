@@ -164,24 +164,27 @@ BAD_ROWS: list[tuple[str, str]] = [
     ),
     (
         GOOD_SAMPLES.replace("0.0", "NaN"),
-        "NaN is not allowed: JSON has no NaN or Infinity, and rewards must be finite numbers",
+        "samples[1].evals.score is NaN, which is not allowed: JSON has no NaN or Infinity, "
+        "and rewards must be finite numbers",
     ),
     (
         GOOD_SAMPLES.replace("0.0", "-Infinity"),
-        "-Infinity is not allowed: JSON has no NaN or Infinity, and rewards must be finite numbers",
+        "samples[1].evals.score is -Infinity, which is not allowed: JSON has no NaN or Infinity, "
+        "and rewards must be finite numbers",
     ),
     (GOOD_SAMPLES.replace("0.0", "1e999"), "samples[1].evals.score is not a finite number"),
     (
         GOOD_SAMPLES.replace("0.0", "1" + "0" * 400),
-        "samples[1].evals.score is not a finite number (an integer of about 401 digits)",
+        "samples[1].evals.score is not a finite number (an integer of 401 digits)",
     ),
     (
         GOOD_SAMPLES.replace("0.0", "1" + "0" * 5000),
-        "holds an integer of more than 4300 digits; numbers must be finite",
+        "samples[1].evals.score is an integer of 5001 digits; numbers must be finite "
+        "(at most 4300 digits, and rewards must fit a float)",
     ),
     (
         GOOD_SAMPLES.replace('"score"', '"\\udc00"'),
-        "a key of samples[1].evals holds a lone surrogate \\udc00 at character 1: not valid Unicode "
+        "a key of samples[0].evals holds a lone surrogate \\udc00 at character 1: not valid Unicode "
         "(a \\uD800-\\uDFFF escape without its pair)",
     ),
     (
@@ -279,7 +282,9 @@ def test_bad_row_reasons(raw: str, reason: str) -> None:
 
 
 def test_invalid_utf8_and_oversized_lines() -> None:
-    with pytest.raises(RowError, match=r"^line 3: not valid UTF-8 \(byte 14\)$"):
+    with pytest.raises(
+        RowError, match=r"^line 3: not valid UTF-8 \(byte 14 is 0xff\); a dataset is UTF-8 text"
+    ):
         parse_row(3, b'{"samples": "\xff"}')
     with pytest.raises(RowError, match=r"^line 4: line is longer than the limit of 100 bytes$"):
         parse_row(4, GOOD_SAMPLES, max_line_bytes=100)

@@ -136,7 +136,7 @@ def test_reward_weights_are_checked_on_every_row() -> None:
 @pytest.mark.parametrize(
     ("rows", "min_rows", "expected"),
     [
-        (0, 3, (0, "the dataset is empty; at least 3 rows are required")),
+        (0, 3, (0, "the dataset has no rows, only 1 blank line(s); at least 3 rows are required")),
         (2, 3, (0, "the dataset has 2 row(s); at least 3 are required")),
     ],
 )

@@ -57,6 +57,7 @@ def test_good_dataset_in_s3(s3_bucket: S3Bucket, tmp_path: Path) -> None:
         "ok": True,
         "resolvedSource": f"{s3_bucket.url}/datasets/good.jsonl",
         "rows": 10,
+        "validRows": 10,
         "format": "samples",
         "minSamples": 2,
         "maxSamples": 4,

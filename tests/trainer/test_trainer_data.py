@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rft.rows import parse_row
 from rft_trainer.data import (
     RawSample,
     Sample,
@@ -16,6 +19,7 @@ from rft_trainer.data import (
     pack,
     tokenize_samples,
 )
+from rft_trainer.dataset import score_groups
 from rft_trainer.errors import BadInputError
 from transformers import AutoTokenizer
 
@@ -156,3 +160,28 @@ def test_epoch_order_is_seeded_and_differs_between_epochs() -> None:
     assert epoch_order(50, seed=3, epoch=0) != epoch_order(50, seed=3, epoch=1)
     assert epoch_order(50, seed=3, epoch=0) != epoch_order(50, seed=4, epoch=0)
     assert sorted(epoch_order(50, seed=3, epoch=1)) == list(range(50))
+
+
+def test_tool_calls_of_the_prompt_reach_the_chat_template(tokenizer: Any) -> None:
+    """A row's tool calls and tool results are handed to the chat template, arguments as objects."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": '{"a": 2, "b": 2}'}}
+    row = {
+        "prompt": [
+            {"role": "user", "content": "2+2?"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "4"},
+        ],
+        "completions": ["4", "four"],
+        "rewards": [1, 0],
+    }
+    groups = [parse_row(1, json.dumps(row))]
+    raw = score_groups(groups, {}, "group").samples[0]
+    template = (
+        "{% for m in messages %}{{ m.role }}:{{ m.content }}"
+        "{% for c in m.tool_calls or [] %}[{{ c.function.name }} {{ c.function.arguments.a }}]{% endfor %}"
+        "{% if m.tool_call_id %}#{{ m.tool_call_id }}{% endif %} {% endfor %}"
+    )
+    tool_tokenizer = copy.deepcopy(tokenizer)
+    tool_tokenizer.chat_template = template
+    ids = SampleTokenizer(tool_tokenizer, 256).prompt_ids(raw.prompt, raw.line)
+    assert tool_tokenizer.decode(ids).split() == ["user:2+2?", "assistant:[add", "2]", "tool:4#call_1"]

@@ -42,7 +42,7 @@ class RawSample:
     line: int
     group: int
     where: str  # how the row names this completion, e.g. "samples[1]", for error messages
-    prompt: list[dict[str, str]]
+    prompt: list[dict[str, Any]]  # chat-template messages (see rft.rows.Message.template_dict)
     completion: str
     reward: float
     advantage: float
@@ -92,7 +92,7 @@ class SampleTokenizer:
         self.eos_token_id: int = tokenizer.eos_token_id
         self.max_context_length = max_context_length
 
-    def prompt_ids(self, messages: list[dict[str, str]], line: int) -> list[int]:
+    def prompt_ids(self, messages: list[dict[str, Any]], line: int) -> list[int]:
         """The prompt rendered with the chat template and the generation prompt."""
         try:
             text = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

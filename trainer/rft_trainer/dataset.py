@@ -102,7 +102,7 @@ def score_groups(
     advantages = compute_advantages(group_rewards, advantage_mode)
     samples: list[RawSample] = []
     for g, group in enumerate(groups):
-        prompt = [{"role": m.role, "content": m.content} for m in group.prompt]
+        prompt = [message.template_dict() for message in group.prompt]
         for k, completion in enumerate(group.completions):
             samples.append(
                 RawSample(

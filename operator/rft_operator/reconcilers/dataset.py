@@ -40,6 +40,8 @@ class ValidationSummary(BaseModel):
     bytes: int | None = None
     digest: str | None = None
     errors: list[RowError] = []
+    # Every malformed row's count; `errors` keeps the first ones only.
+    error_count: int | None = None
     error: str | None = None
 
 
@@ -151,8 +153,9 @@ class DatasetReconciler(Reconciler):
             if summary is not None and summary.errors:
                 first = summary.errors[0]
                 message = f"line {first.line}: {first.message}" if first.line else first.message
-                more = len(summary.errors) - 1
-                message += f" (and {more} more error(s) in status.errors)" if more else ""
+                total = max(summary.error_count or 0, len(summary.errors))
+                if total > 1:
+                    message += f" ({total} malformed rows in all; the first {len(status.errors)} in status.errors)"
                 reason = "InvalidRows"
             elif summary is not None and summary.error:
                 message, reason = summary.error, "ValidationError"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from rft.rows.rewards import RewardError, combine_rewards
 
@@ -18,11 +20,40 @@ class RowError(ValueError):
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """One function call of an assistant turn, in OpenAI's shape (``arguments`` is a JSON object
+    encoded as a string, as the sampler wrote it)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class Message:
-    """One chat turn."""
+    """One chat turn. An assistant turn may carry tool calls (its content may then be empty); a
+    ``tool`` turn answers the call named by ``tool_call_id``."""
 
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+    def template_dict(self) -> dict[str, Any]:
+        """The message as a Hugging Face chat template takes it (tool call arguments as objects)."""
+        rendered: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            rendered["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": json.loads(call.arguments)},
+                }
+                for call in self.tool_calls
+            ]
+        if self.tool_call_id is not None:
+            rendered["tool_call_id"] = self.tool_call_id
+        return rendered
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,10 @@ Two row formats:
   ``{"prompt": [messages] | "text", "completions": ["...", ...], "rewards": [0.1, ...] |
   [{"score": 0.1}, ...], "logprobs": [[...] | null, ...]?}``
 
-Unknown keys are ignored at row, sample and message level, so rows exported with extra
-bookkeeping fields still load.
+Prompt turns may carry OpenAI tool calls (``tool_calls`` on assistant messages, answered by
+``tool`` messages with their ``tool_call_id``). Unknown keys are ignored at row, sample and
+message level, so rows exported with extra bookkeeping fields still load. A bad row, however
+malformed, is a :class:`RowError` naming its line and (where there is one) the field path.
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal, NoReturn
 
-from rft.rows.model import Completion, Message, PromptGroup, RowError
+from rft.rows.model import Completion, Message, PromptGroup, RowError, ToolCall
 
 Format = Literal["samples", "prompt-completions"]
 FORMATS: tuple[Format, ...] = ("samples", "prompt-completions")
 DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024
 MIN_COMPLETIONS = 2
+# A prompt group is a handful to a few hundred completions (GRPO: typically 4 to 64); thousands in
+# one row are a malformed export, and the trainer holds a whole group in memory at once.
+MAX_COMPLETIONS = 1024
+MAX_REASON_CHARS = 1000  # a reason quoting long keys is cut in the middle
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 SCALAR_REWARD_KEY = "score"  # the key a bare number reward gets in prompt-completions rows
 _BOM = "\ufeff"
@@ -41,8 +47,18 @@ def _fail(reason: str) -> NoReturn:
 
 
 def _show(value: Any, limit: int = 40) -> str:
-    """A short rendering of a user value for an error message."""
-    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
+    """A short rendering of a user value for an error message (containers by their type only:
+    rendering them whole could be slow or deep)."""
+    if isinstance(value, str):
+        text = repr(value[: limit + 1])
+    elif value is None or isinstance(value, bool | int | float):
+        text = (
+            json.dumps(value) if not isinstance(value, int) or value.bit_length() < 64 else "a huge integer"
+        )
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value[:20]):
+        text = json.dumps(value[:20], ensure_ascii=False)
+    else:
+        return _kind(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -61,51 +77,196 @@ def _kind(value: Any) -> str:
     return "an object"
 
 
-def _reject_constant(name: str) -> NoReturn:
-    _fail(f"{name} is not allowed: JSON has no NaN or Infinity, and rewards must be finite numbers")
+class _Constant(float):
+    """A NaN or Infinity literal, kept so that the walk can name where it is."""
+
+    literal: str
 
 
-def _decode(line: int, raw: bytes | str, max_line_bytes: int) -> Any:
-    size = len(raw.encode()) if isinstance(raw, str) else len(raw)
-    if size > max_line_bytes:
-        _fail(f"line is longer than the limit of {max_line_bytes} bytes")
-    if isinstance(raw, bytes):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            _fail(f"not valid UTF-8 (byte {exc.start + 1})")
-    else:
-        text = raw
-    if line == 1 and text.startswith(_BOM):
-        text = text[1:]
-    if not text.strip():
-        _fail("blank line")
-    try:
-        value = json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        _fail(f"not valid JSON: {exc.msg} at column {exc.colno}")
-    except RecursionError:
-        _fail("not valid JSON: nested too deeply")
-    except ValueError:  # Python refuses integers of more than sys.get_int_max_str_digits() digits
-        _fail(f"holds an integer of more than {sys.get_int_max_str_digits()} digits; numbers must be finite")
-    _refuse_lone_surrogates(value)
+class _HugeInt(float):
+    """An integer literal of more digits than Python converts, kept so the walk can name it."""
+
+    digits: int
+
+
+class _RepeatedKeys(dict[str, Any]):
+    """A JSON object that named a key twice (the last value won)."""
+
+    repeated: str
+
+
+def _constant(literal: str) -> _Constant:
+    value = _Constant(literal.replace("Infinity", "inf"))
+    value.literal = literal
     return value
 
 
-def _refuse_lone_surrogates(value: Any) -> None:
-    """JSON's \\uD800-\\uDFFF escapes decode to lone surrogates unless paired: no valid Unicode text
-    holds one, and UTF-8 cannot encode it (a tokenizer or a later json.dumps would fail)."""
-    pending: list[tuple[Any, str]] = [(value, "")]
+def _huge_int(literal: str) -> int | float:
+    digits = len(literal.lstrip("-"))
+    if digits <= sys.get_int_max_str_digits():
+        return int(literal)
+    value = _HugeInt("-inf" if literal.startswith("-") else "inf")
+    value.digits = digits
+    return value
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) == len(pairs):
+        return result
+    marked = _RepeatedKeys(result)
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            marked.repeated = key
+            break
+        seen.add(key)
+    return marked
+
+
+# Rows nest a few levels (row, samples, messages, tool calls); metadata kept alongside them may
+# nest more, but no JSON of a row needs more than this, and deeper values stress every consumer.
+MAX_DEPTH = 64
+_PATH_CHARS = 120  # a field path longer than this is shown cut in the middle
+
+
+def _decode(line: int, raw: bytes | str, max_line_bytes: int) -> Any:
+    size = len(raw.encode("utf-8", "surrogatepass")) if isinstance(raw, str) else len(raw)
+    if size > max_line_bytes:
+        _fail(f"line is longer than the limit of {max_line_bytes} bytes")
+    if isinstance(raw, bytes):
+        if line == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+            _fail(
+                "the file starts with a UTF-16 (or UTF-32) byte-order mark; a dataset is UTF-8 text "
+                "(convert it, e.g. iconv -f UTF-16 -t UTF-8)"
+            )
+        nul = raw.find(b"\x00")
+        if nul >= 0:
+            _fail(
+                f"holds a NUL byte at byte {nul + 1}; a dataset is UTF-8 text, and JSON has no raw NUL "
+                "(a UTF-16 file, or binary data? inside a string, write \\u0000)"
+            )
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            bad = raw[exc.start]
+            _fail(
+                f"not valid UTF-8 (byte {exc.start + 1} is 0x{bad:02x}); a dataset is UTF-8 text "
+                "(is the file in Latin-1, Windows-1252 or another encoding?)"
+            )
+    else:
+        text = raw
+        if "\x00" in text:
+            _fail(
+                f"holds a NUL character at character {text.index(chr(0)) + 1}; inside a string, write \\u0000"
+            )
+    if text.startswith(_BOM):
+        if line != 1:
+            _fail(
+                "starts with a UTF-8 byte-order mark, allowed only at the start of the file (files concatenated?)"
+            )
+        text = text[1:]
+    if not text.strip():
+        _fail("blank line")
+    return _loads(text, "")
+
+
+def _loads(text: str, where: str) -> Any:
+    """Parse one JSON document and refuse what JSON or the row format cannot hold, naming where."""
+    try:
+        try:
+            value = json.loads(text, parse_constant=_constant, object_pairs_hook=_object)
+        except ValueError as exc:
+            if isinstance(exc, json.JSONDecodeError) or "digits" not in str(exc):
+                raise
+            # Python converts integers of at most sys.get_int_max_str_digits() digits: parse once
+            # more keeping such literals as markers, so that the walk can name the field.
+            value = json.loads(text, parse_constant=_constant, object_pairs_hook=_object, parse_int=_huge_int)
+    except json.JSONDecodeError as exc:
+        _fail(f"{where + ': ' if where else ''}not valid JSON: {_json_problem(text, exc)}")
+    except RecursionError:
+        _fail(f"{where + ': ' if where else ''}nested more than {MAX_DEPTH} levels deep")
+    _walk(value, where)
+    return value
+
+
+def _json_problem(text: str, exc: json.JSONDecodeError) -> str:
+    """JSON's own message, with the likely cause for the mistakes people make."""
+    pos = exc.pos
+    column = f"at column {exc.colno}"
+    before = text[:pos].rstrip()
+    if exc.msg.startswith("Unterminated string") or pos >= len(text.rstrip()):
+        return (
+            f"{exc.msg} {column}: the line ends inside a value (cut short, or one row spread over "
+            "several lines? each row is one JSON object on one line)"
+        )
+    if before.endswith(",") and text[pos : pos + 1] in ("}", "]"):
+        return f"a trailing comma before {text[pos]!r} {column}"
+    if exc.msg == "Extra data":
+        return f"extra data after the JSON value {column} (two rows on one line?)"
+    if exc.msg == "Invalid control character at":
+        return f"a raw control character U+{ord(text[pos]):04X} inside a string {column} (escape it, e.g. \\n or \\t)"
+    if text[pos : pos + 1] == "'":
+        return f"{exc.msg} {column} (JSON strings use double quotes)"
+    return f"{exc.msg} {column}"
+
+
+# Values the walk has nothing to check in (the markers above are subclasses, so not these types).
+_PLAIN = frozenset({int, float, bool, type(None)})
+
+
+def _walk(value: Any, base: str) -> None:
+    """Refuse, naming the field, what parsed but no row may hold: NaN/Infinity, integers too long to
+    convert, repeated keys, nesting deeper than MAX_DEPTH, and lone surrogates (from \\uD800-\\uDFFF
+    escapes without their pair: not valid Unicode, and UTF-8 cannot encode them)."""
+    pending: list[tuple[Any, str, int]] = [(value, base, 0)]
     while pending:
-        item, where = pending.pop()
+        item, where, depth = pending.pop()
         if isinstance(item, str):
             _check_text(item, where or "the row")
         elif isinstance(item, dict):
+            if depth >= MAX_DEPTH:
+                _fail(f"{_path(where) or 'the row'} is nested more than {MAX_DEPTH} levels deep")
+            if isinstance(item, _RepeatedKeys):
+                _fail(
+                    f"{_path(where) or 'the row'} has the key {_show(item.repeated)} more than once; "
+                    "a JSON object names each key once"
+                )
+            children: list[tuple[Any, str, int]] = []
             for key, child in item.items():
-                _check_text(key, f"a key of {where or 'the row'}")
-                pending.append((child, f"{where}.{key}" if where else key))
+                if not key.isascii():
+                    _check_text(key, f"a key of {where or 'the row'}")
+                if type(child) not in _PLAIN:
+                    children.append((child, f"{where}.{key}" if where else key, depth + 1))
+            children.reverse()
+            pending.extend(children)
         elif isinstance(item, list):
-            pending.extend((child, f"{where}[{index}]") for index, child in enumerate(item))
+            if depth >= MAX_DEPTH:
+                _fail(f"{_path(where) or 'the row'} is nested more than {MAX_DEPTH} levels deep")
+            children = [
+                (child, f"{where}[{index}]", depth + 1)
+                for index, child in enumerate(item)
+                if type(child) not in _PLAIN
+            ]
+            children.reverse()
+            pending.extend(children)
+        elif isinstance(item, _Constant):
+            _fail(
+                f"{_path(where) or 'the row'} is {item.literal}, which is not allowed: JSON has no NaN or "
+                "Infinity, and rewards must be finite numbers"
+            )
+        elif isinstance(item, _HugeInt):
+            _fail(
+                f"{_path(where) or 'the row'} is an integer of {item.digits} digits; numbers must be finite "
+                f"(at most {sys.get_int_max_str_digits()} digits, and rewards must fit a float)"
+            )
+
+
+def _path(where: str) -> str:
+    where = where.encode("utf-8", "backslashreplace").decode()
+    if len(where) <= _PATH_CHARS:
+        return where
+    return where[: _PATH_CHARS // 2] + "..." + where[-_PATH_CHARS // 2 :]
 
 
 def _check_text(text: str, where: str) -> None:
@@ -116,7 +277,7 @@ def _check_text(text: str, where: str) -> None:
     except UnicodeEncodeError as exc:
         code = ord(text[exc.start])
         _fail(
-            f"{where.encode('utf-8', 'backslashreplace').decode()} holds a lone surrogate \\u{code:04x} at "
+            f"{_path(where)} holds a lone surrogate \\u{code:04x} at "
             f"character {exc.start + 1}: not valid Unicode (a \\uD800-\\uDFFF escape without its pair)"
         )
 
@@ -129,8 +290,7 @@ def _number(value: Any, where: str) -> float:
     try:
         number = float(value)
     except OverflowError:  # an integer of hundreds of digits (floats never overflow here)
-        digits = int(int(value).bit_length() * math.log10(2)) + 1
-        _fail(f"{where} is not a finite number (an integer of about {digits} digits)")
+        _fail(f"{where} is not a finite number (an integer of {len(str(abs(int(value))))} digits)")
     if not math.isfinite(number):
         _fail(f"{where} is not a finite number")
     return number
@@ -180,18 +340,87 @@ def _message(value: Any, where: str) -> Message:
         _fail(f"{where} must be an object with 'role' and 'content', got {_kind(value)}")
     role = value.get("role")
     if not isinstance(role, str) or role not in ROLES:
-        shown = "missing" if role is None else _show(role)
+        shown = "missing" if "role" not in value else _show(role)
         _fail(f"{where}.role is {shown}; expected one of {', '.join(sorted(ROLES))}")
+    tool_calls = (
+        _tool_calls(value["tool_calls"], f"{where}.tool_calls", role) if "tool_calls" in value else ()
+    )
     content = value.get("content")
-    if not isinstance(content, str):
-        shown = "missing" if content is None else f"{_kind(content)}"
-        _fail(f"{where}.content must be a string, got {shown}")
-    if not content.strip():
+    if tool_calls and (content is None or content == ""):
+        content = ""  # OpenAI's assistant turn that only calls tools has null (or no) content
+    elif not isinstance(content, str):
+        shown = "missing" if "content" not in value else _kind(content)
+        hint = (
+            " (content parts are not supported: join their text into one string)"
+            if isinstance(content, list)
+            else ""
+        )
+        _fail(f"{where}.content must be a string, got {shown}{hint}")
+    elif not content.strip():
         _fail(f"{where}.content is empty")
-    return Message(role, content)
+    tool_call_id = None
+    if role == "tool":
+        tool_call_id = value.get("tool_call_id")
+        if not isinstance(tool_call_id, str) or not tool_call_id:
+            shown = "missing" if "tool_call_id" not in value else _show(tool_call_id)
+            _fail(
+                f"{where}.tool_call_id is {shown}; a tool message names the call it answers "
+                "(the id of a tool call of an earlier assistant message)"
+            )
+    return Message(role, content, tool_calls, tool_call_id)
 
 
-def _messages(value: Any, where: str) -> list[Message]:
+def _tool_calls(value: Any, where: str, role: str) -> tuple[ToolCall, ...]:
+    """An assistant turn's calls in OpenAI's shape:
+    ``[{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{...}"}}]``."""
+    if role != "assistant":
+        _fail(f"{where}: only an assistant message may carry tool_calls, not a {role!r} message")
+    if not isinstance(value, list):
+        _fail(f"{where} must be a list of tool calls, got {_kind(value)}")
+    if not value:
+        _fail(f"{where} is empty; omit it, or give at least one call")
+    calls: list[ToolCall] = []
+    for index, call in enumerate(value):
+        at = f"{where}[{index}]"
+        if not isinstance(call, dict):
+            _fail(f"{at} must be an object with 'id', 'type' and 'function', got {_kind(call)}")
+        call_id = call.get("id")
+        if not isinstance(call_id, str) or not call_id:
+            _fail(
+                f"{at}.id is {'missing' if 'id' not in call else _show(call_id)}; a tool call needs a non-empty string id"
+            )
+        if any(earlier.id == call_id for earlier in calls):
+            _fail(f"{at}.id {_show(call_id)} repeats the id of an earlier call of this message")
+        if call.get("type", "function") != "function":
+            _fail(f"{at}.type is {_show(call['type'])}; expected 'function'")
+        function = call.get("function")
+        if not isinstance(function, dict):
+            shown = "missing" if "function" not in call else _kind(function)
+            _fail(f"{at}.function must be an object with 'name' and 'arguments', got {shown}")
+        name = function.get("name")
+        if not isinstance(name, str) or not name.strip():
+            _fail(
+                f"{at}.function.name is {'missing' if 'name' not in function else _show(name)}; "
+                "a tool call names its function"
+            )
+        arguments = function.get("arguments")
+        if not isinstance(arguments, str):
+            shown = "missing" if "arguments" not in function else _kind(arguments)
+            _fail(
+                f"{at}.function.arguments must be a string holding a JSON object (OpenAI's format: "
+                f"json.dumps the arguments), got {shown}"
+            )
+        parsed = _loads(arguments, f"{at}.function.arguments") if arguments.strip() else None
+        if not isinstance(parsed, dict):
+            _fail(
+                f"{at}.function.arguments must hold a JSON object, got {_kind(parsed) if arguments.strip() else 'an empty string'}"
+            )
+        calls.append(ToolCall(call_id, name, arguments))
+    return tuple(calls)
+
+
+def _messages(value: Any, where: str, *, completion: bool = False) -> list[Message]:
+    """The messages at ``where``; with ``completion``, the last one is the sampled completion."""
     if not isinstance(value, list):
         _fail(f"{where} must be a list of messages, got {_kind(value)}")
     if not value:
@@ -200,7 +429,52 @@ def _messages(value: Any, where: str) -> list[Message]:
     for index, message in enumerate(messages[1:], start=1):
         if message.role == "system":
             _fail(f"{where}[{index}]: a 'system' message may only come first")
+    if completion and messages[-1].tool_calls:
+        _fail(
+            f"{where}[{len(messages) - 1}]: the completion (the last message) has tool_calls; a completion is "
+            "trained as text, so tool calls are accepted in the prompt turns only"
+        )
+    _check_tool_turns(messages, where)
     return messages
+
+
+def _check_tool_turns(messages: list[Message], where: str) -> None:
+    """OpenAI's rule: an assistant turn's tool calls are each answered by one tool message (with
+    the call's id) right after it, before any other turn."""
+    open_calls: dict[str, int] = {}  # id -> index of the assistant message that made the call
+    answered: set[str] = set()
+    for index, message in enumerate(messages):
+        if message.role == "tool":
+            call_id = message.tool_call_id or ""
+            if call_id in open_calls:
+                del open_calls[call_id]
+                answered.add(call_id)
+            elif call_id in answered:
+                _fail(
+                    f"{where}[{index}].tool_call_id {_show(call_id)} answers a call that was already answered"
+                )
+            else:
+                _fail(
+                    f"{where}[{index}].tool_call_id {_show(call_id)} matches no tool call of an earlier "
+                    "assistant message"
+                )
+            continue
+        if open_calls:
+            _unanswered(open_calls, where, f"before {where}[{index}]")
+        for call in message.tool_calls:
+            if call.id in answered:
+                _fail(f"{where}[{index}].tool_calls: the id {_show(call.id)} was used by an earlier call")
+            open_calls[call.id] = index
+    if open_calls:
+        _unanswered(open_calls, where, "at the end of the prompt")
+
+
+def _unanswered(open_calls: dict[str, int], where: str, place: str) -> NoReturn:
+    call_id, index = next(iter(open_calls.items()))
+    _fail(
+        f"{where}[{index}].tool_calls: the call {_show(call_id)} has no tool message answering it {place} "
+        "(each call is answered by a tool message with its tool_call_id, right after the call)"
+    )
 
 
 def _reward_keys_match(keys: list[set[str]], where: str) -> None:
@@ -228,7 +502,7 @@ def _same_prompt_fast_path(
     ):
         return None
     last = _message(raw[-1], f"{where}.messages[{len(raw) - 1}]")
-    return [*prompt, last] if last.role == "assistant" else None
+    return [*prompt, last] if last.role == "assistant" and not last.tool_calls else None
 
 
 def _parse_samples(row: dict[str, Any]) -> tuple[list[Message], list[Completion]]:
@@ -239,6 +513,8 @@ def _parse_samples(row: dict[str, Any]) -> tuple[list[Message], list[Completion]
         _fail(
             f"'samples' has {len(samples)} sample(s); a row is a prompt group and needs at least {MIN_COMPLETIONS}"
         )
+    if len(samples) > MAX_COMPLETIONS:
+        _fail(f"'samples' has {len(samples)} samples; a row holds at most {MAX_COMPLETIONS}")
     prompt: list[Message] | None = None
     first_raw: list[Any] = []
     completions: list[Completion] = []
@@ -251,7 +527,7 @@ def _parse_samples(row: dict[str, Any]) -> tuple[list[Message], list[Completion]
         raw = sample["messages"]
         messages = _same_prompt_fast_path(raw, first_raw, prompt, where)
         if messages is None:
-            messages = _messages(raw, f"{where}.messages")
+            messages = _messages(raw, f"{where}.messages", completion=True)
         if index == 0:
             first_raw = raw
         if messages[-1].role != "assistant":
@@ -297,6 +573,8 @@ def _parse_prompt_completions(row: dict[str, Any]) -> tuple[list[Message], list[
         _fail(
             f"'completions' has {len(texts)} item(s); a row is a prompt group and needs at least {MIN_COMPLETIONS}"
         )
+    if len(texts) > MAX_COMPLETIONS:
+        _fail(f"'completions' has {len(texts)} items; a row holds at most {MAX_COMPLETIONS}")
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             _fail(f"completions[{index}] must be a string, got {_kind(text)}")
@@ -375,7 +653,11 @@ def parse_row(
         parser = _parse_samples if detected == "samples" else _parse_prompt_completions
         prompt, completions = parser(row)
     except _ReasonError as exc:
-        raise RowError(line, str(exc)) from None
+        reason = str(exc)
+        if len(reason) > MAX_REASON_CHARS:
+            half = MAX_REASON_CHARS // 2
+            reason = reason[:half] + " ... " + reason[-half:]
+        raise RowError(line, reason) from None
     return PromptGroup(line, prompt, completions, detected)
 
 
@@ -403,6 +685,13 @@ def scan_rows(
             group = parse_row(number, raw, fmt=fmt, max_line_bytes=max_line_bytes)
         except RowError as error:
             yield error
+            continue
+        except Exception as exc:  # a bug here must not turn a bad row into endless Job retries
+            yield RowError(
+                number,
+                f"could not be checked: internal error of the validator ({type(exc).__name__}); "
+                "the row is refused, please report it",
+            )
             continue
         if fixed is None:
             fixed = (group.format, number)

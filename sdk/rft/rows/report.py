@@ -23,6 +23,7 @@ class ValidationReport:
     """What one pass over a dataset found. ``bytes``/``digest`` are set when raw bytes were seen."""
 
     rows: int = 0
+    valid_rows: int = 0  # rows that parsed and passed every check
     format: str | None = None
     min_samples: int | None = None
     max_samples: int | None = None
@@ -65,6 +66,7 @@ class _Collector:
             self.error(group.line, f"more than {MAX_REWARD_KEYS} distinct reward keys in the dataset")
             return
         self.keys |= new_keys
+        report.valid_rows += 1
 
 
 def validate_lines(
@@ -86,10 +88,12 @@ def validate_lines(
     collector = _Collector(max_errors, reward_weights)
     report = collector.report
     rows = 0
+    lines_seen = 0
 
     def counted(raw_lines: Iterable[bytes | str]) -> Iterable[bytes | str]:
-        nonlocal rows
+        nonlocal rows, lines_seen
         for number, raw in enumerate(raw_lines, start=1):
+            lines_seen = number
             if raw.strip():
                 rows += 1
                 if rows > max_rows:
@@ -105,7 +109,12 @@ def validate_lines(
         else:
             collector.group(item)
     report.rows = rows
-    if rows == 0:
+    if rows == 0 and lines_seen:
+        collector.error(
+            0,
+            f"the dataset has no rows, only {lines_seen} blank line(s); at least {min_rows} rows are required",
+        )
+    elif rows == 0:
         collector.error(0, f"the dataset is empty; at least {min_rows} rows are required")
     elif rows < min_rows:
         collector.error(0, f"the dataset has {rows} row(s); at least {min_rows} are required")
