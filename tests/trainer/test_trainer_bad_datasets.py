@@ -36,7 +36,7 @@ CASES: list[tuple[str, bytes, dict[str, Any], int, str]] = [
     ("no-evals", GOOD_LINE + b"\n" + json.dumps({"samples": [_sample(), {"messages": _sample()["messages"]}]}).encode() + b"\n", {}, 2, "samples[1] has no 'evals'"),
     ("reward-string", GOOD_LINE + b"\n" + _row(_sample(), _sample(evals={"score": "high"})) + b"\n", {}, 2, "samples[1].evals.score must be a number"),
     ("reward-boolean", GOOD_LINE + b"\n" + _row(_sample(evals={"score": True}), _sample()) + b"\n", {}, 2, "samples[0].evals.score is a boolean"),
-    ("reward-nan", GOOD_LINE + b'\n{"samples": [' + json.dumps(_sample()).encode() + b', {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}], "evals": {"score": NaN}}]}\n', {}, 2, "NaN is not allowed"),
+    ("reward-nan", GOOD_LINE + b'\n{"samples": [' + json.dumps(_sample()).encode() + b', {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}], "evals": {"score": NaN}}]}\n', {}, 2, "samples[1].evals.score is NaN, which is not allowed"),
     ("last-not-assistant", GOOD_LINE + b"\n" + _row(_sample(), _sample(role="user")) + b"\n", {}, 2, "the last message must be the assistant's completion"),
     ("unknown-role", GOOD_LINE + b"\n" + _row(_sample(role="robot"), _sample()) + b"\n", {}, 2, "samples[0].messages[1].role is 'robot'"),
     ("empty-content", GOOD_LINE + b"\n" + _row(_sample(), _sample(content="  ")) + b"\n", {}, 2, "samples[1].messages[1].content is empty"),
