@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from rft.api import Model, ReinforcementStep
+import pytest
+from rft.api import Deployment, Model, ReinforcementStep
 from rft_operator.conditions import set_condition
 from rft_operator.jobstate import job_state, termination_message
 from rft_operator.reconcilers.base import status_patch
+from rft_operator.reconcilers.deployment import _incompatibility
 from rft_operator.reconcilers.step import continuation_mismatches, lineage_digest, needs_job
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -125,3 +127,40 @@ def test_needs_job_marks_steps_whose_next_reconcile_may_create_their_job() -> No
     )
     assert not needs_job({"metadata": {"name": "s"}, "status": {"phase": "JOB_STATE_FAILED"}})
     assert not needs_job({"metadata": {"name": "s", "deletionTimestamp": "2026-01-01T00:00:00Z"}})
+
+
+def test_continuation_from_a_parent_without_a_training_record_is_refused() -> None:
+    """The warm-start rule (rft.api.rules) refuses it; the SDK and the trainer refuse it too."""
+    bare = PARENT.model_copy(deep=True)
+    bare.spec.training = None
+    assert continuation_mismatches(step(loraRank=8, learningRate="1e-4"), bare) == [
+        "spec.training.loraRank is 8 but p was trained with 16",
+        "parent Model p records no training parameters (spec.training), so they cannot be shown equal; "
+        "record the ones that trained it",
+    ]
+
+
+def _base(**spec: Any) -> Deployment:
+    return Deployment.model_validate(
+        {
+            "metadata": {"name": "b"},
+            "spec": {"model": "base", "deploymentType": "on-demand", "enableLora": True, **spec},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({}, None),
+        (
+            {"deploymentType": "on-demand-lora", "baseDeployment": "x", "enableLora": False},
+            "baseDeployment b is itself on-demand-lora; name an on-demand Deployment",
+        ),
+        ({"enableLora": False, "model": "other"}, "base Deployment b has enableLora: false"),
+        ({"model": "other", "maxLoraRank": 8}, "checkpoint p adapts base, but b serves other"),
+        ({"maxLoraRank": 8}, "checkpoint rank 16 exceeds maxLoraRank 8 of b"),
+    ],
+)
+def test_deployment_names_the_first_adapter_on_base_problem(spec: dict[str, Any], message: str | None) -> None:
+    assert _incompatibility(_base(**spec), PARENT) == message

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from rft import LLM
+from rft.api import Deployment, Model
 
 
 @pytest.mark.parametrize(
@@ -227,3 +228,66 @@ def test_namespace_setting_applies_to_short_names(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("RFT_NAMESPACE", "from-env")
     assert LLM("m", "on-demand", id="d").deployment_name == "accounts/from-env/deployments/d"
     assert LLM("m", "on-demand", id="d", namespace="arg").deployment_name == "accounts/arg/deployments/d"
+
+
+class _BaseOnlyClient:
+    """Serves one base Deployment to `require` and records patches."""
+
+    def __init__(self, base: Deployment) -> None:
+        self.base = base
+        self.patches: list[dict[str, Any]] = []
+
+    def require(self, kind: Any, namespace: str, name: str, hint: str) -> Deployment:
+        return self.base
+
+    def patch(self, kind: Any, namespace: str, name: str, body: dict[str, Any]) -> None:
+        self.patches.append(body)
+
+
+def _checkpoint(rank: int = 16, base: str = "qwen") -> Model:
+    return Model.model_validate(
+        {
+            "metadata": {"name": "step-3"},
+            "spec": {
+                "kind": "lora",
+                "location": "s3://bkt/models/step-3/",
+                "baseModel": base,
+                "lora": {"rank": rank, "alpha": 2 * rank, "targetModules": ["q_proj"]},
+            },
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "model", "message"),
+    [
+        (
+            {"deploymentType": "on-demand-lora", "baseDeployment": "x", "enableLora": False},
+            _checkpoint(),
+            "is itself an on-demand-lora deployment",
+        ),
+        ({"model": "llama", "maxLoraRank": 8}, _checkpoint(), "serves model 'llama', but LoRA checkpoint"),
+        ({"maxLoraRank": 8}, _checkpoint(), "serves adapters up to rank 8, but 'step-3' has rank 16"),
+    ],
+)
+def test_adapter_on_base_problems_raise_before_anything_is_patched(
+    spec: dict[str, Any], model: Model, message: str
+) -> None:
+    """The rule is rft.api.rules.adapter_on_base_problems; the SDK raises all but lora-disabled."""
+    base = Deployment.model_validate(
+        {"metadata": {"name": "base"}, "spec": {"model": "qwen", "deploymentType": "on-demand", **spec}}
+    )
+    client = _BaseOnlyClient(base)
+    llm = LLM("step-3", "on-demand-lora", base_id="base")
+    with pytest.raises(ValueError, match=message):
+        llm._prepare_base(client, model)  # type: ignore[arg-type]
+    assert client.patches == []
+
+
+def test_a_base_without_lora_is_patched_to_serve_adapters() -> None:
+    base = Deployment.model_validate(
+        {"metadata": {"name": "base"}, "spec": {"model": "qwen", "deploymentType": "on-demand", "enableLora": False}}
+    )
+    client = _BaseOnlyClient(base)
+    LLM("step-3", "on-demand-lora", base_id="base")._prepare_base(client, _checkpoint())  # type: ignore[arg-type]
+    assert client.patches == [{"spec": {"enableLora": True}}]

@@ -260,3 +260,16 @@ def test_step_body_schema_errors_name_the_sdk_argument() -> None:
     fields = step_spec_fields(**STEP_DEFAULTS, output_location="http://example.com/out/")
     with pytest.raises(ValueError, match=r"^output_location: String should match pattern"):
         reinforcement_step_body("ns", "s", fields)
+
+
+def test_continuation_from_a_checkpoint_without_a_training_record_is_refused() -> None:
+    """The warm-start rule (rft.api.rules) refuses it, as the operator and the trainer do."""
+    parent = _lora_parent()
+    parent.spec.training = None
+    training = TrainingParameters(
+        lora_rank=16, learning_rate="0.0001", max_context_length=8192, batch_size=32768
+    )
+    assert continuation_mismatches(parent, training) == [
+        "checkpoint 'step-1' records no training parameters (its Model has no spec.training), "
+        "so they cannot be shown equal"
+    ]

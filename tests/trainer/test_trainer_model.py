@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from rft.api.model import LoraSettings
+from rft.api.model import LoraSettings, TrainingRecord
 from rft.api.reinforcement_step import LossSettings
 from rft_trainer.checkpoint import save_adapter
 from rft_trainer.data import RawSample, SampleTokenizer, tokenize_samples
@@ -27,6 +27,8 @@ from rft_trainer.tiny import build_tiny_model
 
 LORA = LoraSettings(rank=4, alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
 CPU = torch.device("cpu")
+RECORD = TrainingRecord(learning_rate="1e-2", max_context_length=128, batch_size=4096, epochs=1, loss_method="grpo")
+LINEAGE = {"baseModel": {"name": "tiny-base"}, "training": RECORD.to_wire()}
 
 
 def _settings(**overrides: Any) -> OptimSettings:
@@ -108,9 +110,7 @@ def _trained_checkpoint(tiny_model_dir: Path, out: Path, base_name: str = "tiny-
 def test_continuation_loads_trainable_and_keeps_training(tiny_model_dir: Path, tmp_path: Path) -> None:
     adapter_dir = _trained_checkpoint(tiny_model_dir, tmp_path / "adapter")
     model, tokenizer = load_base_model(str(tiny_model_dir), CPU)
-    check_parent_compatible(
-        read_adapter_config(adapter_dir), {"baseModel": {"name": "tiny-base"}}, LORA, "tiny-base", "parent"
-    )
+    check_parent_compatible(read_adapter_config(adapter_dir), LINEAGE, LORA, "tiny-base", "parent", training=RECORD)
     policy = attach_parent_adapter(model, adapter_dir, "parent")
     assert trainable_parameter_count(policy) > 0
     loaded = _snapshot(policy)
@@ -125,10 +125,23 @@ def test_continuation_loads_trainable_and_keeps_training(tiny_model_dir: Path, t
 @pytest.mark.parametrize(
     ("expected", "metadata", "message"),
     [
-        (LoraSettings(rank=8, alpha=8, target_modules=LORA.target_modules), None, r"LoRA rank 4 \(this step: 8\)"),
-        (LoraSettings(rank=4, alpha=16, target_modules=LORA.target_modules), None, r"LoRA alpha 8 \(this step: 16\)"),
-        (LoraSettings(rank=4, alpha=8, target_modules=["q_proj"]), None, r"target modules \['k_proj'"),
-        (LORA, {"baseModel": {"name": "other-base"}}, r"base model 'other-base' \(this step: 'tiny-base'\)"),
+        (LoraSettings(rank=8, alpha=8, target_modules=LORA.target_modules), LINEAGE, r"LoRA rank 4 \(this step: 8\)"),
+        (LoraSettings(rank=4, alpha=16, target_modules=LORA.target_modules), LINEAGE, r"LoRA alpha 8 \(this step: 16\)"),
+        (LoraSettings(rank=4, alpha=8, target_modules=["q_proj"]), LINEAGE, r"target modules \['k_proj'"),
+        (
+            LORA,
+            {**LINEAGE, "baseModel": {"name": "other-base"}},
+            r"base model 'other-base' \(this step: 'tiny-base'\)",
+        ),
+        # The warm-start rule (rft.api.rules): a parent that records no training parameters is
+        # refused, as the SDK and the operator refuse it.
+        (LORA, {"baseModel": {"name": "tiny-base"}}, r"no record of the training parameters"),
+        (LORA, None, r"no record of the training parameters"),
+        (
+            LORA,
+            {**LINEAGE, "training": {**RECORD.to_wire(), "learningRate": "0.02"}},
+            r"learning rate 0.02 \(this step: 1e-2\)",
+        ),
     ],
 )
 def test_incompatible_parent_is_refused_with_the_reason(
@@ -136,7 +149,9 @@ def test_incompatible_parent_is_refused_with_the_reason(
 ) -> None:
     adapter_dir = _trained_checkpoint(tiny_model_dir, tmp_path / "adapter")
     with pytest.raises(BadInputError, match=message) as caught:
-        check_parent_compatible(read_adapter_config(adapter_dir), metadata, expected, "tiny-base", "step-1-out")
+        check_parent_compatible(
+            read_adapter_config(adapter_dir), metadata, expected, "tiny-base", "step-1-out", training=RECORD
+        )
     assert caught.value.reason == "IncompatibleCheckpoint"
     assert "cannot continue from checkpoint 'step-1-out'" in caught.value.message
 

@@ -12,7 +12,9 @@ from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from pydantic import ValidationError
 from rft.api.model import LoraSettings, TrainingRecord
+from rft.api.rules import check_warm_start
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rft_trainer import attention
@@ -164,16 +166,25 @@ def check_parent_compatible(
     base_model_name: str,
     parent_name: str,
     *,
-    training: TrainingRecord | None = None,
+    training: TrainingRecord,
 ) -> None:
-    """Refuse to continue from a checkpoint of another shape or another base model.
-
-    With `training`, the parent's recorded learning rate, max context length and batch size must
-    match too (the managed service's warm-start rule); parents without lineage skip those checks.
+    """Refuse to continue from a checkpoint of another shape or another base model, or against
+    the warm-start rule (`rft.api.rules.check_warm_start`): the parent's lineage must record the
+    learning rate, max context length and batch size that trained it, equal to `training`'s; a
+    parent without that record is refused.
     """
-    problems = []
     rank = adapter_config.get("r")
-    if rank != expected.rank:
+    parent_rank = rank if isinstance(rank, int) and not isinstance(rank, bool) else None
+    warm_start = check_warm_start(
+        parent_rank,
+        _recorded_training(parent_metadata),
+        lora_rank=expected.rank,
+        learning_rate=training.learning_rate,
+        max_context_length=training.max_context_length,
+        batch_size=training.batch_size,
+    )
+    problems = []
+    if any(m.field == "lora_rank" for m in warm_start.mismatches):
         problems.append(f"LoRA rank {rank} (this step: {expected.rank})")
     alpha = adapter_config.get("lora_alpha")
     if alpha != expected.alpha:
@@ -186,8 +197,13 @@ def check_parent_compatible(
     base = _lineage_base_name(parent_metadata)
     if base is not None and base != base_model_name:
         problems.append(f"base model {base!r} (this step: {base_model_name!r})")
-    if training is not None:
-        problems.extend(_training_mismatches(parent_metadata, training))
+    problems.extend(
+        f"{_LABELS[m.field]} {m.parent} (this step: {m.child})"
+        for m in warm_start.mismatches
+        if m.field != "lora_rank"  # reported first, with the adapter's shape
+    )
+    if warm_start.unrecorded:
+        problems.append("no record of the training parameters that trained it (its lineage has no 'training')")
     if problems:
         raise BadInputError(
             "IncompatibleCheckpoint",
@@ -198,21 +214,23 @@ def check_parent_compatible(
         )
 
 
-def _training_mismatches(metadata: dict[str, Any] | None, training: TrainingRecord) -> list[str]:
+_LABELS = {
+    "lora_rank": "LoRA rank",
+    "learning_rate": "learning rate",
+    "max_context_length": "max context length",
+    "batch_size": "batch size",
+}
+
+
+def _recorded_training(metadata: dict[str, Any] | None) -> TrainingRecord | None:
+    """The training record of a checkpoint's lineage; None when absent or not a valid record."""
     recorded = (metadata or {}).get("training")
     if not isinstance(recorded, dict):
-        return []
-    problems = []
-    parent_lr = recorded.get("learningRate")
-    if parent_lr is not None and float(parent_lr) != float(training.learning_rate):
-        problems.append(f"learning rate {parent_lr} (this step: {training.learning_rate})")
-    for key, label, value in (
-        ("maxContextLength", "max context length", training.max_context_length),
-        ("batchSize", "batch size", training.batch_size),
-    ):
-        if recorded.get(key) is not None and recorded[key] != value:
-            problems.append(f"{label} {recorded[key]} (this step: {value})")
-    return problems
+        return None
+    try:
+        return TrainingRecord.model_validate(recorded)
+    except ValidationError:
+        return None
 
 
 def _lineage_base_name(metadata: dict[str, Any] | None) -> str | None:

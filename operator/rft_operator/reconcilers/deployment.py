@@ -17,6 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from rft import canary
 from rft.api import GROUP, Deployment, DeploymentStatus, Model
 from rft.api.deployment import ColdStart, LoadedAdapters
+from rft.api.rules import adapter_on_base_problems
 
 from rft_operator.accelerators import AcceleratorMap, UnknownAcceleratorError
 from rft_operator.adapters import (
@@ -683,16 +684,19 @@ class DeploymentReconciler(Reconciler):
 
 
 def _incompatibility(base: Deployment, model: Model) -> str | None:
-    if base.spec.deployment_type == "on-demand-lora":
-        return f"baseDeployment {base.metadata.name} is itself on-demand-lora; name an on-demand Deployment"
-    if not base.spec.enable_lora:
-        return f"base Deployment {base.metadata.name} has enableLora: false"
-    if model.spec.base_model != base.spec.model:
-        return f"checkpoint {model.metadata.name} adapts {model.spec.base_model}, but {base.metadata.name} serves {base.spec.model}"
-    assert model.spec.lora is not None
-    if model.spec.lora.rank > base.spec.max_lora_rank:
-        return f"checkpoint rank {model.spec.lora.rank} exceeds maxLoraRank {base.spec.max_lora_rank} of {base.metadata.name}"
-    return None
+    """The first reason (`rft.api.rules.adapter_on_base_problems`) the checkpoint cannot be served
+    on the base, in the words of the Deployment's condition."""
+    problems = adapter_on_base_problems(base, model)
+    if not problems:
+        return None
+    b = base.metadata.name
+    rank = model.spec.lora.rank if model.spec.lora is not None else 0
+    return {
+        "base-is-adapter-deployment": f"baseDeployment {b} is itself on-demand-lora; name an on-demand Deployment",
+        "lora-disabled": f"base Deployment {b} has enableLora: false",
+        "other-base-model": f"checkpoint {model.metadata.name} adapts {model.spec.base_model}, but {b} serves {base.spec.model}",
+        "rank-too-high": f"checkpoint rank {rank} exceeds maxLoraRank {base.spec.max_lora_rank} of {b}",
+    }[problems[0]]
 
 
 def _condition_true(pod: Obj, kind: str) -> bool:

@@ -20,6 +20,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from rft.api import Dataset, Model, ReinforcementStep, ReinforcementStepStatus, StepPhase
 from rft.api.reinforcement_step import TERMINAL_PHASES, StepProgress
+from rft.api.rules import check_warm_start_from_model
 from rft.trainer_config import TrainerFailure, TrainerResult, parse_termination_message
 
 from rft_operator import naming
@@ -49,8 +50,6 @@ from rft_operator.reconcilers.base import (
 from rft_operator.reconcilers.model import base_model_unusable
 
 log = logging.getLogger(__name__)
-
-CONTINUATION_FIELDS = ("lora_rank", "learning_rate", "max_context_length", "batch_size")
 
 
 @dataclass(frozen=True)
@@ -87,28 +86,35 @@ def lineage_digest(step: ReinforcementStep, dataset_digest: str | None) -> str:
     return "sha256:" + hashlib.sha256(payload.encode()).hexdigest()
 
 
+# The wire names of the warm-start rule's fields, for the condition's message.
+_WIRE = {
+    "lora_rank": "loraRank",
+    "learning_rate": "learningRate",
+    "max_context_length": "maxContextLength",
+    "batch_size": "batchSize",
+}
+
+
 def continuation_mismatches(step: ReinforcementStep, parent: Model) -> list[str]:
-    """The continuation rule: these parameters must equal the parent checkpoint's."""
+    """The warm-start rule (`rft.api.rules.check_warm_start`) in the words of the step's condition."""
     t = step.spec.training
-    recorded = parent.spec.training
-    lora = parent.spec.lora
-    if recorded is None or lora is None:
-        return [
-            f"parent Model {parent.metadata.name} records no training parameters (spec.training, spec.lora)"
-        ]
-    pairs = {
-        "loraRank": (t.lora_rank, lora.rank),
-        "learningRate": (t.learning_rate, recorded.learning_rate),
-        "maxContextLength": (t.max_context_length, recorded.max_context_length),
-        "batchSize": (t.batch_size, recorded.batch_size),
-    }
-    out = []
-    for field, (mine, theirs) in pairs.items():
-        same = float(str(mine)) == float(str(theirs)) if field == "learningRate" else mine == theirs
-        if not same:
-            out.append(
-                f"spec.training.{field} is {mine} but {parent.metadata.name} was trained with {theirs}"
-            )
+    check = check_warm_start_from_model(
+        parent,
+        lora_rank=t.lora_rank,
+        learning_rate=t.learning_rate,
+        max_context_length=t.max_context_length,
+        batch_size=t.batch_size,
+    )
+    name = parent.metadata.name
+    out = [
+        f"spec.training.{_WIRE[m.field]} is {m.child} but {name} was trained with {m.parent}"
+        for m in check.mismatches
+    ]
+    if check.unrecorded:
+        out.append(
+            f"parent Model {name} records no training parameters (spec.training), so they cannot be "
+            "shown equal; record the ones that trained it"
+        )
     return out
 
 

@@ -16,6 +16,7 @@ from rft.api.deployment import DeploymentType, Engine
 from rft.api.model import Model
 from rft.api.reinforcement_step import ReinforcementStep as StepResource
 from rft.api.reinforcement_step import TrainingParameters
+from rft.api.rules import adapter_on_base_problems
 from rft.sdk.dataset import Dataset
 from rft.sdk.endpoints import resolve_base_url
 from rft.sdk.errors import (
@@ -286,20 +287,23 @@ class LLM:
             self._base.name,
             hint=f"create it first, e.g. LLM(<base model>, 'on-demand', id={self._base.name!r}).apply()",
         )
-        if base.spec.deployment_type == "on-demand-lora":
+        # The rule is rft.api.rules.adapter_on_base_problems; LoRA disabled on the base is the one
+        # problem the SDK fixes (apply() ensures the base serves adapters), the others it raises.
+        problems = adapter_on_base_problems(base, model)
+        if "base-is-adapter-deployment" in problems:
             raise ValueError(f"base_id: {self._base.full} is itself an on-demand-lora deployment")
-        if model.spec.base_model != base.spec.model:
+        if "other-base-model" in problems:
             raise ValueError(
                 f"base_id: {self._base.full} serves model {base.spec.model!r}, but LoRA checkpoint "
                 f"{self._model.name!r} adapts {model.spec.base_model!r}"
             )
-        rank = model.spec.lora.rank if model.spec.lora is not None else 0
-        if rank > base.spec.max_lora_rank:
+        if "rank-too-high" in problems:
+            rank = model.spec.lora.rank if model.spec.lora is not None else 0
             raise ValueError(
                 f"base_id: {self._base.full} serves adapters up to rank {base.spec.max_lora_rank}, but "
                 f"{self._model.name!r} has rank {rank}; raise max_lora_rank on the base deployment"
             )
-        if not base.spec.enable_lora:
+        if "lora-disabled" in problems:
             client.patch(DeploymentResource, self.namespace, self._base.name, {"spec": {"enableLora": True}})
 
     def wait_ready(self, timeout: float | None = DEFAULT_APPLY_TIMEOUT) -> DeploymentResource:

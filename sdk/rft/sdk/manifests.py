@@ -13,7 +13,7 @@ from rft.api.deployment import DeploymentSpec
 from rft.api.model import Model
 from rft.api.reinforcement_step import ReinforcementStep as StepResource
 from rft.api.reinforcement_step import ReinforcementStepSpec, TrainingParameters
-from rft.sdk.decimals import same_decimal
+from rft.api.rules import check_warm_start_from_model
 from rft.sdk.errors import ImmutableFieldError
 from rft.sdk.validation import explain_validation_error
 
@@ -163,30 +163,24 @@ def dataset_body(
 
 
 def continuation_mismatches(parent: Model, training: TrainingParameters) -> list[str]:
-    """What differs between a LoRA checkpoint's training parameters and a continuation's.
+    """What stops a continuation with `training` from warm-starting from LoRA checkpoint `parent`.
 
-    Warm-starting from a checkpoint requires the same LoRA rank, learning rate, context length
-    and batch size; each mismatch is reported with both values.
+    The rule is `rft.api.rules.check_warm_start`: the same LoRA rank, learning rate, context
+    length and batch size, recorded by the checkpoint; each mismatch is reported with both values,
+    in the SDK's argument names.
     """
+    check = check_warm_start_from_model(
+        parent,
+        lora_rank=training.lora_rank,
+        learning_rate=training.learning_rate,
+        max_context_length=training.max_context_length,
+        batch_size=training.batch_size,
+    )
     name = parent.metadata.name
-    mismatches = []
-    if parent.spec.lora is not None and parent.spec.lora.rank != training.lora_rank:
+    mismatches = [f"{m.field}: {m.child} here, {m.parent} in checkpoint {name!r}" for m in check.mismatches]
+    if check.unrecorded:
         mismatches.append(
-            f"lora_rank: {training.lora_rank} here, {parent.spec.lora.rank} in checkpoint {name!r}"
+            f"checkpoint {name!r} records no training parameters (its Model has no spec.training), "
+            "so they cannot be shown equal"
         )
-    record = parent.spec.training
-    if record is not None:
-        if not same_decimal(record.learning_rate, training.learning_rate):
-            mismatches.append(
-                f"learning_rate: {training.learning_rate} here, {record.learning_rate} in checkpoint {name!r}"
-            )
-        if record.max_context_length != training.max_context_length:
-            mismatches.append(
-                f"max_context_length: {training.max_context_length} here, "
-                f"{record.max_context_length} in checkpoint {name!r}"
-            )
-        if record.batch_size != training.batch_size:
-            mismatches.append(
-                f"batch_size: {training.batch_size} here, {record.batch_size} in checkpoint {name!r}"
-            )
     return mismatches
