@@ -53,10 +53,10 @@ from rft.storage import (
     list_objects,
     open_stream,
 )
+from rft.validation_summary import EXIT_INVALID, EXIT_OK, EXIT_STORAGE, ErrorKind
 
-EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_STORAGE = 2
+__all__ = ["EXIT_INVALID", "EXIT_OK", "EXIT_STORAGE", "main", "run"]
+
 TERMINATION_MESSAGE_LIMIT = 4096
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 _ENV_PREFIX = "RFT_VALIDATE_"
@@ -216,7 +216,7 @@ def _human_summary(report: ValidationReport, source: str) -> str:
     return "\n".join(lines)
 
 
-def _error_kind(exc: Exception) -> str:
+def _error_kind(exc: Exception) -> ErrorKind:
     if isinstance(exc, CredentialsError):
         return "credentials"
     if isinstance(exc, AccessDenied):

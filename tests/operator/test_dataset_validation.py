@@ -211,5 +211,5 @@ def test_no_credentials_is_a_clear_failure_not_a_bad_dataset(
     failed = wait_dataset(objects, "nocreds", timeout=180)
     ready = next(c for c in failed["status"]["conditions"] if c["type"] == "Ready")
     assert failed["status"]["phase"] == "FAILED"
-    assert ready["reason"] == "ValidationError"
+    assert ready["reason"] == "CredentialsError"
     assert "credential" in ready["message"].lower()

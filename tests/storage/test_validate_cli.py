@@ -6,11 +6,13 @@ import hashlib
 import json
 import subprocess
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
 from rft import storage, validate
+from rft.validation_summary import FAILURE_REASONS, ErrorKind, ValidationSummary, parse_summary
 from rft_devcluster.pytest_fixtures_storage import GcsBucket, S3Bucket
 
 
@@ -95,7 +97,32 @@ def _main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dic
     """Run the validator in this process (faster than a subprocess); returns code, summary, stdout."""
     log = Path(args[args.index("--termination-log") + 1])
     code = validate.main(args)
-    return code, json.loads(log.read_bytes()), capsys.readouterr().out
+    summary = json.loads(log.read_bytes())
+    _as_the_operator_reads_it(log.read_text(), summary)
+    return code, summary, capsys.readouterr().out
+
+
+def _as_the_operator_reads_it(text: str, summary: dict[str, Any]) -> None:
+    """Every summary the validator writes is one the operator's contract reads, field for field."""
+    read = parse_summary(text)
+    assert read is not None, text
+    assert read.model_dump(by_alias=True, exclude_defaults=True, mode="json") == {
+        k: v for k, v in summary.items() if v not in (None, [])
+    }
+
+
+def test_each_error_kind_has_its_own_reason() -> None:
+    """The Dataset's condition says what went wrong reading the object, not just ValidationError."""
+    kinds = typing.get_args(ErrorKind)
+    assert set(FAILURE_REASONS) == set(kinds)
+    assert len(set(FAILURE_REASONS.values())) == len(kinds)
+    for kind, reason in FAILURE_REASONS.items():
+        summary = parse_summary(json.dumps({"ok": False, "error": "x", "errorKind": kind}))
+        assert summary is not None
+        assert summary.failure_reason() == reason
+    assert ValidationSummary(ok=False, error="x", error_kind="from-a-newer-validator").failure_reason() == (
+        "ValidationError"
+    )
 
 
 def test_summary_stays_under_4096_bytes_with_many_long_errors(
@@ -165,6 +192,7 @@ def test_missing_credentials_exit_2_and_say_so(s3_bucket: S3Bucket, tmp_path: Pa
     result = _run_pod(["--source", f"{s3_bucket.url}/x.jsonl", "--termination-log", str(log)], env)
     assert result.returncode == 2
     summary = json.loads(log.read_bytes())
+    _as_the_operator_reads_it(log.read_text(), summary)
     assert summary["errorKind"] == "credentials"
     assert "eks.amazonaws.com/role-arn" in summary["error"]
 

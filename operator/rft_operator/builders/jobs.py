@@ -9,6 +9,7 @@ from rft.api import Dataset, Model, ReinforcementStep
 from rft.model_check import CHECK_CONTAINER
 from rft.model_check import EXIT_INVALID as CHECK_EXIT_INVALID
 from rft.trainer_config import CONFIG_ENV_VAR, EXIT_BAD_INPUT, TrainerConfig
+from rft.validation_summary import EXIT_INVALID as VALIDATE_EXIT_INVALID
 
 from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap
@@ -210,8 +211,7 @@ def build_validation_job(dataset: Dataset, config: OperatorConfig) -> Manifest:
         service_account=dataset.spec.service_account_name,
         container=VALIDATOR_CONTAINER,
         command=["python", "-m", "rft.validate", *args],
-        # rft.validate.EXIT_INVALID: that module imports the storage clients, which the operator lacks.
-        invalid_exit_code=1,
+        invalid_exit_code=VALIDATE_EXIT_INVALID,
         image=config.trainer_image,
         config=config,
     )

@@ -6,13 +6,9 @@ and the first bad lines through its termination message.
 
 from __future__ import annotations
 
-import json
-
 from kubernetes.client.exceptions import ApiException
-from pydantic import BaseModel, ConfigDict, ValidationError
-from pydantic.alias_generators import to_camel
 from rft.api import Dataset
-from rft.api.dataset import RowError
+from rft.validation_summary import parse_summary
 
 from rft_operator import naming
 from rft_operator.builders.jobs import VALIDATOR_CONTAINER, build_validation_job
@@ -23,26 +19,6 @@ from rft_operator.kube import Kube
 from rft_operator.podtrouble import pod_trouble
 from rft_operator.policy import WorkloadPolicy
 from rft_operator.reconcilers.base import CHILD_REFUSED_REASON, Clock, Reconciler, refused_message, utcnow
-
-
-class ValidationSummary(BaseModel):
-    """The validator's termination message (`python -m rft.validate`)."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-
-    ok: bool
-    resolved_source: str | None = None
-    rows: int | None = None
-    format: str | None = None
-    min_samples: int | None = None
-    max_samples: int | None = None
-    reward_keys: list[str] = []
-    bytes: int | None = None
-    digest: str | None = None
-    errors: list[RowError] = []
-    # Every malformed row's count; `errors` keeps the first ones only.
-    error_count: int | None = None
-    error: str | None = None
 
 
 class DatasetReconciler(Reconciler):
@@ -127,7 +103,7 @@ class DatasetReconciler(Reconciler):
                 return None
             return self.config.poll_seconds
         text, _ = termination_message(pods, VALIDATOR_CONTAINER, succeeded=state.outcome == "complete")
-        summary = _parse_summary(text)
+        summary = parse_summary(text)
         status.observed_generation = gen
         if state.outcome == "complete" and summary is not None and summary.ok:
             status.phase = "READY"
@@ -158,7 +134,7 @@ class DatasetReconciler(Reconciler):
                     message += f" ({total} malformed rows in all; the first {len(status.errors)} in status.errors)"
                 reason = "InvalidRows"
             elif summary is not None and summary.error:
-                message, reason = summary.error, "ValidationError"
+                message, reason = summary.error, summary.failure_reason()
             else:
                 message = (text or state.message or state.reason or "the validation Job failed").strip()[
                     -1024:
@@ -166,13 +142,4 @@ class DatasetReconciler(Reconciler):
                 reason = "ValidationJobFailed"
             status.conditions = set_condition(status.conditions, "Ready", False, reason, message, gen, now)
         self.write_phase(raw, dataset.status, status)
-        return None
-
-
-def _parse_summary(text: str | None) -> ValidationSummary | None:
-    if not text:
-        return None
-    try:
-        return ValidationSummary.model_validate(json.loads(text))
-    except (ValueError, ValidationError):
         return None
