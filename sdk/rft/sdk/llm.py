@@ -11,8 +11,8 @@ import openai
 
 from rft.api.common import ACCELERATOR_TYPES
 from rft.api.dataset import Dataset as DatasetResource
+from rft.api.deployment import Accelerator, DeploymentSpec, DeploymentType, Engine
 from rft.api.deployment import Deployment as DeploymentResource
-from rft.api.deployment import DeploymentType, Engine
 from rft.api.model import Model
 from rft.api.reinforcement_step import ReinforcementStep as StepResource
 from rft.api.reinforcement_step import TrainingParameters
@@ -41,7 +41,7 @@ from rft.sdk.step_arguments import step_spec_fields
 from rft.sdk.validation import (
     check_bool,
     check_choice,
-    check_optional_int,
+    check_optional_field_int,
     check_positive_number,
 )
 from rft.sdk.waiting import poll_until
@@ -576,7 +576,7 @@ class LLM:
 def _check_accelerator(accelerator_type: str | None, accelerator_count: int | None) -> str | None:
     if accelerator_type is not None:
         check_choice(accelerator_type, "accelerator_type", ACCELERATOR_TYPES)
-    check_optional_int(accelerator_count, "accelerator_count", minimum=0, maximum=16)
+    check_optional_field_int(accelerator_count, "accelerator_count", Accelerator, "count")
     if accelerator_count == 0 and accelerator_type != "CPU":
         raise ValueError("accelerator_count: 0 is only allowed with accelerator_type='CPU'")
     return accelerator_type
@@ -591,11 +591,11 @@ def _server_fields(
     service_account: str,
 ) -> dict[str, Any]:
     """The spec fields of a deployment that runs its own server pods, checked one by one."""
-    min_replicas = check_optional_int(
-        options["min_replica_count"], "min_replica_count", minimum=0, maximum=1000
+    min_replicas = check_optional_field_int(
+        options["min_replica_count"], "min_replica_count", DeploymentSpec, "min_replica_count"
     )
-    max_replicas = check_optional_int(
-        options["max_replica_count"], "max_replica_count", minimum=1, maximum=1000
+    max_replicas = check_optional_field_int(
+        options["max_replica_count"], "max_replica_count", DeploymentSpec, "max_replica_count"
     )
     if min_replicas is not None and max_replicas is not None and min_replicas > max_replicas:
         raise ValueError(f"min_replica_count: {min_replicas} exceeds max_replica_count {max_replicas}")
@@ -612,12 +612,12 @@ def _server_fields(
         "max_replica_count": max_replicas,
         "service_account_name": service_account,
         "enable_lora": options["enable_addons"],
-        "max_loras": check_optional_int(options["max_loras"], "max_loras", minimum=1, maximum=256),
-        "max_lora_rank": check_optional_int(
-            options["max_lora_rank"], "max_lora_rank", minimum=1, maximum=512
+        "max_loras": check_optional_field_int(options["max_loras"], "max_loras", DeploymentSpec, "max_loras"),
+        "max_lora_rank": check_optional_field_int(
+            options["max_lora_rank"], "max_lora_rank", DeploymentSpec, "max_lora_rank"
         ),
-        "max_model_len": check_optional_int(
-            options["max_context_length"], "max_context_length", minimum=16, maximum=1_048_576
+        "max_model_len": check_optional_field_int(
+            options["max_context_length"], "max_context_length", DeploymentSpec, "max_model_len"
         ),
         "image": options["image"],
     }

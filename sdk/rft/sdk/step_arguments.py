@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, get_args
 
+from pydantic import TypeAdapter, ValidationError
+
 from rft.api.common import ACCELERATOR_TYPES
+from rft.api.deployment import Accelerator
 from rft.api.model import LossMethod
+from rft.api.reinforcement_step import ReinforcementStepSpec, RewardKey, TrainingParameters
 from rft.sdk.decimals import decimal_string
-from rft.sdk.validation import check_choice, check_int, check_optional_int
+from rft.sdk.validation import check_choice, check_field_int, check_optional_field_int, max_items
 
 LOSS_METHODS = get_args(LossMethod)
-REWARD_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-MAX_REWARD_KEYS = 64
+MAX_REWARD_KEYS = max_items(ReinforcementStepSpec, "reward_weights")
+_REWARD_KEY = TypeAdapter(RewardKey)
+
+
+def _is_reward_key(key: object) -> bool:
+    try:
+        _REWARD_KEY.validate_python(key, strict=True)
+    except ValidationError:
+        return False
+    return True
 
 
 def reward_weights_spec(value: object) -> dict[str, str]:
@@ -36,7 +47,7 @@ def reward_weights_spec(value: object) -> dict[str, str]:
         raise ValueError(f"reward_weights: at most {MAX_REWARD_KEYS} reward keys, got {len(items)}")
     weights: dict[str, str] = {}
     for key, weight in items:
-        if not isinstance(key, str) or not REWARD_KEY_PATTERN.match(key):
+        if not _is_reward_key(key):
             raise ValueError(
                 f"reward_weights: key {key!r} is not a reward key name "
                 "(letters, digits, '_', '.', '-'; at most 64 characters)"
@@ -74,17 +85,17 @@ def step_spec_fields(
     """
     if output_model == model:
         raise ValueError(f"output_model: {output_model!r} must differ from the source model")
-    check_int(lora_rank, "lora_rank", minimum=1, maximum=512)
-    check_optional_int(lora_alpha, "lora_alpha", minimum=1, maximum=4096)
-    check_int(max_context_length, "max_context_length", minimum=16, maximum=1_048_576)
-    check_int(epochs, "epochs", minimum=1, maximum=100)
-    check_int(batch_size, "batch_size", minimum=16, maximum=16_777_216)
+    check_field_int(lora_rank, "lora_rank", TrainingParameters, "lora_rank")
+    check_optional_field_int(lora_alpha, "lora_alpha", TrainingParameters, "lora_alpha")
+    check_field_int(max_context_length, "max_context_length", TrainingParameters, "max_context_length")
+    check_field_int(epochs, "epochs", TrainingParameters, "epochs")
+    check_field_int(batch_size, "batch_size", TrainingParameters, "batch_size")
     if batch_size < max_context_length:
         raise ValueError(
             f"batch_size: {batch_size} tokens is less than max_context_length {max_context_length}; "
             "batch_size is a token budget per packed batch and must hold the longest sequence"
         )
-    check_int(accelerator_count, "accelerator_count", minimum=0, maximum=16)
+    check_field_int(accelerator_count, "accelerator_count", Accelerator, "count")
     if accelerator_type is not None:
         check_choice(accelerator_type, "accelerator_type", ACCELERATOR_TYPES)
     if accelerator_count == 0 and accelerator_type != "CPU":
@@ -92,8 +103,10 @@ def step_spec_fields(
     if not isinstance(loss_method, str):
         raise TypeError(f"loss_method: expected a string, got {type(loss_method).__name__}")
     method = check_choice(loss_method.lower(), "loss_method", LOSS_METHODS)
-    check_optional_int(active_deadline_seconds, "active_deadline_seconds", minimum=1, maximum=30 * 86400)
-    check_optional_int(backoff_limit, "backoff_limit", minimum=0, maximum=20)
+    check_optional_field_int(
+        active_deadline_seconds, "active_deadline_seconds", ReinforcementStepSpec, "active_deadline_seconds"
+    )
+    check_optional_field_int(backoff_limit, "backoff_limit", ReinforcementStepSpec, "backoff_limit")
 
     training: dict[str, Any] = {
         "lora_rank": lora_rank,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pydantic import ValidationError
+import annotated_types
+from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
 
 
@@ -20,6 +21,44 @@ def check_int(value: object, argument: str, *, minimum: int, maximum: int) -> in
 def check_optional_int(value: object, argument: str, *, minimum: int, maximum: int) -> int | None:
     """Like `check_int`, but None passes through."""
     return None if value is None else check_int(value, argument, minimum=minimum, maximum=maximum)
+
+
+def field_bounds(model: type[BaseModel], field: str) -> tuple[int, int]:
+    """The inclusive bounds of integer field `field` of API model `model`, from its `Field`
+    metadata: the SDK checks an argument against the same bounds the schema will (one source)."""
+    low: int | None = None
+    high: int | None = None
+    for constraint in model.model_fields[field].metadata:
+        if isinstance(constraint, annotated_types.Ge):
+            low = int(constraint.ge)  # type: ignore[call-overload]
+        elif isinstance(constraint, annotated_types.Gt):
+            low = int(constraint.gt) + 1  # type: ignore[call-overload]
+        elif isinstance(constraint, annotated_types.Le):
+            high = int(constraint.le)  # type: ignore[call-overload]
+        elif isinstance(constraint, annotated_types.Lt):
+            high = int(constraint.lt) - 1  # type: ignore[call-overload]
+    if low is None or high is None:
+        raise LookupError(f"{model.__name__}.{field} has no lower and upper bound")
+    return low, high
+
+
+def check_field_int(value: object, argument: str, model: type[BaseModel], field: str) -> int:
+    """`check_int` within the bounds the API model gives `field`."""
+    low, high = field_bounds(model, field)
+    return check_int(value, argument, minimum=low, maximum=high)
+
+
+def check_optional_field_int(value: object, argument: str, model: type[BaseModel], field: str) -> int | None:
+    """Like `check_field_int`, but None passes through."""
+    return None if value is None else check_field_int(value, argument, model, field)
+
+
+def max_items(model: type[BaseModel], field: str) -> int:
+    """The `max_length` the API model gives list or map field `field`."""
+    for constraint in model.model_fields[field].metadata:
+        if isinstance(constraint, annotated_types.MaxLen):
+            return int(constraint.max_length)
+    raise LookupError(f"{model.__name__}.{field} has no max_length")
 
 
 def check_choice(value: object, argument: str, choices: Iterable[str]) -> str:

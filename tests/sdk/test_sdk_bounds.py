@@ -1,0 +1,63 @@
+"""The SDK checks arguments against the API models' own bounds (their `Field` metadata), never a
+copy: a bound changed in `rft.api` changes the SDK's check with it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import annotated_types
+import pytest
+from pydantic import BaseModel
+from rft.api.deployment import Accelerator, DeploymentSpec
+from rft.api.reinforcement_step import ReinforcementStepSpec, TrainingParameters
+from rft.sdk.step_arguments import MAX_REWARD_KEYS, reward_weights_spec, step_spec_fields
+from rft.sdk.validation import field_bounds, max_items
+
+from tests.sdk.test_sdk_manifests import STEP_DEFAULTS
+
+# (SDK argument of reinforcement_step(...), the model and field whose bounds it must have)
+STEP_ARGUMENTS: list[tuple[str, type[BaseModel], str]] = [
+    ("lora_rank", TrainingParameters, "lora_rank"),
+    ("lora_alpha", TrainingParameters, "lora_alpha"),
+    ("max_context_length", TrainingParameters, "max_context_length"),
+    ("epochs", TrainingParameters, "epochs"),
+    ("accelerator_count", Accelerator, "count"),
+    ("active_deadline_seconds", ReinforcementStepSpec, "active_deadline_seconds"),
+    ("backoff_limit", ReinforcementStepSpec, "backoff_limit"),
+]
+
+
+@pytest.mark.parametrize(("argument", "model", "field"), STEP_ARGUMENTS)
+def test_step_arguments_have_the_models_bounds(argument: str, model: type[BaseModel], field: str) -> None:
+    low, high = field_bounds(model, field)
+    for outside in (low - 1, high + 1):
+        with pytest.raises(ValueError, match=f"{argument}: must be between {low} and {high}, got {outside}"):
+            step_spec_fields(**{**STEP_DEFAULTS, argument: outside, "accelerator_type": "CPU"})
+
+
+def test_a_bound_changed_in_the_model_changes_the_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
+    field = TrainingParameters.model_fields["epochs"]
+    narrowed: list[Any] = [c for c in field.metadata if not isinstance(c, annotated_types.Le)]
+    monkeypatch.setattr(field, "metadata", [*narrowed, annotated_types.Le(3)])
+    assert field_bounds(TrainingParameters, "epochs") == (1, 3)
+    with pytest.raises(ValueError, match="epochs: must be between 1 and 3, got 4"):
+        step_spec_fields(**{**STEP_DEFAULTS, "epochs": 4})
+
+
+def test_deployment_bounds_and_reward_keys_come_from_the_models() -> None:
+    assert field_bounds(DeploymentSpec, "max_loras") == (1, 256)
+    assert field_bounds(DeploymentSpec, "max_model_len") == field_bounds(TrainingParameters, "max_context_length")
+    assert max_items(ReinforcementStepSpec, "reward_weights") == MAX_REWARD_KEYS
+    too_many = {f"k{i}": 1 for i in range(MAX_REWARD_KEYS + 1)}
+    with pytest.raises(ValueError, match=f"at most {MAX_REWARD_KEYS} reward keys"):
+        reward_weights_spec(too_many)
+    # The key rule is the API's RewardKey: its length and characters.
+    assert reward_weights_spec({"a" * 64: 1}) == {"a" * 64: "1"}
+    for bad in ("a" * 65, "", "bad key", "é"):
+        with pytest.raises(ValueError, match="is not a reward key name"):
+            reward_weights_spec({bad: 1})
+
+
+def test_a_field_without_bounds_is_an_error_not_a_guess() -> None:
+    with pytest.raises(LookupError, match=r"TrainingParameters\.learning_rate has no lower and upper bound"):
+        field_bounds(TrainingParameters, "learning_rate")
