@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Resource)
 
 INVALID_REASON = "InvalidSpec"
-_RELATIVE_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[[0-9]+\])?(\.[A-Za-z_][A-Za-z0-9_]*(\[[0-9]+\])?)*: ")
+_RELATIVE_FIELD = re.compile(
+    r"^[A-Za-z_][A-Za-z0-9_]*(\[[0-9]+\])?(\.[A-Za-z_][A-Za-z0-9_]*(\[[0-9]+\])?)*: "
+)
 CHILD_REFUSED_REASON = "ChildRefused"
 
 
@@ -130,6 +132,21 @@ class Reconciler:
             return parsed
         self.fail_raw(raw, INVALID_REASON, f"invalid {raw.get('kind', self.plural)}: {parsed}")
         return None
+
+    def create_job_or_fail(self, raw: Obj, namespace: str, manifest: Obj) -> bool:
+        """Create the Job `manifest` for `raw`; one the API server refuses (422: what only it can
+        see) fails `raw` for good with ChildRefused. Whether the Job was created."""
+        try:
+            self.kube.create_job(namespace, manifest)
+        except ApiException as exc:
+            if exc.status != 422:
+                raise
+            name = manifest["metadata"]["name"]
+            self.fail_raw(
+                raw, CHILD_REFUSED_REASON, f"the API server refused Job {name}: {refused_message(exc)}"
+            )
+            return False
+        return True
 
     def fail_raw(self, raw: Obj, reason: str, message: str) -> None:
         """FAILED with the summary condition False, written without the models (idempotent)."""

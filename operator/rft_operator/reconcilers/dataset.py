@@ -6,7 +6,6 @@ and the first bad lines through its termination message.
 
 from __future__ import annotations
 
-from kubernetes.client.exceptions import ApiException
 from rft.api import Dataset
 from rft.validation_summary import parse_summary
 
@@ -18,7 +17,7 @@ from rft_operator.jobstate import job_state, owned_by, termination_message
 from rft_operator.kube import Kube
 from rft_operator.podtrouble import pod_trouble
 from rft_operator.policy import WorkloadPolicy
-from rft_operator.reconcilers.base import CHILD_REFUSED_REASON, Clock, Reconciler, refused_message, utcnow
+from rft_operator.reconcilers.base import Clock, Reconciler, utcnow
 
 
 class DatasetReconciler(Reconciler):
@@ -61,16 +60,7 @@ class DatasetReconciler(Reconciler):
                 )
                 self.write_phase(raw, dataset.status, status)
                 return None if refusal.permanent else self.config.poll_seconds
-            try:
-                self.kube.create_job(namespace, build_validation_job(dataset, self.config))
-            except ApiException as exc:
-                if exc.status != 422:
-                    raise
-                self.fail_raw(
-                    raw,
-                    CHILD_REFUSED_REASON,
-                    f"the API server refused Job {job_name}: {refused_message(exc)}",
-                )
+            if not self.create_job_or_fail(raw, namespace, build_validation_job(dataset, self.config)):
                 return None
             status.phase = "VALIDATING"
             status.validation_job = job_name

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from kubernetes.client.exceptions import ApiException
 from rft.api import Model, ModelStatus
 from rft.model_check import CHECK_CONTAINER, ModelCheckSummary
 
@@ -24,7 +23,7 @@ from rft_operator.jobstate import job_state, owned_by, termination_message
 from rft_operator.kube import Kube, Obj
 from rft_operator.podtrouble import pod_trouble
 from rft_operator.policy import WorkloadPolicy
-from rft_operator.reconcilers.base import CHILD_REFUSED_REASON, Clock, Reconciler, refused_message, utcnow
+from rft_operator.reconcilers.base import Clock, Reconciler, utcnow
 
 STEP_REGISTRATION_GRACE = 30.0
 """A Model a ReinforcementStep registers gets its status from that step (one writer, one write);
@@ -100,16 +99,7 @@ class ModelReconciler(Reconciler):
                 )
                 self.write_phase(raw, model.status, status)
                 return None if refusal.permanent else self.config.poll_seconds
-            try:
-                self.kube.create_job(ns, build_model_check_job(model, self.config))
-            except ApiException as exc:
-                if exc.status != 422:
-                    raise
-                self.fail_raw(
-                    raw,
-                    CHILD_REFUSED_REASON,
-                    f"the API server refused Job {job_name}: {refused_message(exc)}",
-                )
+            if not self.create_job_or_fail(raw, ns, build_model_check_job(model, self.config)):
                 return None
             status = ModelStatus(conditions=status.conditions, phase="CHECKING", check_job=job_name)
             status.observed_generation = gen
