@@ -159,6 +159,14 @@ def prepare(
             f"{tokenized.skipped} samples skipped (prompt too long), {tokenized.truncated} completions "
             f"truncated to maxContextLength={config.training.max_context_length}"
         )
+    if tokenized.drifted:
+        shown = ", ".join(f"line {line} {where} turn {turn}" for line, where, turn in tokenized.drifted[:10])
+        reporter.log(
+            f"re-tokenization drift: {len(tokenized.drifted)} assistant turns of "
+            f"{tokenized.trajectory_samples} trajectory samples differ from the sampler's token ids once "
+            f"re-rendered by the chat template ({shown}); their carried ids are trained, and "
+            f"{tokenized.split} trajectories are split where a turn's context drifted"
+        )
     return Prepared(dataset, scored, tokenized, policy, new_adapter, device, tokens, start)
 
 
@@ -187,6 +195,7 @@ def final_metrics(prepared: Prepared, outcome: TrainOutcome) -> dict[str, str]:
         "zero_signal_rows": scored.advantages.zero_signal_groups,
         "truncated_samples": prepared.tokenized.truncated,
         "skipped_samples": prepared.tokenized.skipped,
+        "drifted_turns": len(prepared.tokenized.drifted),
         "optimizer_steps": outcome.optimizer_steps,
         "trained_tokens": outcome.packed_tokens,
         "train_seconds": outcome.train_seconds,
