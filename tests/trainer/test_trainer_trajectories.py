@@ -85,13 +85,16 @@ def tokenizer(tiny_model_dir: Path) -> Any:
 
 def test_a_tool_call_row_is_tokenized_exactly_as_the_template_renders_it(tokenizer: Any) -> None:
     out = _tokenize(tokenizer, _row(_trajectory("five"), _trajectory("six")))
-    assert len(out.samples) == 2 and out.drifted == [] and out.split == 0
+    assert len(out.samples) == 2
+    assert out.drifted == []
+    assert out.split == 0
     conversation = [*PROMPT, *_trajectory("five")]
     for message in conversation:  # the template takes tool call arguments as objects
         for call in message.get("tool_calls", []):
             call["function"]["arguments"] = json.loads(call["function"]["arguments"])
     rendered = tokenizer.apply_chat_template(conversation, tools=TOOLS, tokenize=False)
-    assert "<tools>" in rendered and "<tool_call>" in rendered
+    assert "<tools>" in rendered
+    assert "<tool_call>" in rendered
     whole = tokenizer(rendered, add_special_tokens=False)["input_ids"]
     ids = out.samples[0].token_ids
     # the sequence is the rendering up to the last end-of-turn token (the newline after it is
@@ -114,7 +117,8 @@ def test_only_assistant_turns_are_trained(tokenizer: Any) -> None:
         "<|im_start|>assistant\n\n<|im_start|>tool\n5<|im_end|>\n<|im_start|>user\nand the answer?<|im_end|>\n"
         "<|im_start|>assistant\n"
     )
-    assert sample.sampling_logprobs is not None and all(map(math.isnan, sample.sampling_logprobs))
+    assert sample.sampling_logprobs is not None
+    assert all(map(math.isnan, sample.sampling_logprobs))
 
 
 def _with_tokens(
@@ -141,7 +145,8 @@ def test_rows_with_the_samplers_tokens_train_the_same_sequence_when_nothing_drif
     for turns in exact_turns:
         _with_tokens(tokenizer, turns, logprobs=[[-0.25] * 64, [-0.5] * 64])
     exact = _tokenize(tokenizer, _row(*exact_turns))
-    assert exact.drifted == [] and exact.split == 0
+    assert exact.drifted == []
+    assert exact.split == 0
     for a, b in zip(text.samples, exact.samples, strict=True):
         assert (a.token_ids, a.targets) == (b.token_ids, b.targets)
     n_call = len(exact_turns[0][0]["token_ids"])
@@ -158,8 +163,10 @@ def test_drifted_token_ids_are_reported_by_line_and_trained_as_carried(tokenizer
     # The same text, spelled with other tokens (one token per character): what a sampler that
     # did not produce the template's canonical tokenization gives.
     spelled = [tokenizer.convert_tokens_to_ids(c) for c in "five"]
-    assert tokenizer.decode(spelled) == "five" and drifted[3]["token_ids"][:-1] != spelled
-    assert None not in spelled and len(spelled) > 1
+    assert tokenizer.decode(spelled) == "five"
+    assert drifted[3]["token_ids"][:-1] != spelled
+    assert None not in spelled
+    assert len(spelled) > 1
     drifted[3]["token_ids"] = [*spelled, tokenizer.eos_token_id]
     clean_row = _row(good, good)
     drift_row = _row(good, drifted)
@@ -181,9 +188,11 @@ def test_a_drifted_turn_splits_the_trajectory_in_the_contexts_the_sampler_saw(to
     call_ids = turns[0]["token_ids"]
     turns[0]["token_ids"] = [*tokenizer(" ", add_special_tokens=False)["input_ids"], *call_ids]
     out = _tokenize(tokenizer, _row(turns, _trajectory("six")))
-    assert out.drifted == [(1, "samples[0]", 0)] and out.split == 1
+    assert out.drifted == [(1, "samples[0]", 0)]
+    assert out.split == 1
     first, second = out.samples[0], out.samples[1]
-    assert first.line == second.line == 1 and first.advantage == second.advantage
+    assert first.line == second.line == 1
+    assert first.advantage == second.advantage
     assert [first.token_ids[p] for p in first.target_positions()] == turns[0]["token_ids"]
     context = [*PROMPT, *_trajectory("five")][:5]
     for message in context:
@@ -212,7 +221,7 @@ def test_token_exact_rows_give_the_same_loss_as_text_rows(tiny_model_dir: Path) 
     """With the sampler's tokens equal to the template's and its logprobs the policy's own, the
     token-exact rows give the text rows' loss, gradient and update."""
     params = LossParams.from_settings(
-        LossSettings(method="grpo", kl_coefficient="0", offPolicyCorrection="none")
+        LossSettings(method="grpo", kl_coefficient="0", off_policy_correction="none")
     )
     lora = LoraSettings(rank=4, alpha=8, target_modules=["q_proj", "v_proj"])
     results = []

@@ -117,8 +117,7 @@ class SampleTokenizer:
     def __init__(self, tokenizer: ChatTokenizer, max_context_length: int) -> None:
         if tokenizer.eos_token_id is None:
             raise BadInputError(
-                "ModelLoadFailed",
-                "the base model's tokenizer has no eos_token: cannot mark the end of a turn",
+                "ModelLoadFailed", "the base model's tokenizer has no eos_token: cannot mark the end of a turn"
             )
         self._tokenizer = tokenizer
         self.eos_token_id: int = tokenizer.eos_token_id

@@ -20,7 +20,7 @@ from rft_trainer.checkpoint import build_metadata, publish, save_adapter
 from rft_trainer.data import SampleTokenizer, TokenizedDataset, tokenize_samples
 from rft_trainer.dataset import LoadedDataset, ScoredDataset, load_dataset, parse_reward_weights, score_groups
 from rft_trainer.errors import BadInputError
-from rft_trainer.loop import Distributed, OptimSettings, Trainer, TrainOutcome
+from rft_trainer.loop import Distributed, OptimSettings, StepStats, Trainer, TrainOutcome
 from rft_trainer.loss import LossParams
 from rft_trainer.model import (
     attach_new_adapter,
@@ -174,6 +174,18 @@ def _fmt(value: float) -> str:
     return f"{value:.6g}" if math.isfinite(value) else str(value)
 
 
+def _off_policy_metrics(steps: list[StepStats]) -> dict[str, float]:
+    """Truncated importance sampling over the run (rows with sampling logprobs only)."""
+    tokens = sum(s.is_tokens for s in steps)
+    if not tokens:
+        return {}
+    return {
+        "is_capped_fraction": sum(s.is_capped_tokens for s in steps) / tokens,
+        "is_weight_mean": sum(s.is_weight_sum for s in steps) / tokens,
+        "sampler_logp_abs_diff": sum(s.sampler_gap_sum for s in steps) / tokens,
+    }
+
+
 def final_metrics(prepared: Prepared, outcome: TrainOutcome) -> dict[str, str]:
     """The run's metrics as decimal strings (the Model and the step status record them)."""
     steps = outcome.steps
@@ -196,6 +208,7 @@ def final_metrics(prepared: Prepared, outcome: TrainOutcome) -> dict[str, str]:
         "truncated_samples": prepared.tokenized.truncated,
         "skipped_samples": prepared.tokenized.skipped,
         "drifted_turns": len(prepared.tokenized.drifted),
+        **_off_policy_metrics(steps),
         "optimizer_steps": outcome.optimizer_steps,
         "trained_tokens": outcome.packed_tokens,
         "train_seconds": outcome.train_seconds,

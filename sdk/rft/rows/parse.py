@@ -660,13 +660,13 @@ def _parse_samples(row: dict[str, Any]) -> tuple[list[Message], list[Completion]
             _fail(f"{where} has no 'messages'")
         raw = sample["messages"]
         if "prompt_messages" in sample or _carries_tokens(raw):
-            messages, completion = _trajectory(sample, where)
+            turn_prompt, completion = _trajectory(sample, where)
             completions.append(completion)
             if index == 0:
                 first_raw = raw
             if prompt is None:
-                prompt = messages
-            elif messages != prompt:
+                prompt = turn_prompt
+            elif turn_prompt != prompt:
                 _fail(
                     f"{where}: prompt turns differ from samples[0]'s; all samples of a row share one prompt"
                 )
