@@ -257,7 +257,9 @@ def tokenize_trajectory(raw: RawSample, tokenizer: SampleTokenizer) -> Trajector
         carried = raw.turn_tokens[offset] if raw.turn_tokens is not None else None
         if carried is not None:
             trained, logprobs = list(carried[0]), carried[1]
-            if trained != rendered:
+            # a turn cut at max_tokens has no end-of-turn token, which the template adds
+            cut = rendered[:-1] if rendered and rendered[-1] == tokenizer.eos_token_id else None
+            if trained not in (rendered, cut):
                 drifted.append(turn)
             after = []  # the next context (rendered) follows the sampler's tokens
             lps = list(logprobs) if logprobs is not None else [math.nan] * len(trained)
