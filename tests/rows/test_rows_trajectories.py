@@ -103,3 +103,16 @@ def test_samples_of_a_row_share_the_prompt_and_tools_are_checked() -> None:
     assert "tools[0].function must be an object with a non-empty 'name'" in _error(
         _sample(), _sample(), tools=[{"type": "function", "function": {}}]
     )
+
+
+def test_a_plain_sample_after_a_trajectory_keeps_its_own_prompt() -> None:
+    trajectory = _sample()
+    del trajectory["messages"][1]["token_ids"], trajectory["messages"][1]["logprobs"]
+    plain = _sample()
+    del plain["prompt_messages"]
+    for message in plain["messages"]:
+        message.pop("token_ids", None)
+        message.pop("logprobs", None)
+    # its prompt is its first three messages, not the trajectory's one: refused, not merged
+    assert plain["messages"][:-1] == trajectory["messages"][:-1]
+    assert "prompt turns differ from samples[0]'s" in _error(trajectory, plain)

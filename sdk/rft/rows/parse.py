@@ -661,9 +661,7 @@ def _parse_samples(row: dict[str, Any]) -> tuple[list[Message], list[Completion]
         raw = sample["messages"]
         if "prompt_messages" in sample or _carries_tokens(raw):
             turn_prompt, completion = _trajectory(sample, where)
-            completions.append(completion)
-            if index == 0:
-                first_raw = raw
+            completions.append(completion)  # (first_raw stays empty: no fast path after a trajectory)
             if prompt is None:
                 prompt = turn_prompt
             elif turn_prompt != prompt:
