@@ -14,11 +14,14 @@ import torch
 from rft.api.model import LoraSettings
 from rft.api.reinforcement_step import LossSettings
 from rft.rows import parse_row
+from rft.trainer_config import TrainerResult, parse_termination_message
 from rft_trainer.data import Sample, SampleTokenizer, TokenizedDataset, tokenize_samples
 from rft_trainer.dataset import score_groups
+from rft_trainer.errors import BadInputError
 from rft_trainer.logprobs import CompletionLogprobs
 from rft_trainer.loop import OptimSettings, Trainer
 from rft_trainer.loss import LossParams
+from rft_trainer.main import main
 from rft_trainer.model import attach_new_adapter, load_base_model
 from transformers import AutoTokenizer
 
@@ -257,3 +260,43 @@ def test_token_exact_rows_give_the_same_loss_as_text_rows(tiny_model_dir: Path) 
     assert text_step.grad_norm > 0
     for name, weight in text_weights.items():
         assert torch.allclose(weight, exact_weights[name], atol=1e-6), name
+
+
+def test_a_token_id_beyond_the_models_vocabulary_is_refused_by_line(tokenizer: Any) -> None:
+    turns = _trajectory("five")
+    _with_tokens(tokenizer, turns)
+    turns[3]["token_ids"] = [*turns[3]["token_ids"][:-1], 4096, tokenizer.eos_token_id]
+    groups = [parse_row(5, json.dumps(_row(_trajectory("six"), turns)))]
+    raw = score_groups(groups, {}, "group").samples
+    with pytest.raises(
+        BadInputError, match=r"line 5: samples\[1\]: assistant turn 1 has token id 4096, beyond"
+    ):
+        tokenize_samples(raw, SampleTokenizer(tokenizer, 512, vocab_size=512))
+    assert len(tokenize_samples(raw, SampleTokenizer(tokenizer, 512, vocab_size=8192)).samples) == 2
+
+
+def test_the_trainer_trains_trajectory_rows_end_to_end_and_reports_drift(
+    tokenizer: Any, make_config: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exact = _trajectory("five")
+    _with_tokens(tokenizer, exact, logprobs=[[-0.25] * 64, [-0.5] * 64])
+    drifted = _trajectory("six")
+    _with_tokens(tokenizer, drifted, logprobs=[[-0.25] * 64, [-0.5] * 64])
+    drifted[3]["token_ids"] = [*(tokenizer.convert_tokens_to_ids(c) for c in "six"), tokenizer.eos_token_id]
+    drifted[3]["logprobs"] = [-0.5] * 4
+    rows = [_row(_trajectory("five"), _trajectory("six")), _row(exact, drifted)]
+    dataset = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+    config = make_config(
+        dataset,
+        training={"lora_rank": 4, "learning_rate": "1e-3", "batch_size": 1024, "max_context_length": 512},
+    )
+    path = tmp_path / "config.json"
+    path.write_text(config.to_json())
+    assert main(["--config", str(path)]) == 0
+    result = parse_termination_message(Path(config.termination_log).read_text())
+    assert isinstance(result, TrainerResult)
+    assert result.metrics["samples"] == "4"
+    assert result.metrics["drifted_turns"] == "1"
+    assert float(result.metrics["sampler_logp_abs_diff"]) > 0  # line 2's logprobs are made up
+    assert "is_capped_fraction" in result.metrics
+    assert "re-tokenization drift: 1 assistant turns of 4 trajectory samples" in capsys.readouterr().err

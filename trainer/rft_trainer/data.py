@@ -114,7 +114,9 @@ class TokenizedDataset:
 class SampleTokenizer:
     """Tokenizes prompts (cached per group) and completions the way the inference server does."""
 
-    def __init__(self, tokenizer: ChatTokenizer, max_context_length: int) -> None:
+    def __init__(
+        self, tokenizer: ChatTokenizer, max_context_length: int, vocab_size: int | None = None
+    ) -> None:
         if tokenizer.eos_token_id is None:
             raise BadInputError(
                 "ModelLoadFailed", "the base model's tokenizer has no eos_token: cannot mark the end of a turn"
@@ -122,6 +124,8 @@ class SampleTokenizer:
         self._tokenizer = tokenizer
         self.eos_token_id: int = tokenizer.eos_token_id
         self.max_context_length = max_context_length
+        # the model's embedding rows: a carried token id beyond them was sampled from another model
+        self.vocab_size = vocab_size
 
     def render(
         self,
@@ -257,6 +261,13 @@ def tokenize_trajectory(raw: RawSample, tokenizer: SampleTokenizer) -> Trajector
         carried = raw.turn_tokens[offset] if raw.turn_tokens is not None else None
         if carried is not None:
             trained, logprobs = list(carried[0]), carried[1]
+            if tokenizer.vocab_size is not None and max(trained) >= tokenizer.vocab_size:
+                raise BadInputError(
+                    "InvalidDataset",
+                    f"line {raw.line}: {raw.where}: assistant turn {turn} has token id {max(trained)}, beyond "
+                    f"the base model's vocabulary of {tokenizer.vocab_size}: the rows were sampled from "
+                    "another model",
+                )
             # a turn cut at max_tokens has no end-of-turn token, which the template adds
             cut = rendered[:-1] if rendered and rendered[-1] == tokenizer.eos_token_id else None
             if trained not in (rendered, cut):

@@ -146,7 +146,12 @@ def prepare(
         enable_gradient_checkpointing(policy)
 
     tokenized = tokenize_samples(
-        scored.samples, SampleTokenizer(tokenizer, config.training.max_context_length)
+        scored.samples,
+        SampleTokenizer(
+            tokenizer,
+            config.training.max_context_length,
+            vocab_size=model.get_input_embeddings().num_embeddings,
+        ),
     )
     if not tokenized.samples:
         raise BadInputError(
