@@ -263,6 +263,8 @@ def _cases() -> list[Case]:
     add(s, "s-clip-low-zero", STEP, "loss.clipLow", "0", "spec.loss.clipLow")
     add(s, "s-clip-high-inf", STEP, "loss.clipHigh", "inf", "spec.loss.clipHigh")
     add(s, "s-advantage-unknown", STEP, "loss.advantage", "median", "spec.loss.advantage")
+    add(s, "s-off-policy-unknown", STEP, "loss.offPolicyCorrection", "mis", "spec.loss.offPolicyCorrection")
+    add(s, "s-importance-cap-below-one", STEP, "loss.importanceCap", "0.5", "spec.loss.importanceCap")
     add(s, "s-reward-weight-overflow", STEP, "rewardWeights", {"score": "1e999"}, "spec.rewardWeights")
     add(s, "s-reward-key", STEP, "rewardWeights", {"bad key!": "1"}, "spec.rewardWeights")
     add(s, "s-reward-too-many", STEP, "rewardWeights", {f"r{i}": "1" for i in range(65)}, "spec.rewardWeights")

@@ -129,23 +129,51 @@ def test_gradient_accumulation_gives_the_gradient_of_the_whole_batch(
         assert torch.allclose(grad, accumulated[name], atol=1e-6, rtol=1e-4), name
 
 
-def test_sampling_logprobs_are_the_ratio_reference(tokenizer_and_policy: tuple[Any, Any]) -> None:
-    """Sampling logprobs 0.5 nats below the policy's: ratio e^0.5 on the first pass, and clipped."""
-    tokenizer, policy = tokenizer_and_policy
+def _below_policy(tokenizer: Any, policy: Any, nats: float) -> list[Sample]:
+    """The samples with sampling logprobs `nats` below the policy's own."""
     scorer = CompletionLogprobs(policy)
     samples = []
     with torch.no_grad():
         for s in _samples(tokenizer):
             batch = build_batch([s])
             logp = scorer(batch.input_ids, batch.position_ids, batch.target_positions)
-            samples.append(Sample(**{**s.__dict__, "sampling_logprobs": (logp - 0.5).tolist()}))
-    params = LossParams.from_settings(LossSettings(method="grpo", kl_coefficient="0"))
+            samples.append(Sample(**{**s.__dict__, "sampling_logprobs": (logp - nats).tolist()}))
+    return samples
+
+
+def test_sampling_logprobs_are_the_ratio_reference(tokenizer_and_policy: tuple[Any, Any]) -> None:
+    """Sampling logprobs 0.5 nats below the policy's: ratio e^0.5 on the first pass, and clipped
+    (without off-policy correction)."""
+    tokenizer, policy = tokenizer_and_policy
+    samples = _below_policy(tokenizer, policy, 0.5)
+    params = LossParams.from_settings(
+        LossSettings(method="grpo", kl_coefficient="0", off_policy_correction="none")
+    )
     outcome = Trainer(policy, samples, _settings(), params, CPU, new_adapter=True).run()
     metrics = outcome.steps[0].metrics()
     assert metrics["ratio_mean"] == pytest.approx(math.exp(0.5), rel=1e-4)
     # rho = 1.65 > 1.2: every token with a positive advantage is clipped
     positive = sum(s.completion_len for s in samples if s.advantage > 0)
     assert metrics["clip_fraction"] == pytest.approx(positive / sum(s.completion_len for s in samples))
+
+
+@pytest.mark.parametrize(("nats", "capped"), [(0.5, False), (1.0, True)])
+def test_with_truncated_importance_sampling_the_sampler_is_the_behaviour_policy(
+    tokenizer_and_policy: tuple[Any, Any], nats: float, capped: bool
+) -> None:
+    """TIS (the default): the clip ratio is taken against the policy at the start of the step (1 on
+    the first pass, nothing clipped), each token weighted by min(e^nats, 2)."""
+    tokenizer, policy = tokenizer_and_policy
+    samples = _below_policy(tokenizer, policy, nats)
+    params = LossParams.from_settings(LossSettings(method="grpo", kl_coefficient="0"))
+    assert params.off_policy == "token"
+    assert params.importance_cap == 2.0
+    metrics = Trainer(policy, samples, _settings(), params, CPU, new_adapter=True).run().steps[0].metrics()
+    assert metrics["ratio_mean"] == pytest.approx(1.0, abs=1e-6)
+    assert metrics["clip_fraction"] == 0.0
+    assert metrics["sampler_logp_abs_diff"] == pytest.approx(nats, abs=1e-4)
+    assert metrics["is_weight_mean"] == pytest.approx(min(math.exp(nats), 2.0), rel=1e-4)
+    assert metrics["is_capped_fraction"] == (1.0 if capped else 0.0)
 
 
 def test_without_sampling_logprobs_the_first_ratio_is_one(tokenizer_and_policy: tuple[Any, Any]) -> None:
@@ -203,7 +231,9 @@ def test_a_diverging_step_stops_training_before_the_update(tokenizer_and_policy:
     # Sampling logprobs 1e4 nats below the policy's: exp(logp - ref) overflows to inf.
     samples = [Sample(**{**s.__dict__, "sampling_logprobs": [-1e4] * s.completion_len}) for s in _samples(tokenizer)]
     before = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
-    params = LossParams.from_settings(LossSettings(method="reinforce", kl_coefficient="0"))
+    params = LossParams.from_settings(
+        LossSettings(method="reinforce", kl_coefficient="0", off_policy_correction="none")
+    )
     with pytest.raises(BadInputError, match="training diverged: loss") as caught:
         Trainer(policy, samples, _settings(), params, CPU, new_adapter=True).run()
     assert caught.value.reason == "TrainingFailed"

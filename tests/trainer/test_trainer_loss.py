@@ -8,6 +8,7 @@ import pytest
 import torch
 from rft.api.reinforcement_step import LossSettings
 from rft_trainer.loss import (
+    LossOutput,
     LossParams,
     Normalizers,
     aggregate,
@@ -238,3 +239,55 @@ def test_dual_clip_caps_negative_advantage_tokens_whose_ratio_exploded() -> None
     assert logp.grad[0].item() == 0.0, "a capped token gives no gradient"
     unbounded, _ = ppo_clip_loss(logp.detach(), ref, adv, 0.2, 0.2, dual_clip=None)
     assert unbounded[0].item() > 1e10
+
+
+def _tis_gradient(cap: float, sampler: list[float], mode: str = "token") -> tuple[list[float], LossOutput]:
+    """d loss / d logp for GRPO with truncated importance sampling on the first pass (pi = pi_old)."""
+    logp = _t(LOGP, grad=True)
+    params = LossParams.from_settings(
+        LossSettings(method="grpo", kl_coefficient="0", off_policy_correction=mode, importance_cap=str(cap))
+    )
+    norms = Normalizers(tokens=4, sequences=2, max_context_length=8)
+    out = policy_loss(
+        logp, _t(LOGP), _t(ADV), _seq(), 2, params=params, norms=norms, sampler_logp=_t(sampler)
+    )
+    torch.autograd.backward(out.loss)
+    assert logp.grad is not None
+    return logp.grad.tolist(), out
+
+
+def test_the_importance_cap_changes_the_gradient_only_beyond_it() -> None:
+    # pi_old / pi_sampler per token: e^0.1, e^0.5, e^1, e^2; the cap 2 truncates the last two
+    log_ratios = [0.1, 0.5, 1.0, 2.0]
+    sampler = [lp - r for lp, r in zip(LOGP, log_ratios, strict=True)]
+    capped, out = _tis_gradient(2.0, sampler)
+    uncapped, _ = _tis_gradient(1000.0, sampler)
+    # on the first pass rho = 1 (no PPO clip): d loss / d logp_t = -w_t A_t / tokens
+    assert uncapped == pytest.approx([-math.exp(r) * a / 4 for r, a in zip(log_ratios, ADV, strict=True)])
+    assert capped[:2] == pytest.approx(uncapped[:2])  # below the cap: the same gradient
+    assert capped[2:] == pytest.approx([-2.0 * a / 4 for a in ADV[2:]])  # beyond it: weight 2
+    assert capped[2] != pytest.approx(uncapped[2])
+    assert capped[3] != pytest.approx(uncapped[3])
+    assert (out.is_tokens, out.is_capped_tokens) == (4, 2)
+    assert out.is_weight_sum == pytest.approx(math.exp(0.1) + math.exp(0.5) + 2 + 2)
+    assert out.sampler_gap_sum == pytest.approx(sum(log_ratios))
+
+
+def test_unknown_sampler_logprobs_weigh_one_and_sequence_mode_weighs_whole_sequences() -> None:
+    sampler = [LOGP[0] - 0.3, math.nan, LOGP[2] - 0.4, LOGP[3] - 0.5]
+    grad, out = _tis_gradient(2.0, sampler)
+    weights = [math.exp(0.3), 1.0, math.exp(0.4), math.exp(0.5)]
+    assert grad == pytest.approx([-w * a / 4 for w, a in zip(weights, ADV, strict=True)])
+    assert out.is_tokens == 3
+    grad, out = _tis_gradient(2.0, sampler, mode="sequence")
+    # sequence 0: e^0.3 (the unknown token adds nothing); sequence 1: e^0.9 > 2, capped
+    weights = [math.exp(0.3), math.exp(0.3), 2.0, 2.0]
+    assert grad == pytest.approx([-w * a / 4 for w, a in zip(weights, ADV, strict=True)])
+    assert out.is_capped_tokens == 2
+
+
+def test_without_correction_the_sampler_logprobs_change_nothing() -> None:
+    sampler = [lp - 1.0 for lp in LOGP]
+    grad, out = _tis_gradient(2.0, sampler, mode="none")
+    assert grad == pytest.approx([-a / 4 for a in ADV])
+    assert out.is_tokens == 0

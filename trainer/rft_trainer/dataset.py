@@ -103,7 +103,17 @@ def score_groups(
     samples: list[RawSample] = []
     for g, group in enumerate(groups):
         prompt = [message.template_dict() for message in group.prompt]
+        tools = list(group.tools) if group.tools else None
         for k, completion in enumerate(group.completions):
+            turns = turn_tokens = None
+            if completion.turns is not None:
+                turns = [message.template_dict() for message in completion.turns]
+                turn_tokens = [
+                    (list(t.token_ids), list(t.logprobs) if t.logprobs is not None else None)
+                    if t is not None
+                    else None
+                    for t in completion.turn_tokens or [None] * len(turns)
+                ]
             samples.append(
                 RawSample(
                     line=group.line,
@@ -115,6 +125,9 @@ def score_groups(
                     advantage=advantages.values[g][k],
                     sampling_logprobs=completion.logprobs,
                     finished=completion.finished,
+                    tools=tools,
+                    turns=turns,
+                    turn_tokens=turn_tokens,
                 )
             )
     return ScoredDataset(

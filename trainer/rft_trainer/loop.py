@@ -73,12 +73,25 @@ class StepStats:
     clipped_tokens: int = 0
     ratio_sum: float = 0.0
     adv_logp_sum: float = 0.0
+    is_tokens: int = 0
+    is_capped_tokens: int = 0
+    is_weight_sum: float = 0.0
+    sampler_gap_sum: float = 0.0
     grad_norm: float = 0.0
     seconds: float = 0.0
 
     def metrics(self) -> dict[str, float]:
         n = max(self.tokens, 1)
+        off_policy: dict[str, float] = {}
+        if self.is_tokens:
+            # truncated importance sampling, over the tokens that carry a sampler logprob
+            off_policy = {
+                "is_capped_fraction": self.is_capped_tokens / self.is_tokens,
+                "is_weight_mean": self.is_weight_sum / self.is_tokens,
+                "sampler_logp_abs_diff": self.sampler_gap_sum / self.is_tokens,
+            }
         return {
+            **off_policy,
             "pg_loss": self.pg_loss_sum / n,
             "kl": self.kl_sum / n,
             "clip_fraction": self.clipped_tokens / n,
@@ -212,6 +225,8 @@ class Trainer:
     # -- reference pass ---------------------------------------------------------------------
 
     def _needs_policy_reference(self) -> bool:
+        if self.loss_params.off_policy != "none":
+            return True  # the clip ratio's reference is the policy at the start of the step
         return any(
             s.sampling_logprobs is None or any(map(math.isnan, s.sampling_logprobs)) for s in self.samples
         )
@@ -330,6 +345,10 @@ class Trainer:
             stats.clipped_tokens += stats_part.clipped_tokens
             stats.ratio_sum += stats_part.ratio_sum
             stats.adv_logp_sum += stats_part.adv_logp_sum
+            stats.is_tokens += stats_part.is_tokens
+            stats.is_capped_tokens += stats_part.is_capped_tokens
+            stats.is_weight_sum += stats_part.is_weight_sum
+            stats.sampler_gap_sum += stats_part.sampler_gap_sum
         if self.dist.enabled:
             stats = _all_reduce_stats(stats, self.device)
         max_norm = self.settings.max_grad_norm if self.settings.max_grad_norm > 0 else math.inf
@@ -360,7 +379,11 @@ class Trainer:
         with _autocast(self.device):
             logp = module(input_ids, position_ids, targets).float()
         ref = batch.sampling_logprobs
-        if policy_ref is not None:
+        sampler = None
+        if policy_ref is not None and self.loss_params.off_policy != "none":
+            # TIS: the sampler's logprobs are the behaviour policy, pi_old the ratio's reference
+            sampler, ref = ref.to(self.device), _gather(policy_ref, batch)
+        elif policy_ref is not None:
             ref = torch.where(torch.isnan(ref), _gather(policy_ref, batch), ref)
         base = _gather(base_ref, batch).to(self.device) if base_ref is not None else None
         out = policy_loss(
@@ -372,6 +395,7 @@ class Trainer:
             params=self.loss_params,
             norms=norms,
             base_logp=base,
+            sampler_logp=sampler,
         )
         torch.autograd.backward(out.loss * (weight * self.dist.world_size))
         if weight == 0.0:
@@ -385,6 +409,10 @@ class Trainer:
             clipped_tokens=out.clipped_tokens,
             ratio_sum=out.ratio_sum,
             adv_logp_sum=out.adv_logp_sum,
+            is_tokens=out.is_tokens,
+            is_capped_tokens=out.is_capped_tokens,
+            is_weight_sum=out.is_weight_sum,
+            sampler_gap_sum=out.sampler_gap_sum,
         )
 
 
@@ -397,6 +425,10 @@ _SUMMED_FIELDS = (
     "clipped_tokens",
     "ratio_sum",
     "adv_logp_sum",
+    "is_tokens",
+    "is_capped_tokens",
+    "is_weight_sum",
+    "sampler_gap_sum",
 )
 
 
@@ -410,4 +442,6 @@ def _all_reduce_stats(stats: StepStats, device: torch.device) -> StepStats:
     summed.tokens = int(summed.tokens)
     summed.packed_tokens = int(summed.packed_tokens)
     summed.clipped_tokens = int(summed.clipped_tokens)
+    summed.is_tokens = int(summed.is_tokens)
+    summed.is_capped_tokens = int(summed.is_capped_tokens)
     return summed

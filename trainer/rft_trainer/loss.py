@@ -19,10 +19,11 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from rft.api.model import LossMethod
-from rft.api.reinforcement_step import AdvantageMode, Aggregation, LossSettings
+from rft.api.reinforcement_step import AdvantageMode, Aggregation, LossSettings, OffPolicyCorrection
 
 STD_EPS = 1e-6
 """Added to the reward standard deviation before dividing (GRPO's epsilon)."""
@@ -49,6 +50,8 @@ class LossParams:
     kl_coefficient: float
     advantage: AdvantageMode
     aggregation: Aggregation
+    off_policy: OffPolicyCorrection = "none"
+    importance_cap: float = 2.0
 
     @classmethod
     def from_settings(cls, settings: LossSettings) -> LossParams:
@@ -61,6 +64,8 @@ class LossParams:
             kl_coefficient=float(settings.kl_coefficient),
             advantage=settings.advantage,
             aggregation=settings.aggregation,
+            off_policy=settings.off_policy_correction,
+            importance_cap=float(settings.importance_cap),
         )
 
 
@@ -203,6 +208,43 @@ def gspo_loss(
     return clipped_surrogate(ratio, adv, clip_low, clip_high)
 
 
+@dataclass(frozen=True)
+class ImportanceWeights:
+    """Truncated importance weights min(pi_old / pi_sampler, cap) per token (detached)."""
+
+    weights: torch.Tensor  # [N], 1 where the sampler's logprob is unknown
+    capped: torch.Tensor  # [N] bool, the tokens whose weight the cap truncated
+    known: torch.Tensor  # [N] bool, the tokens with a sampler logprob
+
+
+def truncated_importance_weights(
+    old_logp: torch.Tensor,
+    sampler_logp: torch.Tensor,
+    seq_ids: torch.Tensor,
+    n_seqs: int,
+    *,
+    cap: float,
+    per_sequence: bool,
+) -> ImportanceWeights:
+    """TIS: the behaviour policy is the sampler (its logprobs, NaN where unknown), the clip ratio's
+    reference the policy at the start of the step; each token's loss is weighted by
+    min(pi_old / pi_sampler, cap), or (per sequence) by min(prod_t pi_old / pi_sampler, cap) on
+    every token of the sequence. Tokens without a sampler logprob get weight 1."""
+    known = ~torch.isnan(sampler_logp)
+    log_ratio = torch.where(
+        known, old_logp.detach() - torch.nan_to_num(sampler_logp), torch.zeros_like(old_logp)
+    )
+    if per_sequence:
+        sums = torch.zeros(n_seqs, dtype=log_ratio.dtype, device=log_ratio.device).index_add(
+            0, seq_ids, log_ratio
+        )
+        log_ratio = sums[seq_ids]
+    log_cap = math.log(cap)
+    capped = log_ratio > log_cap
+    weights = torch.exp(torch.clamp(log_ratio, max=log_cap))
+    return ImportanceWeights(weights=weights, capped=capped & known, known=known)
+
+
 def k3_kl(logp: torch.Tensor, base_logp: torch.Tensor) -> torch.Tensor:
     """Schulman's k3 estimate of KL(policy || base) per token: exp(d) - d - 1, d = base - policy."""
     d = base_logp - logp
@@ -258,6 +300,12 @@ class LossOutput:
     clipped_tokens: int
     ratio_sum: float
     adv_logp_sum: float
+    # truncated importance sampling: tokens with a sampler logprob, those capped, weight sum, and
+    # the sum of |log pi_old - log pi_sampler| (the sampler-trainer logprob gap)
+    is_tokens: int = 0
+    is_capped_tokens: int = 0
+    is_weight_sum: float = 0.0
+    sampler_gap_sum: float = 0.0
 
 
 def policy_loss(
@@ -270,8 +318,14 @@ def policy_loss(
     params: LossParams,
     norms: Normalizers,
     base_logp: torch.Tensor | None = None,
+    sampler_logp: torch.Tensor | None = None,
 ) -> LossOutput:
-    """Per-token policy loss (+ beta * k3 when base_logp is given), aggregated per `params`."""
+    """Per-token policy loss (+ beta * k3 when base_logp is given), aggregated per `params`.
+
+    With `sampler_logp` (the behaviour policy's, NaN where unknown) and an off-policy correction,
+    `ref_logp` must be the policy's at the start of the step: the policy-gradient term of each token
+    is weighted by the truncated importance weight (see `truncated_importance_weights`).
+    """
     ref_logp = ref_logp.detach()
     method = params.method
     if method == "reinforce":
@@ -291,6 +345,17 @@ def policy_loss(
             clip_high=params.clip_high,
             token_level=method == "gspo-token",
         )
+    importance = None
+    if sampler_logp is not None and params.off_policy != "none":
+        importance = truncated_importance_weights(
+            ref_logp,
+            sampler_logp,
+            seq_ids,
+            n_seqs,
+            cap=params.importance_cap,
+            per_sequence=params.off_policy == "sequence",
+        )
+        token_loss = token_loss * importance.weights
     pg_sum = float(token_loss.detach().sum())
     kl_sum = 0.0
     if base_logp is not None and params.kl_coefficient > 0:
@@ -301,6 +366,16 @@ def policy_loss(
     with torch.no_grad():
         ratio_sum = float(importance_ratio(logp, ref_logp).sum())
         adv_logp_sum = float((adv * logp).sum())
+        extra: dict[str, Any] = {}
+        if importance is not None:
+            assert sampler_logp is not None
+            known = importance.known
+            extra = {
+                "is_tokens": int(known.sum()),
+                "is_capped_tokens": int(importance.capped.sum()),
+                "is_weight_sum": float(importance.weights[known].sum()),
+                "sampler_gap_sum": float((ref_logp[known] - sampler_logp[known]).abs().sum()),
+            }
     return LossOutput(
         loss=loss,
         tokens=int(logp.numel()),
@@ -309,4 +384,5 @@ def policy_loss(
         clipped_tokens=int(clipped.sum()),
         ratio_sum=ratio_sum,
         adv_logp_sum=adv_logp_sum,
+        **extra,
     )

@@ -20,7 +20,7 @@ from rft_trainer.checkpoint import build_metadata, publish, save_adapter
 from rft_trainer.data import SampleTokenizer, TokenizedDataset, tokenize_samples
 from rft_trainer.dataset import LoadedDataset, ScoredDataset, load_dataset, parse_reward_weights, score_groups
 from rft_trainer.errors import BadInputError
-from rft_trainer.loop import Distributed, OptimSettings, Trainer, TrainOutcome
+from rft_trainer.loop import Distributed, OptimSettings, StepStats, Trainer, TrainOutcome
 from rft_trainer.loss import LossParams
 from rft_trainer.model import (
     attach_new_adapter,
@@ -146,7 +146,12 @@ def prepare(
         enable_gradient_checkpointing(policy)
 
     tokenized = tokenize_samples(
-        scored.samples, SampleTokenizer(tokenizer, config.training.max_context_length)
+        scored.samples,
+        SampleTokenizer(
+            tokenizer,
+            config.training.max_context_length,
+            vocab_size=model.get_input_embeddings().num_embeddings,
+        ),
     )
     if not tokenized.samples:
         raise BadInputError(
@@ -159,11 +164,31 @@ def prepare(
             f"{tokenized.skipped} samples skipped (prompt too long), {tokenized.truncated} completions "
             f"truncated to maxContextLength={config.training.max_context_length}"
         )
+    if tokenized.drifted:
+        shown = ", ".join(f"line {line} {where} turn {turn}" for line, where, turn in tokenized.drifted[:10])
+        reporter.log(
+            f"re-tokenization drift: {len(tokenized.drifted)} assistant turns of "
+            f"{tokenized.trajectory_samples} trajectory samples differ from the sampler's token ids once "
+            f"re-rendered by the chat template ({shown}); their carried ids are trained, and "
+            f"{tokenized.split} trajectories are split where a turn's context drifted"
+        )
     return Prepared(dataset, scored, tokenized, policy, new_adapter, device, tokens, start)
 
 
 def _fmt(value: float) -> str:
     return f"{value:.6g}" if math.isfinite(value) else str(value)
+
+
+def _off_policy_metrics(steps: list[StepStats]) -> dict[str, float]:
+    """Truncated importance sampling over the run (rows with sampling logprobs only)."""
+    tokens = sum(s.is_tokens for s in steps)
+    if not tokens:
+        return {}
+    return {
+        "is_capped_fraction": sum(s.is_capped_tokens for s in steps) / tokens,
+        "is_weight_mean": sum(s.is_weight_sum for s in steps) / tokens,
+        "sampler_logp_abs_diff": sum(s.sampler_gap_sum for s in steps) / tokens,
+    }
 
 
 def final_metrics(prepared: Prepared, outcome: TrainOutcome) -> dict[str, str]:
@@ -187,6 +212,8 @@ def final_metrics(prepared: Prepared, outcome: TrainOutcome) -> dict[str, str]:
         "zero_signal_rows": scored.advantages.zero_signal_groups,
         "truncated_samples": prepared.tokenized.truncated,
         "skipped_samples": prepared.tokenized.skipped,
+        "drifted_turns": len(prepared.tokenized.drifted),
+        **_off_policy_metrics(steps),
         "optimizer_steps": outcome.optimizer_steps,
         "trained_tokens": outcome.packed_tokens,
         "train_seconds": outcome.train_seconds,

@@ -51,6 +51,7 @@ RewardWeight = Annotated[str, DecimalRange(-1e6, 1e6, signed=True)]
 RewardKey = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 AdvantageMode = Literal["group", "batch", "none"]
 Aggregation = Literal["token-mean", "sequence-mean", "constant"]
+OffPolicyCorrection = Literal["token", "sequence", "none"]
 
 
 class TrainingParameters(ApiModel):
@@ -127,6 +128,17 @@ class LossSettings(ApiModel):
         description="token-mean over the optimizer batch, sequence-mean (mean per sequence, then "
         "mean), or constant (sum divided by maxContextLength, as Dr. GRPO).",
     )
+    off_policy_correction: OffPolicyCorrection = Field(
+        default="token",
+        description="Truncated importance sampling for rows with sampling logprobs: each token's loss is "
+        "weighted by min(pi_old / pi_sampler, importanceCap), pi_old the policy at the start of the step "
+        "(the clip ratio is then taken against pi_old); sequence: one weight per sequence, from the "
+        "product of its tokens' ratios; none: the sampling logprobs are the clip ratio's reference.",
+    )
+    importance_cap: Annotated[str, DecimalRange(1, 1000)] = Field(
+        default="2",
+        description="The largest truncated importance weight, in [1, 1000] (TIS's C; default 2).",
+    )
 
 
 class PodMetadata(ApiModel):
@@ -197,7 +209,6 @@ class ReinforcementStepSpec(ApiModel):
     ttl_seconds_after_finished: int | None = Field(
         default=None, ge=0, le=365 * 86400, description="Delete the step and its Job this long after it ends."
     )
-
 
     @model_validator(mode="after")
     def _consistent(self) -> ReinforcementStepSpec:

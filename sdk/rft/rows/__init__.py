@@ -3,7 +3,7 @@
 See docs/dataset-format.md for both formats, the limits and example errors.
 """
 
-from rft.rows.model import Completion, Message, PromptGroup, RowError
+from rft.rows.model import Completion, Message, PromptGroup, RowError, SamplingParams, ToolCall, TurnTokens
 from rft.rows.parse import (
     DEFAULT_MAX_LINE_BYTES,
     FORMATS,
@@ -37,6 +37,9 @@ __all__ = [
     "PromptGroup",
     "RewardError",
     "RowError",
+    "SamplingParams",
+    "ToolCall",
+    "TurnTokens",
     "ValidationReport",
     "combine_rewards",
     "iter_groups",

@@ -57,8 +57,32 @@ class Message:
 
 
 @dataclass(frozen=True)
+class TurnTokens:
+    """What the sampler produced for one assistant turn: its token ids (end-of-turn token included
+    when it sampled one) and, optionally, their logprobs (one per id), as vLLM returns them."""
+
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """The sampler's settings for a trajectory (None where the row does not say)."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+
+
+@dataclass(frozen=True)
 class Completion:
-    """One sampled completion, its rewards by key, and optionally its tokens' sampling logprobs."""
+    """One sampled completion, its rewards by key, and optionally its tokens' sampling logprobs.
+
+    A multi-turn (agent) sample, or one carrying the sampler's token ids, has ``turns``: the
+    messages after the prompt (assistant turns, which are trained, interleaved with tool and user
+    turns, which are not), ``text`` is then its last assistant turn's content, and ``turn_tokens``
+    gives, per message of ``turns``, the sampler's tokens (None for a turn without them).
+    """
 
     text: str
     rewards: dict[str, float]
@@ -66,6 +90,9 @@ class Completion:
     # False when the sampler cut the completion at max_tokens (OpenAI finish_reason "length"): the
     # model never produced its end-of-turn token, so the trainer does not train one.
     finished: bool = True
+    turns: tuple[Message, ...] | None = None
+    turn_tokens: tuple[TurnTokens | None, ...] | None = None
+    sampling: SamplingParams | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +103,8 @@ class PromptGroup:
     prompt: list[Message]
     completions: list[Completion]
     format: str = "samples"
+    # The row's function schemas (OpenAI's ``tools``), rendered by the chat template.
+    tools: tuple[dict[str, Any], ...] | None = None
 
     def combined_rewards(self, weights: Mapping[str, float] | None = None) -> list[float]:
         """One scalar reward per completion (see :func:`rft.rows.combine_rewards`).

@@ -9,6 +9,13 @@ Two row formats:
   ``{"prompt": [messages] | "text", "completions": ["...", ...], "rewards": [0.1, ...] |
   [{"score": 0.1}, ...], "logprobs": [[...] | null, ...]?}``
 
+A ``samples`` sample may also be a multi-turn trajectory: ``"prompt_messages": N`` says that its
+first N messages are the (shared) prompt and the rest the trajectory, assistant turns (trained,
+with or without tool calls) interleaved with tool and user turns (not trained). An assistant turn
+of a sample may carry the sampler's ``token_ids`` and their ``logprobs``; the sample then may say
+its ``sampling`` parameters. A row may carry ``tools``, the function schemas the chat template
+renders.
+
 Prompt turns may carry OpenAI tool calls (``tool_calls`` on assistant messages, answered by
 ``tool`` messages with their ``tool_call_id``). Unknown keys are ignored at row, sample and
 message level, so rows exported with extra bookkeeping fields still load. A bad row, however
@@ -23,7 +30,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal, NoReturn
 
-from rft.rows.model import Completion, Message, PromptGroup, RowError, ToolCall
+from rft.rows.model import Completion, Message, PromptGroup, RowError, SamplingParams, ToolCall, TurnTokens
 
 Format = Literal["samples", "prompt-completions"]
 FORMATS: tuple[Format, ...] = ("samples", "prompt-completions")
@@ -505,6 +512,133 @@ def _same_prompt_fast_path(
     return [*prompt, last] if last.role == "assistant" and not last.tool_calls else None
 
 
+def _carries_tokens(raw: Any) -> bool:
+    return isinstance(raw, list) and any(isinstance(item, dict) and "token_ids" in item for item in raw)
+
+
+def _trajectory(sample: dict[str, Any], where: str) -> tuple[list[Message], Completion]:
+    """The prompt turns and the completion of a sample whose messages are a prompt and then a
+    trajectory (or carry the sampler's tokens)."""
+    raw = sample["messages"]
+    messages = _messages(raw, f"{where}.messages")
+    count = sample.get("prompt_messages", len(messages) - 1)
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count < len(messages):
+        _fail(
+            f"{where}.prompt_messages must be an integer from 1 to {len(messages) - 1} (how many of its "
+            f"{len(messages)} messages are the prompt), got {_show(count)}"
+        )
+    turns = messages[count:]
+    if turns[0].role != "assistant":
+        _fail(
+            f"{where}.messages[{count}]: the trajectory (after prompt_messages={count}) must start with an "
+            f"assistant turn, got role {turns[0].role!r}"
+        )
+    if messages[-1].role != "assistant":
+        _fail(
+            f"{where}.messages: the last message must be the assistant's completion, got role {messages[-1].role!r}"
+        )
+    for index in range(count):
+        if isinstance(raw[index], dict) and "token_ids" in raw[index]:
+            _fail(
+                f"{where}.messages[{index}] carries token_ids but is a prompt turn (prompt_messages={count})"
+            )
+    turn_tokens = tuple(
+        _turn_tokens(raw[count + offset], f"{where}.messages[{count + offset}]")
+        if message.role == "assistant"
+        else None
+        for offset, message in enumerate(turns)
+    )
+    has_tokens = any(tokens is not None for tokens in turn_tokens)
+    if has_tokens and sample.get("logprobs") is not None:
+        _fail(
+            f"{where} has both 'logprobs' and per-turn token_ids; give the logprobs with each turn's token_ids"
+        )
+    if "evals" not in sample:
+        _fail(f"{where} has no 'evals' (its rewards, e.g. {{\"score\": 0.7}})")
+    return messages[:count], Completion(
+        text=messages[-1].content,
+        rewards=_rewards(sample["evals"], f"{where}.evals"),
+        logprobs=None if has_tokens else _logprobs(sample.get("logprobs"), f"{where}.logprobs"),
+        finished=_finished(sample.get("finish_reason"), f"{where}.finish_reason"),
+        turns=tuple(turns),
+        turn_tokens=turn_tokens,
+        sampling=_sampling(sample.get("sampling"), f"{where}.sampling"),
+    )
+
+
+def _turn_tokens(message: dict[str, Any], where: str) -> TurnTokens | None:
+    """The sampler's token ids (and logprobs) of one assistant turn, if the message carries them."""
+    if "token_ids" not in message:
+        if "logprobs" in message:
+            _fail(
+                f"{where} has 'logprobs' without 'token_ids'; the logprobs belong to the sampler's token ids"
+            )
+        return None
+    ids = message["token_ids"]
+    if not isinstance(ids, list) or not ids:
+        _fail(f"{where}.token_ids must be a non-empty list of token ids, got {_kind(ids)}")
+    for index, item in enumerate(ids):
+        if isinstance(item, bool) or not isinstance(item, int) or item < 0:
+            _fail(f"{where}.token_ids[{index}] must be a token id (an integer >= 0), got {_show(item)}")
+    logprobs = _logprobs(message.get("logprobs"), f"{where}.logprobs")
+    if logprobs is not None:
+        if len(logprobs) != len(ids):
+            _fail(
+                f"{where}.logprobs has {len(logprobs)} numbers but token_ids has {len(ids)}; give one per token"
+            )
+        for index, value in enumerate(logprobs):
+            if value > 0:
+                _fail(f"{where}.logprobs[{index}] is {value}; a log-probability is at most 0")
+    return TurnTokens(tuple(ids), tuple(logprobs) if logprobs is not None else None)
+
+
+def _sampling(value: Any, where: str) -> SamplingParams | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        _fail(
+            f'{where} must be an object like {{"temperature": 1.0, "top_p": 1.0, "top_k": -1}}, got {_kind(value)}'
+        )
+    temperature = value.get("temperature")
+    if temperature is not None and (_number(temperature, f"{where}.temperature") < 0):
+        _fail(f"{where}.temperature must be >= 0, got {_show(temperature)}")
+    top_p = value.get("top_p")
+    if top_p is not None and not 0 < _number(top_p, f"{where}.top_p") <= 1:
+        _fail(f"{where}.top_p must be in (0, 1], got {_show(top_p)}")
+    top_k = value.get("top_k")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < -1):
+        _fail(f"{where}.top_k must be an integer >= -1 (-1 or 0: no top-k), got {_show(top_k)}")
+    return SamplingParams(
+        temperature=float(temperature) if temperature is not None else None,
+        top_p=float(top_p) if top_p is not None else None,
+        top_k=top_k,
+    )
+
+
+def _tools(value: Any) -> tuple[dict[str, Any], ...] | None:
+    """The row's function schemas, in OpenAI's ``tools`` shape."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        _fail(f"'tools' must be a list of function schemas, got {_kind(value)}")
+    for index, tool in enumerate(value):
+        at = f"tools[{index}]"
+        if not isinstance(tool, dict):
+            _fail(
+                f'{at} must be an object like {{"type": "function", "function": {{"name": ...}}}}, got {_kind(tool)}'
+            )
+        if tool.get("type", "function") != "function":
+            _fail(f"{at}.type is {_show(tool.get('type'))}; expected 'function'")
+        function = tool.get("function")
+        if (
+            not isinstance(function, dict)
+            or not isinstance(function.get("name"), str)
+            or not function["name"].strip()
+        ):
+            _fail(f"{at}.function must be an object with a non-empty 'name'")
+    return tuple(value)
+
+
 def _parse_samples(row: dict[str, Any]) -> tuple[list[Message], list[Completion]]:
     samples = row["samples"]
     if not isinstance(samples, list):
@@ -525,6 +659,16 @@ def _parse_samples(row: dict[str, Any]) -> tuple[list[Message], list[Completion]
         if "messages" not in sample:
             _fail(f"{where} has no 'messages'")
         raw = sample["messages"]
+        if "prompt_messages" in sample or _carries_tokens(raw):
+            turn_prompt, completion = _trajectory(sample, where)
+            completions.append(completion)  # (first_raw stays empty: no fast path after a trajectory)
+            if prompt is None:
+                prompt = turn_prompt
+            elif turn_prompt != prompt:
+                _fail(
+                    f"{where}: prompt turns differ from samples[0]'s; all samples of a row share one prompt"
+                )
+            continue
         messages = _same_prompt_fast_path(raw, first_raw, prompt, where)
         if messages is None:
             messages = _messages(raw, f"{where}.messages", completion=True)
@@ -652,13 +796,14 @@ def parse_row(
         detected = detect_format(row) if fmt == "auto" else _check_format(row, fmt)
         parser = _parse_samples if detected == "samples" else _parse_prompt_completions
         prompt, completions = parser(row)
+        tools = _tools(row.get("tools"))
     except _ReasonError as exc:
         reason = str(exc)
         if len(reason) > MAX_REASON_CHARS:
             half = MAX_REASON_CHARS // 2
             reason = reason[:half] + " ... " + reason[-half:]
         raise RowError(line, reason) from None
-    return PromptGroup(line, prompt, completions, detected)
+    return PromptGroup(line, prompt, completions, detected, tools)
 
 
 def scan_rows(

@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import openai
 
+from rft.sdk.trajectory import with_token_ids
+
 
 class InferenceTarget(Protocol):
     """What the inference namespaces need from an LLM."""
@@ -39,6 +41,9 @@ def _request(target: InferenceTarget, kwargs: dict[str, Any]) -> dict[str, Any]:
             "model: do not pass model=; the LLM sends the model name its deployment serves "
             f"({target.served_model_name()!r})"
         )
+    kwargs = dict(kwargs)
+    if kwargs.pop("token_ids", False):
+        kwargs = with_token_ids(kwargs)
     return {"model": target.served_model_name(), **kwargs}
 
 
@@ -50,7 +55,11 @@ async def _resolve_async(target: InferenceTarget) -> openai.AsyncOpenAI:
 
 
 class ChatCompletions:
-    """`llm.chat.completions`: `create(messages=..., n=..., temperature=..., max_tokens=..., ...)`."""
+    """`llm.chat.completions`: `create(messages=..., n=..., temperature=..., max_tokens=..., ...)`.
+
+    With `token_ids=True`, each choice carries the sampled tokens' ids and logprobs (vLLM's
+    `logprobs` and `return_tokens_as_token_ids`); `rft.sdk.trajectory` turns them into rows.
+    """
 
     def __init__(self, target: InferenceTarget) -> None:
         self._target = target
