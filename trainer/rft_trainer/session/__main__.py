@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import uvicorn
@@ -14,13 +15,18 @@ from rft_trainer.errors import BadInputError
 from rft_trainer.model import load_base_model, resolve_device
 from rft_trainer.session.core import TrainingSession
 from rft_trainer.session.server import ServerSettings, SessionService, create_app
+from rft_trainer.sources import fetch_base_model
 
 API_KEY_ENV = "RFT_SESSION_API_KEY"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m rft_trainer.session", description=__doc__)
-    parser.add_argument("--base-model", required=True, help="local directory of the base model (HF files)")
+    parser.add_argument(
+        "--base-model",
+        required=True,
+        help="the base model: a bucket URL (fetched, verified) or a local directory",
+    )
     parser.add_argument("--base-model-name", required=True, help="the name clients pass as base_model")
     parser.add_argument("--storage-url", required=True, help="bucket prefix for states and sampler weights")
     parser.add_argument("--api-key-file", help=f"file holding the client API key (else ${API_KEY_ENV})")
@@ -52,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         api_key = _api_key(args)
         device = resolve_device(args.device)
-        base, _tokenizer = load_base_model(args.base_model, device)
+        with tempfile.TemporaryDirectory(prefix="rft-session-base-") as scratch:
+            source = fetch_base_model(args.base_model, Path(scratch), allow_hub_download=False)
+            base, _tokenizer = load_base_model(source.location, device, local_files_only=True)
     except BadInputError as exc:
         print(f"[rft-session] {exc.reason}: {exc.message}", file=sys.stderr)
         return exc.exit_code
