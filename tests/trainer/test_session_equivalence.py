@@ -17,9 +17,12 @@ import json
 from pathlib import Path
 
 import pytest
+import tinker
 import torch
 from peft import get_peft_model_state_dict
 from rft.api.model import LoraSettings
+from rft.storage.checkpoints import is_committed
+from rft_trainer.checkpoint import METADATA_FORMAT
 from rft_trainer.data import RawSample, Sample, SampleTokenizer, tokenize_samples
 from rft_trainer.loop import OptimSettings, Trainer
 from rft_trainer.loss import LossParams
@@ -128,6 +131,10 @@ def test_one_session_step_equals_one_reinforcement_step(tiny_model_dir: Path, tm
         session_loss = fb.result().metrics["loss:sum"]
         optim.result()
         tc.save_state("one-step").result()
+        sampler = tc.save_weights_for_sampler("one-step").result()
+        # create-only, as every checkpoint in the bucket: the same name again is refused
+        with pytest.raises(tinker.RequestFailedError, match="never overwritten"):
+            tc.save_weights_for_sampler("one-step").result()
         service.close("success").result()
     state_dir = tmp_path / "bucket" / tc.model_id.replace(":", "-") / "weights" / "one-step"
     session_weights = load_file(str(state_dir / "adapter_model.safetensors"))
@@ -144,3 +151,21 @@ def test_one_session_step_equals_one_reinforcement_step(tiny_model_dir: Path, tm
         torch.testing.assert_close(session_weights[name], after, rtol=0, atol=LR * 2e-3)
         moved += int(not torch.equal(after, initial[name]))
     assert moved > 0  # the step changed the adapter (the B matrices: they start at zero)
+
+    # the sampler weights: the adapter alone, in the layout a ReinforcementStep publishes
+    assert sampler.path == f"tinker://{tc.model_id}/sampler_weights/one-step"
+    published = state_dir.parent.parent / "sampler_weights" / "one-step"
+    assert sorted(p.name for p in published.iterdir()) == [
+        "_COMMITTED",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "metadata.json",
+    ]
+    assert is_committed(published.as_uri())
+    metadata = json.loads((published / "metadata.json").read_text())
+    assert (metadata["format"], metadata["kind"]) == (METADATA_FORMAT, "lora")
+    assert metadata["baseModel"] == {"name": BASE_NAME}
+    assert metadata["lora"]["rank"] == 4
+    sampler_weights = load_file(str(published / "adapter_model.safetensors"))
+    for name, value in session_weights.items():
+        assert torch.equal(sampler_weights[name], value)
