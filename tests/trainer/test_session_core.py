@@ -76,11 +76,34 @@ def test_refusals_say_why(session: TrainingSession) -> None:
         session.create(
             session.resolve_spec(rank=4, seed=0, train_attn=True, train_mlp=False, train_unembed=False)
         )
-    with pytest.raises(SessionError, match="'ppo' is not supported"):
-        session.forward_backward([_datum([1, 2, 3], advantages=[1, 1], logprobs=[0, 0])], "ppo")
+    with pytest.raises(SessionError, match="'dro' is not supported"):
+        session.forward_backward([_datum([1, 2, 3], advantages=[1, 1], logprobs=[0, 0])], "dro")
     with pytest.raises(SessionError, match="no 'logprobs'"):
         session.forward_backward([_datum([1, 2, 3], advantages=[1, 1])], "importance_sampling")
     with pytest.raises(SessionError, match="expected \\[2\\]"):
         session.forward_backward([_datum([1, 2, 3], weights=[1, 1, 1])], "cross_entropy")
     with pytest.raises(SessionError, match="token ids must lie"):
         session.forward_backward([_datum([1, 2, 100_000], weights=[1, 1])], "cross_entropy")
+
+
+@pytest.mark.parametrize("loss_fn", ["ppo", "cispo"])
+def test_clipped_losses_follow_tinkers_definitions(session: TrainingSession, loss_fn: str) -> None:
+    tokens = [3, 14, 15, 92, 65, 35, 89]
+    logp = _reference_logprobs(session, tokens)
+    # ratios exp(0.5), exp(-0.5), exp(0.1), exp(-0.1), 1, exp(0.3): some clipped, some not
+    sampling = logp - torch.tensor([0.5, -0.5, 0.1, -0.1, 0.0, 0.3])
+    adv = torch.tensor([1.0, 1.0, -1.0, 2.0, 0.0, -0.5])
+    config = {"clip_low_threshold": 0.9, "clip_high_threshold": 1.2}
+    datum = _datum(tokens, advantages=adv.tolist(), logprobs=sampling.tolist())
+
+    out = session.forward_backward([datum], loss_fn, forward_only=True, config=config)
+
+    ratio = torch.exp(logp - sampling)
+    clipped = ratio.clamp(0.9, 1.2)
+    if loss_fn == "ppo":
+        want = -torch.minimum(ratio * adv, clipped * adv).sum()
+    else:
+        want = -(clipped * adv * logp).sum()
+    assert out.metrics["loss:sum"] == pytest.approx(float(want), rel=1e-5)
+    with pytest.raises(SessionError, match="not supported"):
+        session.forward_backward([datum], loss_fn, config={"clip_ratio": 0.2})

@@ -33,14 +33,17 @@ from rft_trainer import fused_lora, rotary
 from rft_trainer.checkpoint import METADATA_FORMAT, save_adapter
 from rft_trainer.errors import BadInputError
 from rft_trainer.logprobs import CompletionLogprobs, hf_model, row_tokens_for
-from rft_trainer.loss import reinforce_loss
+from rft_trainer.loss import clipped_surrogate, importance_ratio, reinforce_loss
 from rft_trainer.model import attach_new_adapter, attach_parent_adapter, trainable_parameter_count
 from rft_trainer.session.wire import WireDatum
 
 STATE_FORMAT = "rft-operator/training-session-state/v1"
 OPTIMIZER_FILE = "optimizer.pt"
 SESSION_FILE = "session.json"
-LOSS_FUNCTIONS = ("cross_entropy", "importance_sampling")
+LOSS_FUNCTIONS = ("cross_entropy", "importance_sampling", "ppo", "cispo")
+# Tinker's documented default for ppo: epsilon 0.2 on both sides, i.e. ratio thresholds 0.8 and
+# 1.2 (loss_fn_config clip_low_threshold / clip_high_threshold); cispo takes the same keys.
+DEFAULT_CLIP_THRESHOLDS = (0.8, 1.2)
 _ATTENTION_HINTS = ("attn", "attention")
 _MLP_HINTS = ("mlp", "feed_forward", "ffn")
 
@@ -102,6 +105,24 @@ def block_linear_names(model: Any, *, attention: bool, mlp: bool) -> list[str]:
         if (attention and is_attention) or (mlp and is_mlp and not is_attention):
             names.add(path.rsplit(".", 1)[-1])
     return sorted(names)
+
+
+def _clip_thresholds(config: dict[str, float | str]) -> tuple[float, float]:
+    unknown = sorted(set(config) - {"clip_low_threshold", "clip_high_threshold"})
+    if unknown:
+        raise SessionError(f"loss_fn_config keys {unknown} are not supported")
+    values = []
+    for key, default in zip(
+        ("clip_low_threshold", "clip_high_threshold"), DEFAULT_CLIP_THRESHOLDS, strict=True
+    ):
+        value = config.get(key, default)
+        if isinstance(value, str) or not math.isfinite(value):
+            raise SessionError(f"loss_fn_config {key} must be a finite number, got {value!r}")
+        values.append(float(value))
+    low, high = values
+    if not 0 <= low <= 1 <= high:
+        raise SessionError(f"clip thresholds must satisfy 0 <= low <= 1 <= high, got {low}, {high}")
+    return low, high
 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -208,11 +229,17 @@ class TrainingSession:
     # -- forward / backward -----------------------------------------------------------------
 
     def forward_backward(
-        self, data: list[WireDatum], loss_fn: str, *, forward_only: bool = False
+        self,
+        data: list[WireDatum],
+        loss_fn: str,
+        *,
+        forward_only: bool = False,
+        config: dict[str, float | str] | None = None,
     ) -> ForwardBackwardResult:
         """Target-token log-probs of every datum and, unless `forward_only`, the gradient of the
         summed loss added to the adapter's gradients."""
         scorer, _ = self._require()
+        low, high = _clip_thresholds(config or {})
         if loss_fn not in LOSS_FUNCTIONS:
             raise SessionError(
                 f"loss_fn {loss_fn!r} is not supported; supported: {', '.join(LOSS_FUNCTIONS)}"
@@ -269,7 +296,14 @@ class TrainingSession:
             token_loss = -w * logp
         else:
             sampling = torch.from_numpy(np.concatenate(ref)).to(self.device)
-            token_loss, _ = reinforce_loss(logp, sampling, w)  # -exp(logp - sampling) * advantage
+            if loss_fn == "importance_sampling":
+                token_loss, _ = reinforce_loss(logp, sampling, w)  # -exp(logp - sampling) * advantage
+            elif loss_fn == "ppo":  # -min(rho A, clip(rho, low, high) A): the step's surrogate
+                ratio = importance_ratio(logp, sampling)
+                token_loss, _ = clipped_surrogate(ratio, w, 1.0 - low, high - 1.0)
+            else:  # cispo: -sg(clip(rho, low, high)) * A * logp
+                clipped = torch.clamp(importance_ratio(logp, sampling).detach(), low, high)
+                token_loss = -clipped * w * logp
         loss = token_loss.sum()
         if not math.isfinite(float(loss.detach())):
             raise SessionError(

@@ -399,7 +399,9 @@ def create_app(service: SessionService) -> FastAPI:
         service.require_model(fb.model_id)
 
         def work() -> Any:
-            result = service.session.forward_backward(fb.data, fb.loss_fn, forward_only=fb.forward_only)
+            result = service.session.forward_backward(
+                fb.data, fb.loss_fn, forward_only=fb.forward_only, config=fb.loss_fn_config
+            )
             return _Proto(encode_forward_backward_output(result.outputs, result.metrics))
 
         return service.submit(_guard(work), model_id=fb.model_id, seq_id=fb.seq_id)
