@@ -9,6 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
 import uvicorn
 
 from rft_trainer.errors import BadInputError
@@ -16,6 +17,7 @@ from rft_trainer.model import load_base_model, resolve_device
 from rft_trainer.session.core import TrainingSession
 from rft_trainer.session.server import ServerSettings, SessionService, create_app
 from rft_trainer.sources import fetch_base_model
+from rft_trainer.threads import cpu_threads
 
 API_KEY_ENV = "RFT_SESSION_API_KEY"
 
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         api_key = _api_key(args)
         device = resolve_device(args.device)
+        torch.set_num_threads(cpu_threads())  # the container's CPU quota, as a step's trainer
         with tempfile.TemporaryDirectory(prefix="rft-session-base-") as scratch:
             source = fetch_base_model(args.base_model, Path(scratch), allow_hub_download=False)
             base, _tokenizer = load_base_model(source.location, device, local_files_only=True)
