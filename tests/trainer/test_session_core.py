@@ -107,3 +107,28 @@ def test_clipped_losses_follow_tinkers_definitions(session: TrainingSession, los
     assert out.metrics["loss:sum"] == pytest.approx(float(want), rel=1e-5)
     with pytest.raises(SessionError, match="not supported"):
         session.forward_backward([datum], loss_fn, config={"clip_ratio": 0.2})
+
+
+def test_load_state_onto_the_adapter_restores_weights_and_optimizer(
+    session: TrainingSession, tmp_path: Path
+) -> None:
+    datum = _datum([3, 14, 15, 92, 65], advantages=[0.0, 1.0, -1.0, 0.5], logprobs=[-6.0] * 4)
+    session.forward_backward([datum], "importance_sampling")
+    session.optim_step(AdamStep(learning_rate=1e-2))
+    url = (tmp_path / "bucket" / "state").as_uri()
+    session.save_state(url, {})
+    saved = [p.detach().clone() for p in session.params]
+    assert session.optimizer is not None
+    saved_steps = [float(s["step"]) for s in session.optimizer.state_dict()["state"].values()]
+    session.forward_backward([datum], "importance_sampling")
+    session.optim_step(AdamStep(learning_rate=1e-2))
+    assert any(not torch.equal(p, q) for p, q in zip(session.params, saved, strict=True))
+
+    session.load_state(url, with_optimizer=True, create=False)  # the client's legacy load_state
+
+    for p, q in zip(session.params, saved, strict=True):
+        assert torch.equal(p, q)
+    assert session.steps == 1
+    assert [float(s["step"]) for s in session.optimizer.state_dict()["state"].values()] == saved_steps
+    with pytest.raises(SessionError, match="one adapter per session"):
+        session.load_state(url, with_optimizer=True, create=True)

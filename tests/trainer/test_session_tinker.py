@@ -17,7 +17,7 @@ from rft.storage.checkpoints import is_committed
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
 from tinker import types
 
-from tests.trainer.session_testlib import BASE_NAME, client, is_datum, session_server
+from tests.trainer.session_testlib import API_KEY, BASE_NAME, client, is_datum, session_server
 
 ADAM = types.AdamParams(learning_rate=1e-2, beta1=0.9, beta2=0.999, eps=1e-8)
 
@@ -72,6 +72,8 @@ def test_state_survives_the_process(tiny_model_dir: Path, s3_bucket: S3Bucket, t
             tinker.ServiceClient(
                 base_url=url, api_key="tml-not-the-session-key-000"
             ).create_lora_training_client(BASE_NAME, rank=4, train_unembed=False).result()
+        capabilities = tinker.RestClient(base_url=url, api_key=API_KEY).get_server_capabilities().result()
+        assert [m.model_name for m in capabilities.supported_models] == [BASE_NAME]
         resumed_tc = service.create_training_client_from_state_with_optimizer(saved.path).result()
         resumed = _step(resumed_tc, data)
         resumed_after = resumed_tc.forward(data, "importance_sampling").result()
