@@ -128,8 +128,12 @@ class CompletionLogprobs(torch.nn.Module):
         self, input_ids: torch.Tensor, position_ids: torch.Tensor, target_positions: torch.Tensor
     ) -> torch.Tensor:
         """[N] log-probabilities of input_ids[0, target_positions] given everything before them."""
-        model = hf_model(self.causal_lm)
-        decoder = model.get_decoder()
+        hidden = self.hidden_states(input_ids, position_ids)[target_positions - 1]
+        return self.target_logprobs(hidden, input_ids[0, target_positions])
+
+    def hidden_states(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """[T, H] last hidden states of the packed row [1, T] (sequences kept independent)."""
+        decoder = hf_model(self.causal_lm).get_decoder()
         parts = []
         for start, end in row_spans(position_ids[0], self.row_tokens):
             # attention_mask=None and no cache: transformers then derives the block-diagonal
@@ -141,12 +145,14 @@ class CompletionLogprobs(torch.nn.Module):
                 use_cache=False,
             )
             parts.append(out.last_hidden_state[0])
-        hidden = torch.cat(parts)[target_positions - 1]
-        targets = input_ids[0, target_positions]
+        return torch.cat(parts)
+
+    def target_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """[N] log p(targets[k] | hidden[k]) through the output head."""
         return gather_logprobs(
             hidden,
             targets,
-            model.get_output_embeddings(),
+            hf_model(self.causal_lm).get_output_embeddings(),
             softcap=self.softcap,
             chunk_tokens=self.chunk_tokens,
         )

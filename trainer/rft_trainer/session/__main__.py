@@ -1,0 +1,89 @@
+"""Serve one training session: `python -m rft_trainer.session --base-model DIR --base-model-name NAME
+--storage-url URL` with the client API key in $RFT_SESSION_API_KEY (or --api-key-file)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import uvicorn
+
+from rft_trainer.errors import BadInputError
+from rft_trainer.model import load_base_model, resolve_device
+from rft_trainer.session.core import TrainingSession
+from rft_trainer.session.server import ServerSettings, SessionService, create_app
+from rft_trainer.sources import fetch_base_model
+from rft_trainer.threads import cpu_threads
+
+API_KEY_ENV = "RFT_SESSION_API_KEY"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m rft_trainer.session", description=__doc__)
+    parser.add_argument(
+        "--base-model",
+        required=True,
+        help="the base model: a bucket URL (fetched, verified) or a local directory",
+    )
+    parser.add_argument("--base-model-name", required=True, help="the name clients pass as base_model")
+    parser.add_argument("--storage-url", required=True, help="bucket prefix for states and sampler weights")
+    parser.add_argument("--api-key-file", help=f"file holding the client API key (else ${API_KEY_ENV})")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--max-context-length", type=int, default=4096)
+    parser.add_argument("--lora-alpha", type=int, default=None, help="LoRA alpha (default: the rank)")
+    return parser.parse_args(argv)
+
+
+def _api_key(args: argparse.Namespace) -> str:
+    key = (
+        Path(args.api_key_file).read_text(encoding="utf-8").strip()
+        if args.api_key_file
+        else os.environ.get(API_KEY_ENV, "")
+    )
+    if not key.startswith("tml-") or len(key) < 20:
+        raise BadInputError(
+            "InvalidConfig",
+            f"the API key (--api-key-file or ${API_KEY_ENV}) must start with 'tml-' (the Tinker client's "
+            "rule) and hold at least 16 more characters",
+        )
+    return key
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        api_key = _api_key(args)
+        device = resolve_device(args.device)
+        torch.set_num_threads(cpu_threads())  # the container's CPU quota, as a step's trainer
+        with tempfile.TemporaryDirectory(prefix="rft-session-base-") as scratch:
+            source = fetch_base_model(args.base_model, Path(scratch), allow_hub_download=False)
+            base, _tokenizer = load_base_model(source.location, device, local_files_only=True)
+    except BadInputError as exc:
+        print(f"[rft-session] {exc.reason}: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    session = TrainingSession(
+        base,
+        args.base_model_name,
+        device,
+        max_context_length=args.max_context_length,
+        lora_alpha=args.lora_alpha,
+    )
+    service = SessionService(
+        session,
+        ServerSettings(base_model_name=args.base_model_name, storage_url=args.storage_url, api_key=api_key),
+    )
+    try:
+        uvicorn.run(create_app(service), host=args.host, port=args.port, log_level="warning")
+    finally:
+        service.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
