@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from rft.contracts.validation_summary import EXIT_INVALID, EXIT_OK, EXIT_STORAGE, ErrorKind
 from rft.rows import (
     DEFAULT_MAX_ERRORS,
     DEFAULT_MAX_LINE_BYTES,
@@ -53,7 +54,6 @@ from rft.storage import (
     list_objects,
     open_stream,
 )
-from rft.validation_summary import EXIT_INVALID, EXIT_OK, EXIT_STORAGE, ErrorKind
 
 __all__ = ["EXIT_INVALID", "EXIT_OK", "EXIT_STORAGE", "main", "run"]
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import torch
 from peft import PeftModel
-from rft.trainer_config import TrainerConfig, TrainerResult, parse_termination_message
+from rft.contracts.trainer_config import TrainerConfig, TrainerResult, parse_termination_message
 from rft_trainer.main import main
 from rft_trainer.tiny import build_tiny_model, vocabulary_words
 from transformers import AutoModelForCausalLM, AutoTokenizer

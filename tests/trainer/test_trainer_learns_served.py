@@ -34,7 +34,7 @@ import pytest
 import torch
 from openai.types.chat import ChatCompletionUserMessageParam
 from peft import PeftModel
-from rft.trainer_config import TrainerConfig, TrainerResult, parse_termination_message
+from rft.contracts.trainer_config import TrainerConfig, TrainerResult, parse_termination_message
 from rft_devcluster.fake_vllm.config import ServerConfig
 from rft_devcluster.fake_vllm.engine import Engine
 from rft_devcluster.fake_vllm.testing import RunningServer, extra_field, running_server

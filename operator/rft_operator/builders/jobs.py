@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from rft.api import Dataset, Model, ReinforcementStep
-from rft.model_check import CHECK_CONTAINER
-from rft.model_check import EXIT_INVALID as CHECK_EXIT_INVALID
-from rft.trainer_config import CONFIG_ENV_VAR, EXIT_BAD_INPUT, TrainerConfig
-from rft.validation_summary import EXIT_INVALID as VALIDATE_EXIT_INVALID
+from rft.contracts.model_check import CHECK_CONTAINER
+from rft.contracts.model_check import EXIT_INVALID as CHECK_EXIT_INVALID
+from rft.contracts.trainer_config import CONFIG_ENV_VAR, EXIT_BAD_INPUT, TrainerConfig
+from rft.contracts.validation_summary import EXIT_INVALID as VALIDATE_EXIT_INVALID
 
 from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap

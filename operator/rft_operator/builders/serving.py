@@ -1,6 +1,6 @@
 """Pure builders of a served model: an apps/v1 Deployment and a ClusterIP Service.
 
-vLLM serves (`vllm_args`, a light module, renders its command line): its GPU image on GPU nodes,
+vLLM serves (`rft.contracts.vllm_args`, the pod contract, renders its command line): its GPU image on GPU nodes,
 its CPU image for `accelerator.type: CPU`. vLLM reads the base model from local disk, so an init
 container fetches it from the bucket under the pod's workload identity, and a sidecar offers
 bucket-aware adapter loading on ADAPTER_ADMIN_PORT. Both run the small serving-helpers image
@@ -15,7 +15,8 @@ import math
 from kubernetes.utils.quantity import parse_quantity
 from rft.admin_guard import MIDDLEWARE, TOKEN_HASH_ENV
 from rft.api import Deployment, Model
-from rft.model_check import FILES_DIGEST_ENV, PINNED_FILES_ENV, pinned_files_json
+from rft.contracts.model_check import FILES_DIGEST_ENV, PINNED_FILES_ENV, pinned_files_json
+from rft.contracts.vllm_args import server_args, server_command, server_env, training_dtype
 
 from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap
@@ -34,7 +35,6 @@ from rft_operator.builders.pods import (
     storage_quantity,
     with_storage,
 )
-from rft_operator.builders.vllm_args import server_args, server_command, server_env, training_dtype
 from rft_operator.config import OperatorConfig
 
 SERVER_PORT = 8000
