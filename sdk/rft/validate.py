@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from rft.contracts.exit_codes import TERMINATION_MESSAGE_LIMIT
 from rft.contracts.validation_summary import EXIT_INVALID, EXIT_OK, EXIT_STORAGE, ErrorKind
 from rft.rows import (
     DEFAULT_MAX_ERRORS,
@@ -57,7 +58,6 @@ from rft.storage import (
 
 __all__ = ["EXIT_INVALID", "EXIT_OK", "EXIT_STORAGE", "main", "run"]
 
-TERMINATION_MESSAGE_LIMIT = 4096
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 _ENV_PREFIX = "RFT_VALIDATE_"
 _MESSAGE_CHARS = 240  # each error message in the summary is cut to this many characters

@@ -15,6 +15,7 @@ import math
 from kubernetes.utils.quantity import parse_quantity
 from rft.admin_guard import MIDDLEWARE, TOKEN_HASH_ENV
 from rft.api import Deployment, Model
+from rft.contracts import entrypoints
 from rft.contracts.model_check import FILES_DIGEST_ENV, PINNED_FILES_ENV, pinned_files_json
 from rft.contracts.vllm_args import server_args, server_command, server_env, training_dtype
 
@@ -332,15 +333,13 @@ def build_server_deployment(
             "name": FETCH_CONTAINER,
             "image": config.serving_helpers_image,
             "imagePullPolicy": config.image_pull_policy,
-            "command": [
-                "python",
-                "-m",
-                "rft.fetch",
+            "command": entrypoints.python_command(
+                entrypoints.MODEL_FETCH,
                 model.spec.location,
                 LOCAL_MODEL_DIR,
                 "--termination-log",
                 TERMINATION_LOG,
-            ],
+            ),
             # The digests the model's check pinned: files that differ are refused.
             "env": [*offline_env(), *pinned_files_env(model)],
             "resources": fetch_resources(model_expected, model_limit),
@@ -353,7 +352,7 @@ def build_server_deployment(
             "name": GUARD_CONTAINER,
             "image": config.serving_helpers_image,
             "imagePullPolicy": config.image_pull_policy,
-            "command": ["python", "-m", "rft.admin_guard", "install", PLUGINS_DIR],
+            "command": entrypoints.python_command(entrypoints.ADMIN_GUARD, "install", PLUGINS_DIR),
             "resources": guard_install_resources(),
             "securityContext": container_security_context(),
             "volumeMounts": [plugins_mount],
@@ -364,7 +363,7 @@ def build_server_deployment(
             "name": "adapter-loader",
             "image": config.serving_helpers_image,
             "imagePullPolicy": config.image_pull_policy,
-            "command": ["python", "-m", "rft.adapter_sidecar"],
+            "command": entrypoints.python_command(entrypoints.ADAPTER_SIDECAR),
             "args": [
                 "--upstream",
                 UPSTREAM,
