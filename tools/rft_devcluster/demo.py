@@ -138,7 +138,8 @@ def running_operator(kubeconfig: Path, log_path: Path) -> Iterator[subprocess.Po
 def upload_base_model(state_dir: Path, endpoint: str) -> tuple[str, Path]:
     """Build the tiny model locally and put it in the bucket with a commit marker."""
     from rft.storage.checkpoints import upload_tree  # noqa: PLC0415 - after the env is set
-    from rft_trainer.tiny import VLLM_CPU_SHAPE, build_tiny_model  # noqa: PLC0415 - torch only when needed
+
+    from rft_devcluster.tiny import VLLM_CPU_SHAPE, build_tiny_model  # noqa: PLC0415 - torch only when needed
 
     # words_only: a model an adapter can steer, whose completions survive the text API (see tiny.py);
     # VLLM_CPU_SHAPE: a head size vLLM's CPU attention supports.
