@@ -43,9 +43,9 @@ COPY deploy/image/build.lock deploy/image/build.lock
 COPY sdk sdk
 COPY operator operator
 COPY trainer trainer
-# tools/ holds only development tooling (the local cluster); the wheel leaves it out.
-RUN mkdir -p tools \
-    && uv python install "${PYTHON_VERSION}" \
+# tools/ holds only development tooling (the local cluster): it is not copied, and the wheel's
+# package list (pyproject.toml) leaves it out.
+RUN uv python install "${PYTHON_VERSION}" \
     && uv build --wheel --python "${PYTHON_VERSION}" \
         --build-constraints deploy/image/build.lock --require-hashes --out-dir /wheels .
 

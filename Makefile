@@ -34,10 +34,14 @@ $(UV):
 
 # The venv is exactly uv.lock's `dev` extra: `uv sync --locked` installs the pinned files and
 # removes anything else; it fails (run `make lock`) if pyproject.toml no longer matches the lock.
+# The development tooling (tools/rft_devcluster) is not in the project's wheel: a .pth file puts
+# tools/ on the venv's path.
+DEVTOOLS_PTH := rft-devtools.pth
 $(VENV_STAMP): pyproject.toml uv.lock $(UV)
 	@if [[ ! -f $(VENV_STAMP) || "$$(cat $(VENV_STAMP))" != "$(VENV_KEY)" ]]; then \
 	  echo "==> preparing $(VENV) from uv.lock (cache in $${UV_CACHE_DIR:-~/.cache/uv})"; \
 	  $(UV) sync -q --locked --extra dev --python $(PYTHON_BOOTSTRAP); \
+	  echo "$(CURDIR)/tools" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/$(DEVTOOLS_PTH)"; \
 	  echo "$(VENV_KEY)" > $(VENV_STAMP); \
 	fi
 	@touch $(VENV_STAMP)

@@ -69,6 +69,7 @@ from rft_devcluster.binaries import ensure_binaries
 from rft_devcluster.controlplane import ClusterOptions, ControlPlane
 from rft_devcluster.fake_trainer import DATASET_DIGEST, fake_pod, success_message
 from rft_devcluster.handle import ClusterHandle
+from rft_devcluster.operator_process import OperatorProcess
 from rft_devcluster.waiting import free_port, wait_for
 from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap
@@ -306,35 +307,17 @@ def _vm_hwm_kib(pid: int) -> int | None:
     return None
 
 
-class Operator:
-    """`python -m rft_operator` as a child process (admin kubeconfig), its log in a file."""
+class Operator(OperatorProcess):
+    """The operator as a child process (admin kubeconfig), its log in a file, its CPU and memory."""
 
     def __init__(self, kubeconfig: Path, log_path: Path, env: Mapping[str, str]) -> None:
-        self.kubeconfig = kubeconfig
-        self.log_path = log_path
-        self.env = dict(env)
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(log_path, env={**os.environ, **env, "KUBECONFIG": str(kubeconfig)}, stop_timeout=20)
         self.process: psutil.Process | None = None
 
     def start(self, timeout: float = 60) -> None:
-        env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig)}
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "rft_operator", "--all-namespaces", "--standalone"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+        super().start(timeout)
+        assert self.proc is not None
         self.process = psutil.Process(self.proc.pid)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.tail()}")
-            if "rft-operator started" in self.log_path.read_text(errors="replace"):
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"operator did not start:\n{self.tail()}")
 
     def cpu_seconds(self) -> float:
         assert self.process is not None
@@ -348,22 +331,6 @@ class Operator:
     def peak_rss_kib(self) -> int:
         assert self.proc is not None
         return _vm_hwm_kib(self.proc.pid) or self.rss_kib()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-
-    def tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
 
 class WatchProcess:

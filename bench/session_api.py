@@ -1,7 +1,7 @@
 """Training-session API overhead: one training step through the Tinker API against the same step on
 the session's core in process.
 
-The workload: a random Qwen2-architecture model (`rft_trainer.tiny`, hidden 256, 4 layers,
+The workload: a random Qwen2-architecture model (`rft_devcluster.tiny`, hidden 256, 4 layers,
 vocabulary 512), LoRA rank 16 on every block linear, a batch of 16 datums of 128 tokens
 (`importance_sampling`), AdamW. One step is `forward_backward` + `optim_step`, waited for.
 
@@ -34,10 +34,10 @@ import numpy as np
 import tinker
 import torch
 from rft_devcluster.emulators import free_port
+from rft_devcluster.tiny import build_tiny_model
 from rft_trainer.model import load_base_model
 from rft_trainer.session.core import AdamStep, TrainingSession
 from rft_trainer.session.wire import WireDatum
-from rft_trainer.tiny import build_tiny_model
 from tinker import types
 
 from bench.common import THREADS, Row, write_result

@@ -4,8 +4,8 @@ Everything is deterministic from `WorkloadSpec` (seeded): the same spec gives th
 weights, tokenizer, prompts, completions and rewards in every process, so the benchmark's worker
 subprocesses rebuild nothing from the network and agree on the data.
 
-The model is a Qwen2-architecture decoder (the shape of `rft_trainer.tiny`, larger). Its
-byte-level BPE tokenizer is `rft_trainer.tiny.build_tokenizer`, trained on a larger
+The model is a Qwen2-architecture decoder (the shape of `rft_devcluster.tiny`, larger). Its
+byte-level BPE tokenizer is `rft_devcluster.tiny.build_tokenizer`, trained on a larger
 synthetic text: the tiny corpus stops merging at about 1,300 tokens, and the benchmark wants a
 vocabulary of several thousand so that the output head costs what it costs in real models.
 Completions are random token ids (a random model's samples are random anyway); each ends with the
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rft_trainer import tiny
+from rft_devcluster import tiny
 from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
 SPEC_FILE = "workload.json"

@@ -13,7 +13,7 @@ import ipaddress
 import json
 import logging
 
-from rft.trainer_config import ProgressReport
+from rft.contracts.trainer_config import ProgressReport
 
 from rft_operator import podhttp
 

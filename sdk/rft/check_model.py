@@ -4,7 +4,7 @@ Runs under the base Model's ServiceAccount (workload identity reads the bucket; 
 access). Reads the folder once (:func:`rft.storage.model_folder.check_model_folder`: a Hugging
 Face folder or a committed checkpoint, every served file hashed, safetensors headers and the shard
 index checked against the files), prints JSON log lines and a human summary, and writes a
-:class:`rft.model_check.ModelCheckSummary` to the termination log. Exit codes are that module's.
+:class:`rft.contracts.model_check.ModelCheckSummary` to the termination log. Exit codes are that module's.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rft.api.model import FileDigest
-from rft.model_check import EXIT_INVALID, EXIT_OK, EXIT_STORAGE, CheckReason, ModelCheckSummary
+from rft.contracts.model_check import EXIT_INVALID, EXIT_OK, EXIT_STORAGE, CheckReason, ModelCheckSummary
 from rft.storage import AccessDenied, CredentialsError, NotFound, StorageError
 from rft.storage.model_folder import InvalidModelError, check_model_folder
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from pydantic import TypeAdapter, ValidationError
 
 from rft.api.model import FileDigest
-from rft.model_check import FILES_DIGEST_ENV, PINNED_FILES_ENV, TERMINATION_MESSAGE_LIMIT
+from rft.contracts.model_check import FILES_DIGEST_ENV, PINNED_FILES_ENV, TERMINATION_MESSAGE_LIMIT
 from rft.storage import StorageError
 from rft.storage.checkpoints import FileRecord, fetch_checkpoint
 from rft.storage.model_folder import fetch_pinned

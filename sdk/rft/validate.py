@@ -33,6 +33,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from rft.contracts.exit_codes import TERMINATION_MESSAGE_LIMIT
+from rft.contracts.validation_summary import EXIT_INVALID, EXIT_OK, EXIT_STORAGE, ErrorKind
 from rft.rows import (
     DEFAULT_MAX_ERRORS,
     DEFAULT_MAX_LINE_BYTES,
@@ -53,11 +55,9 @@ from rft.storage import (
     list_objects,
     open_stream,
 )
-from rft.validation_summary import EXIT_INVALID, EXIT_OK, EXIT_STORAGE, ErrorKind
 
 __all__ = ["EXIT_INVALID", "EXIT_OK", "EXIT_STORAGE", "main", "run"]
 
-TERMINATION_MESSAGE_LIMIT = 4096
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 _ENV_PREFIX = "RFT_VALIDATE_"
 _MESSAGE_CHARS = 240  # each error message in the summary is cut to this many characters

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from rft.api import Dataset, Deployment, Model, ReinforcementStep
 
-from tests.argocd.generate import CM_PATH, KEY_PREFIX, render_cm
+from tests.argocd.generate import CM_PATH, KEY_PREFIX, main, render_cm, render_script
 from tests.argocd.sandbox import HEALTH_DIR, KINDS, HealthScriptError, health, script
 
 API_MODELS = {
@@ -145,3 +145,12 @@ def test_argocd_cm_names_the_kinds_of_the_crds() -> None:
         for p in (HEALTH_DIR.parents[1] / "crds").glob("*.yaml")
     }
     assert crd_kinds == set(KINDS)
+
+
+def test_health_scripts_are_generated_from_one_source() -> None:
+    """The committed scripts are the generator's output from argocd/health/src/ (edit there)."""
+    for kind, stem in KINDS.items():
+        assert (HEALTH_DIR / f"{stem}.lua").read_text() == render_script(kind), (
+            f"{stem}.lua: run python -m tests.argocd.generate --write"
+        )
+    assert main(["--check"]) == 0

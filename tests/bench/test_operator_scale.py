@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from rft.trainer_config import TrainerResult, parse_termination_message
+from rft.contracts.trainer_config import TrainerResult, parse_termination_message
 from rft_devcluster.kwok_stages import FAKE_TERMINATION_MESSAGE
 from rft_operator.accelerators import AcceleratorMap
 from rft_operator.config import OperatorConfig

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
-import sys
-import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator, Mapping
@@ -19,6 +16,7 @@ from typing import Any
 import psutil
 from kubernetes import client, config
 from rft_devcluster.handle import ClusterHandle
+from rft_devcluster.operator_process import OperatorProcess, operator_command
 from rft_devcluster.waiting import free_port
 
 from tests.chart.helm import CHART, helm, one, parse, values_file
@@ -87,7 +85,7 @@ def running_operators(cluster: ClusterHandle) -> list[int]:
     return found
 
 
-class ChartOperator:
+class ChartOperator(OperatorProcess):
     """`python -m rft_operator` with the Deployment's arguments and environment.
 
     What a pod would get from Kubernetes is supplied the same way here: the downward API
@@ -97,12 +95,11 @@ class ChartOperator:
     """
 
     def __init__(self, release: Release, workdir: Path) -> None:
+        super().__init__(workdir / f"{release.name}-operator.log")
         self.release = release
         self.workdir = workdir
-        self.log_path = workdir / f"{release.name}-operator.log"
         self.health_port = free_port()
         self.metrics_port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def _accelerator_map(self) -> Path:
         name = one(self.release.objects, "ConfigMap")["metadata"]["name"]
@@ -112,7 +109,7 @@ class ChartOperator:
         path.write_text(data["accelerators.yaml"])
         return path
 
-    def argv(self) -> list[str]:
+    def command(self) -> list[str]:
         container = self.release.container
         assert container["command"] == ["python", "-m", "rft_operator"]
         args = []
@@ -124,9 +121,9 @@ class ChartOperator:
             # In the pod: every interface, for the kubelet's probes; here: loopback only.
             assert url.hostname == "0.0.0.0", arg  # noqa: S104
             args.append(f"--liveness=http://127.0.0.1:{self.health_port}{url.path}")
-        return [sys.executable, "-m", "rft_operator", *args]
+        return operator_command(*args)
 
-    def env(self) -> dict[str, str]:
+    def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RFT_", "KUBERNETES_", "POD_"))}
         downward = {"metadata.namespace": self.release.namespace, "metadata.name": f"{self.release.name}-0"}
         for var in self.release.container["env"]:
@@ -139,34 +136,10 @@ class ChartOperator:
         env["KUBECONFIG"] = str(self.release.token_kubeconfig(self.workdir))
         return env
 
-    def start(self) -> None:
+    def start(self, timeout: float = 60) -> None:
         others = running_operators(self.release.cluster)
         assert not others, f"other operators serve this cluster (pids {others}): stop them first"
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.argv(), stdout=log, stderr=subprocess.STDOUT, env=self.env(), start_new_session=True
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-            if "rft-operator started" in self.log():
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"operator did not start:\n{self.log()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        super().start(timeout)
 
 
 def token_client(kubeconfig: Path) -> client.ApiClient:

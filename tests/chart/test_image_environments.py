@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,8 @@ UV = Path(sys.executable).parent / "uv"
 IMAGE_DIR = REPO / "deploy" / "image"
 EXTRAS = {"operator.lock": "operator", "trainer.lock": "trainer", "serving-helpers.lock": "storage"}
 BUILD_CONTEXT = ("pyproject.toml", "README.md", "sdk", "operator", "trainer")
+# The folders whose packages the wheel holds (pyproject.toml's packages.find).
+PRODUCT_ROOTS = ("sdk", "operator", "trainer")
 
 # Every module of the packages an image runs, imported in that image's environment. The operator
 # image runs the operator, whose builders render vLLM's command line without vLLM or torch.
@@ -78,30 +81,75 @@ def _environment(tmp_path: Path, lock: str) -> Path:
     uv("sync", "--quiet", "--frozen", "--extra", EXTRAS[lock], "--no-install-project", "--python", python)
     installed = _installed(venv)
     assert installed == _lock_pins_for_this_machine(lock), f"{lock} and the environment differ"
-    # The wheel from what the Dockerfile's `wheel` stage copies (tools/ left empty, as there).
+    wheel = _build_wheel(tmp_path)
+    uv("pip", "install", "--quiet", "--python", python, "--no-deps", str(wheel))
+    return venv
+
+
+def _build_wheel(tmp_path: Path) -> Path:
+    """The project's wheel, built as the Dockerfile's `wheel` stage builds it: from what that stage
+    copies, with the pinned build backend (build.lock, hashes required), offline."""
     source = tmp_path / "src"
     source.mkdir()
     for name in BUILD_CONTEXT:
         if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(
+                REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+            )
         else:
             shutil.copy2(REPO / name, source / name)
-    (source / "tools").mkdir()
-    uv(
-        "build",
-        "--quiet",
-        "--wheel",
-        "--build-constraints",
-        str(IMAGE_DIR / "build.lock"),
-        "--require-hashes",
-        "--out-dir",
-        str(tmp_path / "wheels"),
-        str(source),
+    env = {**os.environ, "UV_OFFLINE": "1", "UV_PYTHON_DOWNLOADS": "never"}
+    env.pop("VIRTUAL_ENV", None)
+    built = subprocess.run(
+        [
+            str(UV),
+            "build",
+            "--quiet",
+            "--wheel",
+            "--python",
+            getattr(sys, "_base_executable", sys.executable),
+            "--build-constraints",
+            str(IMAGE_DIR / "build.lock"),
+            "--require-hashes",
+            "--out-dir",
+            str(tmp_path / "wheels"),
+            str(source),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
     )
-    wheels = sorted(str(w) for w in (tmp_path / "wheels").glob("*.whl"))
+    assert built.returncode == 0, f"uv build:\n{built.stderr[-3000:]}"
+    wheels = sorted((tmp_path / "wheels").glob("*.whl"))
     assert len(wheels) == 1, wheels
-    uv("pip", "install", "--quiet", "--python", python, "--no-deps", *wheels)
-    return venv
+    return wheels[0]
+
+
+def test_the_wheel_holds_the_product_and_no_tooling(tmp_path: Path) -> None:
+    """`pip install .[operator]` (and every image) gets exactly the sources of rft, rft_operator and
+    rft_trainer: no rft_devcluster (local cluster, fake vLLM, the tiny test model), no test helpers."""
+    with zipfile.ZipFile(_build_wheel(tmp_path)) as wheel:
+        names = wheel.namelist()
+    code = sorted(name for name in names if ".dist-info/" not in name)
+    tracked = subprocess.run(
+        ["git", "ls-files", "--", *(f"{root}/*.py" for root in PRODUCT_ROOTS)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    sources = sorted(path.split("/", 1)[1] for path in tracked)
+    assert [name for name in code if name.endswith(".py")] == sources
+    assert {name.split("/", 1)[0] for name in code} == {"rft", "rft_operator", "rft_trainer"}
+    for name in names:
+        assert "rft_devcluster" not in name, name
+        assert not re.search(r"(^|/)(tiny|testing|conftest|test_\w+)\.py$", name), name
+    # Package data is what the code reads at run time (py.typed markers, JSON, YAML, templates).
+    data = [name for name in code if not name.endswith(".py")]
+    assert all(name.endswith(("py.typed", ".json", ".yaml", ".jinja")) for name in data), data
 
 
 def _run(venv: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from rft_devcluster.fake_vllm.testing import make_lora_adapter
-from rft_trainer.tiny import build_tiny_model
+from rft_devcluster.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from rft.contracts.vllm_args import server_args, server_env
 from rft_devcluster.fake_vllm.cli import parse_config, parse_lora_module
 from rft_devcluster.fake_vllm.config import LoraModule
 from rft_devcluster.fake_vllm.testing import LOOPBACK, free_port, server_process
-from rft_operator.builders.vllm_args import server_args, server_env
 
 
 def test_vllm_style_arguments_parse_into_the_config() -> None:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +17,7 @@ from rft_devcluster.fake_trainer import DATASET_DIGEST
 from rft_devcluster.handle import ClusterHandle
 from rft_devcluster.localnode.images import FAKE_VLLM_IMAGE
 from rft_devcluster.localnode.network import OPERATOR_POLL_SCOPE
+from rft_devcluster.operator_process import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,49 +29,6 @@ default policy); the `default` ServiceAccount of every test namespace carries it
 TEST_IMAGES = (FAKE_VLLM_IMAGE, "registry.invalid/")
 """Images the test operators allow besides their own: the local node's fake vLLM, and a registry
 that cannot be reached (pods that never pull)."""
-
-
-class OperatorProcess:
-    """`python -m rft_operator` as a child process, with its log in a file."""
-
-    def __init__(self, kubeconfig: Path, log_path: Path, env: dict[str, str]) -> None:
-        self.kubeconfig = kubeconfig
-        self.log_path = log_path
-        self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig)}
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "rft_operator", "--all-namespaces", "--standalone"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-            if "rft-operator started" in self.log_path.read_text(errors="replace")[offset:]:
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"operator did not start:\n{self.log()[-3000:]}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, sig)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 @pytest.fixture(scope="session")
@@ -107,7 +62,8 @@ def operator(
     RBAC). It stops when the package's tests end: other packages (the SDK's cluster tests, the
     chart's) write statuses themselves and must not race a running operator."""
     proc = OperatorProcess(
-        cluster.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log", operator_env
+        tmp_path_factory.mktemp("operator") / "operator.log",
+        env={**os.environ, **operator_env, "KUBECONFIG": str(cluster.kubeconfig)},
     )
     proc.start()
     try:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from rft.api import Dataset, Model, ReinforcementStep
-from rft.trainer_config import CONFIG_ENV_VAR, TrainerConfig
+from rft.contracts.trainer_config import CONFIG_ENV_VAR, TrainerConfig
 from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap, UnknownAcceleratorError
 from rft_operator.builders.jobs import (

@@ -24,7 +24,7 @@ from rft.storage.checkpoints import upload_tree
 from rft_devcluster.handle import ClusterHandle
 from rft_devcluster.localnode.images import FAKE_VLLM_IMAGE
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
-from rft_trainer.tiny import build_tiny_model
+from rft_devcluster.tiny import build_tiny_model
 
 from tests.operator.conftest import WORKLOAD, Objects, OperatorProcess
 

@@ -17,7 +17,7 @@ from rft.storage.checkpoints import FileRecord
 from rft.storage.model_folder import files_digest
 from rft_devcluster.localnode.images import FAKE_VLLM_IMAGE
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
-from rft_trainer.tiny import build_tiny_model
+from rft_devcluster.tiny import build_tiny_model
 
 from tests.operator.conftest import WORKLOAD, Objects, OperatorProcess
 from tests.operator.serving_support import condition, upload_plain, wait_deployment

@@ -21,7 +21,7 @@ from kubernetes import client
 from rft_devcluster.handle import ClusterHandle
 from rft_devcluster.localnode.images import FAKE_VLLM_IMAGE
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
-from rft_trainer.tiny import build_tiny_model
+from rft_devcluster.tiny import build_tiny_model
 
 from tests.operator.conftest import Objects, OperatorProcess
 from tests.operator.serving_support import AdapterLoad, publish_base_and_adapter, wait_deployment

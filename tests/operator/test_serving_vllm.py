@@ -23,10 +23,10 @@ from rft.storage.checkpoints import upload_tree
 from rft_devcluster.fake_vllm.testing import make_lora_adapter
 from rft_devcluster.handle import ClusterHandle
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
+from rft_devcluster.tiny import VLLM_CPU_SHAPE, build_tiny_model
 from rft_operator.adapters import AdapterAdminError, server_metrics
 from rft_operator.autoscale import requests_in_flight
 from rft_operator.builders.serving import ADAPTER_ADMIN_PORT, ADAPTERS_GATE
-from rft_trainer.tiny import VLLM_CPU_SHAPE, build_tiny_model
 
 from tests.operator.conftest import Objects, OperatorProcess
 from tests.operator.serving_support import (

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from rft_operator.builders.vllm_args import (
+from rft.contracts.vllm_args import (
     server_args,
     server_command,
     server_env,

@@ -1,17 +1,19 @@
-"""The SDK checks arguments against the API models' own bounds (their `Field` metadata), never a
-copy: a bound changed in `rft.api` changes the SDK's check with it."""
+"""The SDK checks arguments against the API models' own bounds (their `Field` metadata) and takes
+their defaults, never a copy: a bound or default changed in `rft.api` changes the SDK's with it."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import annotated_types
 import pytest
 from pydantic import BaseModel
 from rft.api.deployment import Accelerator, DeploymentSpec
-from rft.api.reinforcement_step import ReinforcementStepSpec, TrainingParameters
+from rft.api.reinforcement_step import LossSettings, ReinforcementStepSpec, TrainingParameters
+from rft.sdk.llm import LLM
 from rft.sdk.step_arguments import MAX_REWARD_KEYS, reward_weights_spec, step_spec_fields
-from rft.sdk.validation import field_bounds, max_items
+from rft.sdk.validation import field_bounds, field_default, max_items
 
 from tests.sdk.test_sdk_manifests import STEP_DEFAULTS
 
@@ -61,3 +63,57 @@ def test_deployment_bounds_and_reward_keys_come_from_the_models() -> None:
 def test_a_field_without_bounds_is_an_error_not_a_guess() -> None:
     with pytest.raises(LookupError, match=r"TrainingParameters\.learning_rate has no lower and upper bound"):
         field_bounds(TrainingParameters, "learning_rate")
+
+
+# (SDK argument of reinforcement_step(...), the model and field whose default it takes, a value
+# other than the default that the field accepts)
+STEP_DEFAULTED: list[tuple[str, type[BaseModel], str, object]] = [
+    ("lora_rank", TrainingParameters, "lora_rank", 8),
+    ("learning_rate", TrainingParameters, "learning_rate", "2e-5"),
+    ("max_context_length", TrainingParameters, "max_context_length", 1024),
+    ("epochs", TrainingParameters, "epochs", 3),
+    ("batch_size", TrainingParameters, "batch_size", 65536),
+    ("accelerator_count", Accelerator, "count", 2),
+    ("loss_method", LossSettings, "method", "dapo"),
+    ("kl_coefficient", LossSettings, "kl_coefficient", "0.5"),
+]
+REQUIRED = {
+    "dataset": "dataset-abc",
+    "model": "qwen3-0-6b",
+    "output_model": "step-1",
+    "service_account": "sa",
+}
+
+
+def _step_value(fields: dict[str, Any], model: type[BaseModel], field: str) -> object:
+    section = {TrainingParameters: "training", LossSettings: "loss", Accelerator: "accelerator"}[model]
+    return fields[section][field]
+
+
+def test_reinforcement_step_leaves_every_training_default_to_the_api() -> None:
+    """`LLM.reinforcement_step` copies no default: each training argument is None, and the spec
+    then carries the API model's own default."""
+    signature = inspect.signature(LLM.reinforcement_step)
+    fields = step_spec_fields(**REQUIRED)
+    for argument, model, field, _ in STEP_DEFAULTED:
+        assert signature.parameters[argument].default is None, argument
+        assert _step_value(fields, model, field) == model.model_fields[field].default, argument
+
+
+@pytest.mark.parametrize(("argument", "model", "field", "other"), STEP_DEFAULTED)
+def test_a_default_changed_in_the_model_changes_the_sdk(
+    monkeypatch: pytest.MonkeyPatch, argument: str, model: type[BaseModel], field: str, other: object
+) -> None:
+    assert model.model_fields[field].default != other
+    monkeypatch.setattr(model.model_fields[field], "default", other)
+    assert field_default(model, field) == other
+    fields = step_spec_fields(**{**REQUIRED, "accelerator_type": "CPU"})
+    assert _step_value(fields, model, field) == other
+    # An argument given explicitly still wins over the default.
+    given = step_spec_fields(**{**STEP_DEFAULTS, "accelerator_type": "CPU"})
+    assert _step_value(given, model, field) != other
+
+
+def test_a_field_without_a_default_is_an_error_not_a_guess() -> None:
+    with pytest.raises(LookupError, match=r"ReinforcementStepSpec\.dataset has no default value"):
+        field_default(ReinforcementStepSpec, "dataset")

@@ -6,7 +6,7 @@ import math
 from decimal import Decimal
 
 import pytest
-from rft.sdk.decimals import decimal_string, same_decimal
+from rft.sdk.decimals import decimal_string
 
 
 @pytest.mark.parametrize(
@@ -53,9 +53,3 @@ def test_signed_values_need_signed() -> None:
 def test_bad_values_name_the_argument(value: object, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message.replace("(", r"\(")):
         decimal_string(value, "learning_rate", positive=True)
-
-
-def test_same_decimal_compares_values_not_spellings() -> None:
-    assert same_decimal("1e-4", "0.0001")
-    assert same_decimal("1.0", "1")
-    assert not same_decimal("1e-4", "2e-4")

@@ -13,7 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from rft.check_model import run as run_check
-from rft.model_check import EXIT_INVALID, EXIT_OK, EXIT_STORAGE, TERMINATION_MESSAGE_LIMIT, ModelCheckSummary
+from rft.contracts.model_check import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_STORAGE,
+    TERMINATION_MESSAGE_LIMIT,
+    ModelCheckSummary,
+)
 from rft.storage import DigestMismatch, NotFound, delete, upload_file, write_bytes
 from rft.storage.checkpoints import FileRecord, upload_tree
 from rft.storage.model_folder import (

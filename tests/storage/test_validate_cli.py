@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from rft import storage, validate
-from rft.validation_summary import FAILURE_REASONS, ErrorKind, ValidationSummary, parse_summary
+from rft.contracts.validation_summary import FAILURE_REASONS, ErrorKind, ValidationSummary, parse_summary
 from rft_devcluster.pytest_fixtures_storage import GcsBucket, S3Bucket
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rft.trainer_config import TrainerConfig
-from rft_trainer.tiny import build_tiny_model
+from rft.contracts.trainer_config import TrainerConfig
+from rft_devcluster.tiny import build_tiny_model
 
 from tests.trainer.trainer_testlib import ConfigFactory, sha256_of
 

@@ -15,12 +15,12 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from rft.api.model import LoraSettings
+from rft_devcluster.tiny import build_tiny_model
 from rft_trainer import attention, fused_lora, rotary
 from rft_trainer.data import Sample, build_batch
 from rft_trainer.logprobs import CompletionLogprobs, gather_logprobs, row_tokens_for
 from rft_trainer.loop import reference_logprobs
 from rft_trainer.model import attach_new_adapter, load_base_model
-from rft_trainer.tiny import build_tiny_model
 from transformers import AutoModelForCausalLM
 from transformers.models.qwen2 import modeling_qwen2
 

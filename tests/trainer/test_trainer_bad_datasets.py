@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rft.trainer_config import TrainerFailure, parse_termination_message
+from rft.contracts.trainer_config import TrainerFailure, parse_termination_message
 from rft_trainer.main import main
 
 from tests.trainer.trainer_testlib import ConfigFactory, jsonl, samples_row

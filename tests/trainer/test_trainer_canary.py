@@ -14,7 +14,7 @@ import pytest
 import torch
 from peft import PeftModel
 from rft.canary import CANARY_LENGTH, mean_relative_difference
-from rft.trainer_config import TrainerConfig, TrainerResult, parse_termination_message
+from rft.contracts.trainer_config import TrainerConfig, TrainerResult, parse_termination_message
 from rft_trainer.canary import canary_logprobs, canary_tokens
 from rft_trainer.main import main
 from transformers import AutoModelForCausalLM, AutoTokenizer

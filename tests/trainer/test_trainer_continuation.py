@@ -9,8 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rft.contracts.trainer_config import (
+    TrainerConfig,
+    TrainerFailure,
+    TrainerResult,
+    parse_termination_message,
+)
 from rft.storage.checkpoints import fetch_checkpoint
-from rft.trainer_config import TrainerConfig, TrainerFailure, TrainerResult, parse_termination_message
 from rft_trainer.main import main
 
 from tests.trainer.trainer_testlib import ConfigFactory, continuation_config, jsonl, samples_row

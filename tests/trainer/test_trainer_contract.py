@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from rft.api.model import FileDigest, LoraSettings, TrainingRecord
-from rft.trainer_config import (
+from rft.contracts.trainer_config import (
     CONFIG_ENV_VAR,
     TERMINATION_MESSAGE_LIMIT,
     ProgressReport,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from rft.trainer_config import TrainerConfig, TrainerResult, parse_termination_message
+from rft.contracts.trainer_config import TrainerConfig, TrainerResult, parse_termination_message
 from rft_devcluster.emulators import free_port
 from safetensors.torch import load_file
 

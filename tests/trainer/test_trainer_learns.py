@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 import torch
 from peft import PeftModel
-from rft.trainer_config import TrainerConfig, TrainerResult, parse_termination_message
+from rft.contracts.trainer_config import TrainerConfig, TrainerResult, parse_termination_message
+from rft_devcluster.tiny import build_tiny_model, vocabulary_words
 from rft_trainer.main import main
-from rft_trainer.tiny import build_tiny_model, vocabulary_words
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.trainer.trainer_testlib import sha256_of

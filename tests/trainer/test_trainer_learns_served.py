@@ -34,12 +34,12 @@ import pytest
 import torch
 from openai.types.chat import ChatCompletionUserMessageParam
 from peft import PeftModel
-from rft.trainer_config import TrainerConfig, TrainerResult, parse_termination_message
+from rft.contracts.trainer_config import TrainerConfig, TrainerResult, parse_termination_message
 from rft_devcluster.fake_vllm.config import ServerConfig
 from rft_devcluster.fake_vllm.engine import Engine
 from rft_devcluster.fake_vllm.testing import RunningServer, extra_field, running_server
+from rft_devcluster.tiny import build_tiny_model
 from rft_trainer.main import main
-from rft_trainer.tiny import build_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.trainer.trainer_testlib import sha256_of

@@ -10,6 +10,7 @@ import pytest
 import torch
 from rft.api.model import LoraSettings, TrainingRecord
 from rft.api.reinforcement_step import LossSettings
+from rft_devcluster.tiny import build_tiny_model
 from rft_trainer.checkpoint import save_adapter
 from rft_trainer.data import RawSample, SampleTokenizer, tokenize_samples
 from rft_trainer.errors import BadInputError
@@ -23,7 +24,6 @@ from rft_trainer.model import (
     read_adapter_config,
     trainable_parameter_count,
 )
-from rft_trainer.tiny import build_tiny_model
 
 LORA = LoraSettings(rank=4, alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
 CPU = torch.device("cpu")

@@ -13,10 +13,15 @@ from typing import Any
 
 import pytest
 from rft.api.model import FileDigest
+from rft.contracts.trainer_config import (
+    TrainerConfig,
+    TrainerFailure,
+    TrainerResult,
+    parse_termination_message,
+)
 from rft.storage import create_bytes, write_bytes
 from rft.storage.checkpoints import fetch_checkpoint, is_committed, upload_tree
 from rft.storage.model_folder import check_model_folder
-from rft.trainer_config import TrainerConfig, TrainerFailure, TrainerResult, parse_termination_message
 from rft_devcluster.emulators import free_port
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
 from rft_trainer.main import main

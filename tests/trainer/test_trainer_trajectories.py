@@ -13,8 +13,8 @@ import pytest
 import torch
 from rft.api.model import LoraSettings
 from rft.api.reinforcement_step import LossSettings
+from rft.contracts.trainer_config import TrainerResult, parse_termination_message
 from rft.rows import parse_row
-from rft.trainer_config import TrainerResult, parse_termination_message
 from rft_trainer.data import Sample, SampleTokenizer, TokenizedDataset, tokenize_samples
 from rft_trainer.dataset import score_groups
 from rft_trainer.errors import BadInputError
@@ -108,7 +108,7 @@ def test_a_tool_call_row_is_tokenized_exactly_as_the_template_renders_it(tokeniz
 
 def test_only_assistant_turns_are_trained(tokenizer: Any) -> None:
     sample = _tokenize(tokenizer, _row(_trajectory("five"), _trajectory("six"))).samples[0]
-    # hand-checked against the tiny model's template (rft_trainer.tiny.CHAT_TEMPLATE)
+    # hand-checked against the tiny model's template (rft_devcluster.tiny.CHAT_TEMPLATE)
     assert _spans(tokenizer, sample) == [
         '<tool_call>\n{"name": "calc", "arguments": {"expr": "2+3"}}\n</tool_call><|im_end|>',
         "five<|im_end|>",

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rft.trainer_config import TrainerConfig
+from rft.contracts.trainer_config import TrainerConfig
 
 ConfigFactory = Callable[..., TrainerConfig]
 

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rft.contracts.vllm_args import server_args, server_command, server_env, training_dtype
 from rft_devcluster.fake_vllm.testing import make_lora_adapter
+from rft_devcluster.tiny import VLLM_CPU_SHAPE, build_tiny_model
 from rft_devcluster.vllm_env import ensure_vllm_env
 from rft_operator.builders.serving import vllm_writable_env
-from rft_operator.builders.vllm_args import server_args, server_command, server_env, training_dtype
-from rft_trainer.tiny import VLLM_CPU_SHAPE, build_tiny_model
 
 # vLLM's engine start on 2 shared cores: 70-90 s idle, a few minutes under load.
 START_SECONDS = 600

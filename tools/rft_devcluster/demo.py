@@ -36,6 +36,7 @@ from rft_devcluster.controlplane import ClusterOptions, ControlPlane, LocalNodeO
 from rft_devcluster.emulators import DEFAULT_REGION, create_s3_bucket, start_moto_server
 from rft_devcluster.handle import ClusterHandle
 from rft_devcluster.localnode.network import OPERATOR_POLL_SCOPE
+from rft_devcluster.operator_process import OperatorProcess
 from rft_devcluster.vllm_env import ensure_vllm_env
 
 NAMESPACE = "demo"
@@ -103,7 +104,7 @@ def operator_kubeconfig(cluster: ClusterHandle, state_dir: Path) -> Path:
 
 
 @contextlib.contextmanager
-def running_operator(kubeconfig: Path, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def running_operator(kubeconfig: Path, log_path: Path) -> Iterator[OperatorProcess]:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
         "KUBECONFIG": str(kubeconfig),
@@ -113,32 +114,19 @@ def running_operator(kubeconfig: Path, log_path: Path) -> Iterator[subprocess.Po
         # As in its pod (the downward API): the adapter admin key lives in its own namespace.
         "POD_NAMESPACE": OPERATOR_NAMESPACE,
     }
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rft_operator", "--all-namespaces", "--standalone"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+    operator = OperatorProcess(log_path, env=env)
     try:
-        deadline = time.monotonic() + 60
-        while "rft-operator started" not in log_path.read_text(errors="replace"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the operator did not start; see {log_path}")
-            time.sleep(0.2)
-        yield proc
+        operator.start()
+        yield operator
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 15)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(15)
+        operator.stop()
 
 
 def upload_base_model(state_dir: Path, endpoint: str) -> tuple[str, Path]:
     """Build the tiny model locally and put it in the bucket with a commit marker."""
     from rft.storage.checkpoints import upload_tree  # noqa: PLC0415 - after the env is set
-    from rft_trainer.tiny import VLLM_CPU_SHAPE, build_tiny_model  # noqa: PLC0415 - torch only when needed
+
+    from rft_devcluster.tiny import VLLM_CPU_SHAPE, build_tiny_model  # noqa: PLC0415 - torch only when needed
 
     # words_only: a model an adapter can steer, whose completions survive the text API (see tiny.py);
     # VLLM_CPU_SHAPE: a head size vLLM's CPU attention supports.

@@ -3,7 +3,7 @@ messages the real trainer would write (used by the operator's tests and its scal
 
 from __future__ import annotations
 
-from rft.trainer_config import TrainerFailure, TrainerResult
+from rft.contracts.trainer_config import TrainerFailure, TrainerResult
 
 from rft_devcluster.kwok_stages import FAKE_DELAY, FAKE_EXIT_CODE, FAKE_TERMINATION_MESSAGE
 

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from rft.api.model import FileDigest
-from rft.storage.checkpoints import publish_checkpoint
-from rft.trainer_config import (
+from rft.contracts.trainer_config import (
     TERMINATION_MESSAGE_LIMIT,
     FailureReason,
     TrainerConfig,
     TrainerFailure,
     TrainerResult,
 )
+from rft.storage.checkpoints import publish_checkpoint
 
 METADATA_FORMAT = "rft-operator/lora-adapter/v1"
 REQUIRED_METRICS = ("loss", "mean_reward")

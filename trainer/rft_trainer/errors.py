@@ -6,7 +6,7 @@ Storage and other infrastructure failures are not wrapped: `rft_trainer.main.cla
 
 from __future__ import annotations
 
-from rft.trainer_config import EXIT_BAD_INPUT, FailureReason
+from rft.contracts.trainer_config import EXIT_BAD_INPUT, FailureReason
 
 
 class TrainerError(Exception):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from rft.trainer_config import ProgressReport
+from rft.contracts.trainer_config import ProgressReport
 
 from rft_trainer import fused_lora, rotary
 from rft_trainer.data import PackedBatch, Sample, epoch_order, pack

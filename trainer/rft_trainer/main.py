@@ -12,8 +12,7 @@ import os
 import sys
 import traceback
 
-from rft.storage import AlreadyExists, DigestMismatch, StorageError
-from rft.trainer_config import (
+from rft.contracts.trainer_config import (
     EXIT_BAD_INPUT,
     EXIT_INFRASTRUCTURE,
     EXIT_OK,
@@ -21,6 +20,7 @@ from rft.trainer_config import (
     TrainerConfig,
     TrainerFailure,
 )
+from rft.storage import AlreadyExists, DigestMismatch, StorageError
 
 from rft_trainer.checkpoint import failure_message, make_failure, result_message, write_termination_log
 from rft_trainer.errors import TrainerError

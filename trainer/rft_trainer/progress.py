@@ -12,7 +12,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TextIO
 
-from rft.trainer_config import Phase, ProgressReport
+from rft.contracts.trainer_config import Phase, ProgressReport
 
 
 class ProgressReporter:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rft.trainer_config import ProgressReport, TrainerConfig, TrainerResult
+from rft.contracts.trainer_config import ProgressReport, TrainerConfig, TrainerResult
 
 from rft_trainer.canary import canary_logprobs, canary_tokens, record_canary
 from rft_trainer.checkpoint import build_metadata, publish, save_adapter

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from rft.api.model import FileDigest
+from rft.contracts.trainer_config import FailureReason
 from rft.storage import DigestMismatch, NotFound, list_objects
 from rft.storage.checkpoints import FileRecord, fetch_checkpoint
 from rft.storage.model_folder import fetch_pinned
-from rft.trainer_config import FailureReason
 
 from rft_trainer.errors import BadInputError
 

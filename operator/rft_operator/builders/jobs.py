@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from rft.api import Dataset, Model, ReinforcementStep
-from rft.model_check import CHECK_CONTAINER
-from rft.model_check import EXIT_INVALID as CHECK_EXIT_INVALID
-from rft.trainer_config import CONFIG_ENV_VAR, EXIT_BAD_INPUT, TrainerConfig
-from rft.validation_summary import EXIT_INVALID as VALIDATE_EXIT_INVALID
+from rft.contracts import entrypoints
+from rft.contracts.model_check import CHECK_CONTAINER
+from rft.contracts.model_check import EXIT_INVALID as CHECK_EXIT_INVALID
+from rft.contracts.trainer_config import CONFIG_ENV_VAR, EXIT_BAD_INPUT, TrainerConfig
+from rft.contracts.validation_summary import EXIT_INVALID as VALIDATE_EXIT_INVALID
 
 from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap
@@ -101,8 +102,14 @@ def trainer_config(
 def _trainer_command(accelerator_count: int) -> list[str]:
     if accelerator_count > 1:
         # One process per GPU; only the LoRA gradients are all-reduced (DDP).
-        return ["torchrun", "--standalone", f"--nproc-per-node={accelerator_count}", "-m", "rft_trainer"]
-    return ["python", "-m", "rft_trainer"]
+        return [
+            "torchrun",
+            "--standalone",
+            f"--nproc-per-node={accelerator_count}",
+            "-m",
+            entrypoints.TRAINER,
+        ]
+    return entrypoints.python_command(entrypoints.TRAINER)
 
 
 def build_training_job(
@@ -210,7 +217,7 @@ def build_validation_job(dataset: Dataset, config: OperatorConfig) -> Manifest:
         labels=naming.labels("dataset-validation", **{naming.LABEL_DATASET: dataset.metadata.name}),
         service_account=dataset.spec.service_account_name,
         container=VALIDATOR_CONTAINER,
-        command=["python", "-m", "rft.validate", *args],
+        command=entrypoints.python_command(entrypoints.DATASET_VALIDATOR, *args),
         invalid_exit_code=VALIDATE_EXIT_INVALID,
         image=config.trainer_image,
         config=config,
@@ -226,15 +233,13 @@ def build_model_check_job(model: Model, config: OperatorConfig) -> Manifest:
         labels=naming.labels("model-check", **{naming.LABEL_MODEL: model.metadata.name}),
         service_account=model.spec.service_account_name,
         container=CHECK_CONTAINER,
-        command=[
-            "python",
-            "-m",
-            "rft.check_model",
+        command=entrypoints.python_command(
+            entrypoints.MODEL_CHECK,
             "--location",
             model.spec.location,
             "--termination-log",
             TERMINATION_LOG,
-        ],
+        ),
         invalid_exit_code=CHECK_EXIT_INVALID,
         # The check needs only the storage clients: the small image, not the trainer's.
         image=config.serving_helpers_image,

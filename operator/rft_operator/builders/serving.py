@@ -1,6 +1,6 @@
 """Pure builders of a served model: an apps/v1 Deployment and a ClusterIP Service.
 
-vLLM serves (`vllm_args`, a light module, renders its command line): its GPU image on GPU nodes,
+vLLM serves (`rft.contracts.vllm_args`, the pod contract, renders its command line): its GPU image on GPU nodes,
 its CPU image for `accelerator.type: CPU`. vLLM reads the base model from local disk, so an init
 container fetches it from the bucket under the pod's workload identity, and a sidecar offers
 bucket-aware adapter loading on ADAPTER_ADMIN_PORT. Both run the small serving-helpers image
@@ -15,7 +15,9 @@ import math
 from kubernetes.utils.quantity import parse_quantity
 from rft.admin_guard import MIDDLEWARE, TOKEN_HASH_ENV
 from rft.api import Deployment, Model
-from rft.model_check import FILES_DIGEST_ENV, PINNED_FILES_ENV, pinned_files_json
+from rft.contracts import entrypoints
+from rft.contracts.model_check import FILES_DIGEST_ENV, PINNED_FILES_ENV, pinned_files_json
+from rft.contracts.vllm_args import server_args, server_command, server_env, training_dtype
 
 from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap
@@ -34,7 +36,6 @@ from rft_operator.builders.pods import (
     storage_quantity,
     with_storage,
 )
-from rft_operator.builders.vllm_args import server_args, server_command, server_env, training_dtype
 from rft_operator.config import OperatorConfig
 
 SERVER_PORT = 8000
@@ -332,15 +333,13 @@ def build_server_deployment(
             "name": FETCH_CONTAINER,
             "image": config.serving_helpers_image,
             "imagePullPolicy": config.image_pull_policy,
-            "command": [
-                "python",
-                "-m",
-                "rft.fetch",
+            "command": entrypoints.python_command(
+                entrypoints.MODEL_FETCH,
                 model.spec.location,
                 LOCAL_MODEL_DIR,
                 "--termination-log",
                 TERMINATION_LOG,
-            ],
+            ),
             # The digests the model's check pinned: files that differ are refused.
             "env": [*offline_env(), *pinned_files_env(model)],
             "resources": fetch_resources(model_expected, model_limit),
@@ -353,7 +352,7 @@ def build_server_deployment(
             "name": GUARD_CONTAINER,
             "image": config.serving_helpers_image,
             "imagePullPolicy": config.image_pull_policy,
-            "command": ["python", "-m", "rft.admin_guard", "install", PLUGINS_DIR],
+            "command": entrypoints.python_command(entrypoints.ADMIN_GUARD, "install", PLUGINS_DIR),
             "resources": guard_install_resources(),
             "securityContext": container_security_context(),
             "volumeMounts": [plugins_mount],
@@ -364,7 +363,7 @@ def build_server_deployment(
             "name": "adapter-loader",
             "image": config.serving_helpers_image,
             "imagePullPolicy": config.image_pull_policy,
-            "command": ["python", "-m", "rft.adapter_sidecar"],
+            "command": entrypoints.python_command(entrypoints.ADAPTER_SIDECAR),
             "args": [
                 "--upstream",
                 UPSTREAM,

@@ -7,7 +7,7 @@ and the first bad lines through its termination message.
 from __future__ import annotations
 
 from rft.api import Dataset
-from rft.validation_summary import parse_summary
+from rft.contracts.validation_summary import parse_summary
 
 from rft_operator import naming
 from rft_operator.builders.jobs import VALIDATOR_CONTAINER, build_validation_job

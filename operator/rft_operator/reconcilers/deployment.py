@@ -18,6 +18,7 @@ from rft import canary
 from rft.api import GROUP, Deployment, DeploymentStatus, Model
 from rft.api.deployment import ColdStart, LoadedAdapters
 from rft.api.rules import adapter_on_base_problems
+from rft.contracts.vllm_args import training_dtype
 
 from rft_operator.accelerators import AcceleratorMap, UnknownAcceleratorError
 from rft_operator.adapters import (
@@ -40,7 +41,6 @@ from rft_operator.builders.serving import (
     endpoint,
     selector_labels,
 )
-from rft_operator.builders.vllm_args import training_dtype
 from rft_operator.coldstart import cold_start
 from rft_operator.coldstart import describe as describe_cold_start
 from rft_operator.conditions import set_condition

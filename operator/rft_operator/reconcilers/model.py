@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from rft.api import Model, ModelStatus
-from rft.model_check import CHECK_CONTAINER, ModelCheckSummary
+from rft.contracts.model_check import CHECK_CONTAINER, ModelCheckSummary
 
 from rft_operator import naming
 from rft_operator.builders.jobs import build_model_check_job

@@ -21,7 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from rft.api import Dataset, Model, ReinforcementStep, ReinforcementStepStatus, StepPhase
 from rft.api.reinforcement_step import TERMINAL_PHASES, StepProgress
 from rft.api.rules import check_warm_start_from_model
-from rft.trainer_config import TrainerFailure, TrainerResult, parse_termination_message
+from rft.contracts.trainer_config import TrainerFailure, TrainerResult, parse_termination_message
 
 from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap, UnknownAcceleratorError

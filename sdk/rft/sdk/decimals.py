@@ -47,8 +47,3 @@ def decimal_value(text: str) -> Decimal:
         return Decimal(text)
     except InvalidOperation as error:
         raise ValueError(f"{text!r} is not a decimal number") from error
-
-
-def same_decimal(left: str, right: str) -> bool:
-    """True when two decimal strings spell the same number."""
-    return decimal_value(left) == decimal_value(right)

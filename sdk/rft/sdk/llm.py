@@ -454,15 +454,15 @@ class LLM:
         self,
         dataset: Dataset | str,
         output_model: str,
-        lora_rank: int = 16,
-        learning_rate: float | str = 1e-4,
-        max_context_length: int = 8192,
-        epochs: int = 1,
-        batch_size: int = 32768,
-        accelerator_count: int = 1,
+        lora_rank: int | None = None,
+        learning_rate: float | str | None = None,
+        max_context_length: int | None = None,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        accelerator_count: int | None = None,
         accelerator_type: str | None = None,
-        loss_method: str = "grpo",
-        kl_coefficient: float | str = 0.001,
+        loss_method: str | None = None,
+        kl_coefficient: float | str | None = None,
         reward_weights: dict[str, float | str] | list[str] | None = None,
         *,
         lora_alpha: int | None = None,
@@ -476,7 +476,8 @@ class LLM:
         """Create a ReinforcementStep training `output_model` from this LLM's model; returns at once.
 
         It neither waits nor syncs the dataset (call `dataset.sync()` first). `batch_size` is a
-        token budget per packed batch. Raises before creating anything when `output_model`
+        token budget per packed batch. A training argument left as None takes the API's default
+        (`TrainingParameters`, `LossSettings`, `Accelerator` in `rft.api`; docs/sdk.md lists them). Raises before creating anything when `output_model`
         already exists, when the dataset or the model is missing, or, if the model is a LoRA
         checkpoint (the step then warm-starts from it), when lora_rank, learning_rate,
         max_context_length or batch_size differ from the checkpoint's (all mismatches listed).

@@ -5,14 +5,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, get_args
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from rft.api.common import ACCELERATOR_TYPES
 from rft.api.deployment import Accelerator
 from rft.api.model import LossMethod
-from rft.api.reinforcement_step import ReinforcementStepSpec, RewardKey, TrainingParameters
+from rft.api.reinforcement_step import LossSettings, ReinforcementStepSpec, RewardKey, TrainingParameters
 from rft.sdk.decimals import decimal_string
-from rft.sdk.validation import check_choice, check_field_int, check_optional_field_int, max_items
+from rft.sdk.validation import (
+    check_choice,
+    check_field_int,
+    check_optional_field_int,
+    field_default,
+    max_items,
+)
 
 LOSS_METHODS = get_args(LossMethod)
 MAX_REWARD_KEYS = max_items(ReinforcementStepSpec, "reward_weights")
@@ -56,22 +62,27 @@ def reward_weights_spec(value: object) -> dict[str, str]:
     return weights
 
 
+def _or_default(value: object, model: type[BaseModel], field: str) -> object:
+    """`value`, or when it is None the API model's own default for `field`."""
+    return field_default(model, field) if value is None else value
+
+
 def step_spec_fields(
     *,
     dataset: str,
     model: str,
     output_model: str,
-    lora_rank: int,
-    learning_rate: object,
-    max_context_length: int,
-    epochs: int,
-    batch_size: int,
-    accelerator_count: int,
-    accelerator_type: str | None,
-    loss_method: str,
-    kl_coefficient: object,
-    reward_weights: object,
     service_account: str,
+    lora_rank: int | None = None,
+    learning_rate: object = None,
+    max_context_length: int | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    accelerator_count: int | None = None,
+    accelerator_type: str | None = None,
+    loss_method: str | None = None,
+    kl_coefficient: object = None,
+    reward_weights: object = None,
     lora_alpha: int | None = None,
     output_location: str | None = None,
     trainer_image: str | None = None,
@@ -81,28 +92,49 @@ def step_spec_fields(
     """The spec fields (API snake_case names) for one step; errors name the argument at fault.
 
     Numbers that the API keeps as decimal strings (learning rate, KL coefficient, reward weights)
-    are spelled so that they parse back to exactly the value given (`1e-4` -> `"0.0001"`).
+    are spelled so that they parse back to exactly the value given (`1e-4` -> `"0.0001"`). An
+    argument left as None takes the API model's default (`TrainingParameters`, `LossSettings`,
+    `Accelerator`), read from the model, never copied.
     """
     if output_model == model:
         raise ValueError(f"output_model: {output_model!r} must differ from the source model")
-    check_field_int(lora_rank, "lora_rank", TrainingParameters, "lora_rank")
+    lora_rank = check_field_int(
+        _or_default(lora_rank, TrainingParameters, "lora_rank"), "lora_rank", TrainingParameters, "lora_rank"
+    )
+    learning_rate = _or_default(learning_rate, TrainingParameters, "learning_rate")
     check_optional_field_int(lora_alpha, "lora_alpha", TrainingParameters, "lora_alpha")
-    check_field_int(max_context_length, "max_context_length", TrainingParameters, "max_context_length")
-    check_field_int(epochs, "epochs", TrainingParameters, "epochs")
-    check_field_int(batch_size, "batch_size", TrainingParameters, "batch_size")
+    max_context_length = check_field_int(
+        _or_default(max_context_length, TrainingParameters, "max_context_length"),
+        "max_context_length",
+        TrainingParameters,
+        "max_context_length",
+    )
+    epochs = check_field_int(
+        _or_default(epochs, TrainingParameters, "epochs"), "epochs", TrainingParameters, "epochs"
+    )
+    batch_size = check_field_int(
+        _or_default(batch_size, TrainingParameters, "batch_size"),
+        "batch_size",
+        TrainingParameters,
+        "batch_size",
+    )
     if batch_size < max_context_length:
         raise ValueError(
             f"batch_size: {batch_size} tokens is less than max_context_length {max_context_length}; "
             "batch_size is a token budget per packed batch and must hold the longest sequence"
         )
-    check_field_int(accelerator_count, "accelerator_count", Accelerator, "count")
+    accelerator_count = check_field_int(
+        _or_default(accelerator_count, Accelerator, "count"), "accelerator_count", Accelerator, "count"
+    )
     if accelerator_type is not None:
         check_choice(accelerator_type, "accelerator_type", ACCELERATOR_TYPES)
     if accelerator_count == 0 and accelerator_type != "CPU":
         raise ValueError("accelerator_count: 0 is only allowed with accelerator_type='CPU'")
-    if not isinstance(loss_method, str):
-        raise TypeError(f"loss_method: expected a string, got {type(loss_method).__name__}")
-    method = check_choice(loss_method.lower(), "loss_method", LOSS_METHODS)
+    given_method = _or_default(loss_method, LossSettings, "method")
+    if not isinstance(given_method, str):
+        raise TypeError(f"loss_method: expected a string, got {type(given_method).__name__}")
+    method = check_choice(given_method.lower(), "loss_method", LOSS_METHODS)
+    kl_coefficient = _or_default(kl_coefficient, LossSettings, "kl_coefficient")
     check_optional_field_int(
         active_deadline_seconds, "active_deadline_seconds", ReinforcementStepSpec, "active_deadline_seconds"
     )

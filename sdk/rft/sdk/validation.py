@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import annotated_types
 from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticUndefined
 
 
 def check_int(value: object, argument: str, *, minimum: int, maximum: int) -> int:
@@ -40,6 +41,15 @@ def field_bounds(model: type[BaseModel], field: str) -> tuple[int, int]:
     if low is None or high is None:
         raise LookupError(f"{model.__name__}.{field} has no lower and upper bound")
     return low, high
+
+
+def field_default(model: type[BaseModel], field: str) -> object:
+    """The default that API model `model` gives `field` (read at call time, never copied): an SDK
+    argument left as None means this."""
+    info = model.model_fields[field]
+    if info.default is PydanticUndefined:
+        raise LookupError(f"{model.__name__}.{field} has no default value")
+    return info.default
 
 
 def check_field_int(value: object, argument: str, model: type[BaseModel], field: str) -> int:

@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 
-from rft_operator.builders.vllm_args import DEFAULT_HOST, DEFAULT_PORT, RUNTIME_LORA_UPDATING_ENV
+from rft.contracts.vllm_args import DEFAULT_HOST, DEFAULT_PORT, RUNTIME_LORA_UPDATING_ENV
 
 from rft_devcluster.fake_vllm.config import (
     DEVICES,

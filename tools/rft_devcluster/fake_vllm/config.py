@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from rft_operator.builders.vllm_args import DEFAULT_HOST, DEFAULT_PORT, SERVER_DTYPES
+from rft.contracts.vllm_args import DEFAULT_HOST, DEFAULT_PORT, SERVER_DTYPES
 
 Device = Literal["auto", "cpu", "cuda"]
 DType = Literal["auto", "float32", "float16", "bfloat16"]

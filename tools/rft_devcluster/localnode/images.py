@@ -36,6 +36,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rft.contracts import entrypoints
+
 from rft_devcluster.binaries import REPO_ROOT
 from rft_devcluster.vllm_env import VllmUnavailableError, ensure_vllm_env
 
@@ -110,9 +112,9 @@ def repository_name(image: str) -> str:
 FAKE_VLLM_IMAGE = "rft.local/rft-fake-vllm:dev"
 # Project images: repository suffix -> (default command, the entry point it fakes).
 _PROJECT_DEFAULTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "rft-trainer": (("python", "-m", "rft_trainer"), ()),
+    "rft-trainer": (("python", "-m", entrypoints.TRAINER), ()),
     # The server pods' model fetch (init container) and adapter sidecar; the image's CMD is the sidecar.
-    "rft-serving-helpers": (("python", "-m", "rft.adapter_sidecar"), ()),
+    "rft-serving-helpers": (("python", "-m", entrypoints.ADAPTER_SIDECAR), ()),
     "rft-operator": (("python", "-m", "rft_operator"), ()),
     "rft-fake-vllm": (("python", "-m", "rft_devcluster.fake_vllm"), ("vllm", "serve")),
 }

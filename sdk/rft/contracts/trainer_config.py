@@ -21,7 +21,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
@@ -29,16 +29,16 @@ from rft.api.common import ApiModel
 from rft.api.dataset import DatasetFormat
 from rft.api.model import AdapterCanary, FileDigest, LoraSettings, TrainingRecord
 from rft.api.reinforcement_step import LossSettings, TrainingParameters
+from rft.contracts import exit_codes
 
 CONFIG_ENV_VAR = "RFT_TRAINER_CONFIG"
 """Environment variable that may hold the whole `TrainerConfig` JSON."""
 
-TERMINATION_MESSAGE_LIMIT = 4096
-"""Kubernetes keeps at most this many bytes of a container's termination message."""
+TERMINATION_MESSAGE_LIMIT: Final = exit_codes.TERMINATION_MESSAGE_LIMIT
 
-EXIT_OK = 0
-EXIT_BAD_INPUT = 1
-EXIT_INFRASTRUCTURE = 2
+EXIT_OK: Final = exit_codes.EXIT_OK
+EXIT_BAD_INPUT: Final = exit_codes.EXIT_BAD_INPUT
+EXIT_INFRASTRUCTURE: Final = exit_codes.EXIT_RETRYABLE
 
 DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 

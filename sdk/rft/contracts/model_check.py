@@ -14,17 +14,18 @@ This module imports neither the storage clients nor torch: the operator uses it.
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field, ValidationError
 
 from rft.api.common import ApiModel
 from rft.api.model import FileDigest
+from rft.contracts import exit_codes
 
-EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_STORAGE = 2
-TERMINATION_MESSAGE_LIMIT = 4096
+EXIT_OK: Final = exit_codes.EXIT_OK
+EXIT_INVALID: Final = exit_codes.EXIT_BAD_INPUT
+EXIT_STORAGE: Final = exit_codes.EXIT_RETRYABLE
+TERMINATION_MESSAGE_LIMIT: Final = exit_codes.TERMINATION_MESSAGE_LIMIT
 CHECK_CONTAINER = "check"
 FILES_DIGEST_ENV = "RFT_MODEL_FILES_DIGEST"
 PINNED_FILES_ENV = "RFT_MODEL_PINNED_FILES"

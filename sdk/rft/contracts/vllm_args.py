@@ -1,8 +1,8 @@
 """vLLM's command line and environment: `vllm serve <server_args(...)>` with `server_env(...)`.
 
-A light module (no torch, transformers or fastapi): the operator's builders import it, and the
-operator image has none of those. The tests' fake vLLM (`rft_devcluster.fake_vllm`) takes the
-same command line.
+The server pods' contract: the operator's builders render it, the tests' fake vLLM
+(`rft_devcluster.fake_vllm`) reads the same command line. A light module (no torch, transformers
+or fastapi): the operator image has none of those.
 """
 
 from __future__ import annotations

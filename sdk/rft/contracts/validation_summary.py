@@ -13,16 +13,17 @@ This module imports neither the storage clients nor torch: the operator uses it.
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
 from rft.api.dataset import RowError
+from rft.contracts import exit_codes
 
-EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_STORAGE = 2
+EXIT_OK: Final = exit_codes.EXIT_OK
+EXIT_INVALID: Final = exit_codes.EXIT_BAD_INPUT
+EXIT_STORAGE: Final = exit_codes.EXIT_RETRYABLE
 
 # Why the object could not be validated at all (`error` says more).
 ErrorKind = Literal["credentials", "access-denied", "not-found", "invalid-source", "storage", "internal"]

@@ -1,0 +1,13 @@
+-- Argo CD health of rft-operator.io/Dataset.
+-- Runs in Argo CD's Lua 5.1 sandbox: base and table libraries only (no string, no math).
+-- Progressing until the operator has observed the latest generation (no status, or
+-- status.observedGeneration < metadata.generation); then from the Ready condition:
+--   Ready True (validated, digest pinned)        Healthy
+--   Ready False (invalid rows, unreadable file)  Degraded
+--   Ready Unknown (the validation Job runs)      Progressing
+--   Suspended condition True                     Suspended
+-- Without a Ready condition the phase decides (READY Healthy, FAILED Degraded). The message
+-- is the Ready condition's (else status.message, else the phase).
+
+--@include common.lua
+--@include ready.lua noun=dataset

@@ -1,0 +1,14 @@
+-- Argo CD health of rft-operator.io/Deployment.
+-- Runs in Argo CD's Lua 5.1 sandbox: base and table libraries only (no string, no math).
+-- Progressing until the operator has observed the latest generation (no status, or
+-- status.observedGeneration < metadata.generation); then from the Ready condition:
+--   Ready True (serving)                         Healthy
+--   Ready False while CREATING/UPDATING/DELETING Progressing
+--   Ready False otherwise (FAILED)               Degraded
+--   Ready Unknown                                Progressing
+--   Suspended condition True                     Suspended
+-- Without a Ready condition the phase decides (READY Healthy, FAILED Degraded). The message
+-- is the Ready condition's (else status.message, else the phase).
+
+--@include common.lua
+--@include ready.lua noun=deployment

@@ -1,0 +1,13 @@
+-- Argo CD health of rft-operator.io/Model.
+-- Runs in Argo CD's Lua 5.1 sandbox: base and table libraries only (no string, no math).
+-- Progressing until the operator has observed the latest generation (no status, or
+-- status.observedGeneration < metadata.generation); then from the Ready condition:
+--   Ready True (registered, or a base model checked and pinned)   Healthy
+--   Ready Unknown (a base model's files being checked: CHECKING)  Progressing
+--   Ready False (its base Model is missing, or it failed its check) Degraded
+--   Suspended condition True                     Suspended
+-- Without a Ready condition the phase decides (READY Healthy, FAILED Degraded). The message
+-- is the Ready condition's (else status.message, else the phase).
+
+--@include common.lua
+--@include ready.lua noun=model
