@@ -73,8 +73,13 @@ class StepStats:
     clipped_tokens: int = 0
     ratio_sum: float = 0.0
     adv_logp_sum: float = 0.0
+    logp_sum: float = 0.0
     grad_norm: float = 0.0
     seconds: float = 0.0
+    # Of the step's sequences (every rank sees the whole group: not all-reduced).
+    sequences: int = 0
+    reward_sum: float = 0.0
+    advantage_sum: float = 0.0
 
     def metrics(self) -> dict[str, float]:
         n = max(self.tokens, 1)
@@ -85,6 +90,11 @@ class StepStats:
             "ratio_mean": self.ratio_sum / n,
             "adv_logp": self.adv_logp_sum / n,
             "grad_norm": self.grad_norm,
+            # -mean log p of the completion tokens: the policy's entropy, estimated by Monte Carlo
+            # when the completions were sampled from it (the full-vocabulary entropy is never computed).
+            "entropy": -self.logp_sum / n,
+            "mean_reward": self.reward_sum / max(self.sequences, 1),
+            "mean_advantage": self.advantage_sum / max(self.sequences, 1),
             "completion_tokens": float(self.tokens),
             "tokens_per_second": self.packed_tokens / self.seconds if self.seconds > 0 else 0.0,
         }
@@ -330,8 +340,13 @@ class Trainer:
             stats.clipped_tokens += stats_part.clipped_tokens
             stats.ratio_sum += stats_part.ratio_sum
             stats.adv_logp_sum += stats_part.adv_logp_sum
+            stats.logp_sum += stats_part.logp_sum
         if self.dist.enabled:
             stats = _all_reduce_stats(stats, self.device)
+        stepped = [self.samples[i] for batch in group for i in batch.sample_indices]
+        stats.sequences = len(stepped)
+        stats.reward_sum = sum(s.reward for s in stepped)
+        stats.advantage_sum = sum(s.advantage for s in stepped)
         max_norm = self.settings.max_grad_norm if self.settings.max_grad_norm > 0 else math.inf
         stats.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
         if not (math.isfinite(stats.loss) and math.isfinite(stats.grad_norm)):
@@ -385,6 +400,7 @@ class Trainer:
             clipped_tokens=out.clipped_tokens,
             ratio_sum=out.ratio_sum,
             adv_logp_sum=out.adv_logp_sum,
+            logp_sum=float(logp.detach().sum()),
         )
 
 
@@ -397,6 +413,7 @@ _SUMMED_FIELDS = (
     "clipped_tokens",
     "ratio_sum",
     "adv_logp_sum",
+    "logp_sum",
 )
 
 

@@ -22,6 +22,7 @@ from rft_trainer.dataset import LoadedDataset, ScoredDataset, load_dataset, pars
 from rft_trainer.errors import BadInputError
 from rft_trainer.loop import Distributed, OptimSettings, Trainer, TrainOutcome
 from rft_trainer.loss import LossParams
+from rft_trainer.metrics_log import MetricsLog, flops_per_token, peak_flops
 from rft_trainer.model import (
     attach_new_adapter,
     attach_parent_adapter,
@@ -197,6 +198,17 @@ def final_metrics(prepared: Prepared, outcome: TrainOutcome) -> dict[str, str]:
     return {k: _fmt(float(v)) for k, v in metrics.items()}
 
 
+def open_metrics_log(config: TrainerConfig, prepared: Prepared, scratch: Path) -> MetricsLog:
+    """The run's per-optimizer-step series, written under scratch until it is published."""
+    parameters = sum(p.numel() for p in prepared.policy.parameters())
+    return MetricsLog(
+        scratch / "series",
+        flops_per_token=flops_per_token(parameters, gradient_checkpointing=config.gradient_checkpointing),
+        peak_flops=peak_flops(prepared.device),
+        run_name=config.output_model_name,
+    )
+
+
 def run_step(config: TrainerConfig, reporter: ProgressReporter) -> TrainerResult | None:
     """Run the whole step; returns the result on rank 0 (None on other ranks)."""
     dist, device = init_distributed(config.device)
@@ -215,6 +227,7 @@ def run_step(config: TrainerConfig, reporter: ProgressReporter) -> TrainerResult
                 dist=dist,
             )
             mean_reward = prepared.scored.mean_reward
+            series = open_metrics_log(config, prepared, scratch) if dist.rank == 0 else None
             reporter.update(
                 ProgressReport(
                     phase="training",
@@ -227,16 +240,25 @@ def run_step(config: TrainerConfig, reporter: ProgressReporter) -> TrainerResult
             )
 
             def on_step(report: ProgressReport) -> None:
-                if dist.rank == 0:
-                    reporter.update(report.model_copy(update={"mean_reward": mean_reward}))
+                if series is not None:
+                    values = series.record(
+                        report.step, report.epoch, {"loss": report.loss or 0.0, **report.metrics}
+                    )
+                    values.pop("loss")
+                    reporter.update(report.model_copy(update={"mean_reward": mean_reward, "metrics": values}))
 
-            outcome = trainer.run(on_step)
-            if dist.rank != 0:
+            try:
+                outcome = trainer.run(on_step)
+            finally:
+                if series is not None:
+                    series.close()
+            if series is None:
                 return None
             reporter.phase("writing_results", f"publishing the adapter to {config.output_url}")
             metrics = final_metrics(prepared, outcome)
             canary = record_canary(prepared.policy, prepared.canary_tokens, prepared.canary_start)
             adapter_dir = save_adapter(prepared.policy, scratch / "adapter", config.base_model_name)
+            series.copy_into(adapter_dir)  # the per-step series is published with the adapter
             metadata = build_metadata(
                 config,
                 dataset_digest=prepared.dataset.digest,
