@@ -25,11 +25,13 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
 import torch
+
+from rft_trainer.trackers import Tracker
 
 METRICS_DIR = "metrics"
 JSONL_FILE = "steps.jsonl"
@@ -74,6 +76,7 @@ class MetricsLog:
         flops_per_token: float | None = None,
         peak_flops: float | None = None,
         run_name: str = "",
+        trackers: Sequence[Tracker] = (),
     ) -> None:
         # Imported here: only rank 0 of a run writes, and the module loads with the trainer.
         from tensorboardX import SummaryWriter  # noqa: PLC0415
@@ -82,6 +85,7 @@ class MetricsLog:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._flops_per_token = flops_per_token
         self._peak_flops = peak_flops
+        self.trackers = list(trackers)
         self._jsonl: TextIO | None = (self.directory / JSONL_FILE).open("w", encoding="utf-8")
         # flush_secs/max_queue: every point reaches the file at once (a step is seconds, not microseconds).
         self._writer: SummaryWriter | None = SummaryWriter(
@@ -113,6 +117,8 @@ class MetricsLog:
         self._jsonl.flush()
         for name, value in values.items():
             self._writer.add_scalar(TAG_PREFIX + name, value, global_step=step, walltime=now)
+        for tracker in self.trackers:
+            tracker.log(step, values)
         self.steps += 1
         return values
 
@@ -124,6 +130,12 @@ class MetricsLog:
         if self._jsonl is not None:
             self._jsonl.close()
             self._jsonl = None
+
+    def finish(self, succeeded: bool) -> None:
+        """End the trackers' runs (the files are closed by `close`)."""
+        for tracker in self.trackers:
+            tracker.finish(succeeded)
+        self.trackers = []
 
     def copy_into(self, checkpoint_dir: Path) -> list[str]:
         """Close, then copy the series into ``checkpoint_dir/metrics/``; returns the relative paths copied."""

@@ -142,6 +142,33 @@ class PodMetadata(ApiModel):
     )
 
 
+TrackingURI = Annotated[
+    str, Field(min_length=8, max_length=1024, pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?$")
+]
+ExperimentName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class MlflowTracking(ApiModel):
+    """Where the step logs its per-optimizer-step metrics in MLflow."""
+
+    tracking_uri: TrackingURI = Field(
+        description="The MLflow tracking server (http or https). The pod reaches it with the step's "
+        "workload identity only; the credentials Secret of the operator's settings goes only to "
+        "the operator's own tracking server."
+    )
+    experiment: ExperimentName = Field(
+        default="rft", description="The experiment the run is logged under (created when missing)."
+    )
+
+
+class Tracking(ApiModel):
+    """Experiment trackers the step logs to, besides the metrics files beside its checkpoint."""
+
+    mlflow: MlflowTracking | None = Field(
+        default=None, description="An MLflow run keyed by the step's uid: a retried pod continues it."
+    )
+
+
 class ReinforcementStepSpec(ApiModel):
     """One training run. Immutable after creation, except suspend and cancel."""
 
@@ -179,6 +206,11 @@ class ReinforcementStepSpec(ApiModel):
     )
     pod_metadata: PodMetadata | None = Field(
         default=None, description="Labels and annotations for the training pod."
+    )
+    tracking: Tracking | None = Field(
+        default=None,
+        description="Experiment trackers. Unset: the operator's default MLflow server (the chart's "
+        "tracking.mlflow.trackingUri), if any; {} opts out of it.",
     )
     suspend: bool = Field(
         default=False,
@@ -259,6 +291,7 @@ _IMMUTABLE_FIELDS = (
     "serviceAccountName",
     "trainerImage",
     "podMetadata",
+    "tracking",
     "activeDeadlineSeconds",
     "backoffLimit",
     "ttlSecondsAfterFinished",
