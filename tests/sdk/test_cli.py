@@ -14,6 +14,7 @@ from rft.api.common import Resource
 from rft.api.model import FileDigest
 from rft.cli import app
 from rft.cli.context import CliContext
+from rft.cli.render import step_progress
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
 from rich.console import Console
 from typer.testing import CliRunner
@@ -261,6 +262,36 @@ def test_watch_follows_a_running_step_until_it_ends() -> None:
     assert result.exit_code == 0, result.output
     assert "JOB_STATE_COMPLETED" in result.output
     assert "metrics.mean_reward" in result.output
+
+
+def test_watch_shows_a_progress_bar_the_latest_metrics_and_recent_curves() -> None:
+    live = _step(
+        "step-live",
+        "JOB_STATE_RUNNING",
+        progress={
+            "epoch": 1,
+            "step": 3,
+            "totalSteps": 10,
+            "loss": "0.3",
+            "meanReward": "0.5",
+            "metrics": {"kl": "0.0123", "grad_norm": "1.5"},
+            "history": [
+                {"step": 1, "loss": "0.9", "meanReward": "0.1"},
+                {"step": 2, "loss": "0.5", "meanReward": "0.3"},
+                {"step": 3, "loss": "0.3", "meanReward": "0.6"},
+            ],
+        },
+    )
+    # What `rft steps watch` redraws on every refresh.
+    console = Console(width=250, color_system=None, record=True)
+    console.print(step_progress(live))
+    seen = console.export_text()
+    assert "[█████████░░░░░░░░░░░░░░░░░░░░░] 3/10 (30%)" in seen
+    assert "step.kl" in seen
+    assert "0.0123" in seen
+    assert "Loss, steps 1-3" in seen
+    assert "█▃▁  0.3" in seen  # falling loss
+    assert "▁▄█  0.6" in seen  # rising reward
 
 
 def test_lineage_lists_the_chain_oldest_first() -> None:

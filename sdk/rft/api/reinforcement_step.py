@@ -245,6 +245,30 @@ class ReinforcementStepSpec(ApiModel):
         return self
 
 
+# What the step's status keeps of the trainer's live progress (the full series is in the bucket,
+# beside the checkpoint): these metrics' latest values and the last HISTORY_LENGTH points seen.
+STATUS_METRICS = (
+    "mean_reward",
+    "mean_advantage",
+    "kl",
+    "clip_fraction",
+    "entropy",
+    "grad_norm",
+    "lr",
+    "tokens_per_second",
+    "mfu",
+)
+HISTORY_LENGTH = 20
+
+
+class StepPoint(ApiModel):
+    """One optimizer step as the operator saw it."""
+
+    step: int = Field(ge=0, description="The optimizer step.")
+    loss: str | None = Field(default=None, max_length=32, description="Its loss.")
+    mean_reward: str | None = Field(default=None, max_length=32, description="Its samples' mean reward.")
+
+
 class StepProgress(ApiModel):
     """Live training progress, from the trainer's structured log."""
 
@@ -253,6 +277,17 @@ class StepProgress(ApiModel):
     total_steps: int | None = Field(default=None, description="Optimizer steps planned.")
     loss: str | None = Field(default=None, description="Last loss.")
     mean_reward: str | None = Field(default=None, description="Mean reward of the dataset.")
+    metrics: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=len(STATUS_METRICS),
+        description="The last optimizer step's metrics (KL, clip fraction, entropy, gradient norm, "
+        "learning rate, tokens/s, ...); every step's are in <outputLocation>/metrics/.",
+    )
+    history: list[StepPoint] = Field(
+        default_factory=list,
+        max_length=HISTORY_LENGTH,
+        description=f"The last {HISTORY_LENGTH} optimizer steps the operator saw (it polls, so not every one).",
+    )
 
 
 class ReinforcementStepStatus(ApiModel):
