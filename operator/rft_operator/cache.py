@@ -106,6 +106,31 @@ class Cache:
         with self._lock:
             self._written.pop((plural, namespace, name), None)
 
+    def count_by_phase(self, plural: str) -> dict[str, int]:
+        """How many cached objects of `plural` are in each status.phase ("NONE": no phase yet)."""
+        index = self._objects.get(plural)
+        counts: dict[str, int] = {}
+        if index is None:
+            return counts
+        for _ in range(3):  # Kopf's event loop may change the index while a scrape reads it
+            try:
+                keys = list(index)
+                break
+            except RuntimeError:
+                continue
+        else:
+            return counts
+        for key in keys:
+            try:
+                obj = _first(index[key])
+            except KeyError:
+                continue
+            if obj is None:
+                continue
+            phase = str((obj.get("status") or {}).get("phase") or "NONE")
+            counts[phase] = counts.get(phase, 0) + 1
+        return counts
+
     def pods(self, namespace: str, job_name: str) -> list[Obj] | None:
         """The Job's pods as the pod watch last showed them (copies); None without a pod index."""
         if self._pods is None:

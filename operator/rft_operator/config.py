@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from kubernetes.utils.quantity import parse_quantity
 from pydantic import BaseModel, Field, field_validator
 from rft.api.common import WORKLOAD_SERVICE_ACCOUNT_LABEL
+from rft.api.reinforcement_step import ExperimentName, TrackingURI
 
 from rft_operator.policy import parse_allowed_images
 from rft_operator.progress import poll_networks
@@ -92,6 +93,22 @@ class OperatorConfig(BaseModel):
         "CIDRs (development: the local node's pod range, e.g. 127.0.0.0/8,198.18.0.0/16).",
     )
 
+    mlflow_tracking_uri: TrackingURI | None = Field(
+        default=None,
+        description="The MLflow tracking server every step logs to unless its spec.tracking says otherwise.",
+    )
+    mlflow_experiment: ExperimentName = Field(
+        default="rft", description="The experiment of the steps that log to mlflow_tracking_uri."
+    )
+    mlflow_credentials_secret: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="A Secret (in each step's namespace) whose MLFLOW_TRACKING_TOKEN, "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD keys the trainer gets as environment "
+        "variables (each optional), only when it logs to mlflow_tracking_uri.",
+    )
+
     poll_seconds: float = Field(
         default=10.0, gt=0, description="How often running work is re-checked (progress, drift)."
     )
@@ -146,6 +163,12 @@ class OperatorConfig(BaseModel):
         "holds the key of the adapter admin tokens; the operator makes it on first start.",
     )
     metrics_port: int = Field(default=8080, description="Port of the Prometheus /metrics endpoint (0: off).")
+
+    @field_validator("mlflow_tracking_uri", "mlflow_credentials_secret", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        """The chart renders every setting; an empty one means none."""
+        return None if value == "" else value
 
     @field_validator("progress_poll")
     @classmethod

@@ -27,6 +27,7 @@ from rft_operator.cache import Cache, trim
 from rft_operator.config import OperatorConfig
 from rft_operator.kube import Kube
 from rft_operator.leader import LeaderElector
+from rft_operator.metrics import STATE
 from rft_operator.reconcilers.dataset import DatasetReconciler
 from rft_operator.reconcilers.deployment import DeploymentReconciler
 from rft_operator.reconcilers.model import ModelReconciler
@@ -118,6 +119,11 @@ def start(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> None:
     memo.config = cfg
     memo.stop_resync = threading.Event()
     threading.Thread(target=_resync_loop, args=(kube, queue, cfg, memo.stop_resync), daemon=True).start()
+    STATE.bind(
+        queue_depth=lambda: len(queue),
+        leading=lambda: elector is None or elector.leading.is_set(),
+        step_phases=lambda: cache.count_by_phase("reinforcementsteps"),
+    )
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port)
     log.info(

@@ -12,7 +12,9 @@ import functools
 import ipaddress
 import json
 import logging
+import math
 
+from rft.api.reinforcement_step import HISTORY_LENGTH, STATUS_METRICS, StepPoint, StepProgress
 from rft.contracts.trainer_config import ProgressReport
 
 from rft_operator import podhttp
@@ -65,3 +67,36 @@ def fetch_progress(pod_ip: str, port: int, timeout: float = 1.0) -> ProgressRepo
     except (podhttp.PodHTTPError, ValueError) as exc:
         log.debug("no progress from %s: %s", url, exc)
         return None
+
+
+def _decimal(value: float | None) -> str | None:
+    return None if value is None or not math.isfinite(value) else f"{value:.6g}"
+
+
+def live_progress(previous: StepProgress | None, report: ProgressReport) -> StepProgress:
+    """The step's status.progress from the trainer's latest report: the latest values of a few
+    metrics and a short history (the last HISTORY_LENGTH optimizer steps polled), so the status
+    stays small; the full series is published beside the checkpoint."""
+    history = list(previous.history) if previous is not None else []
+    if report.step > 0 and (not history or history[-1].step < report.step):
+        history.append(
+            StepPoint(
+                step=report.step,
+                loss=_decimal(report.loss),
+                mean_reward=_decimal(report.metrics.get("mean_reward")),
+            )
+        )
+    metrics = {
+        key: text
+        for key in STATUS_METRICS
+        if key in report.metrics and (text := _decimal(report.metrics[key])) is not None
+    }
+    return StepProgress(
+        epoch=report.epoch,
+        step=report.step,
+        total_steps=report.total_steps,
+        loss=_decimal(report.loss),
+        mean_reward=_decimal(report.mean_reward),
+        metrics=metrics,
+        history=history[-HISTORY_LENGTH:],
+    )

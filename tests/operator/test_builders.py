@@ -232,3 +232,43 @@ def test_training_and_reader_pods_request_and_limit_ephemeral_storage() -> None:
         container = reader["spec"]["template"]["spec"]["containers"][0]
         assert container["resources"]["requests"]["ephemeral-storage"] == "512Mi"
         assert container["resources"]["limits"]["ephemeral-storage"] == "2Gi"
+
+
+def _mlflow_job(step: ReinforcementStep, config: OperatorConfig) -> tuple[dict[str, Any], TrainerConfig]:
+    out = default_output_location(BASE, step.spec.output_model)
+    cfg = trainer_config(step, make_dataset(), BASE, BASE, out, config)
+    job = build_training_job(step, cfg, ACCELERATORS, config)
+    return job["spec"]["template"]["spec"]["containers"][0], cfg
+
+
+def test_mlflow_tracking_comes_from_the_step_or_the_operator_and_credentials_only_to_the_admins_server() -> (
+    None
+):
+    admin = CONFIG.model_copy(
+        update={
+            "mlflow_tracking_uri": "https://mlflow.internal",
+            "mlflow_experiment": "team-runs",
+            "mlflow_credentials_secret": "mlflow-token",
+        }
+    )
+    # No tracking anywhere: nothing.
+    container, cfg = _mlflow_job(make_step(), CONFIG)
+    assert cfg.mlflow is None
+    assert cfg.step_uid == "uid-1"  # the run's key: a retried pod continues the same run
+    # The operator's default server, with the admin's Secret (each key optional).
+    container, cfg = _mlflow_job(make_step(), admin)
+    assert cfg.mlflow is not None
+    assert (cfg.mlflow.tracking_uri, cfg.mlflow.experiment) == ("https://mlflow.internal", "team-runs")
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    assert set(refs) == {"MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+    assert all(r["name"] == "mlflow-token" and r["optional"] is True for r in refs.values())
+    # A step naming its own server gets no Secret: it could send it anywhere.
+    own = make_step(tracking={"mlflow": {"trackingUri": "http://mlflow.team-a:5000", "experiment": "mine"}})
+    container, cfg = _mlflow_job(own, admin)
+    assert cfg.mlflow is not None
+    assert cfg.mlflow.tracking_uri == "http://mlflow.team-a:5000"
+    assert not any("valueFrom" in e for e in container["env"])
+    # A step that says tracking: {} opts out of the operator's default.
+    container, cfg = _mlflow_job(make_step(tracking={}), admin)
+    assert cfg.mlflow is None
+    assert not any("valueFrom" in e for e in container["env"])

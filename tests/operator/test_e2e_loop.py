@@ -27,6 +27,7 @@ from rft_devcluster.pytest_fixtures_storage import S3Bucket
 from rft_devcluster.tiny import build_tiny_model
 
 from tests.operator.conftest import WORKLOAD, Objects, OperatorProcess
+from tests.trainer.trainer_testlib import series_from_bucket
 
 pytestmark = [pytest.mark.cluster, pytest.mark.localnode, pytest.mark.slow]
 
@@ -153,7 +154,19 @@ def test_two_steps_of_the_loop_build_a_checkpoint_chain(
     assert ckpt2["spec"]["baseModel"] == "tiny"
     assert ckpt2["spec"]["parent"] == "ckpt-1", "the second checkpoint continues the first"
     assert ckpt2["spec"]["location"] == f"s3://{s3_bucket.name}/rft/models/ckpt-2/"
-    assert {f["path"] for f in ckpt2["spec"]["files"]} >= {"adapter_model.safetensors", "adapter_config.json"}
+    assert {f["path"] for f in ckpt2["spec"]["files"]} >= {
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "metrics/steps.jsonl",
+    }
+    # The step's per-optimizer-step series, published with the checkpoint, read back from the
+    # bucket with TensorBoard's own reader: one point per optimizer step for each metric.
+    scalars = series_from_bucket(ckpt2["spec"]["location"], tmp_path / "tensorboard")
+    step2_status = objects.get("reinforcementsteps", "ckpt-2")
+    assert step2_status is not None
+    optimizer_steps = int(float(step2_status["status"]["metrics"]["optimizer_steps"]))
+    for name in ("loss", "kl", "clip_fraction", "entropy", "grad_norm", "lr", "tokens_per_second"):
+        assert [step for step, _ in scalars[f"train/{name}"]] == list(range(1, optimizer_steps + 1)), name
     assert ckpt1["status"]["phase"] == ckpt2["status"]["phase"] == "READY"
 
     step2 = objects.get("reinforcementsteps", "ckpt-2")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, TypeVar
@@ -10,8 +11,11 @@ import pytest
 import yaml
 from rft.api import Dataset, Deployment, Model, ReinforcementStep
 from rft.api.common import Resource
+from rft.api.model import FileDigest
 from rft.cli import app
 from rft.cli.context import CliContext
+from rft.cli.render import step_progress
+from rft_devcluster.pytest_fixtures_storage import S3Bucket
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -260,6 +264,36 @@ def test_watch_follows_a_running_step_until_it_ends() -> None:
     assert "metrics.mean_reward" in result.output
 
 
+def test_watch_shows_a_progress_bar_the_latest_metrics_and_recent_curves() -> None:
+    live = _step(
+        "step-live",
+        "JOB_STATE_RUNNING",
+        progress={
+            "epoch": 1,
+            "step": 3,
+            "totalSteps": 10,
+            "loss": "0.3",
+            "meanReward": "0.5",
+            "metrics": {"kl": "0.0123", "grad_norm": "1.5"},
+            "history": [
+                {"step": 1, "loss": "0.9", "meanReward": "0.1"},
+                {"step": 2, "loss": "0.5", "meanReward": "0.3"},
+                {"step": 3, "loss": "0.3", "meanReward": "0.6"},
+            ],
+        },
+    )
+    # What `rft steps watch` redraws on every refresh.
+    console = Console(width=250, color_system=None, record=True)
+    console.print(step_progress(live))
+    seen = console.export_text()
+    assert "[█████████░░░░░░░░░░░░░░░░░░░░░] 3/10 (30%)" in seen
+    assert "step.kl" in seen
+    assert "0.0123" in seen
+    assert "Loss, steps 1-3" in seen
+    assert "█▃▁  0.3" in seen  # falling loss
+    assert "▁▄█  0.6" in seen  # rising reward
+
+
 def test_lineage_lists_the_chain_oldest_first() -> None:
     result = run("models", "lineage", "ckpt-3")
     assert result.exit_code == 0, result.output
@@ -312,3 +346,60 @@ def test_help_lists_the_command_groups() -> None:
     assert result.exit_code == 0
     for group in ("steps", "datasets", "models", "deployments", "plot"):
         assert group in result.output
+
+
+def _series_checkpoint(bucket_url: str, name: str, parent: str | None, steps: int, tmp: Path) -> Model:
+    """A checkpoint whose per-step series (written by the trainer's own writer) is in the bucket."""
+    from rft.storage import create_bytes  # noqa: PLC0415
+    from rft_trainer.metrics_log import MetricsLog  # noqa: PLC0415
+
+    log = MetricsLog(tmp / name)
+    for step in range(1, steps + 1):
+        log.record(
+            step, 1, {"loss": 1.0 / step, "mean_reward": 0.1 * step, "kl": 0.01 * step, "grad_norm": 2.0}
+        )
+    log.close()
+    data = (tmp / name / "metrics" / "steps.jsonl").read_bytes()
+    location = f"{bucket_url}/models/{name}/"
+    create_bytes(location + "metrics/steps.jsonl", data)
+    model = _lora(name, parent, "0.5", "0.1")
+    spec = model.spec.model_copy(
+        update={
+            "location": location,
+            "files": [
+                FileDigest(
+                    path="metrics/steps.jsonl", sha256=hashlib.sha256(data).hexdigest(), size=len(data)
+                )
+            ],
+        }
+    )
+    return model.model_copy(update={"spec": spec})
+
+
+def test_plot_draws_per_step_curves_from_the_series_in_the_bucket(
+    s3_bucket: S3Bucket, tmp_path: Path
+) -> None:
+    first = _series_checkpoint(s3_bucket.url, "run-1", None, 3, tmp_path)
+    second = _series_checkpoint(s3_bucket.url, "run-2", "run-1", 2, tmp_path)
+    cluster = CannedCluster(BASE, first, second)
+    target = tmp_path / "steps.png"
+    result = run("plot", "run-2", "-o", str(target), cluster=cluster)
+    assert result.exit_code == 0, result.output
+    assert f"wrote {target} (5 optimizer step(s) over 2 checkpoint(s))" in result.output
+    data = target.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (width, height) == (800, 80 + 4 * 180)  # four panels: reward, loss, KL, grad norm
+
+    # --per-checkpoint: one point per checkpoint, as before.
+    old = run("plot", "run-2", "-o", str(tmp_path / "old.png"), "--per-checkpoint", cluster=cluster)
+    assert "(2 checkpoint(s))" in old.output
+
+    # A series that does not hash to what the Model records is refused.
+    from rft.storage import write_bytes  # noqa: PLC0415
+
+    write_bytes(f"{s3_bucket.url}/models/run-1/metrics/steps.jsonl", b'{"step": 1, "loss": 0}\n')
+    tampered = run("plot", "run-2", "-o", str(tmp_path / "bad.png"), cluster=cluster)
+    assert tampered.exit_code == 1
+    assert "records" in tampered.output
+    assert "sha256" in tampered.output

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -638,3 +640,23 @@ def test_cli_lists_steps_and_prints_the_trainer_log_file(
     described = runner.invoke(app, ["steps", "describe", "ckpt-1"], obj=context)
     assert described.exit_code == 0, described.output
     assert "ckpt-1-train" in described.output
+
+    # -f follows the file while the step runs and stops once it has ended (nothing after is lost).
+    def finish() -> None:
+        time.sleep(1.0)
+        with log_file.open("a") as appended:
+            appended.write('{"event": "progress", "step": 3}\n')
+        _set_status(sdk_session, StepResource, "ckpt-1", {"phase": "JOB_STATE_COMPLETED"})
+
+    writer = threading.Thread(target=finish)
+    writer.start()
+    followed = runner.invoke(app, [*base_args, "steps", "logs", "ckpt-1", "-f", "--interval", "0.2"])
+    writer.join()
+    assert followed.exit_code == 0, followed.output
+    assert followed.output == log_file.read_text()
+    assert followed.output.endswith('"step": 3}\n')
+
+    cancelled = runner.invoke(app, [*base_args, "steps", "cancel", "ckpt-1"])
+    assert cancelled.exit_code == 0, cancelled.output
+    assert "cancelling ckpt-1" in cancelled.output
+    assert _raw(sdk_session, StepResource, "ckpt-1")["spec"]["cancel"] is True

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from rft.contracts.trainer_config import TrainerConfig
+from rft_devcluster.emulators import free_port
 from rft_devcluster.tiny import build_tiny_model
 
 from tests.trainer.trainer_testlib import ConfigFactory, sha256_of
@@ -48,3 +54,46 @@ def make_config(tmp_path: Path, tiny_model_dir: Path) -> ConfigFactory:
         return TrainerConfig.model_validate(fields)
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow tracking server (`mlflow server`, SQLite store) on a free loopback port."""
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (root / "server.log").open("wb")
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            f"--backend-store-uri=sqlite:///{root / 'store.db'}",
+            f"--default-artifact-root={(root / 'artifacts').as_uri()}",
+            "--workers=1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=root,
+    )
+    try:
+        deadline = time.monotonic() + 180  # its database migrations take most of a minute on busy cores
+        while True:
+            assert process.poll() is None, (root / "server.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:  # noqa: S310 - http on loopback
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "mlflow server did not answer /health in 180 s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()

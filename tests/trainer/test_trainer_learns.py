@@ -23,10 +23,15 @@ from typing import Any
 import pytest
 import torch
 from peft import PeftModel
+from rft.api.model import Model
+from rft.cli import app
+from rft.cli.context import CliContext
 from rft.contracts.trainer_config import TrainerConfig, TrainerResult, parse_termination_message
 from rft_devcluster.tiny import build_tiny_model, vocabulary_words
 from rft_trainer.main import main
+from rich.console import Console
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from typer.testing import CliRunner
 
 from tests.trainer.trainer_testlib import sha256_of
 
@@ -167,3 +172,51 @@ def test_mean_reward_rises_over_three_steps(
         print("\n".join(timings))
     assert all(later > earlier for earlier, later in itertools.pairwise(mean_rewards)), mean_rewards
     assert mean_rewards[-1] > mean_rewards[0] + 0.15, mean_rewards
+
+    # `rft plot` draws the chain's per-optimizer-step curves from the series beside each checkpoint
+    # (README's figure is this PNG).
+    chain = [_model(step, tmp_path) for step in range(1, STEPS + 1)]
+    base_model = Model.model_validate(
+        {"metadata": {"name": "tiny-base", "namespace": "team-a"}, "spec": {"kind": "base", "location": f"file://{base}/"}}
+    )
+    reader = _Models([base_model, *chain])
+    context = CliContext(namespace="team-a", reader=reader, console=Console(width=250, color_system=None))
+    figure = tmp_path / "rft-plot-demo.png"
+    drawn = CliRunner().invoke(app, ["plot", "model-3", "-o", str(figure)], obj=context)
+    assert drawn.exit_code == 0, drawn.output
+    steps = sum(int(float(m.spec.metrics["optimizer_steps"])) for m in chain)
+    assert f"({steps} optimizer step(s) over 3 checkpoint(s))" in drawn.output
+    assert figure.read_bytes().startswith(b"\x89PNG")
+
+
+class _Models:
+    """A ClusterReader over the Models a cluster would hold for these checkpoints."""
+
+    def __init__(self, models: list[Model]) -> None:
+        self.models = {m.metadata.name: m for m in models}
+
+    def get(self, kind: type[Any], namespace: str, name: str) -> Any:
+        return self.models.get(name) if kind is Model else None
+
+    def list(self, kind: type[Any], namespace: str, label_selector: str | None = None) -> list[Any]:
+        return list(self.models.values()) if kind is Model else []
+
+
+def _model(step: int, tmp: Path) -> Model:
+    """The Model the operator registers for step `step`'s checkpoint (from its metadata.json)."""
+    location = tmp / "models" / f"model-{step}"
+    metadata = json.loads((location / "metadata.json").read_text())
+    return Model.model_validate(
+        {
+            "metadata": {"name": f"model-{step}", "namespace": "team-a"},
+            "spec": {
+                "kind": "lora",
+                "location": f"file://{location}/",
+                "baseModel": "tiny-base",
+                "parent": f"model-{step - 1}" if step > 1 else None,
+                "lora": metadata["lora"],
+                "files": metadata["files"],
+                "metrics": metadata["metrics"],
+            },
+        }
+    )

@@ -26,7 +26,7 @@ from rft_devcluster.emulators import free_port
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
 from rft_trainer.main import main
 
-from tests.trainer.trainer_testlib import jsonl, samples_row, sha256_of
+from tests.trainer.trainer_testlib import jsonl, samples_row, series_from_bucket, sha256_of
 
 ROWS = [
     samples_row(f"name an animal {i}", [("cat", 1.0), ("dog dog", 0.0), ("cat bird", 0.5), ("fish", 0.0)])
@@ -112,7 +112,10 @@ def test_trainer_process_reads_s3_and_publishes_adapter_with_lineage(bucket_setu
     assert result.lora.alpha == 8
     assert float(result.metrics["mean_reward"]) == pytest.approx((1.0 + 0.0 + 0.5 + 0.0) / 4)
     assert "loss" in result.metrics
-    assert {f.path for f in result.files} == {"adapter_model.safetensors", "adapter_config.json"}
+    paths = {f.path for f in result.files}
+    assert {"adapter_model.safetensors", "adapter_config.json", "metrics/steps.jsonl"} <= paths
+    (event_file,) = paths - {"adapter_model.safetensors", "adapter_config.json", "metrics/steps.jsonl"}
+    assert event_file.startswith("metrics/events.out.tfevents.")
 
     assert is_committed(config.output_url)
     local = tmp / "fetched"
@@ -124,6 +127,29 @@ def test_trainer_process_reads_s3_and_publishes_adapter_with_lineage(bucket_setu
     assert metadata["training"]["step"] == "step-1"
     assert {f["path"]: f["sha256"] for f in metadata["files"]} == {f.path: f.sha256 for f in result.files}
     assert json.loads((local / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny-base"
+
+    # The per-step series, published with the adapter: one point per optimizer step per metric,
+    # read back from the bucket with TensorBoard's own reader.
+    steps = training[-1]["total_steps"]
+    assert steps >= 2
+    scalars = series_from_bucket(config.output_url, tmp / "tensorboard")
+    expected = {
+        "loss", "pg_loss", "kl", "clip_fraction", "entropy", "mean_reward", "mean_advantage",
+        "grad_norm", "lr", "tokens_per_second", "flops_per_second",
+    }  # fmt: skip
+    assert {f"train/{name}" for name in expected} <= set(scalars)
+    for tag, points in scalars.items():
+        assert [step for step, _ in points] == list(range(1, steps + 1)), tag
+    lines = [json.loads(line) for line in (local / "metrics" / "steps.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == list(range(1, steps + 1))
+    for line, step in zip(lines, range(steps), strict=True):
+        for name in expected:
+            assert scalars[f"train/{name}"][step][1] == pytest.approx(line[name], rel=1e-6), name
+        # the live progress lines carried the same numbers
+        (live,) = [p for p in training if p["step"] == step + 1]
+        assert live["metrics"]["grad_norm"] == pytest.approx(line["grad_norm"])
+    assert all(line["grad_norm"] > 0 and line["entropy"] > 0 for line in lines)
+    assert all(line["lr"] == pytest.approx(1e-3) for line in lines)
 
 
 def _run_in_process(

@@ -48,3 +48,22 @@ def continuation_config(first: TrainerConfig, tmp_path: Path, **changes: Any) ->
     }
     fields.update(changes)
     return first.model_copy(update=fields)
+
+
+def series_from_bucket(checkpoint_url: str, local_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Download a checkpoint's per-step TensorBoard event files and read them with TensorBoard's own
+    reader: tag -> [(optimizer step, value)]."""
+    from rft.storage import list_objects, read_bytes  # noqa: PLC0415
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: PLC0415
+
+    prefix = checkpoint_url.rstrip("/") + "/metrics/"
+    local_dir.mkdir(parents=True, exist_ok=True)
+    events = [info for info in list_objects(prefix) if "tfevents" in info.url.rsplit("/", 1)[-1]]
+    assert len(events) == 1, f"expected one event file under {prefix}: {[e.url for e in events]}"
+    (local_dir / events[0].url.rsplit("/", 1)[-1]).write_bytes(read_bytes(events[0].url))
+    accumulator = EventAccumulator(str(local_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return {
+        tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
+        for tag in accumulator.Tags()["scalars"]
+    }

@@ -61,6 +61,16 @@ CHART_VALUE_SETS: dict[str, Mapping[str, Any]] = {
         "workloadServiceAccounts": {"namespaces": [WORKLOAD_NAMESPACE]},
         "workloadNetworkPolicy": {"enabled": True},
     },
+    # The monitoring objects: the operator's ServiceMonitor, the servers' PodMonitor, the dashboard.
+    "monitoring": {
+        "networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["10.0.0.1/32"]}},
+        "metrics": {
+            "serviceMonitor": {"enabled": True},
+            "serverPodMonitor": {"enabled": True},
+            "grafanaDashboard": {"enabled": True},
+        },
+        "tracking": {"mlflow": {"trackingUri": "https://mlflow.example", "credentialsSecret": "mlflow"}},
+    },
     "leader-election-ha": {
         "replicaCount": 2,
         "leaderElection": {"enabled": True},

@@ -77,8 +77,13 @@ class StepStats:
     is_capped_tokens: int = 0
     is_weight_sum: float = 0.0
     sampler_gap_sum: float = 0.0
+    logp_sum: float = 0.0
     grad_norm: float = 0.0
     seconds: float = 0.0
+    # Of the step's sequences (every rank sees the whole group: not all-reduced).
+    sequences: int = 0
+    reward_sum: float = 0.0
+    advantage_sum: float = 0.0
 
     def metrics(self) -> dict[str, float]:
         n = max(self.tokens, 1)
@@ -98,6 +103,11 @@ class StepStats:
             "ratio_mean": self.ratio_sum / n,
             "adv_logp": self.adv_logp_sum / n,
             "grad_norm": self.grad_norm,
+            # -mean log p of the completion tokens: the policy's entropy, estimated by Monte Carlo
+            # when the completions were sampled from it (the full-vocabulary entropy is never computed).
+            "entropy": -self.logp_sum / n,
+            "mean_reward": self.reward_sum / max(self.sequences, 1),
+            "mean_advantage": self.advantage_sum / max(self.sequences, 1),
             "completion_tokens": float(self.tokens),
             "tokens_per_second": self.packed_tokens / self.seconds if self.seconds > 0 else 0.0,
         }
@@ -349,8 +359,13 @@ class Trainer:
             stats.is_capped_tokens += stats_part.is_capped_tokens
             stats.is_weight_sum += stats_part.is_weight_sum
             stats.sampler_gap_sum += stats_part.sampler_gap_sum
+            stats.logp_sum += stats_part.logp_sum
         if self.dist.enabled:
             stats = _all_reduce_stats(stats, self.device)
+        stepped = [self.samples[i] for batch in group for i in batch.sample_indices]
+        stats.sequences = len(stepped)
+        stats.reward_sum = sum(s.reward for s in stepped)
+        stats.advantage_sum = sum(s.advantage for s in stepped)
         max_norm = self.settings.max_grad_norm if self.settings.max_grad_norm > 0 else math.inf
         stats.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
         if not (math.isfinite(stats.loss) and math.isfinite(stats.grad_norm)):
@@ -413,6 +428,7 @@ class Trainer:
             is_capped_tokens=out.is_capped_tokens,
             is_weight_sum=out.is_weight_sum,
             sampler_gap_sum=out.sampler_gap_sum,
+            logp_sum=float(logp.detach().sum()),
         )
 
 
@@ -429,6 +445,7 @@ _SUMMED_FIELDS = (
     "is_capped_tokens",
     "is_weight_sum",
     "sampler_gap_sum",
+    "logp_sum",
 )
 
 

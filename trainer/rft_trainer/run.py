@@ -22,6 +22,7 @@ from rft_trainer.dataset import LoadedDataset, ScoredDataset, load_dataset, pars
 from rft_trainer.errors import BadInputError
 from rft_trainer.loop import Distributed, OptimSettings, StepStats, Trainer, TrainOutcome
 from rft_trainer.loss import LossParams
+from rft_trainer.metrics_log import MetricsLog, flops_per_token, peak_flops
 from rft_trainer.model import (
     attach_new_adapter,
     attach_parent_adapter,
@@ -35,6 +36,7 @@ from rft_trainer.model import (
 from rft_trainer.progress import ProgressReporter
 from rft_trainer.sources import fetch_base_model, fetch_parent_adapter, output_is_free
 from rft_trainer.threads import cpu_threads
+from rft_trainer.trackers import Tracker, open_mlflow
 
 
 def optim_settings(config: TrainerConfig) -> OptimSettings:
@@ -224,6 +226,81 @@ def final_metrics(prepared: Prepared, outcome: TrainOutcome) -> dict[str, str]:
     return {k: _fmt(float(v)) for k, v in metrics.items()}
 
 
+def open_trackers(config: TrainerConfig, reporter: ProgressReporter) -> list[Tracker]:
+    """The experiment trackers the config names (a tracker that cannot be reached is skipped with a warning)."""
+    if config.mlflow is None:
+        return []
+    params = {
+        **{f"training.{k}": str(v) for k, v in config.training.to_wire().items()},
+        **{f"loss.{k}": str(v) for k, v in config.loss.to_wire().items()},
+        "base_model": config.base_model_name,
+        "parent_model": config.parent_model_name or "",
+        "dataset_digest": config.dataset_digest,
+        "output_url": config.output_url,
+    }
+    tracker = open_mlflow(
+        config.mlflow,
+        run_key=config.step_uid or f"{config.namespace}/{config.step_name}",
+        run_name=f"{config.namespace}/{config.step_name}",
+        params={k: v[:500] for k, v in params.items()},
+        tags={
+            "rft.namespace": config.namespace,
+            "rft.step": config.step_name,
+            "rft.output_model": config.output_model_name,
+        },
+        warn=reporter.log,
+    )
+    return [tracker] if tracker is not None else []
+
+
+def open_metrics_log(
+    config: TrainerConfig, prepared: Prepared, scratch: Path, reporter: ProgressReporter
+) -> MetricsLog:
+    """The run's per-optimizer-step series, written under scratch until it is published."""
+    parameters = sum(p.numel() for p in prepared.policy.parameters())
+    return MetricsLog(
+        scratch / "series",
+        flops_per_token=flops_per_token(parameters, gradient_checkpointing=config.gradient_checkpointing),
+        peak_flops=peak_flops(prepared.device),
+        run_name=config.output_model_name,
+        trackers=open_trackers(config, reporter),
+    )
+
+
+def publish_result(
+    config: TrainerConfig,
+    prepared: Prepared,
+    outcome: TrainOutcome,
+    series: MetricsLog,
+    scratch: Path,
+    reporter: ProgressReporter,
+) -> TrainerResult:
+    """Save the adapter with its per-step series and lineage, publish it, and summarise the run."""
+    reporter.phase("writing_results", f"publishing the adapter to {config.output_url}")
+    metrics = final_metrics(prepared, outcome)
+    canary = record_canary(prepared.policy, prepared.canary_tokens, prepared.canary_start)
+    adapter_dir = save_adapter(prepared.policy, scratch / "adapter", config.base_model_name)
+    series.copy_into(adapter_dir)  # the per-step series is published with the adapter
+    metadata = build_metadata(
+        config,
+        dataset_digest=prepared.dataset.digest,
+        dataset_rows=len(prepared.dataset.groups),
+        dataset_samples=len(prepared.scored.samples),
+        metrics=metrics,
+        trainable_parameters=trainable_parameter_count(prepared.policy),
+    )
+    files = publish(adapter_dir, config.output_url, metadata)
+    return TrainerResult(
+        output_location=config.output_url,
+        files=files,
+        metrics=metrics,
+        dataset_digest=prepared.dataset.digest,
+        lora=config.lora_settings(),
+        training=config.training_record(),
+        canary=canary,
+    )
+
+
 def run_step(config: TrainerConfig, reporter: ProgressReporter) -> TrainerResult | None:
     """Run the whole step; returns the result on rank 0 (None on other ranks)."""
     dist, device = init_distributed(config.device)
@@ -242,6 +319,7 @@ def run_step(config: TrainerConfig, reporter: ProgressReporter) -> TrainerResult
                 dist=dist,
             )
             mean_reward = prepared.scored.mean_reward
+            series = open_metrics_log(config, prepared, scratch, reporter) if dist.rank == 0 else None
             reporter.update(
                 ProgressReport(
                     phase="training",
@@ -254,34 +332,27 @@ def run_step(config: TrainerConfig, reporter: ProgressReporter) -> TrainerResult
             )
 
             def on_step(report: ProgressReport) -> None:
-                if dist.rank == 0:
-                    reporter.update(report.model_copy(update={"mean_reward": mean_reward}))
+                if series is not None:
+                    values = series.record(
+                        report.step, report.epoch, {"loss": report.loss or 0.0, **report.metrics}
+                    )
+                    values.pop("loss")
+                    reporter.update(report.model_copy(update={"mean_reward": mean_reward, "metrics": values}))
 
-            outcome = trainer.run(on_step)
-            if dist.rank != 0:
-                return None
-            reporter.phase("writing_results", f"publishing the adapter to {config.output_url}")
-            metrics = final_metrics(prepared, outcome)
-            canary = record_canary(prepared.policy, prepared.canary_tokens, prepared.canary_start)
-            adapter_dir = save_adapter(prepared.policy, scratch / "adapter", config.base_model_name)
-            metadata = build_metadata(
-                config,
-                dataset_digest=prepared.dataset.digest,
-                dataset_rows=len(prepared.dataset.groups),
-                dataset_samples=len(prepared.scored.samples),
-                metrics=metrics,
-                trainable_parameters=trainable_parameter_count(prepared.policy),
-            )
-            files = publish(adapter_dir, config.output_url, metadata)
-            return TrainerResult(
-                output_location=config.output_url,
-                files=files,
-                metrics=metrics,
-                dataset_digest=prepared.dataset.digest,
-                lora=config.lora_settings(),
-                training=config.training_record(),
-                canary=canary,
-            )
+            try:
+                outcome = trainer.run(on_step)
+                if series is None:
+                    return None
+                result = publish_result(config, prepared, outcome, series, scratch, reporter)
+            except BaseException:
+                if series is not None:
+                    series.finish(succeeded=False)
+                raise
+            finally:
+                if series is not None:
+                    series.close()
+            series.finish(succeeded=True)
+            return result
     finally:
         if dist.enabled:
             torch.distributed.destroy_process_group()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from rft.api import Dataset, Model, ReinforcementStep
+from rft.api.reinforcement_step import MlflowTracking
 from rft.contracts import entrypoints
 from rft.contracts.model_check import CHECK_CONTAINER
 from rft.contracts.model_check import EXIT_INVALID as CHECK_EXIT_INVALID
@@ -58,6 +59,31 @@ def reader_resources() -> Manifest:
     )
 
 
+# The Secret keys MLflow's client reads from the environment (each optional in the Secret).
+MLFLOW_CREDENTIAL_KEYS = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def mlflow_tracking(step: ReinforcementStep, config: OperatorConfig) -> MlflowTracking | None:
+    """The step's own MLflow settings, else the operator's default server, else none."""
+    if step.spec.tracking is not None:
+        return step.spec.tracking.mlflow
+    if config.mlflow_tracking_uri is None:
+        return None
+    return MlflowTracking(tracking_uri=config.mlflow_tracking_uri, experiment=config.mlflow_experiment)
+
+
+def mlflow_credentials_env(trainer: TrainerConfig, config: OperatorConfig) -> list[Manifest]:
+    """The admin's credentials Secret as environment variables, only for the admin's own server: a
+    step that names another server gets nothing (it must not carry the Secret elsewhere)."""
+    secret = config.mlflow_credentials_secret
+    if secret is None or trainer.mlflow is None or trainer.mlflow.tracking_uri != config.mlflow_tracking_uri:
+        return []
+    return [
+        {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
+        for key in MLFLOW_CREDENTIAL_KEYS
+    ]
+
+
 def default_output_location(source: Model, output_model: str) -> str:
     """Next to the source model: `<...>/models/<source>/` -> `<...>/models/<output_model>/`."""
     location = source.spec.location.rstrip("/")
@@ -96,6 +122,8 @@ def trainer_config(
         scratch_dir=SCRATCH,
         termination_log=TERMINATION_LOG,
         progress_port=config.progress_port,
+        step_uid=step.metadata.uid or None,
+        mlflow=mlflow_tracking(step, config),
     )
 
 
@@ -129,7 +157,11 @@ def build_training_job(
         "image": step.spec.trainer_image or config.trainer_image,
         "imagePullPolicy": config.image_pull_policy,
         "command": _trainer_command(acc.count if acc.type != "CPU" else 1),
-        "env": [{"name": CONFIG_ENV_VAR, "value": trainer.to_json()}, *offline_env()],
+        "env": [
+            {"name": CONFIG_ENV_VAR, "value": trainer.to_json()},
+            *offline_env(),
+            *mlflow_credentials_env(trainer, config),
+        ],
         "ports": [{"name": "progress", "containerPort": config.progress_port, "protocol": "TCP"}],
         "resources": trainer_resources(trainer, accelerators, acc.type, acc.count, config.scratch_size),
         "securityContext": container_security_context(),

@@ -38,7 +38,7 @@ from rft_operator.kube import Kube, Obj
 from rft_operator.metrics import METRICS
 from rft_operator.podtrouble import PodTrouble, pod_trouble
 from rft_operator.policy import WorkloadPolicy
-from rft_operator.progress import fetch_progress, may_poll
+from rft_operator.progress import fetch_progress, live_progress, may_poll
 from rft_operator.reconcilers.base import (
     CHILD_REFUSED_REASON,
     Clock,
@@ -379,13 +379,7 @@ class StepReconciler(Reconciler):
             if may_poll(pod_ip, self.config.progress_poll):
                 report = fetch_progress(pod_ip, self.config.progress_port)
                 if report is not None:
-                    status.progress = StepProgress(
-                        epoch=report.epoch,
-                        step=report.step,
-                        total_steps=report.total_steps,
-                        loss=_decimal(report.loss),
-                        mean_reward=_decimal(report.mean_reward),
-                    )
+                    status.progress = live_progress(status.progress, report)
                     if report.phase == "writing_results":
                         status.phase = StepPhase.WRITING_RESULTS
                         status.message = "writing the checkpoint"
@@ -653,10 +647,6 @@ def _stuck_message(step: ReinforcementStep, trouble: PodTrouble, config: Operato
 
 def _event_reason(phase: StepPhase) -> str:
     return "".join(part.capitalize() for part in phase.value.removeprefix("JOB_STATE_").split("_"))
-
-
-def _decimal(value: float | None) -> str | None:
-    return None if value is None else f"{value:.6g}"
 
 
 def _parse_time(value: str | None) -> datetime | None:

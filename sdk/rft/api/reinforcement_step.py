@@ -154,6 +154,33 @@ class PodMetadata(ApiModel):
     )
 
 
+TrackingURI = Annotated[
+    str, Field(min_length=8, max_length=1024, pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?$")
+]
+ExperimentName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class MlflowTracking(ApiModel):
+    """Where the step logs its per-optimizer-step metrics in MLflow."""
+
+    tracking_uri: TrackingURI = Field(
+        description="The MLflow tracking server (http or https). The pod reaches it with the step's "
+        "workload identity only; the credentials Secret of the operator's settings goes only to "
+        "the operator's own tracking server."
+    )
+    experiment: ExperimentName = Field(
+        default="rft", description="The experiment the run is logged under (created when missing)."
+    )
+
+
+class Tracking(ApiModel):
+    """Experiment trackers the step logs to, besides the metrics files beside its checkpoint."""
+
+    mlflow: MlflowTracking | None = Field(
+        default=None, description="An MLflow run keyed by the step's uid: a retried pod continues it."
+    )
+
+
 class ReinforcementStepSpec(ApiModel):
     """One training run. Immutable after creation, except suspend and cancel."""
 
@@ -192,6 +219,11 @@ class ReinforcementStepSpec(ApiModel):
     pod_metadata: PodMetadata | None = Field(
         default=None, description="Labels and annotations for the training pod."
     )
+    tracking: Tracking | None = Field(
+        default=None,
+        description="Experiment trackers. Unset: the operator's default MLflow server (the chart's "
+        "tracking.mlflow.trackingUri), if any; {} opts out of it.",
+    )
     suspend: bool = Field(
         default=False,
         description="Hold the step before its Job starts (or pause it: running pods are deleted "
@@ -224,6 +256,30 @@ class ReinforcementStepSpec(ApiModel):
         return self
 
 
+# What the step's status keeps of the trainer's live progress (the full series is in the bucket,
+# beside the checkpoint): these metrics' latest values and the last HISTORY_LENGTH points seen.
+STATUS_METRICS = (
+    "mean_reward",
+    "mean_advantage",
+    "kl",
+    "clip_fraction",
+    "entropy",
+    "grad_norm",
+    "lr",
+    "tokens_per_second",
+    "mfu",
+)
+HISTORY_LENGTH = 20
+
+
+class StepPoint(ApiModel):
+    """One optimizer step as the operator saw it."""
+
+    step: int = Field(ge=0, description="The optimizer step.")
+    loss: str | None = Field(default=None, max_length=32, description="Its loss.")
+    mean_reward: str | None = Field(default=None, max_length=32, description="Its samples' mean reward.")
+
+
 class StepProgress(ApiModel):
     """Live training progress, from the trainer's structured log."""
 
@@ -232,6 +288,17 @@ class StepProgress(ApiModel):
     total_steps: int | None = Field(default=None, description="Optimizer steps planned.")
     loss: str | None = Field(default=None, description="Last loss.")
     mean_reward: str | None = Field(default=None, description="Mean reward of the dataset.")
+    metrics: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=len(STATUS_METRICS),
+        description="The last optimizer step's metrics (KL, clip fraction, entropy, gradient norm, "
+        "learning rate, tokens/s, ...); every step's are in <outputLocation>/metrics/.",
+    )
+    history: list[StepPoint] = Field(
+        default_factory=list,
+        max_length=HISTORY_LENGTH,
+        description=f"The last {HISTORY_LENGTH} optimizer steps the operator saw (it polls, so not every one).",
+    )
 
 
 class ReinforcementStepStatus(ApiModel):
@@ -270,6 +337,7 @@ _IMMUTABLE_FIELDS = (
     "serviceAccountName",
     "trainerImage",
     "podMetadata",
+    "tracking",
     "activeDeadlineSeconds",
     "backoffLimit",
     "ttlSecondsAfterFinished",

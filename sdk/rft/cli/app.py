@@ -16,8 +16,8 @@ from rft.api.deployment import Deployment
 from rft.api.model import Model
 from rft.api.reinforcement_step import TERMINAL_PHASES, ReinforcementStep, StepPhase
 from rft.cli.context import CliContext, cli_context, reports_errors
-from rft.cli.logs import step_log
-from rft.cli.plot import plot_history
+from rft.cli.logs import follow_step_log, step_log
+from rft.cli.plot import plot_history, plot_steps, read_step_series
 from rft.cli.render import describe, dump, dump_resources, lineage_table, list_table, step_progress, wire
 from rft.sdk.errors import ResourceNotFoundError, RftError
 from rft.sdk.lineage import lineage
@@ -180,13 +180,47 @@ def step_logs(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The step's name.")],
     tail: Annotated[int | None, typer.Option("--tail", min=0, help="Only the last N lines.")] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines until the step ends.")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.1, help="Seconds between reads with -f.")
+    ] = 1.0,
 ) -> None:
-    """Print the trainer's log (the newest training pod's)."""
+    """Print the trainer's log (the newest training pod's); with -f, follow it."""
     state = cli_context(ctx)
     step = _get(state, ReinforcementStep, name)
     assert isinstance(step, ReinforcementStep)
+    if follow:
+
+        def refresh() -> ReinforcementStep:
+            fresh = _get(state, ReinforcementStep, name)
+            assert isinstance(fresh, ReinforcementStep)
+            return fresh
+
+        def write(text: str) -> None:
+            state.console.print(text, highlight=False, markup=False, end="")
+            state.console.file.flush()
+
+        follow_step_log(state.kube(), step, refresh, write, tail, interval)
+        return
     text = step_log(state.kube(), step, tail)
     state.console.print(text, highlight=False, markup=False, end="" if text.endswith("\n") else "\n")
+
+
+@steps_app.command("cancel")
+@reports_errors
+def cancel_step(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The step's name.")],
+) -> None:
+    """Cancel a step for good (spec.cancel): its Job is deleted, its phase becomes CANCELLED."""
+    state = cli_context(ctx)
+    namespace, step_name = _object_name(state, ReinforcementStep, name)
+    step = state.kube().patch(ReinforcementStep, namespace, step_name, {"spec": {"cancel": True}})
+    state.console.print(
+        f"cancelling {step_name} (phase {step.status.phase or 'JOB_STATE_CREATING'})", highlight=False
+    )
 
 
 @models_app.command("lineage")
@@ -222,8 +256,14 @@ def plot(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The newest checkpoint of the chain to plot.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="PNG file to write.")] = Path("reward.png"),
+    per_checkpoint: Annotated[
+        bool,
+        typer.Option("--per-checkpoint", help="One point per checkpoint even where per-step series exist."),
+    ] = False,
 ) -> None:
-    """Plot mean reward and loss over the chain of checkpoints ending at NAME (from spec.metrics)."""
+    """Plot the chain of checkpoints ending at NAME (a checkpoint: a step's output model): the
+    per-optimizer-step curves from the series beside each checkpoint in the bucket, or, where
+    there are none (or with --per-checkpoint), mean reward and loss per checkpoint."""
     state = cli_context(ctx)
     namespace, model_name = _object_name(state, Model, name)
     reader = state.cluster()
@@ -231,6 +271,16 @@ def plot(
     checkpoints = chain.checkpoints
     if not checkpoints:
         raise RftError(f"model {model_name!r} is a base model: it has no training history to plot")
+    if not per_checkpoint:
+        series = [found for model in checkpoints if (found := read_step_series(model)) is not None]
+        if series:
+            written = plot_steps(series, output, title=f"{model_name}: per optimizer step")
+            steps = sum(len(s.points) for s in series)
+            state.console.print(
+                f"wrote {written} ({steps} optimizer step(s) over {len(series)} checkpoint(s))",
+                highlight=False,
+            )
+            return
     written = plot_history(checkpoints, output, title=f"{model_name}: reward and loss per checkpoint")
     state.console.print(f"wrote {written} ({len(checkpoints)} checkpoint(s))", highlight=False)
 

@@ -257,6 +257,36 @@ def describe(resource: Resource) -> Group:
     return Group(*parts)
 
 
+_BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def progress_bar(done: int | None, total: int | None, width: int = 30) -> str:
+    """A text progress bar, e.g. `[#########.........] 3/10 (30%)`; '-' when the total is unknown."""
+    if not total or done is None:
+        return "-"
+    filled = min(width, round(width * done / total))
+    return f"[{'█' * filled}{'░' * (width - filled)}] {done}/{total} ({100 * done / total:.0f}%)"
+
+
+def sparkline(values: list[str | None]) -> str:
+    """The values as one line of block characters (lowest to highest), with the last value."""
+    numbers = []
+    for value in values:
+        try:
+            numbers.append(float(value) if value is not None else None)
+        except ValueError:
+            numbers.append(None)
+    known = [n for n in numbers if n is not None]
+    if not known:
+        return "-"
+    low, high = min(known), max(known)
+    span = (high - low) or 1.0
+    line = "".join(
+        " " if n is None else _BLOCKS[round((n - low) / span * (len(_BLOCKS) - 1))] for n in numbers
+    )
+    return f"{line}  {known[-1]:.4g}"
+
+
 def step_progress(step: ReinforcementStep) -> Table:
     """The live view of `rft steps watch`: phase, epoch/step, loss, reward, message."""
     progress = step.status.progress
@@ -269,11 +299,20 @@ def step_progress(step: ReinforcementStep) -> Table:
             _or_dash(progress.step if progress else None)
             + (f" / {progress.total_steps}" if progress and progress.total_steps is not None else ""),
         ),
+        ("Progress", progress_bar(progress.step, progress.total_steps) if progress else "-"),
         ("Loss", _or_dash(progress.loss if progress else None)),
         ("Mean reward", _or_dash(progress.mean_reward if progress else None)),
         ("Output model", step.status.output_model or step.spec.output_model),
         ("Message", _or_dash(summary_message(step))),
     ]
+    if progress is not None:
+        rows.extend((f"step.{key}", value) for key, value in progress.metrics.items())
+        if progress.history:
+            first, last = progress.history[0].step, progress.history[-1].step
+            rows.append((f"Loss, steps {first}-{last}", sparkline([p.loss for p in progress.history])))
+            rows.append(
+                (f"Reward, steps {first}-{last}", sparkline([p.mean_reward for p in progress.history]))
+            )
     for key, value in step.status.metrics.items():
         rows.append((f"metrics.{key}", value))
     return _fields_table(f"ReinforcementStep {step.metadata.name}", rows)

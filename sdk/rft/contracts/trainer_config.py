@@ -28,7 +28,7 @@ from pydantic import Field, TypeAdapter, ValidationError, model_validator
 from rft.api.common import ApiModel
 from rft.api.dataset import DatasetFormat
 from rft.api.model import AdapterCanary, FileDigest, LoraSettings, TrainingRecord
-from rft.api.reinforcement_step import LossSettings, TrainingParameters
+from rft.api.reinforcement_step import LossSettings, MlflowTracking, TrainingParameters
 from rft.contracts import exit_codes
 
 CONFIG_ENV_VAR = "RFT_TRAINER_CONFIG"
@@ -149,6 +149,16 @@ class TrainerConfig(ApiModel):
     gradient_checkpointing: bool = Field(
         default=False,
         description="Recompute activations in the backward pass (less memory, about a third more compute).",
+    )
+    step_uid: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The ReinforcementStep's uid: the key of its tracker runs (a retried pod continues them).",
+    )
+    mlflow: MlflowTracking | None = Field(
+        default=None,
+        description="Log each optimizer step's metrics to this MLflow server (credentials, if any, "
+        "come from the pod's environment: MLFLOW_TRACKING_TOKEN or _USERNAME/_PASSWORD).",
     )
 
     @model_validator(mode="after")
