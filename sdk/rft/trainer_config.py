@@ -265,6 +265,7 @@ FailureReason = Literal[
     "StorageError",
     "TrainingFailed",
     "InternalError",
+    "Interrupted",
 ]
 
 

@@ -18,6 +18,7 @@ the world size to keep the step's sum), and the reference pass is sharded and al
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +33,7 @@ from rft_trainer.data import PackedBatch, Sample, epoch_order, pack
 from rft_trainer.errors import BadInputError
 from rft_trainer.logprobs import CompletionLogprobs, hf_model, row_tokens_for
 from rft_trainer.loss import LossParams, Normalizers, policy_loss
+from rft_trainer.resume import StepCheckpointer, StoppedError, agree_to_stop
 
 
 @dataclass(frozen=True)
@@ -238,8 +240,13 @@ class Trainer:
 
     # -- training ---------------------------------------------------------------------------
 
-    def run(self, on_step: ProgressCallback | None = None) -> TrainOutcome:
-        """Train for all epochs; calls `on_step` with a progress report after each optimizer step."""
+    def run(
+        self, on_step: ProgressCallback | None = None, checkpointer: StepCheckpointer | None = None
+    ) -> TrainOutcome:
+        """Train for all epochs; calls `on_step` with a progress report after each optimizer step.
+
+        With a `checkpointer`, continues from its saved in-step state (if any), saves every N
+        optimizer steps and, after SIGTERM, saves and raises `StoppedError`."""
         settings = self.settings
         torch.manual_seed(settings.seed)
         outcome = TrainOutcome()
@@ -257,12 +264,25 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_factor(step, settings.warmup_steps)
         )
+        done = 0
+        restored = checkpointer.restore(self.policy, optimizer, scheduler) if checkpointer else None
+        previous_seconds = 0.0
+        if restored is not None:
+            done = restored.step
+            outcome.steps = [StepStats(**s) for s in restored.stats]
+            outcome.optimizer_steps = done
+            outcome.packed_tokens = restored.packed_tokens
+            previous_seconds = restored.train_seconds
         self.policy.train()
         train_started = time.perf_counter()
+        index = 0
         for epoch, batches in enumerate(self.epoch_batches, start=1):
             for group in optimizer_step_groups(
                 batches, settings.gradient_accumulation_steps, self.dist.world_size
             ):
+                index += 1
+                if index <= done:
+                    continue  # done before the in-step checkpoint this run continued from
                 stats = self._optimizer_step(
                     module,
                     group,
@@ -286,9 +306,41 @@ class Trainer:
                             metrics={**stats.metrics(), "lr": float(scheduler.get_last_lr()[0])},
                         )
                     )
-        outcome.train_seconds = time.perf_counter() - train_started
+                if checkpointer is not None:
+                    self._checkpoint(
+                        checkpointer, optimizer, scheduler, outcome, previous_seconds, train_started
+                    )
+        outcome.train_seconds = previous_seconds + time.perf_counter() - train_started
         self.policy.eval()
         return outcome
+
+    def _checkpoint(
+        self,
+        checkpointer: StepCheckpointer,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        outcome: TrainOutcome,
+        previous_seconds: float,
+        train_started: float,
+    ) -> None:
+        step = outcome.optimizer_steps
+        stop = agree_to_stop(checkpointer.stop, self.device, self.dist.enabled)
+        if stop or checkpointer.should_save(step, self.total_steps):
+            checkpointer.save(
+                self.policy,
+                optimizer,
+                scheduler,
+                step=step,
+                stats=[dataclasses.asdict(s) for s in outcome.steps],
+                packed_tokens=outcome.packed_tokens,
+                train_seconds=previous_seconds + time.perf_counter() - train_started,
+            )
+        if stop:
+            raise StoppedError(
+                "Interrupted",
+                f"stopped by SIGTERM after optimizer step {step} of {self.total_steps}; the in-step "
+                "checkpoint was saved and a retried or resumed pod continues from it",
+            )
 
     def _optimizer_step(
         self,

@@ -33,6 +33,7 @@ from rft_trainer.model import (
     trainable_parameter_count,
 )
 from rft_trainer.progress import ProgressReporter
+from rft_trainer.resume import StepCheckpointer, StopFlag, fingerprint
 from rft_trainer.sources import fetch_base_model, fetch_parent_adapter, output_is_free
 from rft_trainer.threads import cpu_threads
 
@@ -202,8 +203,9 @@ def run_step(config: TrainerConfig, reporter: ProgressReporter) -> TrainerResult
     dist, device = init_distributed(config.device)
     if device.type == "cpu":
         torch.set_num_threads(cpu_threads())
+    stop = StopFlag()
     try:
-        with scratch_directory(config.scratch_dir) as scratch:
+        with scratch_directory(config.scratch_dir) as scratch, stop.on_sigterm():
             prepared = prepare(config, scratch, reporter, device)
             trainer = Trainer(
                 prepared.policy,
@@ -230,10 +232,21 @@ def run_step(config: TrainerConfig, reporter: ProgressReporter) -> TrainerResult
                 if dist.rank == 0:
                     reporter.update(report.model_copy(update={"mean_reward": mean_reward}))
 
-            outcome = trainer.run(on_step)
+            checkpointer = StepCheckpointer(
+                config.output_url,
+                scratch,
+                every_steps=config.training.checkpoint_every_steps,
+                fingerprint=fingerprint(config, dist.world_size),
+                rank=dist.rank,
+                stop=stop,
+                log=reporter.log,
+            )
+            outcome = trainer.run(on_step, checkpointer)
             if dist.rank != 0:
                 return None
             reporter.phase("writing_results", f"publishing the adapter to {config.output_url}")
+            # The output prefix must be empty for the create-only publish: the in-step state goes.
+            checkpointer.discard()
             metrics = final_metrics(prepared, outcome)
             canary = record_canary(prepared.policy, prepared.canary_tokens, prepared.canary_start)
             adapter_dir = save_adapter(prepared.policy, scratch / "adapter", config.base_model_name)

@@ -361,7 +361,8 @@ class StepReconciler(Reconciler):
         if step.spec.suspend:
             status.phase = StepPhase.PENDING
             status.message = (
-                "suspended (spec.suspend): the Job's pods are stopped; it restarts from scratch when resumed"
+                "suspended (spec.suspend): the Job's pods are stopped; when resumed it continues from "
+                "its in-step checkpoint"
             )
             status.conditions = set_condition(
                 status.conditions, "Suspended", True, "Suspended", status.message, gen, now

@@ -94,6 +94,14 @@ class TrainingParameters(ApiModel):
         default="0", description="AdamW weight decay, in [0, 1]."
     )
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed for shuffling and dropout.")
+    checkpoint_every_steps: int = Field(
+        default=10,
+        ge=0,
+        le=100_000,
+        description="Save an in-step checkpoint (adapter, optimizer, scheduler, RNG, position in the "
+        "data) to <outputLocation>/_resume/ every this many optimizer steps, and at SIGTERM; a "
+        "retried or resumed pod continues from it. '0': only at SIGTERM. Removed before publishing.",
+    )
 
 
 class LossSettings(ApiModel):
@@ -182,8 +190,8 @@ class ReinforcementStepSpec(ApiModel):
     )
     suspend: bool = Field(
         default=False,
-        description="Hold the step before its Job starts (or pause it: running pods are deleted "
-        "and the step restarts from scratch when resumed).",
+        description="Hold the step before its Job starts (or pause it: running pods are stopped, "
+        "they save an in-step checkpoint at SIGTERM, and the step continues from it when resumed).",
     )
     cancel: bool = Field(
         default=False, description="Cancel the step for good: its Job is deleted, phase CANCELLED."
