@@ -11,6 +11,7 @@ from rft.trainer_config import CONFIG_ENV_VAR, TrainerConfig
 from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap, UnknownAcceleratorError
 from rft_operator.builders.jobs import (
+    TRAINER_GRACE_SECONDS,
     build_training_job,
     build_validation_job,
     default_output_location,
@@ -111,6 +112,14 @@ def test_several_gpus_run_torchrun_with_one_process_per_gpu() -> None:
     assert container["command"][:3] == ["torchrun", "--standalone", "--nproc-per-node=4"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
     assert container["resources"]["requests"]["cpu"] == "32"
+
+
+def test_training_pod_has_time_to_save_its_in_step_checkpoint_at_sigterm() -> None:
+    job, cfg = training_job(make_step())
+    assert job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == TRAINER_GRACE_SECONDS > 30
+    assert cfg.training.checkpoint_every_steps == 10  # the default saves every 10 optimizer steps
+    # suspend is passed through: the Job's pods are stopped (SIGTERM) and resumed later
+    assert training_job(make_step(suspend=True))[0]["spec"]["suspend"] is True
 
 
 def test_training_pod_is_restricted_and_has_no_api_token() -> None:

@@ -35,6 +35,9 @@ VALIDATOR_CONTAINER = "validate"
 READER_SCRATCH = "1Gi"
 # What a trainer writes when the base model's size is unknown (no per-file sizes in its status).
 TRAINER_STORAGE_UNKNOWN_MODEL = 20 * GIB
+# Between SIGTERM (suspend, preemption, drain) and SIGKILL the trainer finishes its optimizer step
+# and uploads its in-step checkpoint (rft_trainer.resume): more than Kubernetes' default 30 s.
+TRAINER_GRACE_SECONDS = 180
 
 
 def trainer_resources(
@@ -136,6 +139,7 @@ def build_training_job(
         # webhook projects its own web-identity token; GKE uses the metadata server.
         "automountServiceAccountToken": False,
         "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": TRAINER_GRACE_SECONDS,
         "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": volumes,
