@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "trainer_vs_trl": "bench.trainer_vs_trl:benchmark",
     "operator": "bench.operator_scale:benchmark",
     "model_fetch": "bench.model_fetch:benchmark",
+    "trainer_scaling": "bench.trainer_scaling:benchmark",
 }
 
 

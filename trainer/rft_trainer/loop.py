@@ -6,13 +6,14 @@ Order of work:
    and the base model's (adapter disabled) when a KL penalty is on. For a new adapter (B = 0) the
    two are the same numbers, so one pass, with the adapter disabled, serves both.
 2. For each epoch: a seeded shuffle, token-budget packing, and optimizer steps of
-   `gradient_accumulation_steps` packed batches each (times the world size under DDP). The loss
+   `gradient_accumulation_steps` packed batches each (times the world size under torchrun). The loss
    of each micro-batch is normalised by totals over the whole optimizer step, so accumulation does
    not change the aggregation.
 
-Under torchrun (WORLD_SIZE > 1) each rank takes every world_size-th batch of an optimizer step,
-DistributedDataParallel all-reduces the LoRA gradients (it averages, so the loss is multiplied by
-the world size to keep the step's sum), and the reference pass is sharded and all-gathered.
+Under torchrun (WORLD_SIZE > 1) the frozen base weights are sharded with FSDP2 (`sharding`), each
+rank takes every world_size-th batch of an optimizer step, the replicated LoRA gradients are
+all-reduced and averaged (so the loss is multiplied by the world size to keep the step's sum), and
+the reference pass is split over the ranks and all-gathered.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 import torch
 from rft.trainer_config import ProgressReport
+from torch.distributed.fsdp import FSDPModule
 
 from rft_trainer import fused_lora, rotary
 from rft_trainer.data import PackedBatch, Sample, epoch_order, pack
@@ -34,6 +36,7 @@ from rft_trainer.errors import BadInputError
 from rft_trainer.logprobs import CompletionLogprobs, hf_model, row_tokens_for
 from rft_trainer.loss import LossParams, Normalizers, policy_loss
 from rft_trainer.resume import StepCheckpointer, StoppedError, agree_to_stop
+from rft_trainer.sharding import all_reduce_replicated_grads, shard_frozen_base
 
 
 @dataclass(frozen=True)
@@ -159,11 +162,15 @@ def reference_logprobs(
     scorer.eval()
     out: dict[int, torch.Tensor] = {}
     try:
-        for i, batch in enumerate(batches):
-            if i % dist.world_size != dist.rank:
-                continue
+        # Every rank runs the same number of forwards (each is a collective when sharded): a rank
+        # whose share is short repeats the first batch and drops the result.
+        for j in range(math.ceil(len(batches) / dist.world_size)):
+            i = j * dist.world_size + dist.rank
+            batch = batches[i] if i < len(batches) else batches[0]
             with _autocast(device):
                 logp = scorer(*_to(batch, device)).float().cpu()
+            if i >= len(batches):
+                continue
             for k, index in enumerate(batch.sample_indices):
                 out[index] = logp[batch.seq_ids == k]
     finally:
@@ -251,14 +258,12 @@ class Trainer:
         torch.manual_seed(settings.seed)
         outcome = TrainOutcome()
         started = time.perf_counter()
+        if self.dist.enabled and not isinstance(self.scorer, FSDPModule):
+            shard_frozen_base(self.scorer, self.policy, self.device, self.dist.world_size)
         policy_ref, base_ref = self.compute_references()
         outcome.reference_seconds = time.perf_counter() - started
 
         module: torch.nn.Module = self.scorer
-        if self.dist.enabled:
-            module = torch.nn.parallel.DistributedDataParallel(
-                self.scorer, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
         params = [p for p in self.policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -358,22 +363,17 @@ class Trainer:
             sequences=sum(b.n_sequences for b in group),
             max_context_length=self.settings.max_context_length,
         )
-        mine = group[self.dist.rank :: self.dist.world_size]
-        weight = 1.0
-        if not mine:
-            # A short last step leaves this rank without a batch, but every DDP rank must run a
-            # backward pass for the all-reduce: redo another rank's batch with weight 0.
-            mine, weight = group[:1], 0.0
+        # Rank r takes the r-th of every world_size batches. A short last step leaves some ranks a
+        # batch short, but every rank must run as many forwards and backwards as the others (each
+        # gathers sharded weights): they redo the step's first batch with weight 0.
+        mine = [(b, 1.0) for b in group[self.dist.rank :: self.dist.world_size]]
+        mine += [(group[0], 0.0)] * (math.ceil(len(group) / self.dist.world_size) - len(mine))
         stats = StepStats()
         optimizer.zero_grad(set_to_none=True)
-        for i, batch in enumerate(mine):
-            sync = i == len(mine) - 1 or not self.dist.enabled
-            no_sync = getattr(module, "no_sync", None)
-            ctx = contextlib.nullcontext() if sync or no_sync is None else no_sync()
-            with ctx:
-                stats_part = self._micro_batch(
-                    module, batch, norms=norms, policy_ref=policy_ref, base_ref=base_ref, weight=weight
-                )
+        for batch, weight in mine:
+            stats_part = self._micro_batch(
+                module, batch, norms=norms, policy_ref=policy_ref, base_ref=base_ref, weight=weight
+            )
             stats.loss += stats_part.loss
             stats.tokens += stats_part.tokens
             stats.packed_tokens += stats_part.packed_tokens
@@ -383,6 +383,7 @@ class Trainer:
             stats.ratio_sum += stats_part.ratio_sum
             stats.adv_logp_sum += stats_part.adv_logp_sum
         if self.dist.enabled:
+            all_reduce_replicated_grads(params, self.dist.world_size)
             stats = _all_reduce_stats(stats, self.device)
         max_norm = self.settings.max_grad_norm if self.settings.max_grad_norm > 0 else math.inf
         stats.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))

@@ -34,6 +34,7 @@ from rft_trainer.model import (
 )
 from rft_trainer.progress import ProgressReporter
 from rft_trainer.resume import StepCheckpointer, StopFlag, fingerprint
+from rft_trainer.sharding import resident_bytes, shard_frozen_base, whole_root
 from rft_trainer.sources import fetch_base_model, fetch_parent_adapter, output_is_free
 from rft_trainer.threads import cpu_threads
 
@@ -216,6 +217,14 @@ def run_step(config: TrainerConfig, reporter: ProgressReporter) -> TrainerResult
                 new_adapter=prepared.new_adapter,
                 dist=dist,
             )
+            if dist.enabled:
+                shard_frozen_base(trainer.scorer, prepared.policy, device, dist.world_size)
+                held = resident_bytes(prepared.policy)
+                reporter.log(
+                    f"FSDP2: the frozen base is sharded over {dist.world_size} ranks, "
+                    f"{held['frozen_parameters'] / 2**20:.1f} MiB of it on this rank; the LoRA "
+                    f"parameters ({held['trainable_parameters'] / 2**20:.1f} MiB) are replicated"
+                )
             mean_reward = prepared.scored.mean_reward
             reporter.update(
                 ProgressReport(
@@ -242,13 +251,15 @@ def run_step(config: TrainerConfig, reporter: ProgressReporter) -> TrainerResult
                 log=reporter.log,
             )
             outcome = trainer.run(on_step, checkpointer)
+            # On every rank: with sharded weights each forward is a collective.
+            with whole_root(trainer.scorer):
+                canary = record_canary(prepared.policy, prepared.canary_tokens, prepared.canary_start)
             if dist.rank != 0:
                 return None
             reporter.phase("writing_results", f"publishing the adapter to {config.output_url}")
             # The output prefix must be empty for the create-only publish: the in-step state goes.
             checkpointer.discard()
             metrics = final_metrics(prepared, outcome)
-            canary = record_canary(prepared.policy, prepared.canary_tokens, prepared.canary_start)
             adapter_dir = save_adapter(prepared.policy, scratch / "adapter", config.base_model_name)
             metadata = build_metadata(
                 config,
