@@ -92,7 +92,7 @@ def test_two_ranks_match_one_process_accumulating_the_same_batches(
     ddp_weights = load_file(tmp_path / "out" / "ddp" / "adapter_model.safetensors")
     assert single_weights.keys() == ddp_weights.keys()
     assert any(t.abs().sum() > 0 for n, t in single_weights.items() if "lora_B" in n)
-    # Tolerance: the ranks sum their gradients in another order than one process accumulating
-    # them (float32 on CPU); measured differences are around 1e-8.
+    # Tolerance: the ranks may sum their gradients in another order than one process accumulating
+    # them (float32); on this machine (CPU, gloo) the adapters came out identical (max difference 0).
     for name, tensor in single_weights.items():
         assert torch.allclose(tensor, ddp_weights[name], atol=1e-5), name
