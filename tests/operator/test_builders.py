@@ -11,7 +11,9 @@ from rft.trainer_config import CONFIG_ENV_VAR, TrainerConfig
 from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap, UnknownAcceleratorError
 from rft_operator.builders.jobs import (
+    RENDEZVOUS_PORT,
     TRAINER_GRACE_SECONDS,
+    build_rendezvous_service,
     build_training_job,
     build_validation_job,
     default_output_location,
@@ -241,3 +243,55 @@ def test_training_and_reader_pods_request_and_limit_ephemeral_storage() -> None:
         container = reader["spec"]["template"]["spec"]["containers"][0]
         assert container["resources"]["requests"]["ephemeral-storage"] == "512Mi"
         assert container["resources"]["limits"]["ephemeral-storage"] == "2Gi"
+
+
+def test_a_step_larger_than_one_node_is_an_indexed_job_behind_a_headless_service() -> None:
+    step = make_step(accelerator={"type": "NVIDIA_H100_80GB", "count": 16})
+    job, _ = training_job(step)
+    spec = job["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 2, 2)
+    pod = spec["template"]["spec"]
+    assert pod["subdomain"] == "step-1-train"
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"  # per node, not the step's 16
+    command = container["command"]
+    assert command[:4] == ["torchrun", "--nnodes=2", "--nproc-per-node=8", "--node-rank=$(RFT_NODE_RANK)"]
+    assert "--rdzv-backend=c10d" in command
+    assert f"--rdzv-endpoint=step-1-train-0.step-1-train:{RENDEZVOUS_PORT}" in command
+    assert "--rdzv-id=uid-1" in command  # the step's uid: a new step never joins an old rendezvous
+    assert any(a.startswith("--rdzv-conf=join_timeout=") and "read_timeout=" in a for a in command)
+    assert "--standalone" not in command
+    env = {e["name"]: e for e in container["env"]}
+    assert env["RFT_NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    )
+    service = build_rendezvous_service(step)
+    assert service["metadata"]["name"] == pod["subdomain"]
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    assert service["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()
+    assert service["metadata"]["ownerReferences"] == job["metadata"]["ownerReferences"]
+
+
+def test_a_step_that_fits_one_node_stays_one_pod() -> None:
+    job, _ = training_job(make_step(accelerator={"type": "NVIDIA_H100_80GB", "count": 8}))
+    assert "completionMode" not in job["spec"]
+    assert "subdomain" not in job["spec"]["template"]["spec"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"][:3] == [
+        "torchrun",
+        "--standalone",
+        "--nproc-per-node=8",
+    ]
+
+
+def test_gpus_per_node_comes_from_the_accelerator_map(tmp_path: Any) -> None:
+    path = tmp_path / "map.yaml"
+    path.write_text("NVIDIA_L4_24GB:\n  nodeSelector: {gpu: l4}\n  gpusPerNode: 4\n")
+    accelerators = AcceleratorMap.load(path)
+    assert accelerators.nodes("NVIDIA_L4_24GB", 4) == (1, 4)
+    assert accelerators.nodes("NVIDIA_L4_24GB", 12) == (3, 4)
+    assert accelerators.nodes("NVIDIA_H100_80GB", 16) == (2, 8)  # the default: 8 per node
+    assert accelerators.nodes("CPU", 16) == (1, 16)  # CPU steps are one pod
+    assert accelerators.nodes("NVIDIA_L4_24GB", 6) == (2, 3)
+    with pytest.raises(UnknownAcceleratorError, match="do not split evenly"):
+        accelerators.nodes("NVIDIA_L4_24GB", 7)

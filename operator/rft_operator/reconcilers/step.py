@@ -27,6 +27,7 @@ from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap, UnknownAcceleratorError
 from rft_operator.builders.jobs import (
     TRAINER_CONTAINER,
+    build_rendezvous_service,
     build_training_job,
     default_output_location,
     trainer_config,
@@ -34,7 +35,7 @@ from rft_operator.builders.jobs import (
 from rft_operator.conditions import set_condition
 from rft_operator.config import OperatorConfig
 from rft_operator.jobstate import JobState, job_state, owned_by, termination_message
-from rft_operator.kube import Kube, Obj
+from rft_operator.kube import Children, Kube, Obj
 from rft_operator.metrics import METRICS
 from rft_operator.podtrouble import PodTrouble, pod_trouble
 from rft_operator.policy import WorkloadPolicy
@@ -221,6 +222,9 @@ class StepReconciler(Reconciler):
             step, verdict.dataset, verdict.source, verdict.base, verdict.output_location, self.config
         )
         manifest = build_training_job(step, trainer, self.accelerators, self.config)
+        if self.accelerators.nodes(step.spec.accelerator.type, step.spec.accelerator.count)[0] > 1:
+            # The pods of a multi-node step find each other by name: the Service comes first.
+            Children(self.kube).ensure_service(build_rendezvous_service(step))
         try:
             job, _ = self.kube.create_job(step.metadata.namespace, manifest)
         except ApiException as exc:
@@ -320,7 +324,7 @@ class StepReconciler(Reconciler):
                     "IncompatibleCheckpoint", f"cannot warm-start from {spec.model}: " + "; ".join(mismatches)
                 )
         try:
-            self.accelerators.placement(spec.accelerator.type)
+            self.accelerators.nodes(spec.accelerator.type, spec.accelerator.count)
         except UnknownAcceleratorError as exc:
             return Refuse("UnknownAccelerator", str(exc))
         output = spec.output_location or default_output_location(source, spec.output_model)

@@ -175,7 +175,11 @@ class ReinforcementStepSpec(ApiModel):
         description="Reward keys to combine, with their weights as decimal strings, e.g. "
         "{score: '1', format: '0.2'}. Empty: the single reward key of the dataset.",
     )
-    accelerator: Accelerator = Field(default_factory=Accelerator, description="Per training pod.")
+    accelerator: Accelerator = Field(
+        default_factory=Accelerator,
+        description="Of the step: a count above the type's gpusPerNode (operator accelerator map, "
+        "default 8) runs on several nodes, one pod per node (an Indexed Job).",
+    )
     service_account_name: ObjectName = Field(
         default="default",
         description="The ServiceAccount whose workload identity reads the dataset and base model "
