@@ -109,7 +109,7 @@ RENDEZVOUS_TIMEOUT_SECONDS = 1800
 NODE_RANK_ENV = "RFT_NODE_RANK"
 
 
-def _trainer_command(per_node: int, nodes: int = 1, service: str = "", run_id: str = "") -> list[str]:
+def trainer_command(per_node: int, nodes: int = 1, service: str = "", run_id: str = "") -> list[str]:
     if nodes > 1:
         # One agent per node; the agents meet at index 0's c10d store through the headless
         # Service. The other agents retry connecting until the timeout, so index 0 may start last.
@@ -171,7 +171,7 @@ def build_training_job(
         "name": TRAINER_CONTAINER,
         "image": step.spec.trainer_image or config.trainer_image,
         "imagePullPolicy": config.image_pull_policy,
-        "command": _trainer_command(per_node if acc.type != "CPU" else 1, nodes, name, step.metadata.uid),
+        "command": trainer_command(per_node if acc.type != "CPU" else 1, nodes, name, step.metadata.uid),
         "env": [{"name": CONFIG_ENV_VAR, "value": trainer.to_json()}, *offline_env()],
         "ports": [{"name": "progress", "containerPort": config.progress_port, "protocol": "TCP"}],
         "resources": trainer_resources(trainer, accelerators, acc.type, per_node, config.scratch_size),
