@@ -11,6 +11,7 @@ from rft.trainer_config import CONFIG_ENV_VAR, TrainerConfig
 from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap, UnknownAcceleratorError
 from rft_operator.builders.jobs import (
+    KUEUE_QUEUE_LABEL,
     RENDEZVOUS_PORT,
     TRAINER_GRACE_SECONDS,
     build_rendezvous_service,
@@ -295,3 +296,12 @@ def test_gpus_per_node_comes_from_the_accelerator_map(tmp_path: Any) -> None:
     assert accelerators.nodes("NVIDIA_L4_24GB", 6) == (2, 3)
     with pytest.raises(UnknownAcceleratorError, match="do not split evenly"):
         accelerators.nodes("NVIDIA_L4_24GB", 7)
+
+
+def test_a_queued_step_is_a_suspended_job_in_its_kueue_local_queue() -> None:
+    job, _ = training_job(make_step(queueName="team-a-gpus"))
+    assert job["metadata"]["labels"][KUEUE_QUEUE_LABEL] == "team-a-gpus"
+    assert job["spec"]["suspend"] is True  # Kueue unsuspends it on admission
+    plain, _ = training_job(make_step())
+    assert KUEUE_QUEUE_LABEL not in plain["metadata"]["labels"]
+    assert plain["spec"]["suspend"] is False

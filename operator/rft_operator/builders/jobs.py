@@ -107,6 +107,8 @@ RENDEZVOUS_PORT = 29400
 # minutes apart (image pulls, node scale-up), and index 0 may be the last.
 RENDEZVOUS_TIMEOUT_SECONDS = 1800
 NODE_RANK_ENV = "RFT_NODE_RANK"
+# Kueue's label: the Job belongs to this LocalQueue; Kueue unsuspends it when admitted.
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 
 def trainer_command(per_node: int, nodes: int = 1, service: str = "", run_id: str = "") -> list[str]:
@@ -197,7 +199,8 @@ def build_training_job(
         pod_spec["tolerations"] = [dict(t) for t in placement.tolerations]
     job_spec: Manifest = {
         "backoffLimit": step.spec.backoff_limit,
-        "suspend": step.spec.suspend,
+        # Queued Jobs start suspended, as Kueue expects: admission unsuspends them.
+        "suspend": step.spec.suspend or step.spec.queue_name is not None,
         # Bad input (exit 1) fails at once: retrying cannot fix a bad dataset or checkpoint.
         "podFailurePolicy": {
             "rules": [
@@ -222,20 +225,25 @@ def build_training_job(
             {
                 "name": NODE_RANK_ENV,
                 "valueFrom": {
-                    "fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}
+                    "fieldRef": {
+                        "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+                    }
                 },
             }
         )
         container["ports"].append({"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"})
     if step.spec.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = step.spec.active_deadline_seconds
+    job_labels = dict(labels)
+    if step.spec.queue_name is not None:
+        job_labels[KUEUE_QUEUE_LABEL] = step.spec.queue_name
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": name,
             "namespace": step.metadata.namespace,
-            "labels": labels,
+            "labels": job_labels,
             "annotations": {naming.ANNOTATION_STEP_UID: step.metadata.uid},
             "ownerReferences": [owner_reference(step)],
         },

@@ -346,7 +346,9 @@ class StepReconciler(Reconciler):
                 if owned_by(p, job)
             ]
             state = job_state(job, pods)
-        if bool(job["spec"].get("suspend")) != step.spec.suspend and state.outcome is None:
+        # Under Kueue, admission unsuspends the Job: the operator only ever suspends it.
+        may_patch = step.spec.queue_name is None or step.spec.suspend
+        if bool(job["spec"].get("suspend")) != step.spec.suspend and state.outcome is None and may_patch:
             self.kube.patch_job(ns, job_name, {"spec": {"suspend": step.spec.suspend}})
         if state.outcome == "complete":
             return self._complete(raw, step, pods)
@@ -375,6 +377,18 @@ class StepReconciler(Reconciler):
             return None
         if any(c.type == "Suspended" for c in status.conditions):
             status.conditions = set_condition(status.conditions, "Suspended", False, "Resumed", "", gen, now)
+        if step.spec.queue_name is not None:
+            if job["spec"].get("suspend"):
+                return self._queued(raw, step, status)
+            status.conditions = set_condition(
+                status.conditions,
+                "Admitted",
+                True,
+                "Admitted",
+                f"admitted by Kueue from LocalQueue {step.spec.queue_name}",
+                gen,
+                now,
+            )
         if state.running_pod is not None:
             pod = state.running_pod
             status.phase = StepPhase.RUNNING
@@ -414,6 +428,25 @@ class StepReconciler(Reconciler):
                         trouble.reason,
                         _stuck_message(step, trouble, self.config),
                     )
+        self._write(raw, step, status)
+        return self.config.poll_seconds
+
+    def _queued(self, raw: Obj, step: ReinforcementStep, status: ReinforcementStepStatus) -> float | None:
+        """A Kueue-managed Job that is suspended: waiting for admission, or evicted after it ran."""
+        now, gen = self.clock(), step.metadata.generation
+        status.phase = StepPhase.PENDING
+        if status.start_time is not None:
+            reason = "Preempted"
+            status.message = (
+                f"preempted by Kueue (LocalQueue {step.spec.queue_name}): the pods were stopped and "
+                "training continues from the in-step checkpoint when the Job is admitted again"
+            )
+        else:
+            reason = "Queued"
+            status.message = f"waiting in Kueue LocalQueue {step.spec.queue_name} for admission"
+        status.conditions = set_condition(
+            status.conditions, "Admitted", False, reason, status.message, gen, now
+        )
         self._write(raw, step, status)
         return self.config.poll_seconds
 

@@ -192,6 +192,12 @@ class ReinforcementStepSpec(ApiModel):
     pod_metadata: PodMetadata | None = Field(
         default=None, description="Labels and annotations for the training pod."
     )
+    queue_name: ObjectName | None = Field(
+        default=None,
+        description="A Kueue LocalQueue in the step's namespace: the Job is created suspended with the "
+        "kueue.x-k8s.io/queue-name label and starts when Kueue admits it (condition Admitted: Queued, "
+        "Admitted, Preempted). Unset: the Job starts at once.",
+    )
     suspend: bool = Field(
         default=False,
         description="Hold the step before its Job starts (or pause it: running pods are stopped, "
@@ -241,7 +247,7 @@ class ReinforcementStepStatus(ApiModel):
     phase: StepPhase | None = Field(default=None, description="JOB_STATE_* (the managed service's names).")
     observed_generation: int | None = Field(default=None, description="The generation last acted on.")
     conditions: list[Condition] = Field(
-        default_factory=list, description="Validated, Succeeded, Failed, Suspended."
+        default_factory=list, description="Validated, Succeeded, Failed, Suspended, Admitted (with queueName)."
     )
     message: str | None = Field(default=None, description="Why the step is where it is.")
     job_name: str | None = Field(default=None, description="The training Job.")
@@ -271,6 +277,7 @@ _IMMUTABLE_FIELDS = (
     "serviceAccountName",
     "trainerImage",
     "podMetadata",
+    "queueName",
     "activeDeadlineSeconds",
     "backoffLimit",
     "ttlSecondsAfterFinished",
