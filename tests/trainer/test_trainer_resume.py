@@ -18,6 +18,7 @@ from rft.storage import create_bytes, list_objects
 from rft.storage.checkpoints import fetch_checkpoint, is_committed, upload_tree
 from rft.trainer_config import TrainerConfig, TrainerFailure, TrainerResult, parse_termination_message
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
+from rft_trainer.resume import StepCheckpointer, fingerprint
 from rft_trainer.sources import output_is_free, resume_prefix
 from safetensors.torch import load_file
 
@@ -184,3 +185,32 @@ def test_sigterm_then_sigkill_then_retry_publishes_the_uninterrupted_adapter(
     assert any(t.abs().sum() > 0 for n, t in want.items() if "lora_B" in n)
     for name, tensor in want.items():
         assert torch.equal(tensor, got[name]), name
+
+
+def test_the_scratch_prefix_does_not_occupy_the_output(make_config: Any, tmp_path: Path) -> None:
+    config = make_config(jsonl(ROWS))
+    output = config.output_url
+    assert resume_prefix(output) == f"file://{output}/_resume/"
+    (Path(output) / "_resume").mkdir(parents=True)
+    (Path(output) / "_resume" / "state.pt").write_bytes(b"saved")
+    assert output_is_free(output)
+    (Path(output) / "adapter_model.safetensors").write_bytes(b"someone's upload")
+    assert not output_is_free(output)
+
+
+def test_the_fingerprint_ignores_how_often_to_save_but_not_what_is_trained(make_config: Any) -> None:
+    config = make_config(jsonl(ROWS))
+    same = config.model_copy(
+        update={"training": config.training.model_copy(update={"checkpoint_every_steps": 3})}
+    )
+    other = config.model_copy(update={"training": config.training.model_copy(update={"seed": 7})})
+    assert fingerprint(config, 1) == fingerprint(same, 1)
+    assert fingerprint(config, 1) != fingerprint(other, 1)
+    assert fingerprint(config, 1) != fingerprint(config, 2)  # another world size: another data split
+
+
+def test_periodic_saves_skip_the_last_step_and_zero_disables_them(tmp_path: Path) -> None:
+    every = StepCheckpointer(str(tmp_path / "out"), tmp_path, every_steps=2, fingerprint="x")
+    assert [s for s in range(1, 7) if every.should_save(s, 6)] == [2, 4]
+    never = StepCheckpointer(str(tmp_path / "out"), tmp_path, every_steps=0, fingerprint="x")
+    assert not any(never.should_save(s, 6) for s in range(1, 7))
