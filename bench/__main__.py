@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "operator": "bench.operator_scale:benchmark",
     "model_fetch": "bench.model_fetch:benchmark",
     "session_api": "bench.session_api:benchmark",
+    "trainer_scaling": "bench.trainer_scaling:benchmark",
 }
 
 

@@ -31,6 +31,13 @@ class Placement(BaseModel):
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     cpu_per_accelerator: str = Field(default="8", alias="cpuPerAccelerator")
     memory_per_accelerator: str = Field(default="64Gi", alias="memoryPerAccelerator")
+    gpus_per_node: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        alias="gpusPerNode",
+        description="Accelerators of this type on one node: a step asking for more runs on several nodes.",
+    )
 
 
 def _gpu(product: str) -> Placement:
@@ -90,6 +97,20 @@ class AcceleratorMap:
                 f"accelerator type {accelerator_type} is not in the operator's accelerator map "
                 f"(known: {', '.join(self.known())})"
             ) from None
+
+    def nodes(self, accelerator_type: str, count: int) -> tuple[int, int]:
+        """(nodes, accelerators per node) for a step asking for `count` accelerators: one node
+        while they fit on one (CPU steps always), else the fewest nodes that split them evenly."""
+        p = self.placement(accelerator_type)
+        if p.resource is None or count <= p.gpus_per_node:
+            return 1, count
+        nodes = -(-count // p.gpus_per_node)
+        if count % nodes:
+            raise UnknownAcceleratorError(
+                f"{count} x {accelerator_type} do not split evenly over {nodes} nodes of "
+                f"{p.gpus_per_node}: ask for a multiple of the GPUs used per node"
+            )
+        return nodes, count // nodes
 
     def pod_resources(self, accelerator_type: str, count: int) -> dict[str, dict[str, str]]:
         """Requests and limits for a pod with `count` accelerators."""

@@ -79,10 +79,11 @@ def termination_message(pods: list[Obj], container: str, *, succeeded: bool) -> 
             continue
         term = _terminated(pod, container)
         if term is not None:
-            candidates.append((term.get("finishedAt") or "", term))
+            # A multi-node step's pods all succeed; only the one running rank 0 writes a message.
+            candidates.append((bool(term.get("message")), term.get("finishedAt") or "", term))
     if not candidates:
         return None, None
-    _, newest = max(candidates, key=lambda c: c[0])
+    *_, newest = max(candidates, key=lambda c: (c[0], c[1]))
     return newest.get("message"), newest.get("exitCode")
 
 

@@ -11,6 +11,10 @@ from rft.contracts.trainer_config import CONFIG_ENV_VAR, TrainerConfig
 from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap, UnknownAcceleratorError
 from rft_operator.builders.jobs import (
+    KUEUE_QUEUE_LABEL,
+    RENDEZVOUS_PORT,
+    TRAINER_GRACE_SECONDS,
+    build_rendezvous_service,
     build_training_job,
     build_validation_job,
     default_output_location,
@@ -111,6 +115,14 @@ def test_several_gpus_run_torchrun_with_one_process_per_gpu() -> None:
     assert container["command"][:3] == ["torchrun", "--standalone", "--nproc-per-node=4"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
     assert container["resources"]["requests"]["cpu"] == "32"
+
+
+def test_training_pod_has_time_to_save_its_in_step_checkpoint_at_sigterm() -> None:
+    job, cfg = training_job(make_step())
+    assert job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == TRAINER_GRACE_SECONDS > 30
+    assert cfg.training.checkpoint_every_steps == 10  # the default saves every 10 optimizer steps
+    # suspend is passed through: the Job's pods are stopped (SIGTERM) and resumed later
+    assert training_job(make_step(suspend=True))[0]["spec"]["suspend"] is True
 
 
 def test_training_pod_is_restricted_and_has_no_api_token() -> None:
@@ -272,3 +284,64 @@ def test_mlflow_tracking_comes_from_the_step_or_the_operator_and_credentials_onl
     container, cfg = _mlflow_job(make_step(tracking={}), admin)
     assert cfg.mlflow is None
     assert not any("valueFrom" in e for e in container["env"])
+
+
+def test_a_step_larger_than_one_node_is_an_indexed_job_behind_a_headless_service() -> None:
+    step = make_step(accelerator={"type": "NVIDIA_H100_80GB", "count": 16})
+    job, _ = training_job(step)
+    spec = job["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 2, 2)
+    pod = spec["template"]["spec"]
+    assert pod["subdomain"] == "step-1-train"
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"  # per node, not the step's 16
+    command = container["command"]
+    assert command[:4] == ["torchrun", "--nnodes=2", "--nproc-per-node=8", "--node-rank=$(RFT_NODE_RANK)"]
+    assert "--rdzv-backend=c10d" in command
+    assert f"--rdzv-endpoint=step-1-train-0.step-1-train:{RENDEZVOUS_PORT}" in command
+    assert "--rdzv-id=uid-1" in command  # the step's uid: a new step never joins an old rendezvous
+    assert any(a.startswith("--rdzv-conf=join_timeout=") and "read_timeout=" in a for a in command)
+    assert "--standalone" not in command
+    env = {e["name"]: e for e in container["env"]}
+    assert env["RFT_NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    )
+    service = build_rendezvous_service(step)
+    assert service["metadata"]["name"] == pod["subdomain"]
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    assert service["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()
+    assert service["metadata"]["ownerReferences"] == job["metadata"]["ownerReferences"]
+
+
+def test_a_step_that_fits_one_node_stays_one_pod() -> None:
+    job, _ = training_job(make_step(accelerator={"type": "NVIDIA_H100_80GB", "count": 8}))
+    assert "completionMode" not in job["spec"]
+    assert "subdomain" not in job["spec"]["template"]["spec"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"][:3] == [
+        "torchrun",
+        "--standalone",
+        "--nproc-per-node=8",
+    ]
+
+
+def test_gpus_per_node_comes_from_the_accelerator_map(tmp_path: Any) -> None:
+    path = tmp_path / "map.yaml"
+    path.write_text("NVIDIA_L4_24GB:\n  nodeSelector: {gpu: l4}\n  gpusPerNode: 4\n")
+    accelerators = AcceleratorMap.load(path)
+    assert accelerators.nodes("NVIDIA_L4_24GB", 4) == (1, 4)
+    assert accelerators.nodes("NVIDIA_L4_24GB", 12) == (3, 4)
+    assert accelerators.nodes("NVIDIA_H100_80GB", 16) == (2, 8)  # the default: 8 per node
+    assert accelerators.nodes("CPU", 16) == (1, 16)  # CPU steps are one pod
+    assert accelerators.nodes("NVIDIA_L4_24GB", 6) == (2, 3)
+    with pytest.raises(UnknownAcceleratorError, match="do not split evenly"):
+        accelerators.nodes("NVIDIA_L4_24GB", 7)
+
+
+def test_a_queued_step_is_a_suspended_job_in_its_kueue_local_queue() -> None:
+    job, _ = training_job(make_step(queueName="team-a-gpus"))
+    assert job["metadata"]["labels"][KUEUE_QUEUE_LABEL] == "team-a-gpus"
+    assert job["spec"]["suspend"] is True  # Kueue unsuspends it on admission
+    plain, _ = training_job(make_step())
+    assert KUEUE_QUEUE_LABEL not in plain["metadata"]["labels"]
+    assert plain["spec"]["suspend"] is False

@@ -119,6 +119,16 @@ def test_terminal_outcome_comes_from_job_conditions_and_newest_message_wins() ->
     assert termination_message(pods, "trainer", succeeded=True) == (None, None)
 
 
+def test_a_multi_node_steps_result_comes_from_the_pod_that_wrote_one() -> None:
+    """All pods of an Indexed Job succeed; only the one running rank 0 leaves a message, and
+    another node's pod may finish after it."""
+    pods = [
+        _pod("Succeeded", "2026-01-01T00:00:05Z", '{"ok": true}', 0),
+        _pod("Succeeded", "2026-01-01T00:00:07Z", "", 0),
+    ]
+    assert termination_message(pods, "trainer", succeeded=True) == ('{"ok": true}', 0)
+
+
 def test_needs_job_marks_steps_whose_next_reconcile_may_create_their_job() -> None:
     assert needs_job({"metadata": {"name": "s"}, "spec": {}})  # new: no status at all
     assert needs_job({"metadata": {"name": "s"}, "status": {"phase": "JOB_STATE_CREATING"}})

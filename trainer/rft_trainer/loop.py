@@ -6,18 +6,20 @@ Order of work:
    and the base model's (adapter disabled) when a KL penalty is on. For a new adapter (B = 0) the
    two are the same numbers, so one pass, with the adapter disabled, serves both.
 2. For each epoch: a seeded shuffle, token-budget packing, and optimizer steps of
-   `gradient_accumulation_steps` packed batches each (times the world size under DDP). The loss
+   `gradient_accumulation_steps` packed batches each (times the world size under torchrun). The loss
    of each micro-batch is normalised by totals over the whole optimizer step, so accumulation does
    not change the aggregation.
 
-Under torchrun (WORLD_SIZE > 1) each rank takes every world_size-th batch of an optimizer step,
-DistributedDataParallel all-reduces the LoRA gradients (it averages, so the loss is multiplied by
-the world size to keep the step's sum), and the reference pass is sharded and all-gathered.
+Under torchrun (WORLD_SIZE > 1) the frozen base weights are sharded with FSDP2 (`sharding`), each
+rank takes every world_size-th batch of an optimizer step, the replicated LoRA gradients are
+all-reduced and averaged (so the loss is multiplied by the world size to keep the step's sum), and
+the reference pass is split over the ranks and all-gathered.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,12 +28,15 @@ from typing import Any
 
 import torch
 from rft.contracts.trainer_config import ProgressReport
+from torch.distributed.fsdp import FSDPModule
 
 from rft_trainer import fused_lora, rotary
 from rft_trainer.data import PackedBatch, Sample, epoch_order, pack
 from rft_trainer.errors import BadInputError
 from rft_trainer.logprobs import CompletionLogprobs, hf_model, row_tokens_for
 from rft_trainer.loss import LossParams, Normalizers, policy_loss
+from rft_trainer.resume import StepCheckpointer, StoppedError, agree_to_stop
+from rft_trainer.sharding import all_reduce_replicated_grads, shard_frozen_base
 
 
 @dataclass(frozen=True)
@@ -180,11 +185,15 @@ def reference_logprobs(
     scorer.eval()
     out: dict[int, torch.Tensor] = {}
     try:
-        for i, batch in enumerate(batches):
-            if i % dist.world_size != dist.rank:
-                continue
+        # Every rank runs the same number of forwards (each is a collective when sharded): a rank
+        # whose share is short repeats the first batch and drops the result.
+        for j in range(math.ceil(len(batches) / dist.world_size)):
+            i = j * dist.world_size + dist.rank
+            batch = batches[i] if i < len(batches) else batches[0]
             with _autocast(device):
                 logp = scorer(*_to(batch, device)).float().cpu()
+            if i >= len(batches):
+                continue
             for k, index in enumerate(batch.sample_indices):
                 out[index] = logp[batch.seq_ids == k]
     finally:
@@ -263,31 +272,47 @@ class Trainer:
 
     # -- training ---------------------------------------------------------------------------
 
-    def run(self, on_step: ProgressCallback | None = None) -> TrainOutcome:
-        """Train for all epochs; calls `on_step` with a progress report after each optimizer step."""
+    def run(
+        self, on_step: ProgressCallback | None = None, checkpointer: StepCheckpointer | None = None
+    ) -> TrainOutcome:
+        """Train for all epochs; calls `on_step` with a progress report after each optimizer step.
+
+        With a `checkpointer`, continues from its saved in-step state (if any), saves every N
+        optimizer steps and, after SIGTERM, saves and raises `StoppedError`."""
         settings = self.settings
         torch.manual_seed(settings.seed)
         outcome = TrainOutcome()
         started = time.perf_counter()
+        if self.dist.enabled and not isinstance(self.scorer, FSDPModule):
+            shard_frozen_base(self.scorer, self.policy, self.device, self.dist.world_size)
         policy_ref, base_ref = self.compute_references()
         outcome.reference_seconds = time.perf_counter() - started
 
         module: torch.nn.Module = self.scorer
-        if self.dist.enabled:
-            module = torch.nn.parallel.DistributedDataParallel(
-                self.scorer, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
         params = [p for p in self.policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_factor(step, settings.warmup_steps)
         )
+        done = 0
+        restored = checkpointer.restore(self.policy, optimizer, scheduler) if checkpointer else None
+        previous_seconds = 0.0
+        if restored is not None:
+            done = restored.step
+            outcome.steps = [StepStats(**s) for s in restored.stats]
+            outcome.optimizer_steps = done
+            outcome.packed_tokens = restored.packed_tokens
+            previous_seconds = restored.train_seconds
         self.policy.train()
         train_started = time.perf_counter()
+        index = 0
         for epoch, batches in enumerate(self.epoch_batches, start=1):
             for group in optimizer_step_groups(
                 batches, settings.gradient_accumulation_steps, self.dist.world_size
             ):
+                index += 1
+                if index <= done:
+                    continue  # done before the in-step checkpoint this run continued from
                 stats = self._optimizer_step(
                     module,
                     group,
@@ -311,9 +336,41 @@ class Trainer:
                             metrics={**stats.metrics(), "lr": float(scheduler.get_last_lr()[0])},
                         )
                     )
-        outcome.train_seconds = time.perf_counter() - train_started
+                if checkpointer is not None:
+                    self._checkpoint(
+                        checkpointer, optimizer, scheduler, outcome, previous_seconds, train_started
+                    )
+        outcome.train_seconds = previous_seconds + time.perf_counter() - train_started
         self.policy.eval()
         return outcome
+
+    def _checkpoint(
+        self,
+        checkpointer: StepCheckpointer,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        outcome: TrainOutcome,
+        previous_seconds: float,
+        train_started: float,
+    ) -> None:
+        step = outcome.optimizer_steps
+        stop = agree_to_stop(checkpointer.stop, self.device, self.dist.enabled)
+        if stop or checkpointer.should_save(step, self.total_steps):
+            checkpointer.save(
+                self.policy,
+                optimizer,
+                scheduler,
+                step=step,
+                stats=[dataclasses.asdict(s) for s in outcome.steps],
+                packed_tokens=outcome.packed_tokens,
+                train_seconds=previous_seconds + time.perf_counter() - train_started,
+            )
+        if stop:
+            raise StoppedError(
+                "Interrupted",
+                f"stopped by SIGTERM after optimizer step {step} of {self.total_steps}; the in-step "
+                "checkpoint was saved and a retried or resumed pod continues from it",
+            )
 
     def _optimizer_step(
         self,
@@ -331,22 +388,17 @@ class Trainer:
             sequences=sum(b.n_sequences for b in group),
             max_context_length=self.settings.max_context_length,
         )
-        mine = group[self.dist.rank :: self.dist.world_size]
-        weight = 1.0
-        if not mine:
-            # A short last step leaves this rank without a batch, but every DDP rank must run a
-            # backward pass for the all-reduce: redo another rank's batch with weight 0.
-            mine, weight = group[:1], 0.0
+        # Rank r takes the r-th of every world_size batches. A short last step leaves some ranks a
+        # batch short, but every rank must run as many forwards and backwards as the others (each
+        # gathers sharded weights): they redo the step's first batch with weight 0.
+        mine = [(b, 1.0) for b in group[self.dist.rank :: self.dist.world_size]]
+        mine += [(group[0], 0.0)] * (math.ceil(len(group) / self.dist.world_size) - len(mine))
         stats = StepStats()
         optimizer.zero_grad(set_to_none=True)
-        for i, batch in enumerate(mine):
-            sync = i == len(mine) - 1 or not self.dist.enabled
-            no_sync = getattr(module, "no_sync", None)
-            ctx = contextlib.nullcontext() if sync or no_sync is None else no_sync()
-            with ctx:
-                stats_part = self._micro_batch(
-                    module, batch, norms=norms, policy_ref=policy_ref, base_ref=base_ref, weight=weight
-                )
+        for batch, weight in mine:
+            stats_part = self._micro_batch(
+                module, batch, norms=norms, policy_ref=policy_ref, base_ref=base_ref, weight=weight
+            )
             stats.loss += stats_part.loss
             stats.tokens += stats_part.tokens
             stats.packed_tokens += stats_part.packed_tokens
@@ -361,6 +413,7 @@ class Trainer:
             stats.sampler_gap_sum += stats_part.sampler_gap_sum
             stats.logp_sum += stats_part.logp_sum
         if self.dist.enabled:
+            all_reduce_replicated_grads(params, self.dist.world_size)
             stats = _all_reduce_stats(stats, self.device)
         stepped = [self.samples[i] for batch in group for i in batch.sample_indices]
         stats.sequences = len(stepped)

@@ -27,7 +27,7 @@ import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import torch
 
@@ -95,6 +95,7 @@ class MetricsLog:
             filename_suffix=f".{run_name}" if run_name else "",
         )
         self.steps = 0
+        self._lines: list[dict[str, Any]] = []
 
     def values(self, metrics: Mapping[str, float]) -> dict[str, float]:
         """`metrics` plus the FLOP estimates derived from its tokens_per_second."""
@@ -112,15 +113,33 @@ class MetricsLog:
             raise RuntimeError("the metrics log is closed")
         values = self.values(metrics)
         now = time.time()
-        line = {"step": step, "epoch": epoch, "time": round(now, 3), **values}
-        self._jsonl.write(json.dumps(line, sort_keys=True, allow_nan=True) + "\n")
-        self._jsonl.flush()
-        for name, value in values.items():
-            self._writer.add_scalar(TAG_PREFIX + name, value, global_step=step, walltime=now)
+        self._write({"step": step, "epoch": epoch, "time": round(now, 3), **values})
         for tracker in self.trackers:
             tracker.log(step, values)
-        self.steps += 1
         return values
+
+    def lines(self) -> list[dict[str, Any]]:
+        """Every point written so far, as its JSONL line (for the in-step checkpoint)."""
+        return [dict(line) for line in self._lines]
+
+    def replay(self, lines: list[dict[str, Any]]) -> None:
+        """Write the points an earlier pod of this run recorded (from its in-step checkpoint) again,
+        with their own steps and times; trackers are not sent them twice (their run continues)."""
+        for line in lines:
+            self._write(dict(line))
+
+    def _write(self, line: dict[str, Any]) -> None:
+        if self._jsonl is None or self._writer is None:
+            raise RuntimeError("the metrics log is closed")
+        self._jsonl.write(json.dumps(line, sort_keys=True, allow_nan=True) + "\n")
+        self._jsonl.flush()
+        for name, value in line.items():
+            if name not in ("step", "epoch", "time") and isinstance(value, (int, float)):
+                self._writer.add_scalar(
+                    TAG_PREFIX + name, value, global_step=int(line["step"]), walltime=line["time"]
+                )
+        self._lines.append(line)
+        self.steps += 1
 
     def close(self) -> None:
         """Flush and close both files (idempotent)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rft.api.model import AdapterCanary
 from rft.contracts.trainer_config import ProgressReport, TrainerConfig, TrainerResult
 
 from rft_trainer.canary import canary_logprobs, canary_tokens, record_canary
@@ -34,6 +35,8 @@ from rft_trainer.model import (
     trainable_parameter_count,
 )
 from rft_trainer.progress import ProgressReporter
+from rft_trainer.resume import StepCheckpointer, StopFlag, fingerprint
+from rft_trainer.sharding import resident_bytes, shard_frozen_base, whole_root
 from rft_trainer.sources import fetch_base_model, fetch_parent_adapter, output_is_free
 from rft_trainer.threads import cpu_threads
 from rft_trainer.trackers import Tracker, open_mlflow
@@ -271,6 +274,7 @@ def publish_result(
     config: TrainerConfig,
     prepared: Prepared,
     outcome: TrainOutcome,
+    canary: AdapterCanary,
     series: MetricsLog,
     scratch: Path,
     reporter: ProgressReporter,
@@ -278,7 +282,6 @@ def publish_result(
     """Save the adapter with its per-step series and lineage, publish it, and summarise the run."""
     reporter.phase("writing_results", f"publishing the adapter to {config.output_url}")
     metrics = final_metrics(prepared, outcome)
-    canary = record_canary(prepared.policy, prepared.canary_tokens, prepared.canary_start)
     adapter_dir = save_adapter(prepared.policy, scratch / "adapter", config.base_model_name)
     series.copy_into(adapter_dir)  # the per-step series is published with the adapter
     metadata = build_metadata(
@@ -306,8 +309,9 @@ def run_step(config: TrainerConfig, reporter: ProgressReporter) -> TrainerResult
     dist, device = init_distributed(config.device)
     if device.type == "cpu":
         torch.set_num_threads(cpu_threads())
+    stop = StopFlag()
     try:
-        with scratch_directory(config.scratch_dir) as scratch:
+        with scratch_directory(config.scratch_dir) as scratch, stop.on_sigterm():
             prepared = prepare(config, scratch, reporter, device)
             trainer = Trainer(
                 prepared.policy,
@@ -318,6 +322,14 @@ def run_step(config: TrainerConfig, reporter: ProgressReporter) -> TrainerResult
                 new_adapter=prepared.new_adapter,
                 dist=dist,
             )
+            if dist.enabled:
+                shard_frozen_base(trainer.scorer, prepared.policy, device, dist.world_size)
+                held = resident_bytes(prepared.policy)
+                reporter.log(
+                    f"FSDP2: the frozen base is sharded over {dist.world_size} ranks, "
+                    f"{held['frozen_parameters'] / 2**20:.1f} MiB of it on this rank; the LoRA "
+                    f"parameters ({held['trainable_parameters'] / 2**20:.1f} MiB) are replicated"
+                )
             mean_reward = prepared.scored.mean_reward
             series = open_metrics_log(config, prepared, scratch, reporter) if dist.rank == 0 else None
             reporter.update(
@@ -339,11 +351,26 @@ def run_step(config: TrainerConfig, reporter: ProgressReporter) -> TrainerResult
                     values.pop("loss")
                     reporter.update(report.model_copy(update={"mean_reward": mean_reward, "metrics": values}))
 
+            checkpointer = StepCheckpointer(
+                config.output_url,
+                scratch,
+                every_steps=config.training.checkpoint_every_steps,
+                fingerprint=fingerprint(config, dist.world_size),
+                rank=dist.rank,
+                stop=stop,
+                log=reporter.log,
+                series=series,
+            )
             try:
-                outcome = trainer.run(on_step)
+                outcome = trainer.run(on_step, checkpointer)
+                # On every rank: with sharded weights each forward is a collective.
+                with whole_root(trainer.scorer):
+                    canary = record_canary(prepared.policy, prepared.canary_tokens, prepared.canary_start)
                 if series is None:
                     return None
-                result = publish_result(config, prepared, outcome, series, scratch, reporter)
+                # The output prefix must be empty for the create-only publish: the in-step state goes.
+                checkpointer.discard()
+                result = publish_result(config, prepared, outcome, canary, series, scratch, reporter)
             except BaseException:
                 if series is not None:
                     series.finish(succeeded=False)

@@ -10,13 +10,15 @@ from typing import Any
 
 from rft.api.model import FileDigest
 from rft.contracts.trainer_config import FailureReason
-from rft.storage import DigestMismatch, NotFound, list_objects
+from rft.storage import DigestMismatch, NotFound, list_objects, parse_url
 from rft.storage.checkpoints import FileRecord, fetch_checkpoint
 from rft.storage.model_folder import fetch_pinned
 
 from rft_trainer.errors import BadInputError
 
 STORAGE_SCHEMES = ("s3://", "gs://", "file://")
+# The in-step checkpoint's scratch prefix inside the output location (rft_trainer.resume).
+RESUME_DIR = "_resume"
 
 
 def is_storage_url(location: str) -> bool:
@@ -88,5 +90,16 @@ def _fetch(url: str, target: Path, reason: FailureReason, what: str) -> dict[str
 
 
 def output_is_free(url: str) -> bool:
-    """True when nothing (committed or not) is stored under the output prefix yet."""
-    return not list_objects(url.rstrip("/") + "/")
+    """True when nothing (committed or not) is stored under the output prefix yet, apart from the
+    in-step checkpoint of an earlier pod of the same step (which this run continues from)."""
+    return not [o for o in list_objects(url.rstrip("/") + "/") if not is_resume_object(url, o.url)]
+
+
+def resume_prefix(output_url: str) -> str:
+    """`<output>/_resume/`: the scratch prefix of the in-step checkpoint."""
+    return parse_url(output_url).as_prefix().join(RESUME_DIR).as_prefix().url
+
+
+def is_resume_object(output_url: str, object_url: str) -> bool:
+    """Whether a listed object of the output prefix belongs to the in-step checkpoint."""
+    return parse_url(object_url).url.startswith(resume_prefix(output_url))

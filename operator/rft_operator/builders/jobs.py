@@ -37,6 +37,9 @@ VALIDATOR_CONTAINER = "validate"
 READER_SCRATCH = "1Gi"
 # What a trainer writes when the base model's size is unknown (no per-file sizes in its status).
 TRAINER_STORAGE_UNKNOWN_MODEL = 20 * GIB
+# Between SIGTERM (suspend, preemption, drain) and SIGKILL the trainer finishes its optimizer step
+# and uploads its in-step checkpoint (rft_trainer.resume): more than Kubernetes' default 30 s.
+TRAINER_GRACE_SECONDS = 180
 
 
 def trainer_resources(
@@ -127,17 +130,59 @@ def trainer_config(
     )
 
 
-def _trainer_command(accelerator_count: int) -> list[str]:
-    if accelerator_count > 1:
-        # One process per GPU; only the LoRA gradients are all-reduced (DDP).
+# The c10d rendezvous store, hosted by the torchrun agent of completion index 0.
+RENDEZVOUS_PORT = 29400
+# How long agents wait for each other, the store's host (index 0) included: pods of one step start
+# minutes apart (image pulls, node scale-up), and index 0 may be the last.
+RENDEZVOUS_TIMEOUT_SECONDS = 1800
+NODE_RANK_ENV = "RFT_NODE_RANK"
+# Kueue's label: the Job belongs to this LocalQueue; Kueue unsuspends it when admitted.
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+
+
+def trainer_command(per_node: int, nodes: int = 1, service: str = "", run_id: str = "") -> list[str]:
+    if nodes > 1:
+        # One agent per node; the agents meet at index 0's c10d store through the headless
+        # Service. The other agents retry connecting until the timeout, so index 0 may start last.
         return [
             "torchrun",
-            "--standalone",
-            f"--nproc-per-node={accelerator_count}",
+            f"--nnodes={nodes}",
+            f"--nproc-per-node={per_node}",
+            f"--node-rank=$({NODE_RANK_ENV})",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={service}-0.{service}:{RENDEZVOUS_PORT}",
+            f"--rdzv-id={run_id}",
+            f"--rdzv-conf=join_timeout={RENDEZVOUS_TIMEOUT_SECONDS},read_timeout={RENDEZVOUS_TIMEOUT_SECONDS}",
             "-m",
             entrypoints.TRAINER,
         ]
+    if per_node > 1:
+        # One process per GPU; the frozen base is sharded over them (FSDP2, rft_trainer.sharding).
+        return ["torchrun", "--standalone", f"--nproc-per-node={per_node}", "-m", entrypoints.TRAINER]
     return entrypoints.python_command(entrypoints.TRAINER)
+
+
+def build_rendezvous_service(step: ReinforcementStep) -> Manifest:
+    """The headless Service that gives a multi-node step's pods DNS names (`<job>-<index>.<job>`)."""
+    name = naming.training_job_name(step.metadata.name)
+    labels = naming.labels("trainer", **{naming.LABEL_STEP: step.metadata.name})
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": step.metadata.namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(step)],
+        },
+        "spec": {
+            "clusterIP": "None",
+            "selector": labels,
+            # The agents resolve each other before any of them is ready.
+            "publishNotReadyAddresses": True,
+            "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "protocol": "TCP"}],
+        },
+    }
 
 
 def build_training_job(
@@ -150,20 +195,21 @@ def build_training_job(
     name = naming.training_job_name(step.metadata.name)
     acc = step.spec.accelerator
     placement = accelerators.placement(acc.type)
+    nodes, per_node = accelerators.nodes(acc.type, acc.count)
     labels = naming.labels("trainer", **{naming.LABEL_STEP: step.metadata.name})
     volumes, mounts = scratch_volumes(config.scratch_size, shm_size="16Gi" if acc.type != "CPU" else None)
     container: Manifest = {
         "name": TRAINER_CONTAINER,
         "image": step.spec.trainer_image or config.trainer_image,
         "imagePullPolicy": config.image_pull_policy,
-        "command": _trainer_command(acc.count if acc.type != "CPU" else 1),
+        "command": trainer_command(per_node if acc.type != "CPU" else 1, nodes, name, step.metadata.uid),
         "env": [
             {"name": CONFIG_ENV_VAR, "value": trainer.to_json()},
             *offline_env(),
             *mlflow_credentials_env(trainer, config),
         ],
         "ports": [{"name": "progress", "containerPort": config.progress_port, "protocol": "TCP"}],
-        "resources": trainer_resources(trainer, accelerators, acc.type, acc.count, config.scratch_size),
+        "resources": trainer_resources(trainer, accelerators, acc.type, per_node, config.scratch_size),
         "securityContext": container_security_context(),
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG,
@@ -175,6 +221,7 @@ def build_training_job(
         # webhook projects its own web-identity token; GKE uses the metadata server.
         "automountServiceAccountToken": False,
         "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": TRAINER_GRACE_SECONDS,
         "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": volumes,
@@ -185,7 +232,8 @@ def build_training_job(
         pod_spec["tolerations"] = [dict(t) for t in placement.tolerations]
     job_spec: Manifest = {
         "backoffLimit": step.spec.backoff_limit,
-        "suspend": step.spec.suspend,
+        # Queued Jobs start suspended, as Kueue expects: admission unsuspends them.
+        "suspend": step.spec.suspend or step.spec.queue_name is not None,
         # Bad input (exit 1) fails at once: retrying cannot fix a bad dataset or checkpoint.
         "podFailurePolicy": {
             "rules": [
@@ -202,15 +250,33 @@ def build_training_job(
         },
         "template": {"metadata": _pod_metadata(step, labels), "spec": pod_spec},
     }
+    if nodes > 1:
+        # One Job of `nodes` pods: pod i is <job>-i.<job> (headless Service of the same name).
+        job_spec.update({"completionMode": "Indexed", "completions": nodes, "parallelism": nodes})
+        pod_spec["subdomain"] = name
+        container["env"].append(
+            {
+                "name": NODE_RANK_ENV,
+                "valueFrom": {
+                    "fieldRef": {
+                        "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+                    }
+                },
+            }
+        )
+        container["ports"].append({"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"})
     if step.spec.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = step.spec.active_deadline_seconds
+    job_labels = dict(labels)
+    if step.spec.queue_name is not None:
+        job_labels[KUEUE_QUEUE_LABEL] = step.spec.queue_name
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": name,
             "namespace": step.metadata.namespace,
-            "labels": labels,
+            "labels": job_labels,
             "annotations": {naming.ANNOTATION_STEP_UID: step.metadata.uid},
             "ownerReferences": [owner_reference(step)],
         },

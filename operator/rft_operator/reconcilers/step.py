@@ -27,6 +27,7 @@ from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap, UnknownAcceleratorError
 from rft_operator.builders.jobs import (
     TRAINER_CONTAINER,
+    build_rendezvous_service,
     build_training_job,
     default_output_location,
     trainer_config,
@@ -34,7 +35,7 @@ from rft_operator.builders.jobs import (
 from rft_operator.conditions import set_condition
 from rft_operator.config import OperatorConfig
 from rft_operator.jobstate import JobState, job_state, owned_by, termination_message
-from rft_operator.kube import Kube, Obj
+from rft_operator.kube import Children, Kube, Obj
 from rft_operator.metrics import METRICS
 from rft_operator.podtrouble import PodTrouble, pod_trouble
 from rft_operator.policy import WorkloadPolicy
@@ -221,6 +222,9 @@ class StepReconciler(Reconciler):
             step, verdict.dataset, verdict.source, verdict.base, verdict.output_location, self.config
         )
         manifest = build_training_job(step, trainer, self.accelerators, self.config)
+        if self.accelerators.nodes(step.spec.accelerator.type, step.spec.accelerator.count)[0] > 1:
+            # The pods of a multi-node step find each other by name: the Service comes first.
+            Children(self.kube).ensure_service(build_rendezvous_service(step))
         try:
             job, _ = self.kube.create_job(step.metadata.namespace, manifest)
         except ApiException as exc:
@@ -320,7 +324,7 @@ class StepReconciler(Reconciler):
                     "IncompatibleCheckpoint", f"cannot warm-start from {spec.model}: " + "; ".join(mismatches)
                 )
         try:
-            self.accelerators.placement(spec.accelerator.type)
+            self.accelerators.nodes(spec.accelerator.type, spec.accelerator.count)
         except UnknownAcceleratorError as exc:
             return Refuse("UnknownAccelerator", str(exc))
         output = spec.output_location or default_output_location(source, spec.output_model)
@@ -342,7 +346,9 @@ class StepReconciler(Reconciler):
                 if owned_by(p, job)
             ]
             state = job_state(job, pods)
-        if bool(job["spec"].get("suspend")) != step.spec.suspend and state.outcome is None:
+        # Under Kueue, admission unsuspends the Job: the operator only ever suspends it.
+        may_patch = step.spec.queue_name is None or step.spec.suspend
+        if bool(job["spec"].get("suspend")) != step.spec.suspend and state.outcome is None and may_patch:
             self.kube.patch_job(ns, job_name, {"spec": {"suspend": step.spec.suspend}})
         if state.outcome == "complete":
             return self._complete(raw, step, pods)
@@ -361,7 +367,8 @@ class StepReconciler(Reconciler):
         if step.spec.suspend:
             status.phase = StepPhase.PENDING
             status.message = (
-                "suspended (spec.suspend): the Job's pods are stopped; it restarts from scratch when resumed"
+                "suspended (spec.suspend): the Job's pods are stopped; when resumed it continues from "
+                "its in-step checkpoint"
             )
             status.conditions = set_condition(
                 status.conditions, "Suspended", True, "Suspended", status.message, gen, now
@@ -370,6 +377,18 @@ class StepReconciler(Reconciler):
             return None
         if any(c.type == "Suspended" for c in status.conditions):
             status.conditions = set_condition(status.conditions, "Suspended", False, "Resumed", "", gen, now)
+        if step.spec.queue_name is not None:
+            if job["spec"].get("suspend"):
+                return self._queued(raw, step, status)
+            status.conditions = set_condition(
+                status.conditions,
+                "Admitted",
+                True,
+                "Admitted",
+                f"admitted by Kueue from LocalQueue {step.spec.queue_name}",
+                gen,
+                now,
+            )
         if state.running_pod is not None:
             pod = state.running_pod
             status.phase = StepPhase.RUNNING
@@ -403,6 +422,25 @@ class StepReconciler(Reconciler):
                         trouble.reason,
                         _stuck_message(step, trouble, self.config),
                     )
+        self._write(raw, step, status)
+        return self.config.poll_seconds
+
+    def _queued(self, raw: Obj, step: ReinforcementStep, status: ReinforcementStepStatus) -> float | None:
+        """A Kueue-managed Job that is suspended: waiting for admission, or evicted after it ran."""
+        now, gen = self.clock(), step.metadata.generation
+        status.phase = StepPhase.PENDING
+        if status.start_time is not None:
+            reason = "Preempted"
+            status.message = (
+                f"preempted by Kueue (LocalQueue {step.spec.queue_name}): the pods were stopped and "
+                "training continues from the in-step checkpoint when the Job is admitted again"
+            )
+        else:
+            reason = "Queued"
+            status.message = f"waiting in Kueue LocalQueue {step.spec.queue_name} for admission"
+        status.conditions = set_condition(
+            status.conditions, "Admitted", False, reason, status.message, gen, now
+        )
         self._write(raw, step, status)
         return self.config.poll_seconds
 

@@ -95,6 +95,14 @@ class TrainingParameters(ApiModel):
         default="0", description="AdamW weight decay, in [0, 1]."
     )
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed for shuffling and dropout.")
+    checkpoint_every_steps: int = Field(
+        default=10,
+        ge=0,
+        le=100_000,
+        description="Save an in-step checkpoint (adapter, optimizer, scheduler, RNG, position in the "
+        "data) to <outputLocation>/_resume/ every this many optimizer steps, and at SIGTERM; a "
+        "retried or resumed pod continues from it. '0': only at SIGTERM. Removed before publishing.",
+    )
 
 
 class LossSettings(ApiModel):
@@ -206,7 +214,11 @@ class ReinforcementStepSpec(ApiModel):
         description="Reward keys to combine, with their weights as decimal strings, e.g. "
         "{score: '1', format: '0.2'}. Empty: the single reward key of the dataset.",
     )
-    accelerator: Accelerator = Field(default_factory=Accelerator, description="Per training pod.")
+    accelerator: Accelerator = Field(
+        default_factory=Accelerator,
+        description="Of the step: a count above the type's gpusPerNode (operator accelerator map, "
+        "default 8) runs on several nodes, one pod per node (an Indexed Job).",
+    )
     service_account_name: ObjectName = Field(
         default="default",
         description="The ServiceAccount whose workload identity reads the dataset and base model "
@@ -224,10 +236,16 @@ class ReinforcementStepSpec(ApiModel):
         description="Experiment trackers. Unset: the operator's default MLflow server (the chart's "
         "tracking.mlflow.trackingUri), if any; {} opts out of it.",
     )
+    queue_name: ObjectName | None = Field(
+        default=None,
+        description="A Kueue LocalQueue in the step's namespace: the Job is created suspended with the "
+        "kueue.x-k8s.io/queue-name label and starts when Kueue admits it (condition Admitted: Queued, "
+        "Admitted, Preempted). Unset: the Job starts at once.",
+    )
     suspend: bool = Field(
         default=False,
-        description="Hold the step before its Job starts (or pause it: running pods are deleted "
-        "and the step restarts from scratch when resumed).",
+        description="Hold the step before its Job starts (or pause it: running pods are stopped, "
+        "they save an in-step checkpoint at SIGTERM, and the step continues from it when resumed).",
     )
     cancel: bool = Field(
         default=False, description="Cancel the step for good: its Job is deleted, phase CANCELLED."
@@ -307,7 +325,7 @@ class ReinforcementStepStatus(ApiModel):
     phase: StepPhase | None = Field(default=None, description="JOB_STATE_* (the managed service's names).")
     observed_generation: int | None = Field(default=None, description="The generation last acted on.")
     conditions: list[Condition] = Field(
-        default_factory=list, description="Validated, Succeeded, Failed, Suspended."
+        default_factory=list, description="Validated, Succeeded, Failed, Suspended, Admitted (with queueName)."
     )
     message: str | None = Field(default=None, description="Why the step is where it is.")
     job_name: str | None = Field(default=None, description="The training Job.")
@@ -338,6 +356,7 @@ _IMMUTABLE_FIELDS = (
     "trainerImage",
     "podMetadata",
     "tracking",
+    "queueName",
     "activeDeadlineSeconds",
     "backoffLimit",
     "ttlSecondsAfterFinished",

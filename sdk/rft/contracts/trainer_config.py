@@ -275,6 +275,7 @@ FailureReason = Literal[
     "StorageError",
     "TrainingFailed",
     "InternalError",
+    "Interrupted",
 ]
 
 
