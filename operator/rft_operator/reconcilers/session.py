@@ -84,6 +84,7 @@ class TrainingSessionReconciler(Reconciler):
         self.accelerators = accelerators
         self.children = Children(kube)
         self.policy = WorkloadPolicy(config)
+        self._secrets: set[tuple[str, str]] = set()  # (namespace, session uid) with a Secret
 
     def sync(self, namespace: str, name: str) -> float | None:
         raw = self.kube.get(self.plural, namespace, name)
@@ -199,31 +200,22 @@ class TrainingSessionReconciler(Reconciler):
         return model
 
     def _ensure_secret(self, session: TrainingSession) -> None:
-        """Create the API key's Secret once; an existing one is kept (its key never changes)."""
-        ns = session.metadata.namespace
-        name = api_key_secret_name(session.metadata.name)
-        try:
-            current = self.kube.core.read_namespaced_secret(name, ns)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-        else:
-            owners = (current.metadata.owner_references if current.metadata else None) or []
-            if not any(ref.uid == session.metadata.uid and ref.controller for ref in owners):
-                raise ForeignObjectError(
-                    f"Secret {name} already exists and does not belong to TrainingSession "
-                    f"{session.metadata.name}; the operator does not take over objects it did not make",
-                    previous=any(
-                        ref.kind == "TrainingSession" and ref.name == session.metadata.name for ref in owners
-                    ),
-                )
+        """Create the API key's Secret once (its key never changes). The operator may create
+        Secrets but not read them (least privilege): "already exists" means it is there, and each
+        session's is created at most once per operator process."""
+        key = (session.metadata.namespace, session.metadata.uid)
+        if key in self._secrets:
             return
         self.kube.writes.add("create", "secrets")
         try:
-            self.kube.core.create_namespaced_secret(ns, build_api_key_secret(session, new_api_key()))  # type: ignore[arg-type]
+            self.kube.core.create_namespaced_secret(
+                session.metadata.namespace,
+                build_api_key_secret(session, new_api_key()),  # type: ignore[arg-type]
+            )
         except ApiException as exc:
-            if exc.status != 409:  # made meanwhile (a retried pass): the next pass checks its owner
+            if exc.status != 409:
                 raise
+        self._secrets.add(key)
 
     def _serving(self, raw: Obj, session: TrainingSession, pod: Obj) -> float | None:
         timeout = session.spec.idle_timeout_seconds
