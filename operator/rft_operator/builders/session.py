@@ -115,7 +115,14 @@ def session_probes(config: OperatorConfig) -> Manifest:
     return {
         "startupProbe": probe(STARTUP_PERIOD, math.ceil(config.server_startup_seconds / STARTUP_PERIOD)),
         "readinessProbe": probe(5, 3),
-        "livenessProbe": probe(20, 6),
+        # The process is alive when its port accepts connections (a slow healthz must not restart
+        # it: that would drop the adapter held in memory).
+        "livenessProbe": {
+            "tcpSocket": {"port": "http"},
+            "periodSeconds": 20,
+            "timeoutSeconds": 5,
+            "failureThreshold": 6,
+        },
     }
 
 
