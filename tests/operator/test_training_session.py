@@ -4,7 +4,7 @@ Everything runs for real: the base Model's check Job, the session pod (its init 
 the pinned base model from moto S3 through the emulated IRSA webhook; `python -m rft_trainer.session`
 serves the Tinker API), the API key Secret, and the client reaching the Service's ready endpoint
 (there is no kube-proxy: as `kubectl port-forward` would). The pod is deleted after save_state; the
-Deployment's new pod loads the state and continues. Last, the idle timeout scales it to zero.
+Deployment's new pod loads the state and continues (its client made by the SDK's helper). Last, the idle timeout scales it to zero.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 import tinker
 from kubernetes import client
+from rft.sdk.session import Session
+from rft.sdk.training_session import tinker_service_client
 from rft.storage.checkpoints import is_committed, upload_tree
 from rft_devcluster.handle import ClusterHandle
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
@@ -153,10 +155,12 @@ def test_session_serves_tinker_and_survives_its_pod(
     assert is_committed(f"{state_location}{tc.model_id.replace(':', '-')}/weights/step-1")
 
     objects.core.delete_namespaced_pod(first_pod, ns)
-    url, second_pod = _url(cluster, ns, not_pod=first_pod)
+    _, second_pod = _url(cluster, ns, not_pod=first_pod)
     assert second_pod != first_pod
     _phase(objects, "READY", 120)
-    service = tinker.ServiceClient(base_url=url, api_key=api_key)
+    # The SDK's way in: the session's Secret read with the caller's credentials, its ready endpoint.
+    sdk = Session.create(namespace=ns, kubeconfig=str(cluster.kubeconfig))
+    service = tinker_service_client("warm", timeout=60, session=sdk)
     resumed = service.create_training_client_from_state_with_optimizer(saved.path).result()
     loaded = resumed.forward(data, "importance_sampling").result()
     np.testing.assert_allclose(_logprobs(loaded), _logprobs(at_save), atol=1e-5)
