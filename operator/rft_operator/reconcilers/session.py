@@ -49,6 +49,7 @@ from rft_operator.reconcilers.model import base_model_unusable
 log = logging.getLogger(__name__)
 
 READY_REFRESH_SECONDS = 30.0
+IDLE_SINCE_SLACK_SECONDS = 5.0
 
 
 def idle_for(pod_ip: str, timeout: float = 2.0) -> float | None:
@@ -222,7 +223,14 @@ class TrainingSessionReconciler(Reconciler):
         ip = pod.get("status", {}).get("podIP")
         idle = idle_for(ip) if timeout and may_poll(ip, self.config.progress_poll) else None
         now = self.clock()
-        extra = {"idle_since": now - timedelta(seconds=int(idle))} if idle is not None else {}
+        extra: dict[str, object] = {}
+        if idle is not None:
+            since = now - timedelta(seconds=int(idle))
+            known = session.status.idle_since
+            # Rounding moves the estimate by a second between looks: only a real change (a client
+            # call) is written, so that a status write does not cause the next look, and so on.
+            if known is None or abs((since - known).total_seconds()) > IDLE_SINCE_SLACK_SECONDS:
+                extra["idle_since"] = since
         if idle is not None and idle >= timeout:
             log.info(
                 "trainingsession %s/%s idle for %.0fs: scaling to zero",
