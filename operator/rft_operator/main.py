@@ -31,6 +31,7 @@ from rft_operator.metrics import STATE
 from rft_operator.reconcilers.dataset import DatasetReconciler
 from rft_operator.reconcilers.deployment import DeploymentReconciler
 from rft_operator.reconcilers.model import ModelReconciler
+from rft_operator.reconcilers.session import TrainingSessionReconciler
 from rft_operator.reconcilers.step import StepReconciler, needs_job
 from rft_operator.waiting import WaitingSteps
 from rft_operator.workqueue import HIGH, NORMAL, WorkQueue
@@ -43,6 +44,7 @@ KIND_OF_PLURAL = {
     "datasets": "dataset",
     "models": "model",
     "deployments": "deployment",
+    "trainingsessions": "session",
 }
 CHILD_BATCH_SECONDS = 0.2
 EVENT_FLUSH_SECONDS = 2.0
@@ -105,6 +107,7 @@ def start(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> None:
         "dataset": DatasetReconciler(kube, cfg).sync,
         "model": ModelReconciler(kube, cfg).sync,
         "deployment": DeploymentReconciler(kube, cfg, accelerators, tokens).sync,
+        "session": TrainingSessionReconciler(kube, cfg, accelerators).sync,
     }
     elector = None
     if cfg.leader_election:
@@ -208,6 +211,8 @@ def _enqueue_owner(labels: Mapping[str, str], namespace: str | None, memo: Any) 
         memo.queue.add(("model", namespace or "", model), CHILD_BATCH_SECONDS)
     elif deployment := labels.get(naming.LABEL_DEPLOYMENT):
         memo.queue.add(("deployment", namespace or "", deployment), CHILD_BATCH_SECONDS)
+    elif session := labels.get(naming.LABEL_SESSION):
+        memo.queue.add(("session", namespace or "", session), CHILD_BATCH_SECONDS)
 
 
 for _plural, _kind in KIND_OF_PLURAL.items():
@@ -266,9 +271,13 @@ async def dataset_changed(name: str, namespace: str | None, memo: Any, **_: Any)
 @kopf.on.event(GROUP, VERSION, "models", id="wake-steps-of-model")
 def model_changed(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     """Steps waiting for this Model look again (at high priority: they may create their Job), and
-    so do the Deployments serving it (a base model is served once its check pinned it)."""
+    so do the Deployments serving it (a base model is served once its check pinned it) and the
+    TrainingSessions training on it."""
     for step in memo.waiting.waking(namespace or "", "models", name):
         memo.queue.add(("step", namespace or "", step), priority=HIGH)
     for obj in memo.kube.list_objects("deployments", namespace):
         if obj["spec"].get("model") == name and obj["spec"].get("deploymentType") != "on-demand-lora":
             memo.queue.add(("deployment", obj["metadata"]["namespace"], obj["metadata"]["name"]))
+    for obj in memo.kube.list_objects("trainingsessions", namespace):
+        if obj["spec"].get("baseModel") == name:
+            memo.queue.add(("session", obj["metadata"]["namespace"], obj["metadata"]["name"]))

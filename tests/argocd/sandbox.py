@@ -18,6 +18,7 @@ KINDS = {
     "Deployment": "deployment",
     "Model": "model",
     "ReinforcementStep": "reinforcementstep",
+    "TrainingSession": "trainingsession",
 }
 VALID = {"Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown"}
 

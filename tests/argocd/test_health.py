@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from rft.api import Dataset, Deployment, Model, ReinforcementStep
+from rft.api import Dataset, Deployment, Model, ReinforcementStep, TrainingSession
 
 from tests.argocd.generate import CM_PATH, KEY_PREFIX, main, render_cm, render_script
 from tests.argocd.sandbox import HEALTH_DIR, KINDS, HealthScriptError, health, script
@@ -19,6 +19,7 @@ API_MODELS = {
     "Deployment": Deployment,
     "Model": Model,
     "ReinforcementStep": ReinforcementStep,
+    "TrainingSession": TrainingSession,
 }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from kopf.cli import main as kopf_cli
-from rft.api import ALL_KINDS, GROUP, Dataset, Deployment, Model, ReinforcementStep
+from rft.api import ALL_KINDS, GROUP, Dataset, Deployment, Model, ReinforcementStep, TrainingSession
 from rft.api.common import ACCELERATOR_TYPES
 from rft_operator import naming
 from rft_operator.accelerators import DEFAULT_PLACEMENTS, AcceleratorMap
@@ -25,6 +25,7 @@ from rft_operator.builders.jobs import (
     trainer_config,
 )
 from rft_operator.builders.serving import ADAPTER_ADMIN_PORT, SERVER_PORT, build_server_deployment
+from rft_operator.builders.session import SESSION_PORT, build_session_deployment
 from rft_operator.config import OperatorConfig
 
 from tests.chart.helm import (
@@ -163,6 +164,7 @@ def test_crds_ship_only_with_include_crds() -> None:
         "deployments.rft-operator.io",
         "models.rft-operator.io",
         "reinforcementsteps.rft-operator.io",
+        "trainingsessions.rft-operator.io",
     ]
 
 
@@ -462,7 +464,11 @@ def test_rbac_has_no_wildcards_no_secrets_no_escalation(variant: str) -> None:
                 assert "*" not in rule.get(field, []), (role["metadata"]["name"], rule)
             assert not rule.get("nonResourceURLs"), rule
             assert set(rule["verbs"]) <= ALLOWED_VERBS, rule
-            if "secrets" in rule["resources"]:
+            if "secrets" in rule["resources"] and not role["metadata"]["name"].endswith("-admin-key"):
+                # A TrainingSession's API key: created once in the session's namespace, never read,
+                # listed or changed (clients read it with their own RBAC).
+                assert rule == {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}, rule
+            elif "secrets" in rule["resources"]:
                 # The adapter admin key: made once and read by name, in the release namespace only.
                 assert role["kind"] == "Role", role
                 assert role["metadata"]["name"].endswith("-admin-key"), role
@@ -640,6 +646,18 @@ def _workload_pods(config: OperatorConfig) -> dict[str, dict[str, Any]]:
         "trainer": build_training_job(step, trainer, accelerators, config),
         "dataset-validation": build_validation_job(dataset, config),
         "model-check": build_model_check_job(base, config),
+        "training-session": build_session_deployment(
+            TrainingSession.model_validate(
+                {
+                    "metadata": {"name": "warm", **meta},
+                    "spec": {"baseModel": "base", "stateLocation": "s3://bkt/s/"},
+                }
+            ),
+            base,
+            accelerators,
+            config,
+            replicas=1,
+        ),
     }
     pods = {component: manifest["spec"]["template"] for component, manifest in templates.items()}
     for component, pod in pods.items():
@@ -672,7 +690,7 @@ def test_workload_network_policies_select_exactly_the_operators_pods() -> None:
         for p in find(docs, "NetworkPolicy")
         if p["metadata"]["namespace"] == "team-a"
     }
-    assert sorted(policies) == ["checks", "server", "trainer"]
+    assert sorted(policies) == ["checks", "server", "trainer", "training-session"]
     selected = {
         name: sorted(
             c for c, pod in pods.items() if _selects(p["spec"]["podSelector"], pod["metadata"]["labels"])
@@ -684,6 +702,7 @@ def test_workload_network_policies_select_exactly_the_operators_pods() -> None:
         "server": ["server"],
         "trainer": ["trainer"],
         "checks": ["dataset-validation", "model-check"],
+        "training-session": ["training-session"],
     }
     assert not any(_selects(p["spec"]["podSelector"], operator_pod) for p in policies.values())
     for policy in policies.values():
@@ -710,6 +729,12 @@ def test_workload_network_policies_select_exactly_the_operators_pods() -> None:
     # Validation and check pods listen on nothing and admit nothing.
     assert _ports(pods["dataset-validation"]) == _ports(pods["model-check"]) == set()
     assert policies["checks"]["spec"]["ingress"] == []
+    # Training sessions: the Tinker API, to the namespace's pods and to the operator (healthz).
+    (tinker_api,) = policies["training-session"]["spec"]["ingress"]
+    assert _ports(pods["training-session"]) == _rule_ports(tinker_api) == {SESSION_PORT}
+    namespace_peer, operator_peer = tinker_api["from"]
+    assert namespace_peer == {"podSelector": {}}
+    only_the_operator({"from": [operator_peer]})
     # Out: DNS and the bucket (TCP 443 anywhere by default), the same for every workload pod.
     for policy in policies.values():
         assert policy["spec"]["egress"] == [
@@ -730,6 +755,7 @@ def test_workload_network_policies_select_exactly_the_operators_pods() -> None:
     assert reach == {
         frozenset({config.progress_port}): ["trainer"],
         frozenset({ADAPTER_ADMIN_PORT}): ["server"],
+        frozenset({SESSION_PORT}): ["training-session"],
     }
 
 

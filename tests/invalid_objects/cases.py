@@ -1,4 +1,4 @@
-"""Invalid objects of the four kinds, each with the field its refusal or failure must name.
+"""Invalid objects of the five kinds, each with the field its refusal or failure must name.
 
 Each case is a valid object with one thing wrong. `tests/invalid_objects/test_invalid_models.py`
 checks them against the models; `tests/operator/test_invalid_objects.py` creates them all on the
@@ -20,18 +20,21 @@ KIND_PLURAL = {
     "Model": "models",
     "Deployment": "deployments",
     "ReinforcementStep": "reinforcementsteps",
+    "TrainingSession": "trainingsessions",
 }
 FAILED_PHASE = {
     "Dataset": "FAILED",
     "Model": "FAILED",
     "Deployment": "FAILED",
     "ReinforcementStep": "JOB_STATE_FAILED",
+    "TrainingSession": "FAILED",
 }
 SUMMARY_CONDITION = {
     "Dataset": "Ready",
     "Model": "Ready",
     "Deployment": "Ready",
     "ReinforcementStep": "Succeeded",
+    "TrainingSession": "Ready",
 }
 
 MISSING_SA = "no-such-service-account"
@@ -96,6 +99,7 @@ STEP = {
     "outputModel": "out",
     "accelerator": {"type": "NVIDIA_H100_80GB", "count": 1},
 }
+SESSION = {"baseModel": "base", "stateLocation": "s3://bucket-a/rft/sessions/", "accelerator": {"type": "CPU", "count": 0}}
 
 
 def _cases() -> list[Case]:
@@ -299,6 +303,33 @@ def _cases() -> list[Case]:
     add(s, "s-ttl-negative", STEP, "ttlSecondsAfterFinished", -1, "spec.ttlSecondsAfterFinished")
     add(s, "s-image-forbidden", STEP, "trainerImage", FORBIDDEN_IMAGE, "spec.trainerImage", operator_only=True)
     add(s, "s-sa-missing", STEP, "serviceAccountName", MISSING_SA, "spec.serviceAccountName", operator_only=True)
+
+    # --- TrainingSession ------------------------------------------------------------------------
+    t = "TrainingSession"
+    add(t, "t-name-digit", SESSION, None, None, "metadata.name", name="1session")
+    add(t, "t-base-missing", SESSION, "baseModel", _DELETE, "spec.baseModel")
+    add(t, "t-base-slash", SESSION, "baseModel", "a/b", "spec.baseModel")
+    add(t, "t-rank-zero", SESSION, "maxLoraRank", 0, "spec.maxLoraRank")
+    add(t, "t-rank-huge", SESSION, "maxLoraRank", 1024, "spec.maxLoraRank")
+    add(t, "t-context-tiny", SESSION, "maxContextLength", 8, "spec.maxContextLength")
+    add(t, "t-gpu-count-zero", SESSION, "accelerator", {"type": "NVIDIA_H100_80GB", "count": 0}, "spec.accelerator.count")
+    add(t, "t-accelerator-unknown", SESSION, "accelerator.type", "TPU_V5", "spec.accelerator.type")
+    add(t, "t-state-missing", SESSION, "stateLocation", _DELETE, "spec.stateLocation")
+    add(t, "t-state-http", SESSION, "stateLocation", "http://bucket-a/sessions/", "spec.stateLocation")
+    add(t, "t-state-dotdot", SESSION, "stateLocation", "s3://bucket-a/rft/../x/", "spec.stateLocation")
+    add(t, "t-idle-negative", SESSION, "idleTimeoutSeconds", -1, "spec.idleTimeoutSeconds")
+    add(t, "t-name-too-long", SESSION, None, None, "metadata.name", name="t" * 64)
+    add(t, "t-name-dotted", SESSION, None, None, "metadata.name", name="t.dotted")
+    add(t, "t-base-empty", SESSION, "baseModel", "", "spec.baseModel")
+    add(t, "t-context-huge", SESSION, "maxContextLength", 2_000_000, "spec.maxContextLength")
+    add(t, "t-gpu-count-huge", SESSION, "accelerator.count", 17, "spec.accelerator.count")
+    add(t, "t-state-space", SESSION, "stateLocation", "s3://bucket-a/state dir/", "spec.stateLocation")
+    add(t, "t-idle-huge", SESSION, "idleTimeoutSeconds", 10**9, "spec.idleTimeoutSeconds")
+    add(t, "t-sa-upper", SESSION, "serviceAccountName", "Trainer", "spec.serviceAccountName")
+    add(t, "t-image-empty", SESSION, "trainerImage", "", "spec.trainerImage")
+    add(t, "t-image-upper", SESSION, "trainerImage", "Registry/Trainer:1", "spec.trainerImage")
+    add(t, "t-image-forbidden", SESSION, "trainerImage", FORBIDDEN_IMAGE, "spec.trainerImage", operator_only=True)
+    add(t, "t-sa-missing", SESSION, "serviceAccountName", MISSING_SA, "spec.serviceAccountName", operator_only=True)
     return cases
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from rft.admin_guard import token_sha256
-from rft.api import Dataset, Deployment, Model, ReinforcementStep
+from rft.api import Dataset, Deployment, Model, ReinforcementStep, TrainingSession
 from rft_operator.accelerators import AcceleratorMap
 from rft_operator.builders.jobs import (
     build_model_check_job,
@@ -16,6 +16,11 @@ from rft_operator.builders.jobs import (
     trainer_config,
 )
 from rft_operator.builders.serving import build_server_deployment, build_server_service
+from rft_operator.builders.session import (
+    build_api_key_secret,
+    build_session_deployment,
+    build_session_service,
+)
 from rft_operator.config import OperatorConfig
 
 Manifest = dict[str, Any]
@@ -90,6 +95,20 @@ def _deployment(accelerator: dict[str, Any], *, enable_lora: bool) -> Deployment
     )
 
 
+def _session(accelerator: dict[str, Any]) -> TrainingSession:
+    return TrainingSession.model_validate(
+        {
+            "metadata": {"name": "warm", "namespace": NAMESPACE, "uid": "uid-warm", "generation": 1},
+            "spec": {
+                "baseModel": "llama-8b",
+                "accelerator": accelerator,
+                "serviceAccountName": "rft-trainer",
+                "stateLocation": "s3://bkt/rft/sessions/",
+            },
+        }
+    )
+
+
 def builder_manifests() -> dict[str, list[Manifest]]:
     """`builders/<name>` -> the objects the operator would create for it."""
     gpu_model = _model("llama-8b", 16 * 10**9)  # an 8B model in bf16
@@ -122,5 +141,15 @@ def builder_manifests() -> dict[str, list[Manifest]]:
                 dep, model, ACCELERATORS, CONFIG, replicas=2, admin_token_sha256=token_sha256("token")
             ),
             build_server_service(dep),
+        ]
+    for name, accelerator, model in [
+        ("training-session-gpu", {"type": "NVIDIA_H100_80GB", "count": 1}, gpu_model),
+        ("training-session-cpu", {"type": "CPU", "count": 0}, cpu_model),
+    ]:
+        session = _session(accelerator)
+        out[f"builders/{name}"] = [
+            build_session_deployment(session, model, ACCELERATORS, CONFIG, replicas=1),
+            build_session_service(session),
+            build_api_key_secret(session, "tml-" + "k" * 32),
         ]
     return out

@@ -97,15 +97,15 @@ No Secrets, no wildcards, no `update` where a merge patch is all that is used.
   resources: [events]
   verbs: [create]
 # Kopf's watchers list and watch every resource a handler is registered for
-# (the four kinds, and the Jobs and Pods the operator owns); the reconcilers read single objects.
+# (the five kinds, and the Jobs and Pods the operator owns); the reconcilers read single objects.
 - apiGroups: [rft-operator.io]
-  resources: [datasets, models, deployments, reinforcementsteps]
+  resources: [datasets, models, deployments, reinforcementsteps, trainingsessions]
   verbs: [get, list, watch]
 # --- Application ----------------------------------------------------------------------------
 # Status is written only through the status subresource, as merge patches with a
 # resourceVersion precondition (Kube.patch_status).
 - apiGroups: [rft-operator.io]
-  resources: [datasets/status, models/status, deployments/status, reinforcementsteps/status]
+  resources: [datasets/status, models/status, deployments/status, reinforcementsteps/status, trainingsessions/status]
   verbs: [patch]
 # A completed ReinforcementStep registers its output Model (Kube.create).
 - apiGroups: [rft-operator.io]
@@ -127,7 +127,7 @@ No Secrets, no wildcards, no `update` where a merge patch is all that is used.
 # OwnerReferencesPermissionEnforcement admission plugin runs, setting them needs `update` on
 # the owner's finalizers subresource (the operator adds no finalizers itself).
 - apiGroups: [rft-operator.io]
-  resources: [datasets/finalizers, deployments/finalizers, reinforcementsteps/finalizers]
+  resources: [datasets/finalizers, deployments/finalizers, reinforcementsteps/finalizers, trainingsessions/finalizers]
   verbs: [update]
 {{- end }}
 # Training and dataset-validation Jobs: created once under a deterministic name, suspended or
@@ -162,6 +162,11 @@ No Secrets, no wildcards, no `update` where a merge patch is all that is used.
 - apiGroups: [""]
   resources: [services]
   verbs: [get, create, patch]
+# A TrainingSession's API key: a Secret created once in the session's namespace (owned by it,
+# garbage-collected with it). Create only: the operator never reads, lists or changes Secrets.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [create]
 {{- end }}
 
 {{/*

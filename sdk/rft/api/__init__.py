@@ -14,8 +14,9 @@ from rft.api.reinforcement_step import (
     ReinforcementStepStatus,
     StepPhase,
 )
+from rft.api.training_session import TrainingSession, TrainingSessionSpec, TrainingSessionStatus
 
-ALL_KINDS = (Dataset, Deployment, Model, ReinforcementStep)
+ALL_KINDS = (Dataset, Deployment, Model, ReinforcementStep, TrainingSession)
 
 __all__ = [
     "ALL_KINDS",
@@ -37,4 +38,7 @@ __all__ = [
     "ReinforcementStepSpec",
     "ReinforcementStepStatus",
     "StepPhase",
+    "TrainingSession",
+    "TrainingSessionSpec",
+    "TrainingSessionStatus",
 ]

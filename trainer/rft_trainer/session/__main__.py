@@ -36,6 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--max-context-length", type=int, default=4096)
+    parser.add_argument("--max-lora-rank", type=int, default=None, help="refuse larger LoRA ranks")
     parser.add_argument("--lora-alpha", type=int, default=None, help="LoRA alpha (default: the rank)")
     return parser.parse_args(argv)
 
@@ -76,7 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     service = SessionService(
         session,
-        ServerSettings(base_model_name=args.base_model_name, storage_url=args.storage_url, api_key=api_key),
+        ServerSettings(
+            base_model_name=args.base_model_name,
+            storage_url=args.storage_url,
+            api_key=api_key,
+            max_lora_rank=args.max_lora_rank,
+        ),
     )
     try:
         uvicorn.run(create_app(service), host=args.host, port=args.port, log_level="warning")

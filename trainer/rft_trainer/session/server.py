@@ -15,7 +15,9 @@ What the official client (`tinker` 0.38) sends, and what this server answers:
   `{"error", "category": "user"|"server"}`.
 
 Every call but healthz needs the session's API key in `X-API-Key` (the client sends its
-`api_key`, which must start with `tml-`).
+`api_key`, which must start with `tml-`). healthz reports `idle_seconds`: the time since the last
+client call other than heartbeats and telemetry (0 while a future runs), which the operator reads
+for a TrainingSession's idle timeout.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import hmac
 import logging
 import re
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -127,6 +130,10 @@ class SessionBody(_Request):
     session_id: str
 
 
+# Calls a client makes on its own while nobody uses it: they do not count as activity.
+PASSIVE_CALLS = ("/session_heartbeat", "/telemetry", "/client/dynamic_config")
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """What the server is started with."""
@@ -134,6 +141,7 @@ class ServerSettings:
     base_model_name: str
     storage_url: str  # the bucket prefix states and sampler weights are written under
     api_key: str
+    max_lora_rank: int | None = None  # larger ranks are refused (None: no bound)
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,18 @@ class SessionService:
         self._by_seq: dict[tuple[str, int], str] = {}
         self._sessions: set[str] = set()
         self.model_id: str | None = None
+        self._last_activity = time.monotonic()
+
+    # -- activity (the operator's idle timeout) ---------------------------------------------------
+
+    def touch(self) -> None:
+        self._last_activity = time.monotonic()
+
+    def idle_seconds(self) -> float:
+        """Seconds since the last client call; 0 while any future is queued or running."""
+        with self._lock:
+            busy = any(not f.done() for f in self._futures.values())
+        return 0.0 if busy else max(0.0, time.monotonic() - self._last_activity)
 
     # -- sessions and models ------------------------------------------------------------------
 
@@ -228,6 +248,9 @@ class SessionService:
         if body.lora_config is None:
             raise SessionError("full fine-tuning is not supported: pass a LoRA config")
         lora = body.lora_config
+        bound = self.settings.max_lora_rank
+        if bound is not None and lora.rank > bound:
+            raise SessionError(f"rank {lora.rank} exceeds this session's maxLoraRank {bound}")
         spec = self.session.resolve_spec(
             rank=lora.rank,
             seed=lora.seed,
@@ -309,17 +332,19 @@ def create_app(service: SessionService) -> FastAPI:
     """The FastAPI application serving `service`."""
     app = FastAPI(title="rft training session (Tinker API)", docs_url=None, redoc_url=None)
 
-    def authenticated(x_api_key: Annotated[str | None, Header()] = None) -> None:
+    def authenticated(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> None:
         if x_api_key is None or not hmac.compare_digest(
             x_api_key.encode(), service.settings.api_key.encode()
         ):
             raise HTTPException(401, "missing or wrong X-API-Key")
+        if not request.url.path.endswith(PASSIVE_CALLS):
+            service.touch()
 
     auth = [Depends(authenticated)]
 
     @app.get("/api/v1/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "idle_seconds": round(service.idle_seconds(), 1)}
 
     @app.post("/api/v1/client/config", dependencies=auth)
     def client_config() -> dict[str, Any]:

@@ -1,0 +1,201 @@
+"""A TrainingSession on the local cluster, driven by the official Tinker client through its Service.
+
+Everything runs for real: the base Model's check Job, the session pod (its init container fetches
+the pinned base model from moto S3 through the emulated IRSA webhook; `python -m rft_trainer.session`
+serves the Tinker API), the API key Secret, and the client reaching the Service's ready endpoint
+(there is no kube-proxy: as `kubectl port-forward` would). The pod is deleted after save_state; the
+Deployment's new pod loads the state and continues (its client made by the SDK's helper). Last, the idle timeout scales it to zero.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tinker
+from kubernetes import client
+from rft.sdk.session import Session
+from rft.sdk.training_session import tinker_service_client
+from rft.storage.checkpoints import is_committed, upload_tree
+from rft_devcluster.handle import ClusterHandle
+from rft_devcluster.pytest_fixtures_storage import S3Bucket
+from rft_trainer.tiny import build_tiny_model
+from tinker import types
+
+from tests.operator.conftest import WORKLOAD, Objects, OperatorProcess
+from tests.trainer.session_testlib import is_datum
+
+pytestmark = [pytest.mark.cluster, pytest.mark.localnode, pytest.mark.slow]
+
+ROLE = "arn:aws:iam::123456789012:role/rft-session"
+ADAM = types.AdamParams(learning_rate=1e-2)
+SELECTOR = "rft-operator.io/training-session=warm"
+
+
+def _data() -> list[types.Datum]:
+    rows = [([11, 40, 41, 42, 43, 12, 50, 51, 52, 53], 1.0), ([11, 44, 45, 46, 47, 12, 70, 71, 72], -1.0)]
+    return [is_datum(tokens, 6, adv, -6.2) for tokens, adv in rows]
+
+
+def _logprobs(out: types.ForwardBackwardOutput) -> np.ndarray:
+    return np.concatenate([o["logprobs"].to_numpy() for o in out.loss_fn_outputs])
+
+
+def _wait(what: str, check: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached in {timeout}s")
+        time.sleep(0.5)
+
+
+def _phase(objects: Objects, phase: str, timeout: float) -> dict[str, Any]:
+    def seen() -> dict[str, Any] | None:
+        obj = objects.get("trainingsessions", "warm")
+        return obj if obj and obj.get("status", {}).get("phase") == phase else None
+
+    try:
+        return _wait(f"phase {phase}", seen, timeout)  # type: ignore[no-any-return]
+    except AssertionError:
+        raise AssertionError(f"phase {phase}: last seen {objects.get('trainingsessions', 'warm')}") from None
+
+
+def _url(cluster: ClusterHandle, ns: str, not_pod: str | None = None) -> tuple[str, str]:
+    """(base URL of a ready endpoint of the session's Service, the pod behind it)."""
+
+    def ready() -> tuple[str, str] | None:
+        objs = Objects(cluster, ns)
+        pods = [
+            p
+            for p in objs.core.list_namespaced_pod(ns, label_selector=SELECTOR).items
+            if p.metadata.name != not_pod
+            and p.metadata.deletion_timestamp is None
+            and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+        ]
+        objs.api.close()
+        endpoints = cluster.ready_endpoints(ns, "warm-session", "http")
+        if len(pods) != 1 or not endpoints:
+            return None
+        host, port = endpoints[0]
+        return f"http://{host}:{port}", pods[0].metadata.name
+
+    return _wait("a ready session endpoint", ready, 300)  # type: ignore[no-any-return]
+
+
+def test_session_serves_tinker_and_survives_its_pod(
+    operator: OperatorProcess, objects: Objects, cluster: ClusterHandle, s3_bucket: S3Bucket, tmp_path: Path
+) -> None:
+    ns = objects.namespace
+    objects.core.create_namespaced_service_account(
+        ns,
+        {
+            "metadata": {
+                "name": "rft-trainer",
+                "labels": WORKLOAD,
+                "annotations": {"eks.amazonaws.com/role-arn": ROLE},
+            }
+        },
+    )
+    base_location = f"s3://{s3_bucket.name}/rft/models/tiny/"
+    upload_tree(build_tiny_model(tmp_path / "tiny"), base_location)
+    objects.create(
+        "models",
+        "Model",
+        "tiny",
+        {"kind": "base", "location": base_location, "serviceAccountName": "rft-trainer"},
+    )
+    state_location = f"s3://{s3_bucket.name}/rft/sessions/"
+    objects.create(
+        "trainingsessions",
+        "TrainingSession",
+        "warm",
+        {
+            "baseModel": "tiny",
+            "maxLoraRank": 8,
+            "maxContextLength": 64,
+            "accelerator": {"type": "CPU", "count": 0},
+            "serviceAccountName": "rft-trainer",
+            "stateLocation": state_location,
+            "idleTimeoutSeconds": 3600,
+        },
+    )
+    ready = _phase(objects, "READY", 300)
+    status = ready["status"]
+    assert status["endpoint"] == f"http://warm-session.{ns}.svc.cluster.local:8000"
+    ready_condition = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready_condition["status"], ready_condition["reason"]) == ("True", "Serving")
+    assert ready_condition["observedGeneration"] == ready["metadata"]["generation"]
+    secret = objects.core.read_namespaced_secret(status["apiKeySecret"], ns)
+    assert secret.metadata.owner_references[0].kind == "TrainingSession"
+    api_key = base64.b64decode(secret.data["api-key"]).decode()
+    assert api_key.startswith("tml-")
+
+    url, first_pod = _url(cluster, ns)
+    data = _data()
+    service = tinker.ServiceClient(base_url=url, api_key=api_key)
+    with pytest.raises(Exception, match="maxLoraRank"):
+        service.create_lora_training_client("tiny", rank=16, train_unembed=False).result()
+    tc = service.create_lora_training_client("tiny", rank=4, seed=0, train_unembed=False).result()
+    fb = tc.forward_backward(data, "importance_sampling")
+    optim = tc.optim_step(ADAM)
+    first = fb.result()
+    optim.result()
+    saved = tc.save_state("step-1").result()
+    at_save = tc.forward(data, "importance_sampling").result()
+    service.close("success").result()
+    assert not np.allclose(_logprobs(first), _logprobs(at_save)), "the adapter did not train"
+    assert is_committed(f"{state_location}{tc.model_id.replace(':', '-')}/weights/step-1")
+
+    objects.core.delete_namespaced_pod(first_pod, ns)
+    _, second_pod = _url(cluster, ns, not_pod=first_pod)
+    assert second_pod != first_pod
+    _phase(objects, "READY", 120)
+    # The SDK's way in: the session's Secret read with the caller's credentials, its ready endpoint.
+    sdk = Session.create(namespace=ns, kubeconfig=str(cluster.kubeconfig))
+    service = tinker_service_client("warm", timeout=60, session=sdk)
+    resumed = service.create_training_client_from_state_with_optimizer(saved.path).result()
+    loaded = resumed.forward(data, "importance_sampling").result()
+    np.testing.assert_allclose(_logprobs(loaded), _logprobs(at_save), atol=1e-5)
+    fb = resumed.forward_backward(data, "importance_sampling")
+    optim = resumed.optim_step(ADAM)
+    fb.result()
+    optim.result()
+    after = resumed.forward(data, "importance_sampling").result()
+    service.close("success").result()
+    assert not np.allclose(_logprobs(after), _logprobs(loaded)), "the resumed adapter did not train"
+
+    print(cluster.kubectl("get", "trainingsessions", "-n", ns, "-o", "wide").stdout)
+    # Idle: a short timeout (a spec change) and no calls: scaled to no pod, IDLE.
+    objects.patch("trainingsessions", "warm", {"idleTimeoutSeconds": 3})
+    idle = _phase(objects, "IDLE", 60)
+    assert next(c for c in idle["status"]["conditions"] if c["type"] == "Ready")["reason"] == "Idle"
+    assert idle["status"]["idleGeneration"] == idle["metadata"]["generation"]
+    deployment = _wait(
+        "scaled to zero",
+        lambda: (
+            (d := objects_apps(cluster).read_namespaced_deployment("warm-session", ns)).spec.replicas == 0
+            and d
+        ),
+        30,
+    )
+    assert deployment.spec.replicas == 0
+    print(cluster.kubectl("get", "trainingsessions", "-n", ns).stdout)
+    # Any spec change wakes it.
+    objects.patch("trainingsessions", "warm", {"idleTimeoutSeconds": 3600})
+    _wait(
+        "scaled back to one pod",
+        lambda: objects_apps(cluster).read_namespaced_deployment("warm-session", ns).spec.replicas == 1,
+        30,
+    )
+
+
+def objects_apps(cluster: ClusterHandle) -> client.AppsV1Api:
+    return client.AppsV1Api(cluster.api_client())
