@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from rft.api import Model, TrainingSession
-from rft.model_check import FILES_DIGEST_ENV
+from rft.contracts.model_check import FILES_DIGEST_ENV
 from rft_operator.accelerators import AcceleratorMap
 from rft_operator.builders.session import (
     API_KEY_ENV,

@@ -24,7 +24,7 @@ from rft.sdk.training_session import tinker_service_client
 from rft.storage.checkpoints import is_committed, upload_tree
 from rft_devcluster.handle import ClusterHandle
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
-from rft_trainer.tiny import build_tiny_model
+from rft_devcluster.tiny import build_tiny_model
 from tinker import types
 
 from tests.operator.conftest import WORKLOAD, Objects, OperatorProcess

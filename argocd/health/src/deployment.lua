@@ -11,4 +11,5 @@
 -- is the Ready condition's (else status.message, else the phase).
 
 --@include common.lua
---@include ready.lua noun=deployment
+--@include observed.lua noun=deployment
+--@include ready.lua

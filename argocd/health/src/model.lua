@@ -10,4 +10,5 @@
 -- is the Ready condition's (else status.message, else the phase).
 
 --@include common.lua
---@include ready.lua noun=model
+--@include observed.lua noun=model
+--@include ready.lua

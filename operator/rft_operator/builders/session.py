@@ -13,6 +13,7 @@ import math
 import secrets
 
 from rft.api import Model, TrainingSession
+from rft.contracts import entrypoints
 
 from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap
@@ -145,10 +146,8 @@ def build_session_deployment(
     model_expected, model_limit = model_volume_bytes(model, config)
     volumes.append({"name": "models", "emptyDir": {"sizeLimit": storage_quantity(model_limit)}})
     mounts.append({"name": "models", "mountPath": "/models"})
-    command = [
-        "python",
-        "-m",
-        "rft_trainer.session",
+    command = entrypoints.python_command(
+        entrypoints.TRAINING_SESSION,
         "--base-model",
         LOCAL_MODEL_DIR,
         "--base-model-name",
@@ -165,7 +164,7 @@ def build_session_deployment(
         str(spec.max_context_length),
         "--max-lora-rank",
         str(spec.max_lora_rank),
-    ]
+    )
     env: list[Manifest] = [
         {
             "name": API_KEY_ENV,
@@ -194,15 +193,9 @@ def build_session_deployment(
         "name": FETCH_CONTAINER,
         "image": config.serving_helpers_image,
         "imagePullPolicy": config.image_pull_policy,
-        "command": [
-            "python",
-            "-m",
-            "rft.fetch",
-            model.spec.location,
-            LOCAL_MODEL_DIR,
-            "--termination-log",
-            TERMINATION_LOG,
-        ],
+        "command": entrypoints.python_command(
+            entrypoints.MODEL_FETCH, model.spec.location, LOCAL_MODEL_DIR, "--termination-log", TERMINATION_LOG
+        ),
         "env": [*offline_env(), *pinned_files_env(model)],
         "resources": fetch_resources(model_expected, model_limit),
         "terminationMessagePolicy": "FallbackToLogsOnError",

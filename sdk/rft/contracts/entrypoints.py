@@ -25,7 +25,18 @@ ADMIN_GUARD: Final = "rft.admin_guard"
 ADAPTER_SIDECAR: Final = "rft.adapter_sidecar"
 """The server pods' adapter-loading sidecar (serving-helpers image)."""
 
-ALL: Final = (TRAINER, DATASET_VALIDATOR, MODEL_CHECK, MODEL_FETCH, ADMIN_GUARD, ADAPTER_SIDECAR)
+TRAINING_SESSION: Final = "rft_trainer.session"
+"""A TrainingSession's server: the Tinker API over the trainer core (trainer image)."""
+
+ALL: Final = (
+    TRAINER,
+    DATASET_VALIDATOR,
+    MODEL_CHECK,
+    MODEL_FETCH,
+    ADMIN_GUARD,
+    ADAPTER_SIDECAR,
+    TRAINING_SESSION,
+)
 
 
 def python_command(module: str, *args: str) -> list[str]:
