@@ -8,10 +8,10 @@
 # operator:        the Kopf operator (`python -m rft_operator`), `.[operator]`, no torch, on
 #                  distroless.
 # trainer:         the LoRA trainer (`python -m rft_trainer`, `torchrun -m rft_trainer`) and
-#                  dataset validation (`python -m rft.validate`), `.[trainer]`, on an NVIDIA CUDA
+#                  dataset validation (`python -m rft.pods.validate`), `.[trainer]`, on an NVIDIA CUDA
 #                  base.
-# serving-helpers: the vLLM server pods' model fetch (init container, `python -m rft.fetch`) and
-#                  adapter sidecar (`python -m rft.adapter_sidecar`), `.[storage]` (boto3,
+# serving-helpers: the vLLM server pods' model fetch (init container, `python -m rft.pods.fetch`) and
+#                  adapter sidecar (`python -m rft.pods.adapter_sidecar`), `.[storage]` (boto3,
 #                  google-cloud-storage), no torch, on distroless: every new server replica pulls
 #                  it, so it is small. Inference itself is vLLM's own image.
 #
@@ -40,7 +40,7 @@ ENV UV_NO_CACHE=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY deploy/image/build.lock deploy/image/build.lock
-COPY sdk sdk
+COPY core core
 COPY operator operator
 COPY trainer trainer
 # tools/ holds only development tooling (the local cluster): it is not copied, and the wheel's
@@ -179,10 +179,10 @@ ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp
 USER 1000:1000
-# 8001: the adapter sidecar. The operator's pods name their command: `python -m rft.fetch URL DIR`
-# (init container) or `python -m rft.adapter_sidecar` (sidecar, also the default here).
+# 8001: the adapter sidecar. The operator's pods name their command: `python -m rft.pods.fetch URL DIR`
+# (init container) or `python -m rft.pods.adapter_sidecar` (sidecar, also the default here).
 EXPOSE 8001
-CMD ["python", "-m", "rft.adapter_sidecar"]
+CMD ["python", "-m", "rft.pods.adapter_sidecar"]
 LABEL org.opencontainers.image.title="rft-serving-helpers" \
       org.opencontainers.image.description="rft-operator's model fetch and adapter sidecar for vLLM server pods (boto3, google-cloud-storage; no torch)" \
       org.opencontainers.image.version="${VERSION}" \

@@ -1,7 +1,7 @@
 """The operator's admin tokens: what lets it, and only it, load and unload adapters on server pods.
 
 Each `Deployment` has its own token, HMAC-SHA256 of the Deployment's namespace, name and uid under
-the operator's key. Its server pods hold only the token's SHA-256 (`rft.admin_guard`), in their
+the operator's key. Its server pods hold only the token's SHA-256 (`rft.pods.admin_guard`), in their
 spec: reading a pod gives nothing usable, and a token of one Deployment opens no other.
 
 The key lives in a Secret of the operator's own namespace, which the operator makes on its first
@@ -21,7 +21,7 @@ import secrets
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from rft.admin_guard import token_sha256
+from rft.pods.admin_guard import token_sha256
 
 from rft_operator import naming
 

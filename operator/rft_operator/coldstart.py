@@ -90,7 +90,7 @@ def cold_start(pod: Obj, init_container: str, server_container: str) -> ColdStar
         node=pod.get("spec", {}).get("nodeName"),
         ready_at=ready,
         schedule_seconds=seconds(created, scheduled),
-        # The fetch's own measure (rft.fetch's termination message) is finer than the timestamps.
+        # The fetch's own measure (rft.pods.fetch's termination message) is finer than the timestamps.
         fetch_seconds=_number(fetch_report.get("seconds")) or seconds(fetch_start, fetch_end),
         fetch_bytes=int(size) if (size := _number(fetch_report.get("bytes"))) is not None else None,
         start_seconds=seconds(server_start, ready),

@@ -108,7 +108,7 @@ def test_targets_exist_and_run_as_user_1000() -> None:
         # Each target's venv stage installs its own lock.
         assert f"COPY deploy/image/{lock} /tmp/requirements.lock" in stages[f"{target}-env"]
     assert 'ENTRYPOINT ["python", "-m", "rft_operator"]' in stages["operator"]
-    assert 'CMD ["python", "-m", "rft.adapter_sidecar"]' in stages["serving-helpers"]
+    assert 'CMD ["python", "-m", "rft.pods.adapter_sidecar"]' in stages["serving-helpers"]
 
 
 def test_the_serving_helpers_have_no_shell() -> None:
@@ -329,7 +329,7 @@ def test_build_context_holds_what_the_dockerfile_copies_and_nothing_else() -> No
         "tests/chart/test_image.py",
         ".venv/bin/python",
         "charts/rft-operator/values.yaml",
-        "sdk/rft/__pycache__/x.pyc",
+        "core/rft/__pycache__/x.pyc",
         "tools/rft_devcluster/cli.py",
         ".git/config",
     ):

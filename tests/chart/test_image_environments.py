@@ -26,9 +26,9 @@ from tests.chart.helm import REPO
 UV = Path(sys.executable).parent / "uv"
 IMAGE_DIR = REPO / "deploy" / "image"
 EXTRAS = {"operator.lock": "operator", "trainer.lock": "trainer", "serving-helpers.lock": "storage"}
-BUILD_CONTEXT = ("pyproject.toml", "README.md", "sdk", "operator", "trainer")
+BUILD_CONTEXT = ("pyproject.toml", "README.md", "core", "operator", "trainer")
 # The folders whose packages the wheel holds (pyproject.toml's packages.find).
-PRODUCT_ROOTS = ("sdk", "operator", "trainer")
+PRODUCT_ROOTS = ("core", "operator", "trainer")
 
 # Every module of the packages an image runs, imported in that image's environment. The operator
 # image runs the operator, whose builders render vLLM's command line without vLLM or torch.
@@ -198,7 +198,7 @@ def test_the_trainer_runs_from_the_trainer_lock_alone(tmp_path: Path) -> None:
     assert imported.returncode == 0, imported.stderr
     # The trainer image's other entry point, dataset validation; the wheel holds the serving helpers'
     # programs too (their pods run the serving-helpers image).
-    for module in ("rft.validate", "rft.fetch", "rft.adapter_sidecar"):
+    for module in ("rft.pods.validate", "rft.pods.fetch", "rft.pods.adapter_sidecar"):
         loaded = _run(venv, "-c", f"import {module}")
         assert loaded.returncode == 0, f"{module}: {loaded.stderr}"
     installed = _installed(venv)
@@ -228,14 +228,14 @@ DISTROLESS_CC_LIBS = re.compile(
 
 @pytest.mark.slow
 def test_the_serving_helpers_run_from_their_lock_alone(tmp_path: Path) -> None:
-    """The vLLM server pods' init container (`python -m rft.fetch`) and sidecar
-    (`python -m rft.adapter_sidecar`), and the base model check Job (`python -m rft.check_model`),
+    """The vLLM server pods' init container (`python -m rft.pods.fetch`) and sidecar
+    (`python -m rft.pods.adapter_sidecar`), and the base model check Job (`python -m rft.pods.check_model`),
     run from `.[storage]`: both bucket backends, no torch."""
     venv = _environment(tmp_path, "serving-helpers.lock")
     # The programs and every storage backend they load on first use (s3://, gs://, file://).
     imported = _run(venv, "-c", IMPORT_ALL, "rft.storage")
     assert imported.returncode == 0, imported.stderr
-    for module in ("rft.fetch", "rft.adapter_sidecar", "rft.check_model", "rft.admin_guard"):
+    for module in ("rft.pods.fetch", "rft.pods.adapter_sidecar", "rft.pods.check_model", "rft.pods.admin_guard"):
         help_text = _run(venv, "-m", module, "--help")
         assert help_text.returncode == 0, f"{module}: {help_text.stderr}"
         assert help_text.stdout.startswith("usage:"), help_text.stdout
@@ -256,7 +256,7 @@ def test_the_serving_helpers_run_from_their_lock_alone(tmp_path: Path) -> None:
     assert published.returncode == 0, published.stderr
     report = tmp_path / "fetch-termination-log"
     fetched = _run(
-        venv, "-m", "rft.fetch", bucket.as_uri(), str(tmp_path / "dest"), "--termination-log", str(report)
+        venv, "-m", "rft.pods.fetch", bucket.as_uri(), str(tmp_path / "dest"), "--termination-log", str(report)
     )
     assert fetched.returncode == 0, fetched.stdout + fetched.stderr
     assert json.loads(report.read_text())["bytes"] is None  # a committed checkpoint: counted in files
@@ -264,7 +264,7 @@ def test_the_serving_helpers_run_from_their_lock_alone(tmp_path: Path) -> None:
     assert (tmp_path / "dest" / "weights.bin").read_bytes() == b"w" * 1000
     # The model check reads the published folder (not a model: refused with its reason, exit 1).
     checked = _run(
-        venv, "-m", "rft.check_model", "--location", bucket.as_uri(), "--termination-log", str(tmp_path / "t")
+        venv, "-m", "rft.pods.check_model", "--location", bucket.as_uri(), "--termination-log", str(tmp_path / "t")
     )
     assert checked.returncode == 1, checked.stdout + checked.stderr
     assert '"reason":"NotAModel"' in (tmp_path / "t").read_text()
@@ -272,7 +272,7 @@ def test_the_serving_helpers_run_from_their_lock_alone(tmp_path: Path) -> None:
     loaded = _run(
         venv,
         "-c",
-        "import sys, rft.fetch, rft.adapter_sidecar, rft.check_model, rft.storage.s3, rft.storage.gcs; "
+        "import sys, rft.pods.fetch, rft.pods.adapter_sidecar, rft.pods.check_model, rft.storage.s3, rft.storage.gcs; "
         "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))",
     )
     assert loaded.returncode == 0, loaded.stderr

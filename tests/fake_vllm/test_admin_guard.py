@@ -1,6 +1,6 @@
 """Only the holder of a Deployment's admin token changes what its server serves.
 
-`rft.admin_guard` in front of the server (as vLLM loads it, `--middleware`) and the adapter
+`rft.pods.admin_guard` in front of the server (as vLLM loads it, `--middleware`) and the adapter
 sidecar in front of both, over the reference server; the same guard runs in real vLLM on the local
 cluster (tests/operator/test_serving_vllm.py).
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from rft.adapter_sidecar import make_handler
-from rft.admin_guard import TOKEN_HASH_ENV, allowed, install, is_open, token_sha256
+from rft.pods.adapter_sidecar import make_handler
+from rft.pods.admin_guard import TOKEN_HASH_ENV, allowed, install, is_open, token_sha256
 from rft.storage.checkpoints import publish_checkpoint
 from rft_devcluster.fake_vllm.config import ServerConfig
 from rft_devcluster.fake_vllm.engine import Engine
@@ -92,7 +92,7 @@ def guarded(tiny_model_dir: Path) -> Iterator[RunningServer]:
     engine = Engine.from_config(config)
     with pytest.MonkeyPatch.context() as env:
         env.setenv(TOKEN_HASH_ENV, token_sha256(TOKEN))
-        with running_server(engine, middleware=["rft.admin_guard.AdminGuard"]) as running:
+        with running_server(engine, middleware=["rft.pods.admin_guard.AdminGuard"]) as running:
             yield running
     engine.close()
 

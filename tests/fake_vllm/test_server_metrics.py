@@ -1,6 +1,6 @@
 """GET /metrics: vLLM's two load gauges, read by the operator through the adapter sidecar.
 
-The same path as in a server pod: the fake vLLM, `rft.adapter_sidecar` in front of it, and the
+The same path as in a server pod: the fake vLLM, `rft.pods.adapter_sidecar` in front of it, and the
 operator's reader (`rft_operator.adapters.server_metrics`, `rft_operator.autoscale`).
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from rft.adapter_sidecar import make_handler
-from rft.admin_guard import token_sha256
+from rft.pods.adapter_sidecar import make_handler
+from rft.pods.admin_guard import token_sha256
 from rft_devcluster.fake_vllm.config import ServerConfig
 from rft_devcluster.fake_vllm.engine import Engine
 from rft_devcluster.fake_vllm.testing import LOOPBACK, RunningServer, running_server

@@ -121,22 +121,22 @@ def test_the_serving_helpers_image_runs_the_fetch_and_the_sidecar_from_the_venv(
     helpers = runtime_for(image)
     python = str(images.VENV_BIN / "python")
     assert helpers.python == python
-    assert helpers.resolve_command(["python", "-m", "rft.fetch", "s3://b/m/", "/models/base"], []) == [
+    assert helpers.resolve_command(["python", "-m", "rft.pods.fetch", "s3://b/m/", "/models/base"], []) == [
         python,
         "-m",
-        "rft.fetch",
+        "rft.pods.fetch",
         "s3://b/m/",
         "/models/base",
     ]
-    assert helpers.resolve_command(["python", "-m", "rft.adapter_sidecar"], ["--port", "8001"]) == [
+    assert helpers.resolve_command(["python", "-m", "rft.pods.adapter_sidecar"], ["--port", "8001"]) == [
         python,
         "-m",
-        "rft.adapter_sidecar",
+        "rft.pods.adapter_sidecar",
         "--port",
         "8001",
     ]
     # The image's CMD: the sidecar.
-    assert helpers.resolve_command([], []) == [python, "-m", "rft.adapter_sidecar"]
+    assert helpers.resolve_command([], []) == [python, "-m", "rft.pods.adapter_sidecar"]
 
 
 def test_an_uninstallable_vllm_environment_fails_the_pull_with_the_installers_message(

@@ -82,10 +82,10 @@ def test_repository_name_ignores_registry_tag_and_digest(image: str, name: str) 
 def test_project_images_run_from_the_venv_with_their_default_command() -> None:
     trainer = runtime_for("ghcr.io/acme/rft-trainer:0.1.0")
     assert trainer.resolve_command([], []) == [str(VENV_BIN / "python"), "-m", "rft_trainer"]
-    assert trainer.resolve_command(["/usr/local/bin/python3", "-m", "rft.validate"], ["--x"]) == [
+    assert trainer.resolve_command(["/usr/local/bin/python3", "-m", "rft.pods.validate"], ["--x"]) == [
         str(VENV_BIN / "python"),
         "-m",
-        "rft.validate",
+        "rft.pods.validate",
         "--x",
     ]
 
@@ -107,7 +107,7 @@ def test_the_fake_vllm_image_runs_vllms_container_command_with_the_fake() -> Non
     )
     assert fake.resolve_command([], ["/models/base", "--port", "8000"]) == fake_server
     # Anything else runs as in any project image.
-    assert fake.resolve_command(["python", "-m", "rft.fetch"], [])[1:] == ["-m", "rft.fetch"]
+    assert fake.resolve_command(["python", "-m", "rft.pods.fetch"], [])[1:] == ["-m", "rft.pods.fetch"]
 
 
 def test_generic_images_run_on_the_host() -> None:

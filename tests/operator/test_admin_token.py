@@ -8,7 +8,7 @@ import base64
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from rft.admin_guard import token_sha256
+from rft.pods.admin_guard import token_sha256
 from rft_devcluster.handle import ClusterHandle
 from rft_operator.admintoken import KEY_FIELD, AdminKeyError, AdminTokens
 

@@ -205,7 +205,7 @@ def test_validation_job_streams_the_source_under_the_dataset_service_account() -
     assert pod["serviceAccountName"] == "reader"
     assert pod["automountServiceAccountToken"] is False
     container = pod["containers"][0]
-    assert container["command"] == ["python", "-m", "rft.validate"]
+    assert container["command"] == ["python", "-m", "rft.pods.validate"]
     args = container["args"]
     assert args[args.index("--source") + 1] == "s3://bkt/rft/datasets/ds.jsonl"
     assert args[args.index("--min-rows") + 1] == "3"

@@ -1,4 +1,4 @@
-"""Dataset validation Jobs on the local node: real `python -m rft.validate` pods reading moto S3
+"""Dataset validation Jobs on the local node: real `python -m rft.pods.validate` pods reading moto S3
 through the emulated IRSA webhook, reported by the operator in the Dataset's status."""
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ def test_vllm_manifests_are_accepted_by_the_apiserver(
         )
         accepted.append(json.loads(out.stdout))
     pod = accepted[0]["spec"]["template"]["spec"]
-    assert pod["initContainers"][0]["command"][:3] == ["python", "-m", "rft.fetch"]
+    assert pod["initContainers"][0]["command"][:3] == ["python", "-m", "rft.pods.fetch"]
     server = pod["containers"][0]
     assert server["command"][:3] == ["vllm", "serve", "/models/base"]
     assert server["resources"]["limits"]["nvidia.com/gpu"] == "2"

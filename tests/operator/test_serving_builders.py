@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rft.admin_guard import OPEN_ROUTES, token_sha256
 from rft.api import Deployment, Model
+from rft.pods.admin_guard import OPEN_ROUTES, token_sha256
 from rft_operator.accelerators import AcceleratorMap
 from rft_operator.builders.serving import (
     SERVER_HOST,
@@ -60,7 +60,7 @@ def test_vllm_server_fetches_the_model_and_enables_runtime_lora() -> None:
     assert init["command"] == [
         "python",
         "-m",
-        "rft.fetch",
+        "rft.pods.fetch",
         "s3://bkt/rft/models/qwen/",
         "/models/base",
         "--termination-log",
@@ -83,7 +83,7 @@ def test_vllm_server_fetches_the_model_and_enables_runtime_lora() -> None:
     assert server["readinessProbe"]["httpGet"]["path"] == "/health"
     assert server["startupProbe"]["failureThreshold"] * server["startupProbe"]["periodSeconds"] >= 1800
     sidecar = pod["containers"][1]
-    assert sidecar["command"] == ["python", "-m", "rft.adapter_sidecar"]
+    assert sidecar["command"] == ["python", "-m", "rft.pods.adapter_sidecar"]
     # The sidecar reaches vLLM on the pod's loopback; the operator reaches the sidecar on the pod IP.
     assert sidecar["args"][sidecar["args"].index("--upstream") + 1] == "http://127.0.0.1:8000"
     assert sidecar["args"][sidecar["args"].index("--host") + 1] == SERVER_HOST
@@ -97,7 +97,7 @@ def test_vllm_server_fetches_the_model_and_enables_runtime_lora() -> None:
     # Only the operator may load or unload: vLLM runs the admin guard, copied in by an init
     # container (its image has no rft), and both it and the sidecar hold the token's hash only.
     assert guard["image"] == CONFIG.serving_helpers_image
-    assert guard["command"] == ["python", "-m", "rft.admin_guard", "install", "/rft-plugins"]
+    assert guard["command"] == ["python", "-m", "rft.pods.admin_guard", "install", "/rft-plugins"]
     assert cmd[cmd.index("--middleware") + 1] == "rft_admin_guard.AdminGuard"
     assert env["PYTHONPATH"] == "/rft-plugins"
     sidecar_env = {e["name"]: e.get("value") for e in sidecar["env"]}

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rft import storage, validate
+from rft import storage
+from rft.pods import validate
 from rft.rows import parse_row, validate_bytes
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
 
@@ -710,14 +711,14 @@ def _all_single_line_cases() -> tuple[bytes, dict[int, list[str]], int]:
 def test_the_validation_job_reports_lines_within_the_termination_message_limit(
     s3_bucket: S3Bucket, tmp_path: Path
 ) -> None:
-    """`python -m rft.validate` as the Job runs it, on moto S3: exit 1 (invalid data, not the
+    """`python -m rft.pods.validate` as the Job runs it, on moto S3: exit 1 (invalid data, not the
     retried storage code 2), the first errors by line, the total count, and under 4096 bytes."""
     data, expected, good = _all_single_line_cases()
     source = f"{s3_bucket.url}/datasets/malformed.jsonl"
     storage.create_bytes(source, data)
     log = tmp_path / "termination-log"
     result = subprocess.run(
-        [sys.executable, "-m", "rft.validate", "--source", source, "--termination-log", str(log)],
+        [sys.executable, "-m", "rft.pods.validate", "--source", source, "--termination-log", str(log)],
         env=s3_bucket.pod_env(),
         capture_output=True,
         text=True,

@@ -17,7 +17,7 @@ SAMPLES_PER_ROW = 4
 # program, whereas ru_maxrss would carry over the (larger) peak of the forking pytest process.
 _MEASURE = """
 import json, sys, time
-from rft import validate
+from rft.pods import validate
 
 def status_kib(field):
     with open("/proc/self/status") as status:

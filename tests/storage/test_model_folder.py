@@ -1,4 +1,4 @@
-"""The base model check and pinned fetch (rft.storage.model_folder, python -m rft.check_model):
+"""The base model check and pinned fetch (rft.storage.model_folder, python -m rft.pods.check_model):
 what a loadable model folder is, the reason for each kind of broken one, and files changed after
 the check refused by the fetch. Every test runs on each storage backend (local, S3, GCS)."""
 
@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rft.check_model import run as run_check
 from rft.contracts.model_check import (
     EXIT_INVALID,
     EXIT_OK,
@@ -20,6 +19,7 @@ from rft.contracts.model_check import (
     TERMINATION_MESSAGE_LIMIT,
     ModelCheckSummary,
 )
+from rft.pods.check_model import run as run_check
 from rft.storage import DigestMismatch, NotFound, delete, upload_file, write_bytes
 from rft.storage.checkpoints import FileRecord, upload_tree
 from rft.storage.model_folder import (

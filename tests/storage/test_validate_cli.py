@@ -1,4 +1,4 @@
-"""`python -m rft.validate`, the dataset validation Job, against moto and the GCS emulator."""
+"""`python -m rft.pods.validate`, the dataset validation Job, against moto and the GCS emulator."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rft import storage, validate
+from rft import storage
 from rft.contracts.validation_summary import FAILURE_REASONS, ErrorKind, ValidationSummary, parse_summary
+from rft.pods import validate
 from rft_devcluster.pytest_fixtures_storage import GcsBucket, S3Bucket
 
 
@@ -36,7 +37,7 @@ def _jsonl(rows: list[Any]) -> bytes:
 def _run_pod(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run the validator as the Job's pod would: a separate process with only the pod environment."""
     return subprocess.run(
-        [sys.executable, "-m", "rft.validate", *args],
+        [sys.executable, "-m", "rft.pods.validate", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -35,4 +35,4 @@ def test_each_entry_point_is_a_runnable_module(module: str) -> None:
 
 
 def test_python_command() -> None:
-    assert entrypoints.python_command(entrypoints.MODEL_FETCH, "a", "b") == ["python", "-m", "rft.fetch", "a", "b"]
+    assert entrypoints.python_command(entrypoints.MODEL_FETCH, "a", "b") == ["python", "-m", "rft.pods.fetch", "a", "b"]

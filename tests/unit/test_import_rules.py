@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # Each first-party top-level package and the folder that holds it.
 PACKAGES = {
-    "rft": REPO / "sdk" / "rft",
+    "rft": REPO / "core" / "rft",
     "rft_operator": REPO / "operator" / "rft_operator",
     "rft_trainer": REPO / "trainer" / "rft_trainer",
     "rft_devcluster": REPO / "tools" / "rft_devcluster",

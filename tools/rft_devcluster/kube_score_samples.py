@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rft.admin_guard import token_sha256
 from rft.api import Dataset, Deployment, Model, ReinforcementStep, TrainingSession
+from rft.pods.admin_guard import token_sha256
 from rft_operator.accelerators import AcceleratorMap
 from rft_operator.builders.jobs import (
     build_model_check_job,

@@ -324,7 +324,7 @@ def build_validation_job(dataset: Dataset, config: OperatorConfig) -> Manifest:
 
 def build_model_check_job(model: Model, config: OperatorConfig) -> Manifest:
     """A short Job that reads a base model's folder once under the Model's ServiceAccount, checks
-    that a server could load it and reports every file's digest (rft.check_model)."""
+    that a server could load it and reports every file's digest (rft.pods.check_model)."""
     return _reader_job(
         owner=model,
         name=naming.model_check_job_name(model.metadata.name, model.metadata.generation),

@@ -13,11 +13,11 @@ from __future__ import annotations
 import math
 
 from kubernetes.utils.quantity import parse_quantity
-from rft.admin_guard import MIDDLEWARE, TOKEN_HASH_ENV
 from rft.api import Deployment, Model
 from rft.contracts import entrypoints
 from rft.contracts.model_check import FILES_DIGEST_ENV, PINNED_FILES_ENV, pinned_files_json
 from rft.contracts.vllm_args import server_args, server_command, server_env, training_dtype
+from rft.pods.admin_guard import MIDDLEWARE, TOKEN_HASH_ENV
 
 from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap
@@ -154,7 +154,7 @@ def vllm_writable_env() -> dict[str, str]:
 
 
 def pinned_files_env(model: Model) -> list[Manifest]:
-    """The base model's pins for rft.fetch (the check's digest of all files, and the per-file list
+    """The base model's pins for rft.pods.fetch (the check's digest of all files, and the per-file list
     when the check could report it)."""
     env: list[Manifest] = []
     if model.status.files_digest:
@@ -256,7 +256,7 @@ def build_server_deployment(
 ) -> Manifest:
     """`replicas` pods that serve `model` (a base model) for `deployment` (the operator decides
     how many, `rft_operator.autoscale`). Only requests with the admin token whose SHA-256 is
-    `admin_token_sha256` may change what they serve (`rft.admin_guard`)."""
+    `admin_token_sha256` may change what they serve (`rft.pods.admin_guard`)."""
     name = server_name(deployment.metadata.name)
     spec = deployment.spec
     placement = accelerators.placement(spec.accelerator.type)

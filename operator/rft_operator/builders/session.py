@@ -2,7 +2,7 @@
 API, `python -m rft_trainer.session`), its ClusterIP Service, and the Secret holding the session's
 API key.
 
-The base model is fetched as a server pod fetches it: an init container (`python -m rft.fetch`, the
+The base model is fetched as a server pod fetches it: an init container (`python -m rft.pods.fetch`, the
 serving-helpers image, the pod's workload identity) copies the pinned files of the checked base
 Model to a volume, refusing any file that differs; the trainer image then loads it from there.
 """

@@ -1,6 +1,6 @@
 """Model: a base model or checkpoint location.
 
-A base Model is READY only once a check Job (`python -m rft.check_model`, under the Model's
+A base Model is READY only once a check Job (`python -m rft.pods.check_model`, under the Model's
 ServiceAccount: the operator cannot read buckets) has read its folder, found a model a server can
 load, and reported its files' digests; they are pinned in the status, and every pod that fetches
 the model later refuses files that differ. A LoRA Model is registered by the ReinforcementStep that

@@ -6,7 +6,7 @@ the image only decides which interpreter and entry points that command finds.
 | image repository (registry and tag ignored) | runs as                                         |
 |---------------------------------------------|-------------------------------------------------|
 | ``*rft-trainer``                            | the project's ``.venv`` (default ``python -m rft_trainer``) |
-| ``*rft-serving-helpers``                    | the project's ``.venv`` (default ``python -m rft.adapter_sidecar``): server pods' ``rft.fetch`` and sidecar |
+| ``*rft-serving-helpers``                    | the project's ``.venv`` (default ``python -m rft.pods.adapter_sidecar``): server pods' ``rft.pods.fetch`` and sidecar |
 | ``*rft-fake-vllm``                          | the project's ``.venv``: ``vllm serve ARGS`` runs the tests' fake vLLM, ``python -m rft_devcluster.fake_vllm ARGS`` |
 | ``*rft-operator``                           | the project's ``.venv`` (default ``python -m rft_operator``) |
 | ``vllm-openai``, ``vllm-openai-cpu``, ``vllm-cpu-release-repo`` | the vLLM environment (``rft_devcluster.vllm_env``; default ``vllm serve``) |

@@ -3,7 +3,7 @@ the digest that pins them.
 
 A base ``Model`` may point at a plain Hugging Face folder (``config.json``, ``*.safetensors``,
 tokenizer files) or at a checkpoint committed by :func:`rft.storage.checkpoints.upload_tree`.
-The model check Job (``python -m rft.check_model``) reads the folder once, refuses what no server
+The model check Job (``python -m rft.pods.check_model``) reads the folder once, refuses what no server
 could load, and reports every served file's sha256; the operator pins them in the Model's status.
 Every pod that later fetches the folder (:func:`fetch_pinned`: the vLLM pod's init container, the
 trainer) downloads exactly the pinned files and refuses any that differ: a file changed, added or

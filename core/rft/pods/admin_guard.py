@@ -10,7 +10,7 @@ server pod could call them. This module closes them:
   NetworkPolicy decides who that is); every other route needs `Authorization: Bearer <token>`
   whose SHA-256 is the pod's `RFT_ADMIN_TOKEN_SHA256`. An allow-list rather than a list of admin
   routes: a route a later vLLM adds is closed until listed here.
-- `python -m rft.admin_guard install DIR` copies this file to `DIR/rft_admin_guard.py`: an init
+- `python -m rft.pods.admin_guard install DIR` copies this file to `DIR/rft_admin_guard.py`: an init
   container puts it on the server container's PYTHONPATH (vLLM's image does not contain `rft`),
   so the module uses the standard library only.
 
@@ -155,7 +155,7 @@ def install(directory: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m rft.admin_guard", description="The server pods' admin guard."
+        prog="python -m rft.pods.admin_guard", description="The server pods' admin guard."
     )
     commands = parser.add_subparsers(dest="command", required=True)
     install_command = commands.add_parser("install", help="copy the guard to DIR/rft_admin_guard.py")

@@ -1,4 +1,4 @@
-"""The model check Job's entry point: ``python -m rft.check_model --location URL``.
+"""The model check Job's entry point: ``python -m rft.pods.check_model --location URL``.
 
 Runs under the base Model's ServiceAccount (workload identity reads the bucket; no Kubernetes API
 access). Reads the folder once (:func:`rft.storage.model_folder.check_model_folder`: a Hugging
@@ -97,7 +97,7 @@ def run(location: str, termination_log: str, out: TextIO | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m rft.check_model",
+        prog="python -m rft.pods.check_model",
         description="Check that a bucket prefix holds a loadable model, and pin its files' digests.",
     )
     parser.add_argument("--location", required=True, help="s3://, gs://, file:// URL of the model folder")

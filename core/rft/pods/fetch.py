@@ -1,4 +1,4 @@
-"""`python -m rft.fetch URL DIR`: copy a base model or a committed checkpoint from the bucket to a directory.
+"""`python -m rft.pods.fetch URL DIR`: copy a base model or a committed checkpoint from the bucket to a directory.
 
 The init container of vLLM server pods runs it under the Deployment's ServiceAccount (workload
 identity) so vLLM reads the base model from local disk. With the pins of the base Model's check
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     except (StorageError, ValidationError) as exc:
         failed = {"event": "fetch_failed", "url": args.url, "error": str(exc)}
         print(json.dumps(failed), flush=True)
-        print(f"rft.fetch: {exc}", file=sys.stderr, flush=True)
+        print(f"rft.pods.fetch: {exc}", file=sys.stderr, flush=True)
         _write_termination_log(args.termination_log, failed)
         return 2
     fetched = {

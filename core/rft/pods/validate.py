@@ -1,4 +1,4 @@
-"""The dataset validation Job's entry point: ``python -m rft.validate --source URL``.
+"""The dataset validation Job's entry point: ``python -m rft.pods.validate --source URL``.
 
 Runs under the Dataset's ServiceAccount (workload identity reads the bucket; no Kubernetes API
 access). Streams the object once, computing its sha256 while validating every row, prints JSON
@@ -78,13 +78,13 @@ def _env_int(name: str, default: int) -> int:
 
 
 def _usage_exit(message: str) -> NoReturn:
-    print(f"rft.validate: {message}", file=sys.stderr)
+    print(f"rft.pods.validate: {message}", file=sys.stderr)
     raise SystemExit(EXIT_STORAGE)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m rft.validate", description="Validate a JSONL dataset of prompt groups in a bucket."
+        prog="python -m rft.pods.validate", description="Validate a JSONL dataset of prompt groups in a bucket."
     )
     env = os.environ.get
     parser.add_argument(

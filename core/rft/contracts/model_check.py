@@ -1,4 +1,4 @@
-"""The contract between the operator and the model check Job (`python -m rft.check_model`).
+"""The contract between the operator and the model check Job (`python -m rft.pods.check_model`).
 
 The Job reads a base Model's folder once under the Model's ServiceAccount and writes a
 `ModelCheckSummary` (JSON, under the 4096 bytes Kubernetes keeps) to its termination log; the

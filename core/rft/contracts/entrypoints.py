@@ -10,19 +10,19 @@ from typing import Final
 TRAINER: Final = "rft_trainer"
 """The training Job (trainer image; `torchrun -m` for several GPUs)."""
 
-DATASET_VALIDATOR: Final = "rft.validate"
+DATASET_VALIDATOR: Final = "rft.pods.validate"
 """The Dataset's validation Job (trainer image)."""
 
-MODEL_CHECK: Final = "rft.check_model"
+MODEL_CHECK: Final = "rft.pods.check_model"
 """The base Model's check Job (serving-helpers image)."""
 
-MODEL_FETCH: Final = "rft.fetch"
+MODEL_FETCH: Final = "rft.pods.fetch"
 """The server pods' init container that copies the model from the bucket (serving-helpers image)."""
 
-ADMIN_GUARD: Final = "rft.admin_guard"
+ADMIN_GUARD: Final = "rft.pods.admin_guard"
 """The server pods' init container that installs vLLM's admin middleware (serving-helpers image)."""
 
-ADAPTER_SIDECAR: Final = "rft.adapter_sidecar"
+ADAPTER_SIDECAR: Final = "rft.pods.adapter_sidecar"
 """The server pods' adapter-loading sidecar (serving-helpers image)."""
 
 TRAINING_SESSION: Final = "rft_trainer.session"

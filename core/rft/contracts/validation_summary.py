@@ -1,4 +1,4 @@
-"""The contract between the operator and the dataset validation Job (`python -m rft.validate`).
+"""The contract between the operator and the dataset validation Job (`python -m rft.pods.validate`).
 
 The Job writes a `ValidationSummary` (JSON, under the 4096 bytes Kubernetes keeps of a termination
 message) to its termination log; the operator reads it into the Dataset's status. Both sides

@@ -1,4 +1,4 @@
-"""`python -m rft.adapter_sidecar`: bucket-aware adapter loading next to a vLLM server.
+"""`python -m rft.pods.adapter_sidecar`: bucket-aware adapter loading next to a vLLM server.
 
 vLLM's `/v1/load_lora_adapter` reads adapters from local paths only. This sidecar offers the same
 route on its own port, accepts `lora_path` as a bucket URL, fetches the committed adapter into a
@@ -7,7 +7,7 @@ also passes `/health`, `/v1/models`, `/v1/completions` (the canary check, `rft.c
 `/metrics` (vLLM's Prometheus text, read-only: the operator's autoscaler reads the load there) on
 to vLLM, so the operator needs only this port.
 
-Every route but `/health` needs the operator's admin token (`rft.admin_guard`): only the operator
+Every route but `/health` needs the operator's admin token (`rft.pods.admin_guard`): only the operator
 may load or unload adapters. The sidecar passes the token on to vLLM, whose own admin routes
 need it too.
 """
@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from rft.admin_guard import TOKEN_HASH_ENV, authorized
+from rft.pods.admin_guard import TOKEN_HASH_ENV, authorized
 from rft.storage import StorageError
 from rft.storage.checkpoints import fetch_checkpoint
 
