@@ -74,6 +74,8 @@ TOOLS = [
 ]
 PROMPTS = [f"Look up a word in the glossary, then tell me about it (question {i})." for i in range(16)]
 SAMPLING = {"temperature": 1.0, "top_p": 1.0}
+# No `seed`: the requests run concurrently, and vLLM's CPU build kills its engine when a seeded
+# request's prompt is prefilled across two batches ("CPU Generator does not use offset").
 
 
 def lookup(word: str) -> str | None:
@@ -93,7 +95,7 @@ def reward(found: bool, answer: str) -> float:
 
 
 async def episodes(
-    llm: LLM, prompt: str, group: int, answer_tokens: int, seed: int
+    llm: LLM, prompt: str, group: int, answer_tokens: int
 ) -> tuple[dict[str, Any], list[float], int]:
     """`group` episodes from one prompt: the tool-calling turn (one request, `group` choices),
     the tool's answers, then each episode's answer turn (concurrent requests)."""
@@ -104,7 +106,6 @@ async def episodes(
         token_ids=True,
         n=group,
         max_tokens=1,
-        seed=seed,
         **SAMPLING,
     )
     trajectories = []
@@ -133,10 +134,9 @@ async def episodes(
                 tool_choice="none",
                 token_ids=True,
                 max_tokens=answer_tokens,
-                seed=seed * 100 + k,
                 **SAMPLING,
             )
-            for k, t in enumerate(trajectories)
+            for t in trajectories
         ]
     )
     samples = []
@@ -149,12 +149,8 @@ async def episodes(
     return row(samples, tools=TOOLS), scores, sum(found)
 
 
-async def rollouts(
-    llm: LLM, group: int, answer_tokens: int, seed: int
-) -> tuple[list[dict[str, Any]], list[float], int]:
-    results = await asyncio.gather(
-        *[episodes(llm, p, group, answer_tokens, seed * 1000 + i) for i, p in enumerate(PROMPTS)]
-    )
+async def rollouts(llm: LLM, group: int, answer_tokens: int) -> tuple[list[dict[str, Any]], list[float], int]:
+    results = await asyncio.gather(*[episodes(llm, p, group, answer_tokens) for p in PROMPTS])
     rows = [r for r, _, _ in results]
     scores = [s for _, ss, _ in results for s in ss]
     return rows, scores, sum(f for _, _, f in results)
@@ -207,7 +203,7 @@ def main() -> int:
     history: list[dict[str, Any]] = []
     for step in range(1, args.steps + 1):
         started = time.monotonic()
-        rows, scores, found = asyncio.run(rollouts(llm, args.group, args.answer_tokens, seed=step))
+        rows, scores, found = asyncio.run(rollouts(llm, args.group, args.answer_tokens))
         mean = statistics.fmean(scores)
         print(
             f"step {step}: policy {llm.model}: mean reward {mean:.3f} over {len(scores)} episodes "
@@ -261,7 +257,7 @@ def main() -> int:
         llm = LLM(job.output_model, "on-demand-lora", base_id="agent-base")
         llm.apply()  # before the concurrent rollouts, which would each wait for it
 
-    rows, scores, found = asyncio.run(rollouts(llm, args.group, args.answer_tokens, seed=999))
+    rows, scores, found = asyncio.run(rollouts(llm, args.group, args.answer_tokens))
     final = statistics.fmean(scores)
     print(f"final policy {llm.model}: mean reward {final:.3f} ({found} lookups found an entry)", flush=True)
     print(show(rows), flush=True)
