@@ -12,6 +12,7 @@ sampled tokens then differ from the sampler's by 0.026 on average (0.12 at most)
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from rft.sdk.jsonl import canonical_line
 from rft_trainer.data import SampleTokenizer
 from rft_trainer.tiny import build_tokenizer
 
-TOOLS: list[dict[str, Any]] = [
+TOOLS: list[dict[Any, Any] | Callable[..., Any]] = [
     {
         "type": "function",
         "function": {
