@@ -15,7 +15,7 @@ checkpoint as a LoRA deployment on the base, repeat.
     make demo LOOP=examples/agent_loop.py    # the local cluster, the tiny model, vLLM on CPU
 
 The tool call is the harness's, written from the model's text: the demo's tiny model speaks
-only whole words (rft_trainer.tiny's `words_only`) and cannot write a Hermes `<tool_call>`
+only whole words (rft_devcluster.tiny's `words_only`) and cannot write a Hermes `<tool_call>`
 block, so the first turn is sampled with `max_tokens=1` and its word becomes the call's argument.
 The chat template then renders that turn as the word followed by the call's markup, which the
 model did not write: the trainer reports every such turn as re-tokenization drift

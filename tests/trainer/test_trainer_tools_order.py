@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from rft.rows import parse_row
 from rft.sdk.jsonl import canonical_line
+from rft_devcluster.tiny import build_tokenizer
 from rft_trainer.data import SampleTokenizer
-from rft_trainer.tiny import build_tokenizer
 
 TOOLS: list[dict[Any, Any] | Callable[..., Any]] = [
     {
