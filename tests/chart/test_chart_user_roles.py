@@ -283,7 +283,7 @@ def test_workload_network_policies_are_kept_as_rendered(cluster: ClusterHandle, 
     ]
     kept = {p["metadata"]["name"]: p["spec"] for p in stored}
     prefix = f"{users.release.name}-rft-operator-"
-    assert sorted(kept) == sorted(rendered) == [prefix + n for n in ("checks", "server", "trainer")]
+    assert sorted(kept) == sorted(rendered) == [prefix + n for n in ("checks", "server", "trainer", "training-session")]
     for name, spec in rendered.items():
         # An empty list of rules reads back as absent: still "admit nothing" (policyTypes says so).
         assert kept[name] == {k: v for k, v in spec.items() if v != []}, name

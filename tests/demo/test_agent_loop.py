@@ -8,12 +8,9 @@ own trainer (its metrics, read back from the step's status by the loop) counts t
 turns (every tool-calling turn, whose call markup the harness wrote, plus the turns whose ids do
 not re-tokenize from their text: non-word tokens the adapters come to sample) and splits the same
 trajectories; and in the trainer's contexts the base model gives the sampled tokens the sampler's
-logprobs (step 1, whose rows the base model sampled).
-
-Not asserted: the steps' `sampler_logp_abs_diff`. The synced dataset is canonical JSON with
-sorted keys, which reorders the row's `tools` schemas, and the chat template renders them in that
-order: the trainer's system prompt is not the one vLLM rendered (step 1 measured 0.027 mean;
-tests/sdk/test_sdk_dataset_tools_order.py pins the cause).
+logprobs (step 1, whose rows the base model sampled), as does step 1's own trainer (its
+`sampler_logp_abs_diff`: the synced rows' `tools` render as vLLM rendered them,
+tests/trainer/test_trainer_tools_order.py).
 """
 
 from __future__ import annotations
@@ -146,3 +143,4 @@ def test_the_agent_loop_raises_the_reward_training_only_sampled_tokens(
     gaps = _base_logprob_gaps(steps[0]["rows"], model_dir)
     print(f"step 1: base model vs sampler logprobs over {len(gaps)} trained tokens: max {max(gaps):.1e}")
     assert max(gaps) < 1e-3
+    assert float(steps[0]["metrics"]["sampler_logp_abs_diff"]) < 1e-3, steps[0]["metrics"]

@@ -1,12 +1,12 @@
 """A row's `tools` reach the trainer's chat template in the order the sampler rendered them.
 
-Known bug (found by tests/demo/test_agent_loop.py): `Dataset.sync` uploads canonical JSON with
-sorted keys (`rft.sdk.jsonl.canonical_line`), which reorders each tool schema's keys
-(`{"function": {"description", "name", "parameters": {"properties", "required", "type"}}, "type"}`),
-while vLLM renders the tools of the request in OpenAI's order. Chat templates print the schemas
-with `tojson`, which keeps key order, so the trainer trains every trajectory of a row with tools in
-a system prompt the sampler never saw: on the demo's tiny model the base model's logprobs of the
-sampled tokens then differ from the sampler's by 0.026 on average (0.12 at most) instead of 1e-6.
+Found by tests/demo/test_agent_loop.py: `Dataset.sync` uploaded canonical JSON with every key
+sorted (`rft.sdk.jsonl.canonical_line`), which reordered each tool schema's keys, while vLLM renders
+the request's tools in the caller's order. Chat templates print the schemas with `tojson`, which
+keeps key order, so the trainer trained every trajectory of a row with tools in a system prompt the
+sampler never saw (on the demo's tiny model the base model's logprobs of the sampled tokens differed
+from the sampler's by 0.026 on average, 0.12 at most, instead of 1e-6). Canonical lines now keep the
+order inside `tools`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 from rft.rows import parse_row
 from rft.sdk.jsonl import canonical_line
 from rft_devcluster.tiny import build_tokenizer
@@ -45,11 +44,6 @@ ROW = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Dataset.sync's canonical JSON sorts the tools' keys; the template renders them in that order",
-)
 def test_the_synced_rows_tools_render_as_the_server_rendered_them() -> None:
     tokenizer = build_tokenizer()
     # what vLLM feeds the model: the request's tools, in OpenAI's field order
@@ -60,3 +54,18 @@ def test_the_synced_rows_tools_render_as_the_server_rendered_them() -> None:
         MESSAGES, 1, generation_prompt=True, tools=list(synced.tools)
     )
     assert trainer == served
+
+
+def test_canonical_lines_sort_every_key_but_the_tools_own() -> None:
+    shuffled = {
+        "samples": [{"evals": {"score": 1.0}, "messages": [{"content": "cat", "role": "assistant"}]}],
+        "tools": TOOLS,
+    }
+    line = canonical_line(json.loads(json.dumps(shuffled)))
+    # the same content id whatever the order of the row's own keys...
+    assert line == canonical_line(dict(reversed(list(shuffled.items()))))
+    assert line.index('"samples"') < line.index('"tools"')
+    assert line.index('"messages"') > line.index('"evals"')
+    assert line.index('"role"') > line.index('"content"')
+    # ...but a tool schema keeps its order: it is what the template prints
+    assert '{"type":"function","function":{"name":"lookup","description"' in line

@@ -50,9 +50,22 @@ def _object_row(value: object, number: int) -> Row:
         raise DatasetValidationError(f"line {number}: not JSON-serialisable: {error}") from error
 
 
+# Values whose key order is content: chat templates print a row's tool schemas with `tojson`, which
+# keeps their order, so sorting them would train in a prompt the sampler never rendered.
+ORDERED_KEYS = frozenset({"tools"})
+
+
 def canonical_line(row: Row) -> str:
-    """One row as canonical JSON: sorted keys, no spaces, UTF-8 kept as is."""
-    return json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """One row as canonical JSON: sorted keys (except inside `tools`), no spaces, UTF-8 kept as is."""
+    return json.dumps(_sorted(row), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: value[k] if k in ORDERED_KEYS else _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(item) for item in value]
+    return value
 
 
 def canonical_jsonl(rows: Iterable[Row]) -> bytes:
