@@ -116,9 +116,9 @@ def test_rendered_manifests_are_accepted_by_the_api_server(
             "clusterrole.rbac.authorization.k8s.io/rft-rft-operator-edit",
             "clusterrole.rbac.authorization.k8s.io/rft-rft-operator-view",
         } <= set(accepted)
-        # Three per watched namespace, and the operator's own.
+        # Four per watched namespace (checks, server, trainer, training session), and the operator's own.
         policies = [a for a in accepted if a.startswith("networkpolicy.networking.k8s.io/")]
-        assert len(policies) == {"default": 0, "namespaced": 0, "everything": 7}[variant]
+        assert len(policies) == {"default": 0, "namespaced": 0, "everything": 9}[variant]
     finally:
         for name in watched:
             cluster.delete_namespace(name)
@@ -438,6 +438,9 @@ def test_charts_token_is_allowed_what_the_operator_does(all_namespaces: Running)
         assert can(api, "create", "secrets", namespace=release_ns)
         key = f"{all_namespaces.release.name}-rft-operator-admin-key"
         assert can(api, "get", "secrets", namespace=release_ns, name=key)
+        # A TrainingSession's API key: created in its namespace, never read back (the
+        # "get"/"list" cases below stay denied). No more than creating its pod already grants.
+        assert can(api, "create", "secrets", namespace=ns)
 
 
 @pytest.mark.parametrize(
@@ -448,7 +451,6 @@ def test_charts_token_is_allowed_what_the_operator_does(all_namespaces: Running)
         ("watch", "secrets", "", "release", None, None),
         ("get", "secrets", "", "release", None, "sh.helm.release.v1.rft-operator.v1"),
         ("list", "secrets", "", "release", None, None),
-        ("create", "secrets", "", "workloads", None, None),
         ("update", "secrets", "", "release", None, None),
         ("list", "secrets", "", "kube-system", None, None),
         ("create", "pods", "", "workloads", None, None),
