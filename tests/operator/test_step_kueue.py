@@ -1,7 +1,9 @@
 """Steps with spec.queueName against a running Kueue (sigs.k8s.io/kueue, the `kueue` fixture of
-tools/rft_devcluster/kueue.py): a ClusterQueue whose GPU quota admits one step at a time, two
-steps; the second waits Queued while the first runs, then Kueue admits it and it completes.
-Preemption by Kueue is not tested here (test_step_queue.py plays Kueue's part for it)."""
+tools/rft_devcluster/kueue.py), with a ClusterQueue whose GPU quota admits one step at a time:
+two steps, the second waits Queued while the first runs, then Kueue admits it and it completes;
+a running step preempted by a Job of higher priority is Preempted, then admitted again, and
+completes. On kwok nodes the pods are fakes: that the trainer continues from its in-step
+checkpoint after a preemption is tested with the real trainer (tests/trainer, SIGTERM)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 KUEUE = "kueue.x-k8s.io"
 KUEUE_VERSION = "v1beta2"
 QUEUE = "team-gpus"
+URGENT = "urgent"
 STEP_RESOURCES = ("cpu", "memory", "ephemeral-storage", "nvidia.com/gpu")
 """What a step's trainer pod requests (builders/jobs.py: trainer_resources); a ClusterQueue must
 cover every resource a workload asks for."""
@@ -33,8 +36,9 @@ def admitted(obj: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def one_gpu_queue(kueue: Kueue, cluster: ClusterHandle, objects: Objects) -> Iterator[str]:
     """A ResourceFlavor, a ClusterQueue with a nominal quota of one GPU (one step with
-    `accelerator.count: 1`) and plenty of the rest, and the LocalQueue `team-gpus` in the test's
-    namespace. Returns the ClusterQueue's name."""
+    `accelerator.count: 1`) and plenty of the rest, where a workload of higher priority preempts
+    one of lower priority, the WorkloadPriorityClass `urgent`, and the LocalQueue `team-gpus` in
+    the test's namespace. Returns the ClusterQueue's name."""
     name = f"one-gpu-{objects.namespace}"
     quotas = {"cpu": "1000", "memory": "4Ti", "ephemeral-storage": "100Ti", "nvidia.com/gpu": "1"}
     cluster.apply(
@@ -50,6 +54,7 @@ def one_gpu_queue(kueue: Kueue, cluster: ClusterHandle, objects: Objects) -> Ite
                 "metadata": {"name": name},
                 "spec": {
                     "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": objects.namespace}},
+                    "preemption": {"withinClusterQueue": "LowerPriority"},
                     "resourceGroups": [
                         {
                             "coveredResources": list(STEP_RESOURCES),
@@ -64,6 +69,12 @@ def one_gpu_queue(kueue: Kueue, cluster: ClusterHandle, objects: Objects) -> Ite
                         }
                     ],
                 },
+            },
+            {
+                "apiVersion": f"{KUEUE}/{KUEUE_VERSION}",
+                "kind": "WorkloadPriorityClass",
+                "metadata": {"name": URGENT},
+                "value": 1000,
             },
             {
                 "apiVersion": f"{KUEUE}/{KUEUE_VERSION}",
@@ -157,3 +168,55 @@ def test_second_step_waits_queued_until_the_first_frees_the_gpu_quota(
     assert admitted_wl is not None
     assert condition(admitted_wl, "Admitted")["status"] == "True"
     assert condition(admitted_wl, "Finished")["status"] == "True"
+
+
+def test_step_preempted_by_higher_priority_job_is_admitted_again_and_completes(
+    operator: OperatorProcess, objects: Objects, one_gpu_queue: str
+) -> None:
+    objects.base_model()
+    objects.ready_dataset()
+    objects.step(
+        "low",
+        pod=fake_pod(0, success_message("s3://bucket-a/rft/models/low-out/"), delay="15s"),
+        queueName=QUEUE,
+    )
+    objects.wait_phase("low", "JOB_STATE_RUNNING", timeout=90)
+    [low_job] = objects.jobs("rft-operator.io/step=low")
+
+    # A Job of higher priority in the same queue, running on the same kind of GPU node: the
+    # step's own pod template (its annotations make the kwok node end it after 1 s).
+    template = objects.api.sanitize_for_serialization(low_job.spec.template)
+    template["metadata"] = {"annotations": fake_pod(0, "done", delay="1s")}
+    urgent = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": "urgent",
+            "labels": {f"{KUEUE}/queue-name": QUEUE, f"{KUEUE}/priority-class": URGENT},
+        },
+        "spec": {"suspend": True, "backoffLimit": 0, "template": template},
+    }
+    objects.batch.create_namespaced_job(objects.namespace, urgent)
+
+    preempted = objects.wait_step(
+        "low", lambda o: admitted(o).get("reason") == "Preempted", timeout=60, what="preempted"
+    )
+    assert preempted["status"]["phase"] == "JOB_STATE_PENDING"
+    assert "in-step checkpoint" in preempted["status"]["message"]
+    evicted = workload_of(objects, "low-train")
+    assert evicted is not None
+    assert condition(evicted, "Evicted").get("reason") == "Preempted"
+
+    wait_for(
+        lambda: any(
+            c.type == "Complete" and c.status == "True"
+            for c in (objects.batch.read_namespaced_job("urgent", objects.namespace).status.conditions or [])
+        ),
+        timeout=60,
+        what="the urgent Job complete",
+    )
+    done = objects.wait_phase("low", "JOB_STATE_COMPLETED", timeout=120)
+    assert admitted(done)["status"] == "True"
+    readmitted = workload_of(objects, "low-train")
+    assert readmitted is not None
+    assert condition(readmitted, "Finished")["status"] == "True"
