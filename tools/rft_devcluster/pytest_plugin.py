@@ -73,11 +73,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, moto_server: Emulator) -> 
         yield handle
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kueue(cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kueue]:
     """Kueue's manager running against the session's cluster (tools/rft_devcluster/kueue.py),
-    started by the first test that asks for it (building it with tools/build-kueue.sh when
-    missing) and stopped, its webhooks removed, when the session ends."""
+    started by the first test of a module that asks for it (building it with
+    tools/build-kueue.sh when missing) and stopped, its webhooks removed, when that module's tests
+    end (a few seconds each way). Not for the whole session: a running Kueue suspends again every
+    Job with a queue label that it did not admit, which the tests playing Kueue's part do
+    (tests/operator/test_step_queue.py)."""
     with Kueue(cluster, tmp_path_factory.mktemp("kueue")) as running:
         yield running
 
