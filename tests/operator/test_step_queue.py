@@ -1,7 +1,7 @@
 """A step with spec.queueName: its Job is created suspended with Kueue's queue label, the operator
 never unsuspends it, and the step's Admitted condition follows the Job (Queued, Admitted,
 Preempted). Kueue itself does not run here: the test unsuspends and suspends the Job as Kueue's
-admission and preemption do (docs/trainer.md says what is not tested)."""
+admission and preemption do (test_step_kueue.py runs the same against a running Kueue)."""
 
 from __future__ import annotations
 

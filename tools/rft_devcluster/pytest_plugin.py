@@ -23,6 +23,7 @@ from rft_devcluster.binaries import ensure_binaries
 from rft_devcluster.controlplane import ClusterOptions, ControlPlane, LocalNodeOptions
 from rft_devcluster.emulators import DEFAULT_REGION, Emulator
 from rft_devcluster.handle import ClusterHandle
+from rft_devcluster.kueue import Kueue
 
 REUSE_ENV = "RFT_CLUSTER_STATE_DIR"
 
@@ -70,6 +71,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, moto_server: Emulator) -> 
     options = ClusterOptions(gpu_nodes=2, local_node=node)
     with _sigterm_raises_keyboard_interrupt(), ControlPlane(state_dir, bin_dir, options) as handle:
         yield handle
+
+
+@pytest.fixture(scope="module")
+def kueue(cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kueue]:
+    """Kueue's manager running against the session's cluster (tools/rft_devcluster/kueue.py),
+    started by the first test of a module that asks for it (building it with
+    tools/build-kueue.sh when missing) and stopped, its webhooks removed, when that module's tests
+    end (a few seconds each way). Not for the whole session: a running Kueue suspends again every
+    Job with a queue label that it did not admit, which the tests playing Kueue's part do
+    (tests/operator/test_step_queue.py)."""
+    with Kueue(cluster, tmp_path_factory.mktemp("kueue")) as running:
+        yield running
 
 
 @pytest.fixture
