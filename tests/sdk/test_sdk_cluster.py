@@ -156,6 +156,9 @@ def test_reinforcement_step_creates_the_expected_object(sdk_session: Session) ->
         "klCoefficient": "0.001",
         "advantage": "group",
         "aggregation": "token-mean",
+        # the CRD's defaults for the off-policy correction (issue 17), filled in by the API server
+        "offPolicyCorrection": "token",
+        "importanceCap": "2",
     }
     assert spec["rewardWeights"] == {"score": "1.0"}
     assert spec["accelerator"] == {"type": "CPU", "count": 0}
