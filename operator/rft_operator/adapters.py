@@ -35,13 +35,8 @@ def _request(url: str, payload: dict[str, Any] | None, timeout: float, token: st
         return body.decode(errors="replace")
 
 
-def _base(pod_ip: str, port: int) -> str:
-    host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
-    return f"http://{host}:{port}"
-
-
 def served_models(pod_ip: str, port: int, timeout: float = 5.0, *, token: str) -> set[str]:
-    body = _request(f"{_base(pod_ip, port)}/v1/models", None, timeout, token)
+    body = _request(f"{podhttp.pod_base_url(pod_ip, port)}/v1/models", None, timeout, token)
     if not isinstance(body, dict):
         raise AdapterAdminError(f"{pod_ip}:{port}: /v1/models answered something other than a model list")
     return {str(m.get("id")) for m in body.get("data", [])}
@@ -49,7 +44,7 @@ def served_models(pod_ip: str, port: int, timeout: float = 5.0, *, token: str) -
 
 def server_metrics(pod_ip: str, port: int, timeout: float = 5.0, *, token: str) -> str:
     """vLLM's Prometheus text (GET /metrics, passed through by the sidecar)."""
-    body = _request(f"{_base(pod_ip, port)}/metrics", None, timeout, token)
+    body = _request(f"{podhttp.pod_base_url(pod_ip, port)}/metrics", None, timeout, token)
     if not isinstance(body, str):
         raise AdapterAdminError(f"{pod_ip}:{port}: /metrics answered JSON, not Prometheus text")
     return body
@@ -70,18 +65,18 @@ def load_adapter(
     body: dict[str, Any] = {"lora_name": name, "lora_path": path}
     if in_place:
         body["load_inplace"] = True
-    _request(f"{_base(pod_ip, port)}/v1/load_lora_adapter", body, timeout, token)
+    _request(f"{podhttp.pod_base_url(pod_ip, port)}/v1/load_lora_adapter", body, timeout, token)
 
 
 def unload_adapter(pod_ip: str, port: int, name: str, timeout: float = 60.0, *, token: str) -> None:
-    _request(f"{_base(pod_ip, port)}/v1/unload_lora_adapter", {"lora_name": name}, timeout, token)
+    _request(f"{podhttp.pod_base_url(pod_ip, port)}/v1/unload_lora_adapter", {"lora_name": name}, timeout, token)
 
 
 def canary_logprobs(
     pod_ip: str, port: int, name: str, canary: AdapterCanary, timeout: float = 60.0, *, token: str
 ) -> list[float]:
     """The replica's logprobs of the canary's tokens under the adapter served as `name`."""
-    body = _request(f"{_base(pod_ip, port)}/v1/completions", request_body(name, canary), timeout, token)
+    body = _request(f"{podhttp.pod_base_url(pod_ip, port)}/v1/completions", request_body(name, canary), timeout, token)
     if not isinstance(body, dict):
         raise AdapterAdminError(
             f"{pod_ip}:{port}: /v1/completions answered something other than a completion"

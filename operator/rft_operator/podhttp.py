@@ -42,6 +42,12 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirects(), urllib.request.ProxyHandler({}))
 
 
+def pod_base_url(pod_ip: str, port: int) -> str:
+    """`http://<pod IP>:<port>`, the IP bracketed when it is IPv6."""
+    host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
+    return f"http://{host}:{port}"
+
+
 def error_type(answer: bytes) -> str | None:
     """The `type` of a JSON error answer ({"error": {"type": ...}} or {"type": ...}), if it is a
     short identifier."""

@@ -60,8 +60,7 @@ def may_poll(pod_ip: str | None, scope: str) -> bool:
 
 def fetch_progress(pod_ip: str, port: int, timeout: float = 1.0) -> ProgressReport | None:
     """The trainer's latest progress, or None when it cannot be had right now."""
-    host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
-    url = f"http://{host}:{port}/progress"
+    url = f"{podhttp.pod_base_url(pod_ip, port)}/progress"
     try:
         return ProgressReport.model_validate(json.loads(podhttp.request(url, timeout=timeout)))
     except (podhttp.PodHTTPError, ValueError) as exc:

@@ -54,9 +54,9 @@ IDLE_SINCE_SLACK_SECONDS = 5.0
 
 def idle_for(pod_ip: str, timeout: float = 2.0) -> float | None:
     """Seconds since the session's last client call, as its healthz reports them (None: unknown)."""
-    host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
+    url = f"{podhttp.pod_base_url(pod_ip, SESSION_PORT)}{HEALTH_PATH}"
     try:
-        answer = json.loads(podhttp.request(f"http://{host}:{SESSION_PORT}{HEALTH_PATH}", timeout=timeout))
+        answer = json.loads(podhttp.request(url, timeout=timeout))
     except (podhttp.PodHTTPError, ValueError):
         return None
     value = answer.get("idle_seconds") if isinstance(answer, dict) else None
