@@ -148,4 +148,9 @@ def test_sample_saved_weights_through_vllm(tiny_model_dir: Path, tmp_path: Path)
         listed = _operator(url, "/api/v1/rft/sampler_weights")["samplerWeights"]
         assert len(listed) == 2
         assert "/sampler_weights/ephemeral-" in listed[1]["path"]
+        # The operator says the sampling Deployment cannot serve: samples fail at once, saying why.
+        problem = "spec.samplingDeployment: Deployment gone does not exist in namespace team-a"
+        _operator(url, "/api/v1/rft/sampling_targets", {"deployment": "gone", "problem": problem})
+        with pytest.raises(tinker.RequestFailedError, match="Deployment gone does not exist"):
+            base.sample(types.ModelInput.from_ints(PROMPT), 1, params).result()
         service.close("success").result()

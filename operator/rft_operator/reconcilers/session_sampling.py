@@ -132,24 +132,31 @@ class SessionSampling:
         ns = session.metadata.namespace
         name = session.spec.sampling_deployment
         previous = list(session.status.samplers)
+        headers = {"Authorization": f"Bearer {token}"}
+        base_url = podhttp.pod_base_url(pod_ip, SESSION_PORT)
+        refusal: tuple[str, str] | None = None
+        base: Deployment | str | None = None
         if name is None:
-            return SamplingState(
-                False,
+            refusal = (
                 "NoSamplingDeployment",
                 "spec.samplingDeployment is not set: sampling calls are refused",
             )
-        base_raw = self.kube.get("deployments", ns, name)
-        base = try_parse(Deployment, base_raw) if base_raw is not None else None
-        if isinstance(base, str):
-            return SamplingState(
-                False, "SamplingDeploymentInvalid", f"spec.samplingDeployment: {base}", previous
-            )
-        problem = sampling_deployment_problem(session, base)
-        if problem is not None or base is None:
-            reason, message = problem or ("SamplingDeploymentNotFound", "")
+        else:
+            base_raw = self.kube.get("deployments", ns, name)
+            base = try_parse(Deployment, base_raw) if base_raw is not None else None
+            if isinstance(base, str):
+                refusal = ("SamplingDeploymentInvalid", f"spec.samplingDeployment: {base}")
+            else:
+                refusal = sampling_deployment_problem(session, base)
+        if refusal is not None or name is None or base is None or isinstance(base, str):
+            reason, message = refusal or ("SamplingDeploymentNotFound", "")
+            # the pod refuses samples at once, saying why (instead of waiting for weights in vain)
+            unavailable: Obj = {"deployment": name, "problem": message}
+            try:
+                podhttp.request(base_url + SAMPLING_TARGETS_PATH, unavailable, timeout=5.0, headers=headers)
+            except podhttp.PodHTTPError as exc:
+                log.info("cannot tell session %s/%s: %s", ns, session.metadata.name, exc)
             return SamplingState(False, reason, message, previous)
-        headers = {"Authorization": f"Bearer {token}"}
-        base_url = podhttp.pod_base_url(pod_ip, SESSION_PORT)
         try:
             answer = json.loads(
                 podhttp.request(base_url + SAMPLER_WEIGHTS_PATH, timeout=5.0, headers=headers)
@@ -204,7 +211,7 @@ class SessionSampling:
             known[path] = sampler.model_copy(update={"served": bool(urls)})
         # vLLM answers for the base model on every serving replica (adapters still loading or not)
         base_urls = [podhttp.pod_base_url(r.ip, SERVER_PORT) for r in replicas]
-        targets = {
+        targets: Obj = {
             "deployment": name,
             "base": {"model": base.status.served_model_name or base.spec.model, "urls": base_urls}
             if base_urls
@@ -284,7 +291,7 @@ class SessionSampling:
         model = try_parse(Model, body)
         if isinstance(model, str):
             return f"{path}: the session's record does not make a valid Model: {model}"
-        created, _ = self.kube.create("models", ns, body)
+        created = self.kube.get("models", ns, model_name) or self.kube.create("models", ns, body)[0]
         if (created["metadata"].get("annotations") or {}).get(ANNOTATION_SESSION_UID) != session.metadata.uid:
             return f"{path}: Model {model_name} exists and was not registered by this session"
         if (created.get("status") or {}).get("phase") != "READY":
@@ -330,7 +337,9 @@ class SessionSampling:
             },
         }
         try:
-            existing, _ = self.kube.create("deployments", ns, lora)
+            existing = (
+                self.kube.get("deployments", ns, model_name) or self.kube.create("deployments", ns, lora)[0]
+            )
         except ApiException as exc:
             if exc.status == 422:
                 return f"{path}: the API server refused Deployment {model_name}: {exc.reason}"

@@ -115,9 +115,12 @@ class SamplingTargetsBody(_Body):
 
     deployment: str | None = None
     base: TargetBody | None = None
-    adapters: dict[str, TargetBody] = Field(default_factory=dict)
+    adapters: dict[str, TargetBody] = Field(default_factory=dict, max_length=1000)
     # tinker path -> why it is not served (yet): shown to a sample that waits in vain
-    pending: dict[str, str] = Field(default_factory=dict)
+    pending: dict[str, str] = Field(default_factory=dict, max_length=1000)
+    # the sampling Deployment cannot serve (e.g. spec.samplingDeployment names none): samples fail
+    # at once with this message
+    problem: str | None = Field(default=None, max_length=2000)
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,7 @@ class _Targets:
     base: TargetBody | None = None
     adapters: dict[str, TargetBody] = field(default_factory=dict)
     pending: dict[str, str] = field(default_factory=dict)
+    problem: str | None = None
 
 
 class SamplingBackend:
@@ -190,6 +194,7 @@ class SamplingBackend:
                 base=body.base,
                 adapters=dict(body.adapters),
                 pending=dict(body.pending),
+                problem=body.problem,
             )
             self._lock.notify_all()
 
@@ -240,6 +245,8 @@ class SamplingBackend:
         with self._lock:
             while True:
                 targets = self._targets
+                if targets.problem:
+                    raise SessionError(f"sampling is not available: {targets.problem}")
                 target = targets.base if path is None else targets.adapters.get(path)
                 if target is not None and target.urls:
                     return target
