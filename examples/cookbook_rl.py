@@ -8,8 +8,9 @@ environment and its dataset builder (a toy reward the tiny demo model can learn)
 
     make demo LOOP=examples/cookbook_rl.py
 
-creates a TrainingSession for the demo's base Model, waits until it is READY, and runs the
-recipe for a few iterations on the local cluster; it prints the mean reward of each iteration.
+serves the demo's base Model with vLLM (the session's `samplingDeployment`), creates a
+TrainingSession on it, waits until it is READY, and runs the recipe for three iterations on the
+local cluster; it prints the mean reward of each iteration.
 The toy reward, as `examples/rl_loop.py`'s: the share of the completion's tokens whose id falls
 in a fixed quarter of the vocabulary (id % 4 == 1). Replace the environment with your own.
 
@@ -215,9 +216,11 @@ def rewards_by_iteration(log_path: str | Path) -> list[float]:
 
 
 def main() -> int:
-    """`make demo LOOP=examples/cookbook_rl.py`: a TrainingSession for the demo's base Model, the
-    recipe against it, the reward of each iteration."""
-    from rft.api import Model  # noqa: PLC0415 - the SDK only for the demo's setup
+    """`make demo LOOP=examples/cookbook_rl.py`: the base Model served by vLLM (the session's
+    sampling Deployment), a TrainingSession on it, the recipe against the session, the reward of
+    each iteration."""
+    from rft import LLM  # noqa: PLC0415 - the SDK only for the demo's setup
+    from rft.api import Model  # noqa: PLC0415
     from rft.sdk.endpoints import resolve_base_url  # noqa: PLC0415
     from rft.sdk.session import Session  # noqa: PLC0415
     from rft.sdk.training_session import api_key, create_training_session, wait_ready  # noqa: PLC0415
@@ -225,10 +228,22 @@ def main() -> int:
 
     model_name = os.environ["RFT_BASE_MODEL"]
     sdk = Session.create()
+    sampler = LLM(
+        model_name,
+        "on-demand",
+        id="cookbook-vllm",
+        accelerator_type="CPU",
+        accelerator_count=0,
+        max_loras=4,
+        max_lora_rank=8,
+        session=sdk,
+    )
+    sampler.apply()
     create_training_session(
         "cookbook",
         base_model=model_name,
         state_location=f"{os.environ['RFT_BUCKET']}/sessions/",
+        sampling_deployment="cookbook-vllm",
         accelerator_type="CPU",
         accelerator_count=0,
         max_lora_rank=8,
@@ -242,16 +257,17 @@ def main() -> int:
         model = sdk.client.require(Model, sdk.namespace, model_name)
         fetch_checkpoint(str(model.spec.location), Path(tmp) / "base")  # for its tokenizer
         register_local_tokenizer(model_name, Path(tmp) / "base")
+        skip_price_lookup()
         log_path = str(Path(tmp) / "run")
         start = starting_state(base_url, model_name, lora_rank=8)
-        skip_price_lookup()
-        asyncio.run(
-            train.main(
-                recipe_config(
-                    base_url=base_url, model_name=model_name, load_checkpoint_path=start, log_path=log_path
-                )
-            )
+        config = recipe_config(
+            base_url=base_url,
+            model_name=model_name,
+            load_checkpoint_path=start,
+            log_path=log_path,
+            groups_per_batch=8,
         )
+        asyncio.run(train.main(config))
         rewards = rewards_by_iteration(log_path)
     print("mean reward by iteration: " + " -> ".join(f"{r:.3f}" for r in rewards), flush=True)
     results: dict[str, Any] = {"rewards": rewards}
