@@ -152,7 +152,8 @@ def test_a_cookbook_rl_recipe_raises_the_reward_through_a_session(
     tokenizer = get_tokenizer(MODEL)
     messages: list[renderers.Message] = [{"role": "user", "content": "Say something about topic 3."}]
     rendered = renderers.get_renderer(RENDERER, tokenizer).build_generation_prompt(messages).to_ints()
-    assert rendered == tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    template = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert rendered == tokenizer.encode(template, add_special_tokens=False)
 
     start = starting_state(base_url, MODEL, lora_rank=8)
     log_path = tmp_path / "run"
