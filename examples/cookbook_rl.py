@@ -185,7 +185,7 @@ def recipe_config(
     groups_per_batch: int = 16,
     group_size: int = 8,
     max_tokens: int = 10,
-    learning_rate: float = 2e-2,
+    learning_rate: float = 1e-2,
     lora_rank: int = 8,
 ) -> train.Config:
     """The recipe's config: the session's base URL and model name, the toy dataset, and the two

@@ -166,15 +166,22 @@ def test_a_cookbook_rl_recipe_raises_the_reward_through_a_session(
         groups_per_batch=8,
         group_size=8,
         max_tokens=10,
-        learning_rate=2e-2,
+        learning_rate=1e-2,
         lora_rank=8,
     )
     started = time.monotonic()
     asyncio.run(train.main(config))
     rewards = rewards_by_iteration(log_path)
+    rows = [json.loads(line) for line in (log_path / "metrics.jsonl").read_text().splitlines() if line]
+    steps = [r for r in rows if "optim/entropy" in r]
     print(
         f"\ncookbook rl.train.main, {len(rewards)} iterations in {time.monotonic() - started:.0f}s; "
-        "mean reward by iteration: " + " -> ".join(f"{r:.3f}" for r in rewards)
+        "mean reward by iteration: "
+        + " -> ".join(f"{r:.3f}" for r in rewards)
+        + "; sampled-token entropy: "
+        + " -> ".join(f"{r['optim/entropy']:.3f}" for r in steps)
+        + "; KL(sampler, trainer): "
+        + ", ".join(f"{r['optim/kl_sample_train_v1']:.1e}" for r in steps)
     )
     assert len(rewards) == 3
     assert rewards[-1] > rewards[0] + 0.05, rewards
