@@ -514,10 +514,15 @@ def test_namespaced_variant_grants_nothing_cluster_wide_but_observation() -> Non
             "resources": ["customresourcedefinitions"],
             "verbs": ["list", "watch"],
         },
+        # A question (may this ServiceAccount create TokenReviews?), which reads and grants nothing.
+        {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
         {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
     ]
     default_framework = one(render(), "ClusterRole", "rft-operator-framework")
-    assert [r["resources"] for r in default_framework["rules"]] == [["customresourcedefinitions"]]
+    assert [r["resources"] for r in default_framework["rules"]] == [
+        ["customresourcedefinitions"],
+        ["subjectaccessreviews"],
+    ]
     roles = find(docs, "Role", "rft-operator")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     bindings = find(docs, "RoleBinding", "rft-operator")
