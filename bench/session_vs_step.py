@@ -182,12 +182,14 @@ def _wait_model_ready(name: str, timeout: float = 300) -> None:
         time.sleep(1)
 
 
-def step_iterations(base_model: str, iterations: int) -> list[float]:
-    """Seconds per iteration through Dataset + ReinforcementStep (see the module docstring)."""
+def step_iterations(base_model: str, iterations: int) -> tuple[list[float], list[dict[str, Any]]]:
+    """Seconds per iteration through Dataset + ReinforcementStep (see the module docstring), and
+    what each step reported (optimizer steps, final metrics)."""
     from rft.sdk import LLM, Dataset  # noqa: PLC0415
 
     llm = LLM(base_model, "on-demand", id="bench-base", accelerator_type="CPU", accelerator_count=0)
-    times = []
+    times: list[float] = []
+    reports: list[dict[str, Any]] = []
     for i in range(1, iterations + 1):
         rows = iteration_rows(i)
         started = time.monotonic()
@@ -214,15 +216,26 @@ def step_iterations(base_model: str, iterations: int) -> list[float]:
                 raise RuntimeError(f"step bench-step-{i} was deleted while running")
             job = fresh
         times.append(time.monotonic() - started)
+        status = job.resource.status
+        progress = status.progress
+        reports.append(
+            {
+                "optimizer_steps": progress.step if progress else None,
+                "warm_start_from": status.warm_start_from,
+                "metrics": dict(status.metrics),
+            }
+        )
         print(f"[bench] step iteration {i}: {times[-1]:.1f}s -> {job.output_model}", file=sys.stderr, flush=True)
         dataset.delete()
         llm = LLM(job.output_model, "on-demand-lora", base_id="bench-base")
-    return times
+    return times, reports
 
 
-def session_iterations(env: Environment, base_model: str, iterations: int) -> tuple[list[float], float, float]:
-    """(seconds per iteration through the session, seconds until READY, seconds to create the
-    LoRA training client)."""
+def session_iterations(
+    env: Environment, base_model: str, iterations: int
+) -> tuple[list[float], list[float], float, float]:
+    """(seconds per iteration through the session, each forward_backward's summed loss, seconds
+    until READY, seconds to create the LoRA training client)."""
     from rft.sdk.training_session import create_training_session, tinker_service_client  # noqa: PLC0415
     from tinker import types  # noqa: PLC0415
     from transformers import AutoTokenizer  # noqa: PLC0415
@@ -243,7 +256,8 @@ def session_iterations(env: Environment, base_model: str, iterations: int) -> tu
     tc = service.create_lora_training_client(base_model, rank=RANK, seed=0, train_unembed=False).result()
     client_seconds = time.monotonic() - started
     adam = types.AdamParams(learning_rate=LR, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0)
-    times = []
+    times: list[float] = []
+    losses: list[float] = []
     for i in range(1, iterations + 1):
         rows = iteration_rows(i)
         started = time.monotonic()
@@ -251,13 +265,13 @@ def session_iterations(env: Environment, base_model: str, iterations: int) -> tu
         fb = tc.forward_backward(datums, "cross_entropy")
         optim = tc.optim_step(adam)
         saved = tc.save_weights_for_sampler(f"iteration-{i}")
-        fb.result()
+        losses.append(float(fb.result().metrics["loss:sum"]))
         optim.result()
         path = saved.result().path
         times.append(time.monotonic() - started)
         print(f"[bench] session iteration {i}: {times[-1]:.2f}s -> {path}", file=sys.stderr, flush=True)
     service.close("success").result()
-    return times, ready, client_seconds
+    return times, losses, ready, client_seconds
 
 
 def benchmark(quick: bool, results_dir: Path | None = None) -> list[Row]:
@@ -270,8 +284,8 @@ def benchmark(quick: bool, results_dir: Path | None = None) -> list[Row]:
         local_cluster(Path(tmp)) as env,
     ):
         _wait_model_ready(demo.BASE_MODEL)
-        step = step_iterations(demo.BASE_MODEL, iterations)
-        session, ready, client_seconds = session_iterations(env, demo.BASE_MODEL, iterations)
+        step, step_reports = step_iterations(demo.BASE_MODEL, iterations)
+        session, session_losses, ready, client_seconds = session_iterations(env, demo.BASE_MODEL, iterations)
     session_s, step_s = statistics.median(session), statistics.median(step)
     write_result(
         "session_vs_step",
@@ -285,6 +299,8 @@ def benchmark(quick: bool, results_dir: Path | None = None) -> list[Row]:
             },
             "session_iteration_seconds": session,
             "step_iteration_seconds": step,
+            "step_reports": step_reports,
+            "session_losses": session_losses,
             "session_ready_seconds": ready,
             "session_client_seconds": client_seconds,
             "session_includes": "rows -> Datums (client), forward_backward + optim_step + "

@@ -236,15 +236,14 @@ def _session_flow(
     _phase(objects, "READY", 120)
     # Kubernetes tokens through the official client: another namespace's ServiceAccount (the
     # session's audience) is refused, as is a token of this namespace for the API server.
-    # (The client connects lazily: its first call fetches the server's config, with the token.)
     with pytest.raises(tinker.PermissionDeniedError, match=f"only ServiceAccounts of namespace {ns}"):
-        tinker.ServiceClient(
+        tinker.RestClient(
             base_url=second_url, api_key=_token(objects.core, other_ns, "caller", audience)
-        ).get_server_capabilities()
+        ).get_server_capabilities().result()
     with pytest.raises(tinker.AuthenticationError, match=f"a token for this session has audience {audience}"):
-        tinker.ServiceClient(
+        tinker.RestClient(
             base_url=second_url, api_key=_token(objects.core, ns, "caller", None)
-        ).get_server_capabilities()
+        ).get_server_capabilities().result()
     # The SDK's way in: a token of this namespace's `caller` bound to the session's audience
     # (TokenRequest with the caller's credentials), the session's ready endpoint.
     sdk = Session.create(namespace=ns, kubeconfig=str(cluster.kubeconfig))
