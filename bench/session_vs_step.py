@@ -184,7 +184,7 @@ def _wait_model_ready(name: str, timeout: float = 300) -> None:
 
 def step_iterations(base_model: str, iterations: int) -> tuple[list[float], list[dict[str, Any]]]:
     """Seconds per iteration through Dataset + ReinforcementStep (see the module docstring), and
-    what each step reported (optimizer steps, final metrics)."""
+    what each step reported (its parent checkpoint, the trainer's final metrics)."""
     from rft.sdk import LLM, Dataset  # noqa: PLC0415
 
     llm = LLM(base_model, "on-demand", id="bench-base", accelerator_type="CPU", accelerator_count=0)
@@ -217,14 +217,7 @@ def step_iterations(base_model: str, iterations: int) -> tuple[list[float], list
             job = fresh
         times.append(time.monotonic() - started)
         status = job.resource.status
-        progress = status.progress
-        reports.append(
-            {
-                "optimizer_steps": progress.step if progress else None,
-                "warm_start_from": status.warm_start_from,
-                "metrics": dict(status.metrics),
-            }
-        )
+        reports.append({"warm_start_from": status.warm_start_from, "metrics": dict(status.metrics)})
         print(f"[bench] step iteration {i}: {times[-1]:.1f}s -> {job.output_model}", file=sys.stderr, flush=True)
         dataset.delete()
         llm = LLM(job.output_model, "on-demand-lora", base_id="bench-base")
