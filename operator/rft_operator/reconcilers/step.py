@@ -81,7 +81,16 @@ class AlreadyDone:
 def lineage_digest(step: ReinforcementStep, dataset_digest: str | None) -> str:
     """What this very spec would produce: equal digests mean an identical training run."""
     spec = step.spec.to_wire()
-    for field in ("suspend", "cancel", "ttlSecondsAfterFinished", "activeDeadlineSeconds", "backoffLimit"):
+    # Lifecycle and scheduling: they change when it runs, never what it trains. (queueName stays in:
+    # Models already record digests that include it, and those must still match.)
+    for field in (
+        "suspend",
+        "cancel",
+        "ttlSecondsAfterFinished",
+        "activeDeadlineSeconds",
+        "backoffLimit",
+        "priorityClass",
+    ):
         spec.pop(field, None)
     payload = json.dumps({"spec": spec, "dataset": dataset_digest}, sort_keys=True)
     return "sha256:" + hashlib.sha256(payload.encode()).hexdigest()
