@@ -2,8 +2,10 @@
 tools/rft_devcluster/kueue.py), with a ClusterQueue whose GPU quota admits one step at a time:
 two steps, the second waits Queued while the first runs, then Kueue admits it and it completes;
 a running step preempted by a step of higher spec.priorityClass is Preempted, then admitted again,
-and completes; a step naming a missing WorkloadPriorityClass fails naming the field. On kwok nodes the pods are fakes: that the trainer continues from its in-step
-checkpoint after a preemption is tested with the real trainer (tests/trainer, SIGTERM)."""
+and completes; a step naming a missing WorkloadPriorityClass fails naming the field. On kwok
+nodes the pods are fakes: that the trainer continues from its in-step checkpoint after its Job is
+suspended (what a preemption does) is tested with real trainer pods in test_step_resume.py, and
+through the trainer's entry point in tests/trainer (SIGTERM)."""
 
 from __future__ import annotations
 
