@@ -19,6 +19,7 @@ from rft_devcluster.emulators import free_port
 from rft_trainer.model import (
     adapter_materialized_on,
     attach_new_adapter,
+    attach_parent_adapter,
     load_base_model,
     load_base_model_on_meta,
 )
@@ -135,3 +136,26 @@ def test_one_process_and_non_safetensors_directories_load_whole(tiny_model_dir: 
     assert not loads_sharded(str(tiny_model_dir), world_size=1)  # the 1-process path is unchanged
     assert not loads_sharded(str(tmp_path), world_size=2)  # no safetensors files here
     assert not loads_sharded("Qwen/Qwen2-0.5B", world_size=2)  # a hub id: from_pretrained
+
+
+def test_parent_adapter_on_a_meta_base_keeps_its_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A continued adapter loaded onto the meta-device model holds the checkpoint's numbers."""
+    lora = LoraSettings(rank=4, alpha=8, target_modules=["q_proj", "v_proj"])
+    cpu = torch.device("cpu")
+    loaded, _ = load_base_model(str(tiny_model_dir), cpu)
+    parent = attach_new_adapter(loaded, lora, seed=3)
+    with torch.no_grad():
+        for name, param in parent.named_parameters():
+            if "lora_B" in name:
+                param.normal_()  # a trained adapter's B is not zero
+    parent.save_pretrained(tmp_path / "parent")
+    saved = load_file(tmp_path / "parent" / "adapter_model.safetensors")
+    meta, _ = load_base_model_on_meta(str(tiny_model_dir), cpu)
+    with adapter_materialized_on(meta, cpu):
+        policy = attach_parent_adapter(meta, tmp_path / "parent", "parent")
+    got = {n: t for n, t in policy.named_parameters() if "lora_" in n}
+    assert len(got) == len(saved) == 8
+    for name, tensor in got.items():
+        key = name.replace(".default", "")
+        assert tensor.requires_grad, name
+        assert torch.equal(tensor.detach(), saved[key]), name
