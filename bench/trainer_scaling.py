@@ -18,8 +18,8 @@ runtime of every process).
 
 `trainer_load_memory` (below, in this module) measures loading instead: the peak resident set of
 each rank from start to the end of the first optimizer step, on a model large enough that its
-weights dominate the process (LOAD_SPEC: 8 layers, hidden 1024, 94M float32 weights, 376 MB of
-safetensors), with the two ways the trainer can load a base under torchrun: `whole` (every rank
+weights dominate the process (LOAD_SPEC: 16 layers, hidden 1024, 184M weights stored in bfloat16
+as real checkpoints are, 368 MB of safetensors, 736 MB in the trainer's float32), with the two ways the trainer can load a base under torchrun: `whole` (every rank
 loads the whole base with `from_pretrained`, then FSDP2 shards it; the only way before, and still
 the fallback) and `sharded` (meta-device model, adapter, FSDP2, then each rank reads only its
 slices: `rft_trainer.sharding.load_sharded_base`). One process loads whole (no sharding).
@@ -50,18 +50,21 @@ RANKS = (1, 2, 4)
 BATCH_TOKENS = 2048
 
 LOAD_NAME = "trainer_load_memory"
-# Weights dominate: 94M float32 parameters (376 MB), a step of a few short completions.
+# Weights dominate: 184M parameters stored in bfloat16 like real checkpoints (368 MB of
+# safetensors; 736 MB once in float32, the trainer's CPU dtype), a step of four short completions.
 LOAD_SPEC = workload.WorkloadSpec(
-    layers=8,
+    layers=16,
     hidden_size=1024,
     heads=16,
     kv_heads=4,
     intermediate_size=2816,
     vocab_size=4096,
-    groups=4,
-    group_size=4,
-    completion_tokens=(4, 48),
+    groups=2,
+    group_size=2,
+    prompt_words=(4, 8),
+    completion_tokens=(4, 16),
     optimizer_steps=1,
+    weights_dtype="bfloat16",
 )
 LOAD_MODES = ("whole", "sharded")
 
