@@ -316,10 +316,6 @@ def run_load_memory(work_dir: Path, ranks: Sequence[int] = RANKS) -> dict[str, A
         modes = LOAD_MODES if n > 1 else ("whole",)  # one process never shards
         runs[str(n)] = {mode: _launch(n, work_dir, ("load-worker", mode)) for mode in modes}
 
-    def peak_max(run: dict[str, Any]) -> int:
-        return max(int(r["peak_rss_to_first_step_kib"]) for r in run["ranks"])
-
-    one = peak_max(runs[str(ranks[0])]["whole"])
     return {
         "benchmark": LOAD_NAME,
         "machine": machine(),
@@ -327,18 +323,41 @@ def run_load_memory(work_dir: Path, ranks: Sequence[int] = RANKS) -> dict[str, A
         "workload": LOAD_SPEC.to_json(),
         "safetensors_bytes": model_bytes,
         "runs": runs,
-        "peak_rss_ratio_to_one_process": {
-            n: {mode: peak_max(r) / one for mode, r in by_mode.items()} for n, by_mode in runs.items()
+        **load_summary(runs),
+    }
+
+
+def load_summary(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Ratios of the highest rank's peaks: while loading (to the weights sharded and in), and to
+    the end of the first step; each world size's sharded load against its whole load, and the
+    growth of the resident set while loading (peak minus the resident set before it)."""
+
+    def peak(run: dict[str, Any], key: str) -> int:
+        return max(int(r[key]) for r in run["ranks"])
+
+    def growth(run: dict[str, Any]) -> int:
+        return max(int(r["peak_rss_to_load_kib"]) - int(r["rss_before_load_kib"]) for r in run["ranks"])
+
+    sharded = {n: by_mode for n, by_mode in runs.items() if "sharded" in by_mode}
+    return {
+        "load_growth_kib": {
+            n: {mode: growth(r) for mode, r in by_mode.items()} for n, by_mode in runs.items()
         },
-        "peak_rss_ratio_sharded_to_whole": {
-            n: peak_max(by_mode["sharded"]) / peak_max(by_mode["whole"])
-            for n, by_mode in runs.items()
-            if "sharded" in by_mode
+        "load_growth_ratio_sharded_to_whole": {
+            n: growth(by_mode["sharded"]) / growth(by_mode["whole"]) for n, by_mode in sharded.items()
+        },
+        "peak_rss_to_load_ratio_sharded_to_whole": {
+            n: peak(by_mode["sharded"], "peak_rss_to_load_kib")
+            / peak(by_mode["whole"], "peak_rss_to_load_kib")
+            for n, by_mode in sharded.items()
+        },
+        "peak_rss_to_first_step_ratio_sharded_to_whole": {
+            n: peak(by_mode["sharded"], "peak_rss_to_first_step_kib")
+            / peak(by_mode["whole"], "peak_rss_to_first_step_kib")
+            for n, by_mode in sharded.items()
         },
         "same_loss_sharded_and_whole": {
-            n: by_mode["sharded"]["loss"] == by_mode["whole"]["loss"]
-            for n, by_mode in runs.items()
-            if "sharded" in by_mode
+            n: by_mode["sharded"]["loss"] == by_mode["whole"]["loss"] for n, by_mode in sharded.items()
         },
     }
 
@@ -353,14 +372,18 @@ def load_memory_benchmark(quick: bool = False) -> list[Row]:
     rows = []
     for n, by_mode in payload["runs"].items():
         for mode, r in by_mode.items():
-            peak = max(int(x["peak_rss_to_first_step_kib"]) for x in r["ranks"])
+            load = max(int(x["peak_rss_to_load_kib"]) for x in r["ranks"])
+            step = max(int(x["peak_rss_to_first_step_kib"]) for x in r["ranks"])
+            ratio = payload["load_growth_ratio_sharded_to_whole"].get(n) if mode == "sharded" else None
             rows.append(
                 Row(
                     LOAD_NAME,
-                    f"peak RSS per rank, {n} rank(s), {mode} load",
-                    f"{peak / 1024:.0f} MiB",
-                    ratio=f"{payload['peak_rss_ratio_to_one_process'][n][mode]:.2f}",
-                    note=f"base weights per rank {r['ranks'][0]['frozen_bytes'] / 2**20:.0f} MiB",
+                    f"peak RSS per rank while loading, {n} rank(s), {mode} load",
+                    f"{load / 1024:.0f} MiB",
+                    ratio=f"{ratio:.2f}" if ratio is not None else "",
+                    note=f"growth while loading {payload['load_growth_kib'][n][mode] / 1024:.0f} MiB "
+                    f"(ratio: sharded/whole); base weights per rank {r['ranks'][0]['frozen_bytes'] / 2**20:.0f} MiB; "
+                    f"peak to the end of the first step {step / 1024:.0f} MiB",
                 )
             )
     return rows
