@@ -5,7 +5,9 @@ the apps/v1 Deployment from the spec, and reads the pod back. READY when the pod
 healthz answers). The idle timeout: the pod's healthz reports how long no client called; past
 spec.idleTimeoutSeconds the operator records the generation in status.idleGeneration and scales
 the Deployment to zero (phase IDLE). A spec change (a new generation) wakes it; clients continue
-from a saved state (load_state), which lives in the bucket.
+from a saved state (load_state), which lives in the bucket. While READY, the sampling half
+(reconcilers/session_sampling.py) serves the pod's saved sampler weights on spec.samplingDeployment
+and tells the pod where (the Sampling condition).
 """
 
 from __future__ import annotations
