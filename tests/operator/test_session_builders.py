@@ -70,13 +70,7 @@ def test_the_deployment_runs_the_session_over_the_pinned_base_model() -> None:
     assert pod["serviceAccountName"] == "rft-trainer"
     assert pod["automountServiceAccountToken"] is False
     (fetch,) = pod["initContainers"]
-    assert fetch["command"][:5] == [
-        "python",
-        "-m",
-        "rft.pods.fetch",
-        "s3://bkt/rft/models/qwen/",
-        "/models/base",
-    ]
+    assert fetch["command"][:5] == ["python", "-m", "rft.pods.fetch", "s3://bkt/rft/models/qwen/", "/models/base"]
     assert {"name": FILES_DIGEST_ENV, "value": DIGEST} in fetch["env"]
     (container,) = pod["containers"]
     command = container["command"]

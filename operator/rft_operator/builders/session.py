@@ -200,11 +200,7 @@ def build_session_deployment(
         "image": config.serving_helpers_image,
         "imagePullPolicy": config.image_pull_policy,
         "command": entrypoints.python_command(
-            entrypoints.MODEL_FETCH,
-            model.spec.location,
-            LOCAL_MODEL_DIR,
-            "--termination-log",
-            TERMINATION_LOG,
+            entrypoints.MODEL_FETCH, model.spec.location, LOCAL_MODEL_DIR, "--termination-log", TERMINATION_LOG
         ),
         "env": [*offline_env(), *pinned_files_env(model)],
         "resources": fetch_resources(model_expected, model_limit),
