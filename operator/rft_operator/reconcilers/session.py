@@ -236,7 +236,19 @@ class TrainingSessionReconciler(Reconciler):
         token = self._token(session)
         if token is None or not ip or not may_poll(ip, self.config.progress_poll):
             return None
-        return self.sampling.sync(session, ip, token)
+        try:
+            return self.sampling.sync(session, ip, token)
+        except ApiException as exc:
+            # Sampling's trouble is not the session's: training goes on, the condition says why.
+            if exc.status in (409, 429) or (exc.status or 500) >= 500:
+                raise  # transient: the work queue retries the whole pass
+            return SamplingState(
+                False,
+                "RegistrationFailed",
+                f"the API server refused a sampler weights object: HTTP {exc.status} {exc.reason}",
+                list(session.status.samplers),
+                pending=True,
+            )
 
     def _ensure_secret(self, session: TrainingSession) -> None:
         """Create the API key's Secret once (its key never changes). The operator may create
