@@ -2,7 +2,10 @@
 
     from rft.sdk.training_session import create_training_session, tinker_service_client
 
-    create_training_session("warm", base_model="qwen3-8b", state_location="s3://bkt/rft/sessions/")
+    create_training_session(
+        "warm", base_model="qwen3-8b", state_location="s3://bkt/rft/sessions/",
+        sampling_deployment="qwen3-8b-base",   # an on-demand Deployment of qwen3-8b: samples go there
+    )
     service = tinker_service_client("warm", timeout=900)   # a tinker.ServiceClient
     tc = service.create_lora_training_client("qwen3-8b", rank=16, train_unembed=False).result()
 
@@ -41,9 +44,12 @@ def create_training_session(
     accelerator_count: int = 1,
     max_lora_rank: int | None = None,
     idle_timeout_seconds: int | None = None,
+    sampling_deployment: str | None = None,
     session: Session | None = None,
 ) -> TrainingSession:
-    """Create the TrainingSession `name` (its ServiceAccount: the SDK session's)."""
+    """Create the TrainingSession `name` (its ServiceAccount: the SDK session's).
+    `sampling_deployment`: the on-demand Deployment of `base_model` (vLLM, LoRA enabled) that
+    answers the session's sampling calls."""
     sdk = session or Session.create()
     spec: dict[str, Any] = {
         "baseModel": base_model,
@@ -55,6 +61,8 @@ def create_training_session(
         spec["maxLoraRank"] = max_lora_rank
     if idle_timeout_seconds is not None:
         spec["idleTimeoutSeconds"] = idle_timeout_seconds
+    if sampling_deployment is not None:
+        spec["samplingDeployment"] = sampling_deployment
     body = TrainingSession.model_validate(
         {"metadata": {"name": name, "namespace": sdk.namespace}, "spec": spec}
     ).to_wire()
