@@ -6,7 +6,7 @@ The environment is `make demo`'s without vLLM (`rft_devcluster.demo`): the contr
 node that runs every pod as a real process (the trainer image's code, on this machine's CPU), moto
 as the S3 bucket reached through emulated IRSA, the demo's tiny chat model as the base `Model`
 (checked by its Job), and the operator under the Helm chart's RBAC. Sampling is left out of both
-sides (it is the same vLLM either way, and the session's sampling is not built yet): each
+sides (it is the same vLLM either way): each
 iteration trains on rows generated here, different rows per iteration (a real loop's new
 rollouts; the same rows again would find their Dataset already validated), the same rows for both
 sides.

@@ -26,6 +26,9 @@ from rft_operator.metrics import METRICS
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
+# The Kueue API the operator reads (WorkloadPriorityClass), as Kueue v0.17 stores it.
+KUEUE_GROUP = "kueue.x-k8s.io"
+KUEUE_VERSION = "v1beta2"
 
 
 def _body(response: Any) -> Obj:
@@ -337,6 +340,22 @@ class Kube:
         return bool(status and status.allowed), str(
             (status and (status.reason or status.evaluation_error)) or ""
         )
+
+    # --- Kueue (read only: a step's spec.priorityClass must name an existing class) -------------
+    def read_workload_priority_class(self, name: str) -> Obj | None:
+        """Kueue's cluster-scoped WorkloadPriorityClass `name` (None: not found, or Kueue's CRDs
+        are not installed)."""
+        METRICS.api_reads.labels(verb="get", resource="workloadpriorityclasses").inc()
+        try:
+            return _body(
+                self.custom.get_cluster_custom_object(
+                    KUEUE_GROUP, KUEUE_VERSION, "workloadpriorityclasses", name, _preload_content=False
+                )
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     # --- Jobs and Pods --------------------------------------------------------------------------
     def get_job(self, namespace: str, name: str, *, confirm_absent: bool = True) -> Obj | None:

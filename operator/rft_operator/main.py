@@ -107,7 +107,7 @@ def start(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> None:
         "dataset": DatasetReconciler(kube, cfg).sync,
         "model": ModelReconciler(kube, cfg).sync,
         "deployment": DeploymentReconciler(kube, cfg, accelerators, tokens).sync,
-        "session": TrainingSessionReconciler(kube, cfg, accelerators).sync,
+        "session": TrainingSessionReconciler(kube, cfg, accelerators, tokens).sync,
     }
     elector = None
     if cfg.leader_election:

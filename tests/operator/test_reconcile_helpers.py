@@ -63,6 +63,8 @@ def test_lineage_digest_ignores_lifecycle_fields_but_not_training() -> None:
     b = a.model_copy(deep=True)
     b.spec.ttl_seconds_after_finished = 60
     b.spec.suspend = True
+    b.spec.queue_name = a.spec.queue_name = "team-gpus"
+    b.spec.priority_class = "urgent"
     assert lineage_digest(a, "sha256:x") == lineage_digest(b, "sha256:x")
     assert lineage_digest(a, "sha256:x") != lineage_digest(a, "sha256:y")
     assert lineage_digest(a, "sha256:x") != lineage_digest(step(loraRank=8), "sha256:x")

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from rft.api import Model, TrainingSession
+from rft.api import Deployment, Model, TrainingSession
 from rft.api.training_session import token_audience
 from rft.contracts.model_check import FILES_DIGEST_ENV
+from rft.pods.admin_guard import TOKEN_HASH_ENV
 from rft_operator.accelerators import AcceleratorMap
 from rft_operator.builders.session import (
     API_KEY_ENV,
@@ -25,6 +27,11 @@ from rft_operator.builders.session import (
 )
 from rft_operator.config import OperatorConfig
 from rft_operator.reconcilers.session import idle_for, ready_pod
+from rft_operator.reconcilers.session_sampling import (
+    expected_location,
+    sampler_model_name,
+    sampling_deployment_problem,
+)
 
 DIGEST = "sha256:" + "ab" * 32
 CONFIG = OperatorConfig()
@@ -186,3 +193,57 @@ def test_idle_for_reads_the_pods_report_and_distrusts_junk(
     for junk in (b"not json", b'{"idle_seconds": -3}', b'{"idle_seconds": "a lot"}', b"[1]"):
         handler.answer = junk
         assert idle_for("127.0.0.1") is None
+
+
+def _deployment(**spec: Any) -> Deployment:
+    return Deployment.model_validate(
+        {
+            "metadata": {"name": "qwen-vllm", "namespace": "team-a", "uid": "u-d", "generation": 1},
+            "spec": {"model": "qwen", "deploymentType": "on-demand", "maxLoraRank": 32, **spec},
+        }
+    )
+
+
+def test_the_sampling_deployment_must_serve_the_sessions_base_with_lora() -> None:
+    session = _session(samplingDeployment="qwen-vllm", maxLoraRank=16)
+    assert sampling_deployment_problem(session, _deployment()) is None
+    cases = {
+        "does not exist in namespace team-a": None,
+        "serves Model llama, not the session's base Model qwen": _deployment(model="llama"),
+        "has enableLora: false": _deployment(enableLora=False),
+        "serves LoRA ranks up to 8, below the session's maxLoraRank 16": _deployment(maxLoraRank=8),
+    }
+    for words, deployment in cases.items():
+        problem = sampling_deployment_problem(session, deployment)
+        assert problem is not None
+        reason, message = problem
+        assert reason in ("SamplingDeploymentNotFound", "SamplingDeploymentInvalid")
+        assert message.startswith("spec.samplingDeployment: Deployment qwen-vllm ")
+        assert words in message
+
+
+def test_sampler_weights_names_and_locations_come_from_the_session() -> None:
+    session = _session()
+    path = "tinker://3f2a-1:train:0/sampler_weights/Step_10.final"
+    name = sampler_model_name("warm", path)
+    assert name == sampler_model_name("warm", path)  # deterministic
+    assert re.fullmatch(r"warm-step-10-final-[0-9a-f]{8}", name)
+    assert sampler_model_name("warm", path.replace("Step", "step")) != name
+    long_name = sampler_model_name("s" * 63, path + "x" * 100)
+    assert len(long_name) <= 63
+    assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", long_name)
+    assert (
+        expected_location(session, path)
+        == "s3://bkt/rft/sessions/3f2a-1-train-0/sampler_weights/Step_10.final"
+    )
+    # the pod's answers are not trusted: anything but its own sampler weights path is refused
+    for bad in ("tinker://run/weights/state", "tinker://run/sampler_weights/../x", "s3://elsewhere/x"):
+        assert expected_location(session, bad) is None
+
+
+def test_the_session_pod_holds_only_the_operator_tokens_hash() -> None:
+    manifest = build_session_deployment(
+        _session(), _model(), AcceleratorMap.load(None), CONFIG, replicas=1, operator_token_sha256="ab" * 32
+    )
+    env = {e["name"]: e.get("value") for e in manifest["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env[TOKEN_HASH_ENV] == "ab" * 32

@@ -3,8 +3,13 @@
 Everything runs for real: the base Model's check Job, the session pod (its init container fetches
 the pinned base model from moto S3 through the emulated IRSA webhook; `python -m rft_trainer.session`
 serves the Tinker API), the API key Secret, and the client reaching the Service's ready endpoint
-(there is no kube-proxy: as `kubectl port-forward` would). The pod is deleted after save_state; the
-Deployment's new pod loads the state and continues (its client made by the SDK's helper). Last, the idle timeout scales it to zero.
+(there is no kube-proxy: as `kubectl port-forward` would). Sampling goes to a real vLLM (its CPU
+build) serving the base Model as a `Deployment`: the saved sampler weights are registered as a
+Model by the operator and loaded onto it, and vLLM's logprobs of what it sampled match the
+trainer's. The pod is deleted after save_state; the Deployment's new pod loads the state and
+continues (its client made by the SDK's helper), and still samples from the weights saved before.
+Last, a wrong spec.samplingDeployment is named in the Sampling condition, and the idle timeout
+scales the session to zero.
 
 The session accepts Kubernetes tokens (spec.authentication.kubernetesTokens): it waits
 (TokenReviewNotPermitted) until the cluster admin lets its ServiceAccount create TokenReviews; the
@@ -30,17 +35,31 @@ from rft.sdk.training_session import tinker_service_client
 from rft.storage.checkpoints import is_committed, upload_tree
 from rft_devcluster.handle import ClusterHandle
 from rft_devcluster.pytest_fixtures_storage import S3Bucket
-from rft_devcluster.tiny import build_tiny_model
+from rft_devcluster.tiny import VLLM_CPU_SHAPE, build_tiny_model
 from tinker import types
 
 from tests.operator.conftest import WORKLOAD, Objects, OperatorProcess
+from tests.operator.serving_support import condition, wait_deployment
 from tests.trainer.session_testlib import is_datum
 
-pytestmark = [pytest.mark.cluster, pytest.mark.localnode, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.localnode,
+    pytest.mark.slow,
+    pytest.mark.vllm,
+    pytest.mark.timeout(1500),
+]
 
 ROLE = "arn:aws:iam::123456789012:role/rft-session"
 ADAM = types.AdamParams(learning_rate=1e-2)
 SELECTOR = "rft-operator.io/training-session=warm"
+# vLLM's engine start on 2 shared cores: 70-90 s idle, several minutes under the suite's load.
+VLLM_READY_SECONDS = 600
+PROMPT = [11, 40, 41, 42, 43, 12]
+# vLLM (CPU, float32) against the trainer (CPU, float32) on the same adapter: measured up to about
+# 1e-5 on this model (docs/training-session.md); the base model's logprobs differ from the
+# adapter's by far more than this (checked below), so a match means vLLM serves the saved weights.
+SAMPLER_LOGPROB_TOLERANCE = 2e-4
 
 
 def _data() -> list[types.Datum]:
@@ -165,12 +184,29 @@ def _session_flow(
         },
     )
     base_location = f"s3://{s3_bucket.name}/rft/models/tiny/"
-    upload_tree(build_tiny_model(tmp_path / "tiny"), base_location)
+    # the shape vLLM's CPU attention serves (head size 64)
+    upload_tree(build_tiny_model(tmp_path / "tiny", words_only=True, **VLLM_CPU_SHAPE), base_location)
     objects.create(
         "models",
         "Model",
         "tiny",
         {"kind": "base", "location": base_location, "serviceAccountName": "rft-trainer"},
+    )
+    # The session's sampling Deployment: real vLLM serving the base Model (it starts meanwhile).
+    objects.create(
+        "deployments",
+        "Deployment",
+        "tiny-vllm",
+        {
+            "model": "tiny",
+            "deploymentType": "on-demand",
+            "engine": "vllm",
+            "accelerator": {"type": "CPU", "count": 0},
+            "serviceAccountName": "rft-trainer",
+            "maxLoraRank": 8,
+            "maxLoras": 2,
+            "maxModelLen": 512,
+        },
     )
     state_location = f"s3://{s3_bucket.name}/rft/sessions/"
     objects.create(
@@ -184,6 +220,7 @@ def _session_flow(
             "accelerator": {"type": "CPU", "count": 0},
             "serviceAccountName": "rft-trainer",
             "stateLocation": state_location,
+            "samplingDeployment": "tiny-vllm",
             "idleTimeoutSeconds": 3600,
             "authentication": {"kubernetesTokens": True},
         },
@@ -198,7 +235,11 @@ def _session_flow(
     )
     assert waiting["status"]["phase"] == "CREATING"
     assert f"ServiceAccount {ns}/rft-trainer may not create tokenreviews" in waiting["status"]["message"]
-    assert objects_apps(cluster).list_namespaced_deployment(ns).items == []
+    assert [
+        d.metadata.name
+        for d in objects_apps(cluster).list_namespaced_deployment(ns).items
+        if d.metadata.name == "warm-session"
+    ] == []
     undo.append(_grant_token_reviews(cluster, ns, "rft-trainer"))
     ready = _phase(objects, "READY", 300)
     status = ready["status"]
@@ -225,9 +266,59 @@ def _session_flow(
     optim.result()
     saved = tc.save_state("step-1").result()
     at_save = tc.forward(data, "importance_sampling").result()
-    service.close("success").result()
     assert not np.allclose(_logprobs(first), _logprobs(at_save)), "the adapter did not train"
     assert is_committed(f"{state_location}{tc.model_id.replace(':', '-')}/weights/step-1")
+
+    # Sampling: the saved weights become a Model, loaded onto the vLLM Deployment by the operator.
+    wait_deployment(objects, "tiny-vllm", "READY", timeout=VLLM_READY_SECONDS)
+    sampler_path = tc.save_weights_for_sampler("sampler-1").result().path
+    sampler = service.create_sampling_client(model_path=sampler_path).result()
+    params = types.SamplingParams(max_tokens=8, temperature=1.0, seed=0, stop=[])
+    started = time.monotonic()
+    sampled = sampler.sample(types.ModelInput.from_ints(PROMPT), 2, params).result()
+    print(
+        f"first sample on new sampler weights: {time.monotonic() - started:.1f}s (register, load, verify, sample)"
+    )
+    base_sampler = service.create_sampling_client(base_model="tiny").result()
+    differences, adapter_moved = [], []
+    for seq in sampled.sequences:
+        assert len(seq.tokens) == 8
+        assert seq.stop_reason == "length"
+        assert seq.logprobs is not None
+        datum = is_datum([*PROMPT, *seq.tokens], len(PROMPT), 0.0, 0.0)
+        trainer = (
+            tc.forward([datum], "importance_sampling").result().loss_fn_outputs[0]["logprobs"].to_numpy()
+        )
+        mine = trainer[len(PROMPT) - 1 :]
+        differences.append(float(np.max(np.abs(np.asarray(seq.logprobs) - mine))))
+        scored = base_sampler.compute_logprobs(types.ModelInput.from_ints([*PROMPT, *seq.tokens])).result()
+        base = np.asarray(scored[len(PROMPT) :], dtype=np.float32)
+        adapter_moved.append(float(np.max(np.abs(base - mine))))
+    print(
+        f"sampler logprobs vs trainer: max |diff| {max(differences):.2e}; base vs adapter {max(adapter_moved):.2e}"
+    )
+    assert max(differences) <= SAMPLER_LOGPROB_TOLERANCE, differences
+    assert min(adapter_moved) > 10 * SAMPLER_LOGPROB_TOLERANCE, (
+        "the adapter barely moved: the check proves nothing"
+    )
+    session_obj = _phase(objects, "READY", 60)
+    (registered,) = [s for s in session_obj["status"]["samplers"] if s["path"] == sampler_path]
+    model = objects.get("models", registered["model"]) or {}
+    assert (model["spec"]["kind"], model["spec"]["baseModel"]) == ("lora", "tiny")
+    assert model["spec"]["location"].startswith(state_location)
+    assert model["metadata"]["annotations"]["rft-operator.io/sampler-path"] == sampler_path
+    lora = wait_deployment(objects, registered["model"], "READY", timeout=60)
+    assert lora["spec"]["baseDeployment"] == "tiny-vllm"
+    verified = condition(lora, "AdapterVerified")
+    assert (verified["status"], verified["reason"]) == ("True", "CanaryMatched"), verified
+    # save_weights_and_get_sampling_client: its weights (named by the session) sample the same way
+    ephemeral = tc.save_weights_and_get_sampling_client().result()
+    assert (
+        len(ephemeral.sample(types.ModelInput.from_ints(PROMPT), 1, params).result().sequences[0].tokens) == 8
+    )
+    sampling = condition(_phase(objects, "READY", 60), "Sampling")
+    assert sampling["status"] == "True", sampling
+    service.close("success").result()
 
     objects.core.delete_namespaced_pod(first_pod, ns)
     _, second_pod = _url(cluster, ns, not_pod=first_pod)
@@ -256,8 +347,23 @@ def _session_flow(
     fb.result()
     optim.result()
     after = resumed.forward(data, "importance_sampling").result()
+    # The new pod samples from the weights saved before: the operator still knows where they are.
+    again = service.create_sampling_client(model_path=sampler_path).result()
+    assert len(again.sample(types.ModelInput.from_ints(PROMPT), 1, params).result().sequences) == 1
     service.close("success").result()
     assert not np.allclose(_logprobs(after), _logprobs(loaded)), "the resumed adapter did not train"
+
+    # A sampling Deployment that does not exist: the Sampling condition names the field.
+    objects.patch("trainingsessions", "warm", {"samplingDeployment": "no-such-vllm"})
+
+    def refused() -> dict[str, Any] | None:
+        obj = objects.get("trainingsessions", "warm") or {}
+        found = [c for c in obj.get("status", {}).get("conditions", []) if c["type"] == "Sampling"]
+        return found[0] if found and found[0]["reason"] == "SamplingDeploymentNotFound" else None
+
+    missing = _wait("the Sampling condition", refused, 60)
+    assert missing["status"] == "False"
+    assert missing["message"].startswith("spec.samplingDeployment: Deployment no-such-vllm does not exist")
 
     print(cluster.kubectl("get", "trainingsessions", "-n", ns, "-o", "wide").stdout)
     # Idle: a short timeout (a spec change) and no calls: scaled to no pod, IDLE.

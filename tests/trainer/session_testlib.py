@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,7 +23,11 @@ BASE_NAME = "tiny-base"
 
 @contextmanager
 def session_server(
-    base_model: str, storage_url: str, log: Path, env: Mapping[str, str] | None = None
+    base_model: str,
+    storage_url: str,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[str]:
     """A session server process; yields its base URL and kills the process on exit."""
     port = free_port()
@@ -43,6 +47,7 @@ def session_server(
         "cpu",
         "--max-context-length",
         "256",
+        *extra_args,
     ]
     environment = {**(env if env is not None else os.environ), "RFT_SESSION_API_KEY": API_KEY}
     with log.open("ab") as out:

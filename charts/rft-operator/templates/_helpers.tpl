@@ -107,9 +107,15 @@ No Secrets, no wildcards, no `update` where a merge patch is all that is used.
 - apiGroups: [rft-operator.io]
   resources: [datasets/status, models/status, deployments/status, reinforcementsteps/status, trainingsessions/status]
   verbs: [patch]
-# A completed ReinforcementStep registers its output Model (Kube.create).
+# A completed ReinforcementStep registers its output Model, a TrainingSession its saved sampler
+# weights (Kube.create).
 - apiGroups: [rft-operator.io]
   resources: [models]
+  verbs: [create]
+# A TrainingSession's sampler weights are loaded onto its spec.samplingDeployment through an
+# on-demand-lora Deployment the operator creates once, owned by the session (Kube.create).
+- apiGroups: [rft-operator.io]
+  resources: [deployments]
   verbs: [create]
 # Finished ReinforcementSteps are deleted after spec.ttlSecondsAfterFinished (Kube.delete).
 - apiGroups: [rft-operator.io]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -88,6 +88,15 @@ class TrainingSessionSpec(ApiModel):
         default_factory=SessionAuthentication,
         description="Which client credentials the session accepts besides its API key.",
     )
+    sampling_deployment: (
+        Annotated[str, Field(min_length=1, max_length=63, pattern=DNS1035_PATTERN)] | None
+    ) = Field(
+        default=None,
+        description="The on-demand Deployment (vLLM, this namespace, serving baseModel with "
+        "enableLora) that answers the session's sampling calls: saved sampler weights are "
+        "registered as Models and loaded onto it as on-demand-lora Deployments. Unset: sampling "
+        "is refused.",
+    )
     idle_timeout_seconds: int = Field(
         default=3600,
         ge=0,
@@ -104,13 +113,27 @@ class TrainingSessionSpec(ApiModel):
         return self
 
 
+class SamplerModel(ApiModel):
+    """Sampler weights a client saved, as the operator registered and serves them."""
+
+    path: str = Field(max_length=512, description="The client's tinker:// path of the weights.")
+    model: ObjectName = Field(description="The Model (and on-demand-lora Deployment) registered for them.")
+    served: bool = Field(default=False, description="Loaded and verified on the sampling Deployment.")
+
+
 class TrainingSessionStatus(ApiModel):
     """Where clients connect, and whether the pod answers."""
 
     phase: SessionPhase | None = Field(default=None, description="CREATING, READY, IDLE or FAILED.")
     observed_generation: int | None = Field(default=None, description="The generation last acted on.")
-    conditions: list[Condition] = Field(default_factory=list, description="Ready.")
+    conditions: list[Condition] = Field(default_factory=list, description="Ready, Sampling.")
     message: str | None = Field(default=None, description="Human-readable state.")
+    samplers: list[SamplerModel] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Sampler weights saved through the session (save_weights_for_sampler), each "
+        "registered as a Model and loaded onto spec.samplingDeployment.",
+    )
     endpoint: str | None = Field(
         default=None,
         description="The Tinker API's base URL inside the cluster (tinker.ServiceClient(base_url=...)).",
@@ -145,13 +168,14 @@ class TrainingSession(Resource):
         short_names=["rftsession", "tsession"],
         description="A warm training session: one pod holds the base Model and a LoRA adapter and "
         "serves the Tinker training API (forward_backward, optim_step, save_state, load_state, "
-        "save_weights_for_sampler) inside the cluster, reading and writing the user's bucket "
+        "save_weights_for_sampler, sampling through a vLLM Deployment) inside the cluster, reading and writing the user's bucket "
         "through workload identity. Clients authenticate with the key in status.apiKeySecret or, with "
         "spec.authentication.kubernetesTokens, a ServiceAccount token of the namespace.",
         printer_columns=[
             PrinterColumn(name="Base", type="string", json_path=".spec.baseModel"),
             PrinterColumn(name="Phase", type="string", json_path=".status.phase"),
             PrinterColumn(name="Accelerator", type="string", json_path=".spec.accelerator.type"),
+            PrinterColumn(name="Sampling", type="string", json_path=".spec.samplingDeployment", priority=1),
             PrinterColumn(name="Endpoint", type="string", json_path=".status.endpoint", priority=1),
             PrinterColumn(name="Secret", type="string", json_path=".status.apiKeySecret", priority=1),
             AGE_COLUMN,

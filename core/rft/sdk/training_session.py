@@ -2,7 +2,10 @@
 
     from rft.sdk.training_session import create_training_session, tinker_service_client
 
-    create_training_session("warm", base_model="qwen3-8b", state_location="s3://bkt/rft/sessions/")
+    create_training_session(
+        "warm", base_model="qwen3-8b", state_location="s3://bkt/rft/sessions/",
+        sampling_deployment="qwen3-8b-base",   # an on-demand Deployment of qwen3-8b: samples go there
+    )
     service = tinker_service_client("warm", timeout=900)   # a tinker.ServiceClient
     tc = service.create_lora_training_client("qwen3-8b", rank=16, train_unembed=False).result()
 
@@ -49,11 +52,14 @@ def create_training_session(
     accelerator_count: int = 1,
     max_lora_rank: int | None = None,
     idle_timeout_seconds: int | None = None,
+    sampling_deployment: str | None = None,
     kubernetes_tokens: bool = False,
     session: Session | None = None,
 ) -> TrainingSession:
-    """Create the TrainingSession `name` (its ServiceAccount: the SDK session's). `kubernetes_tokens`:
-    also accept ServiceAccount tokens of the namespace (spec.authentication.kubernetesTokens)."""
+    """Create the TrainingSession `name` (its ServiceAccount: the SDK session's).
+    `sampling_deployment`: the on-demand Deployment of `base_model` (vLLM, LoRA enabled) that
+    answers the session's sampling calls. `kubernetes_tokens`: also accept ServiceAccount tokens
+    of the namespace (spec.authentication.kubernetesTokens)."""
     sdk = session or Session.create()
     spec: dict[str, Any] = {
         "baseModel": base_model,
@@ -67,6 +73,8 @@ def create_training_session(
         spec["idleTimeoutSeconds"] = idle_timeout_seconds
     if kubernetes_tokens:
         spec["authentication"] = {"kubernetesTokens": True}
+    if sampling_deployment is not None:
+        spec["samplingDeployment"] = sampling_deployment
     body = TrainingSession.model_validate(
         {"metadata": {"name": name, "namespace": sdk.namespace}, "spec": spec}
     ).to_wire()

@@ -15,6 +15,7 @@ import secrets
 from rft.api import Model, TrainingSession
 from rft.api.training_session import token_audience
 from rft.contracts import entrypoints
+from rft.pods.admin_guard import TOKEN_HASH_ENV
 
 from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap
@@ -42,6 +43,7 @@ LOCAL_MODEL_DIR = "/models/base"
 HEALTH_PATH = "/api/v1/healthz"
 API_KEY_ENV = "RFT_SESSION_API_KEY"
 API_KEY_FIELD = "api-key"
+OPERATOR_TOKEN_HASH_ENV = TOKEN_HASH_ENV  # the session's sampling routes take the operator's token
 # Listens on every address of the pod: probes and the Service reach it on the pod IP.
 SESSION_HOST = "0.0.0.0"  # noqa: S104 - inside the pod's own network namespace
 STARTUP_PERIOD = 10
@@ -155,9 +157,11 @@ def build_session_deployment(
     config: OperatorConfig,
     *,
     replicas: int,
+    operator_token_sha256: str | None = None,
 ) -> Manifest:
     """One pod (or none, when idle) serving the session. Recreate: never two pods holding one
-    session's adapter at once."""
+    session's adapter at once. `operator_token_sha256`: the SHA-256 of the operator's token for
+    this session (rft_operator.admintoken), which its sampling routes take."""
     name = session_name(session.metadata.name)
     spec = session.spec
     acc = spec.accelerator
@@ -210,6 +214,8 @@ def build_session_deployment(
         *offline_env(),
         {"name": "TMPDIR", "value": SCRATCH},
     ]
+    if operator_token_sha256:
+        env.append({"name": OPERATOR_TOKEN_HASH_ENV, "value": operator_token_sha256})
     container: Manifest = {
         "name": SESSION_CONTAINER,
         "image": spec.trainer_image or config.trainer_image,

@@ -5,7 +5,9 @@ the apps/v1 Deployment from the spec, and reads the pod back. READY when the pod
 healthz answers). The idle timeout: the pod's healthz reports how long no client called; past
 spec.idleTimeoutSeconds the operator records the generation in status.idleGeneration and scales
 the Deployment to zero (phase IDLE). A spec change (a new generation) wakes it; clients continue
-from a saved state (load_state), which lives in the bucket.
+from a saved state (load_state), which lives in the bucket. While READY, the sampling half
+(reconcilers/session_sampling.py) serves the pod's saved sampler weights on spec.samplingDeployment
+and tells the pod where (the Sampling condition).
 
 spec.authentication.kubernetesTokens: the session pod checks clients' ServiceAccount tokens with
 TokenReviews as the session's own ServiceAccount. The operator grants nothing: it asks the API
@@ -20,6 +22,7 @@ import json
 import logging
 import time
 from datetime import timedelta
+from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 from rft.api import Model, TrainingSession
@@ -27,6 +30,7 @@ from rft.api.training_session import token_audience
 
 from rft_operator import podhttp
 from rft_operator.accelerators import AcceleratorMap, UnknownAcceleratorError
+from rft_operator.admintoken import AdminTokens
 from rft_operator.builders.session import (
     HEALTH_PATH,
     SESSION_PORT,
@@ -53,6 +57,7 @@ from rft_operator.reconcilers.base import (
     utcnow,
 )
 from rft_operator.reconcilers.model import base_model_unusable
+from rft_operator.reconcilers.session_sampling import SamplingState, SessionSampling
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +93,19 @@ class TrainingSessionReconciler(Reconciler):
     plural = "trainingsessions"
 
     def __init__(
-        self, kube: Kube, config: OperatorConfig, accelerators: AcceleratorMap, clock: Clock = utcnow
+        self,
+        kube: Kube,
+        config: OperatorConfig,
+        accelerators: AcceleratorMap,
+        tokens: AdminTokens | None = None,
+        clock: Clock = utcnow,
     ) -> None:
         super().__init__(kube, clock)
         self.config = config
         self.accelerators = accelerators
+        # The operator's token per session (its sampling routes); None: no sampling
+        self.tokens = tokens
+        self.sampling = SessionSampling(kube, self.clock)
         self.children = Children(kube)
         self.policy = WorkloadPolicy(config)
         self._secrets: set[tuple[str, str]] = set()  # (namespace, session uid) with a Secret
@@ -125,7 +138,12 @@ class TrainingSessionReconciler(Reconciler):
         try:
             self._ensure_secret(session)
             manifest = build_session_deployment(
-                session, model, self.accelerators, self.config, replicas=0 if idle else 1
+                session,
+                model,
+                self.accelerators,
+                self.config,
+                replicas=0 if idle else 1,
+                operator_token_sha256=self._token_sha256(session),
             )
             self.children.ensure_service(build_session_service(session))
             self.children.ensure_deployment(manifest)
@@ -234,6 +252,38 @@ class TrainingSessionReconciler(Reconciler):
             f"a ClusterRoleBinding to system:auth-delegator), or turn the field off{f' ({reason})' if reason else ''}"
         )
 
+    def _token(self, session: TrainingSession) -> str | None:
+        """The operator's token for this session's sampling routes (rft_operator.admintoken)."""
+        if self.tokens is None:
+            return None
+        meta = session.metadata
+        return self.tokens.token(meta.namespace, f"trainingsession/{meta.name}", meta.uid)
+
+    def _token_sha256(self, session: TrainingSession) -> str | None:
+        meta = session.metadata
+        if self.tokens is None:
+            return None
+        return self.tokens.token_sha256(meta.namespace, f"trainingsession/{meta.name}", meta.uid)
+
+    def _sample_state(self, session: TrainingSession, ip: str | None) -> SamplingState | None:
+        """The sampling half (reconcilers/session_sampling.py); None when it cannot run here."""
+        token = self._token(session)
+        if token is None or not ip or not may_poll(ip, self.config.progress_poll):
+            return None
+        try:
+            return self.sampling.sync(session, ip, token)
+        except ApiException as exc:
+            # Sampling's trouble is not the session's: training goes on, the condition says why.
+            if exc.status in (409, 429) or (exc.status or 500) >= 500:
+                raise  # transient: the work queue retries the whole pass
+            return SamplingState(
+                False,
+                "RegistrationFailed",
+                f"the API server refused a sampler weights object: HTTP {exc.status} {exc.reason}",
+                list(session.status.samplers),
+                pending=True,
+            )
+
     def _ensure_secret(self, session: TrainingSession) -> None:
         """Create the API key's Secret once (its key never changes). The operator may create
         Secrets but not read them (least privilege): "already exists" means it is there, and each
@@ -257,7 +307,7 @@ class TrainingSessionReconciler(Reconciler):
         ip = pod.get("status", {}).get("podIP")
         idle = idle_for(ip) if timeout and may_poll(ip, self.config.progress_poll) else None
         now = self.clock()
-        extra: dict[str, object] = {}
+        extra: dict[str, Any] = {}
         if idle is not None:
             since = now - timedelta(seconds=int(idle))
             known = session.status.idle_since
@@ -283,6 +333,9 @@ class TrainingSessionReconciler(Reconciler):
                 **extra,
             )
             return 0.0  # the next pass scales the Deployment down
+        sampling = self._sample_state(session, ip)
+        if sampling is not None:
+            extra["samplers"] = sampling.samplers
         self._status(
             raw,
             session,
@@ -290,8 +343,11 @@ class TrainingSessionReconciler(Reconciler):
             True,
             "Serving",
             f"pod {pod['metadata']['name']} serves the Tinker API",
+            sampling=sampling,
             **extra,
         )
+        if sampling is not None and sampling.pending:
+            return self.config.poll_seconds
         if timeout:
             remaining = timeout - (idle or 0.0)
             return max(1.0, min(self.config.poll_seconds * 10, remaining, READY_REFRESH_SECONDS))
@@ -305,6 +361,7 @@ class TrainingSessionReconciler(Reconciler):
         ready: bool | None,
         reason: str,
         message: str,
+        sampling: SamplingState | None = None,
         **updates: object,
     ) -> float | None:
         gen = session.metadata.generation
@@ -326,6 +383,16 @@ class TrainingSessionReconciler(Reconciler):
         status.conditions = set_condition(
             status.conditions, "Ready", ready, reason, message, gen, self.clock()
         )
+        if sampling is not None:
+            status.conditions = set_condition(
+                status.conditions,
+                "Sampling",
+                sampling.ready,
+                sampling.reason,
+                sampling.message,
+                gen,
+                self.clock(),
+            )
         self.write_phase(raw, session.status, status)
         if phase in {"FAILED", "IDLE"}:
             return None

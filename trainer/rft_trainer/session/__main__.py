@@ -13,16 +13,19 @@ from pathlib import Path
 
 import torch
 import uvicorn
+from rft.pods.admin_guard import TOKEN_HASH_ENV
 
 from rft_trainer.errors import BadInputError
 from rft_trainer.model import load_base_model, resolve_device
 from rft_trainer.session.auth import TokenReviewer
 from rft_trainer.session.core import TrainingSession
+from rft_trainer.session.sampling import DEFAULT_LOAD_TIMEOUT, SamplingBackend
 from rft_trainer.session.server import ServerSettings, SessionService, create_app
 from rft_trainer.sources import fetch_base_model
 from rft_trainer.threads import cpu_threads
 
 API_KEY_ENV = "RFT_SESSION_API_KEY"
+OPERATOR_TOKEN_ENV = TOKEN_HASH_ENV  # the operator's token for this session, as its SHA-256
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,6 +53,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-context-length", type=int, default=4096)
     parser.add_argument("--max-lora-rank", type=int, default=None, help="refuse larger LoRA ranks")
     parser.add_argument("--lora-alpha", type=int, default=None, help="LoRA alpha (default: the rank)")
+    parser.add_argument(
+        "--sampling-deployment",
+        default=None,
+        help="the vLLM Deployment samples go to (where it serves what, the operator pushes, with the "
+        f"token whose SHA-256 is in ${OPERATOR_TOKEN_ENV})",
+    )
+    parser.add_argument(
+        "--sampler-load-timeout",
+        type=float,
+        default=DEFAULT_LOAD_TIMEOUT,
+        help="seconds a sample waits for its sampler weights to be served before it fails",
+    )
     return parser.parse_args(argv)
 
 
@@ -92,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(cpu_threads())  # the container's CPU quota, as a step's trainer
         with tempfile.TemporaryDirectory(prefix="rft-session-base-") as scratch:
             source = fetch_base_model(args.base_model, Path(scratch), allow_hub_download=False)
-            base, _tokenizer = load_base_model(source.location, device, local_files_only=True)
+            base, tokenizer = load_base_model(source.location, device, local_files_only=True)
     except BadInputError as exc:
         print(f"[rft-session] {exc.reason}: {exc.message}", file=sys.stderr)
         return exc.exit_code
@@ -102,6 +117,15 @@ def main(argv: list[str] | None = None) -> int:
         device,
         max_context_length=args.max_context_length,
         lora_alpha=args.lora_alpha,
+        tokenizer=tokenizer,
+    )
+    token_sha256 = os.environ.get(OPERATOR_TOKEN_ENV) or None
+    sampling = (
+        SamplingBackend(
+            args.base_model_name, deployment=args.sampling_deployment, load_timeout=args.sampler_load_timeout
+        )
+        if token_sha256 or args.sampling_deployment
+        else None
     )
     service = SessionService(
         session,
@@ -111,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
             api_key=api_key,
             max_lora_rank=args.max_lora_rank,
             token_reviewer=reviewer,
+            operator_token_sha256=token_sha256,
         ),
+        sampling,
     )
     try:
         uvicorn.run(create_app(service), host=args.host, port=args.port, log_level="warning")

@@ -30,6 +30,7 @@ from rft.storage.checkpoints import fetch_checkpoint, publish_checkpoint
 from safetensors.torch import load_file
 
 from rft_trainer import fused_lora, rotary
+from rft_trainer.canary import canary_logprobs, canary_tokens, record_canary
 from rft_trainer.checkpoint import METADATA_FORMAT, save_adapter
 from rft_trainer.errors import BadInputError
 from rft_trainer.logprobs import CompletionLogprobs, hf_model, row_tokens_for
@@ -155,6 +156,7 @@ class TrainingSession:
         *,
         max_context_length: int,
         lora_alpha: int | None = None,
+        tokenizer: Any = None,
     ) -> None:
         self.base = base_model
         self.base_model_name = base_model_name
@@ -167,6 +169,11 @@ class TrainingSession:
         self.optimizer: torch.optim.AdamW | None = None
         self.params: list[torch.nn.Parameter] = []
         self.steps = 0
+        # The adapter canary (rft.canary): its tokens, and their logprobs where training started
+        # (the new adapter, or the loaded state); sampler weights record it, and the serving
+        # replicas are checked against it. None without a tokenizer.
+        self.tokenizer = tokenizer
+        self._canary: tuple[list[int], list[float]] | None = None
 
     # -- the adapter ------------------------------------------------------------------------
 
@@ -203,6 +210,13 @@ class TrainingSession:
         except BadInputError as exc:
             raise SessionError(exc.message) from None
         self._adopt(policy, spec)
+        self._mark_canary_start()
+
+    def _mark_canary_start(self) -> None:
+        if self.tokenizer is None or self.policy is None:
+            return
+        tokens = canary_tokens(self.policy, self.tokenizer)
+        self._canary = (tokens, canary_logprobs(self.policy, tokens))
 
     def _refuse_second_adapter(self) -> None:
         if self.policy is not None:
@@ -365,11 +379,16 @@ class TrainingSession:
             }
             publish_checkpoint(out, url, metadata)
 
-    def save_sampler_weights(self, url: str, lineage: dict[str, Any]) -> None:
+    def save_sampler_weights(self, url: str, lineage: dict[str, Any]) -> dict[str, Any]:
         """Publish the adapter alone create-only at `url`, as a ReinforcementStep publishes its
-        output (adapter_model.safetensors, adapter_config.json, metadata.json, _COMMITTED)."""
+        output (adapter_model.safetensors, adapter_config.json, metadata.json, _COMMITTED).
+        Returns what a Model of it records (JSON, wire names): lora, canary, files, lineage."""
         self._require()
         assert self.spec is not None
+        canary = None
+        if self._canary is not None:
+            tokens, start = self._canary
+            canary = record_canary(self.policy, tokens, start).to_wire()
         with tempfile.TemporaryDirectory(prefix="rft-session-sampler-") as tmp:
             out = save_adapter(self.policy, Path(tmp), self.base_model_name)
             metadata = {
@@ -379,7 +398,15 @@ class TrainingSession:
                 "lora": self.spec.lora().to_wire(),
                 **lineage,
             }
-            publish_checkpoint(out, url, metadata)
+            files = publish_checkpoint(out, url, metadata)
+        return {
+            "baseModel": self.base_model_name,
+            "lora": self.spec.lora().to_wire(),
+            "canary": canary,
+            "files": [{"path": f.path, "sha256": f.sha256, "size": f.size} for f in files],
+            "steps": self.steps,
+            **lineage,
+        }
 
     def load_state(self, url: str, *, with_optimizer: bool, create: bool) -> None:
         """Restore a saved state: `create` makes the session's adapter from it (a session without
@@ -425,3 +452,4 @@ class TrainingSession:
                 state = torch.load(local / OPTIMIZER_FILE, map_location=self.device, weights_only=True)
                 self.optimizer.load_state_dict(state)
                 self.steps = int(session.get("steps", 0))
+        self._mark_canary_start()

@@ -14,6 +14,9 @@ What the official client (`tinker` 0.38) sends, and what this server answers:
   then its result (protobuf for forward_backward, JSON otherwise) or
   `{"error", "category": "user"|"server"}`.
 
+Sampling (`create_sampling_session`, `asample`, `samplers/{id}` and the operator's two routes) is
+in `sampling_routes.py` and `sampling.py`: vLLM answers, where the operator says it serves.
+
 Every call but healthz needs the session's API key in `X-API-Key` (the client sends its
 `api_key`, which must start with `tml-`), or a Kubernetes ServiceAccount token of the session's
 namespace where the server was given a TokenReviewer (`session/auth.py`). healthz reports
@@ -43,6 +46,8 @@ from rft.storage.errors import StorageError
 
 from rft_trainer.session.auth import Authenticator, AuthError, TokenReviewer
 from rft_trainer.session.core import AdamStep, SessionError, TrainingSession
+from rft_trainer.session.sampling import SamplingBackend, SavedSampler
+from rft_trainer.session.sampling_routes import install_sampling_routes
 from rft_trainer.session.wire import (
     PROTO_CONTENT_TYPE,
     WireError,
@@ -144,6 +149,8 @@ class ServerSettings:
     api_key: str
     max_lora_rank: int | None = None  # larger ranks are refused (None: no bound)
     token_reviewer: TokenReviewer | None = None  # also accept Kubernetes tokens (auth.py)
+    # SHA-256 of the operator's token for this session (its sampling routes); None: no such routes
+    operator_token_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -154,9 +161,12 @@ class _Proto:
 class SessionService:
     """The session plus the Tinker futures around it: one worker thread, results kept by id."""
 
-    def __init__(self, session: TrainingSession, settings: ServerSettings) -> None:
+    def __init__(
+        self, session: TrainingSession, settings: ServerSettings, sampling: SamplingBackend | None = None
+    ) -> None:
         self.session = session
         self.settings = settings
+        self.sampling = sampling
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="rft-session"
         )
@@ -218,13 +228,22 @@ class SessionService:
 
     # -- futures ----------------------------------------------------------------------------
 
-    def submit(self, fn: Callable[[], Any], *, model_id: str | None, seq_id: int | None) -> dict[str, Any]:
-        """Queue `fn` behind every earlier request; a resent (model_id, seq_id) gets its first future."""
+    def submit(
+        self,
+        fn: Callable[[], Any],
+        *,
+        model_id: str | None,
+        seq_id: int | None,
+        executor: concurrent.futures.Executor | None = None,
+    ) -> dict[str, Any]:
+        """Queue `fn` behind every earlier request (on the training worker, unless `executor`
+        says otherwise: samples run beside training); a resent (model_id, seq_id) gets its first
+        future."""
         with self._lock:
             if model_id is not None and seq_id is not None and (model_id, seq_id) in self._by_seq:
                 return {"request_id": self._by_seq[(model_id, seq_id)], "model_id": model_id}
             request_id = str(uuid.uuid4())
-            self._futures[request_id] = self._executor.submit(fn)
+            self._futures[request_id] = (executor or self._executor).submit(fn)
             if model_id is not None and seq_id is not None:
                 self._by_seq[(model_id, seq_id)] = request_id
             while len(self._futures) > KEPT_FUTURES:
@@ -236,6 +255,8 @@ class SessionService:
             return self._futures.get(request_id)
 
     def shutdown(self) -> None:
+        if self.sampling is not None:
+            self.sampling.shutdown()
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     # -- the work (runs on the worker thread) ----------------------------------------------------
@@ -288,12 +309,30 @@ class SessionService:
         return {"path": path, "type": "save_weights"}
 
     def save_for_sampler(self, body: SaveWeightsBody) -> dict[str, Any]:
+        """Publish the adapter create-only under sampler_weights/<name> and list it for the
+        operator (which registers a Model and loads it onto the sampling Deployment). Without a
+        name (save_weights_and_get_sampling_client) the name is made up and a sampling session on
+        it is the answer."""
+        if body.overwrite:
+            raise SessionError("overwrite=True is not supported: sampler weights are never overwritten")
+        name = body.path
+        if name is None:
+            if self.sampling is None or body.sampling_session_seq_id is None:
+                raise SessionError("save_weights_for_sampler needs a name (this session has no sampling)")
+            name = f"ephemeral-{uuid.uuid4().hex[:12]}"
+        path, url = self.checkpoint(name, "sampler_weights")
+        record = self.session.save_sampler_weights(url, self._lineage())
+        if self.sampling is not None:
+            self.sampling.add_saved(SavedSampler(path=path, location=url, record=record))
         if body.path is None:
-            raise SessionError(
-                "sampling from this session is not supported yet: save_weights_for_sampler needs a name"
+            assert self.sampling is not None
+            assert self.model_id is not None
+            assert body.sampling_session_seq_id is not None
+            client_session = self.model_id.split(":", 1)[0]
+            sampler_id = self.sampling.create_sampler(
+                client_session, body.sampling_session_seq_id, path=path, base_model=None
             )
-        path, url = self.checkpoint(body.path, "sampler_weights")
-        self.session.save_sampler_weights(url, self._lineage())
+            return {"sampling_session_id": sampler_id, "path": path, "type": "save_weights_for_sampler"}
         return {"path": path, "type": "save_weights_for_sampler"}
 
     def load_state(self, body: LoadWeightsBody, model_id: str, *, create: bool) -> dict[str, Any]:
@@ -372,7 +411,7 @@ def create_app(service: SessionService) -> FastAPI:
                     "model_name": service.settings.base_model_name,
                     "max_context_length": service.session.max_context_length,
                     "trainable": True,
-                    "sampleable": False,
+                    "sampleable": service.sampling is not None,
                 }
             ]
         }
@@ -487,4 +526,13 @@ def create_app(service: SessionService) -> FastAPI:
             return Response(content=result.body, media_type=PROTO_CONTENT_TYPE)
         return JSONResponse(result)
 
+    if service.sampling is not None and service.settings.operator_token_sha256:
+        install_sampling_routes(
+            app,
+            service,
+            service.sampling,
+            auth,
+            service.settings.operator_token_sha256,
+            as_proto_future=lambda fn: _guard(lambda: _Proto(fn())),
+        )
     return app

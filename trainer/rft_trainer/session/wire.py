@@ -2,7 +2,8 @@
 
 The client (`tinker` 0.38) posts `/api/v1/forward_backward` as an `application/x-protobuf`
 `tinker_public.ForwardBackwardRequest` and asks for the future's `ForwardBackwardOutput` as
-protobuf too (it refuses a JSON result for that type). Every other call is JSON.
+protobuf too (it refuses a JSON result for that type), and likewise a sample's `SampleResponse`.
+Every other call is JSON.
 
 The schema below is the subset of the client's `tinker_public` proto this server reads and
 writes, with the client's field numbers; it is built as a descriptor at import (no protoc, no
@@ -12,6 +13,7 @@ spans) are kept as unknown fields and refused where they would matter (a non-tex
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,6 +141,23 @@ _SCHEMA: dict[str, tuple[list[str], list[tuple[int, str, int, int, str | None, i
         ],
     ),
     "EncodedTextChunk": ([], [(1, "tokens", _F.TYPE_BYTES, _OPT, None, None)]),
+    # A sample's answer (the client asks for it as protobuf and refuses JSON)
+    "SampledSequence": (
+        [],
+        [
+            (1, "stop_reason", _F.TYPE_INT32, _OPT, None, None),  # an enum on the wire: same varint
+            (2, "tokens", _F.TYPE_BYTES, _OPT, None, None),  # int32, little-endian
+            (3, "logprobs", _F.TYPE_BYTES, _OPT, None, None),  # float32, little-endian
+        ],
+    ),
+    "SampleResponse": (
+        [],
+        [
+            (1, "sequences", _F.TYPE_MESSAGE, _REP, "SampledSequence", None),
+            (2, "prompt_logprobs", _F.TYPE_BYTES, _OPT, None, None),  # float32, NaN where none
+            (4, "prompt_cache_hit_tokens", _F.TYPE_INT32, _OPT, None, None),
+        ],
+    ),
 }
 
 
@@ -168,7 +187,7 @@ def _build() -> dict[str, Any]:
     pool.Add(file_proto)
     return {
         name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
-        for name in ("ForwardBackwardRequest", "ForwardBackwardOutput")
+        for name in ("ForwardBackwardRequest", "ForwardBackwardOutput", "SampleResponse")
     }
 
 
@@ -276,4 +295,21 @@ def encode_forward_backward_output(
             batched.dtype = DTYPE_FLOAT32
             batched.data = b"".join(a.tobytes() for a in arrays)
             batched.offsets = offsets.tobytes()
+    return bytes(msg.SerializeToString())
+
+
+def encode_sample_response(
+    sequences: Sequence[tuple[int, np.ndarray, np.ndarray | None]], prompt_logprobs: np.ndarray | None = None
+) -> bytes:
+    """The protobuf SampleResponse: per sequence its stop reason (0 stop, 1 length), int32 tokens
+    and float32 logprobs; the prompt's float32 logprobs (NaN where not computed) when asked for."""
+    msg = _CLASSES["SampleResponse"]()
+    for stop_reason, tokens, logprobs in sequences:
+        seq = msg.sequences.add()
+        seq.stop_reason = int(stop_reason)
+        seq.tokens = np.ascontiguousarray(tokens, dtype="<i4").tobytes()
+        if logprobs is not None:
+            seq.logprobs = np.ascontiguousarray(logprobs, dtype="<f4").tobytes()
+    if prompt_logprobs is not None:
+        msg.prompt_logprobs = np.ascontiguousarray(prompt_logprobs, dtype="<f4").tobytes()
     return bytes(msg.SerializeToString())
