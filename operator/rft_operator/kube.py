@@ -315,6 +315,32 @@ class Kube:
                 return None
             raise
 
+    def service_account_may(
+        self, namespace: str, name: str, *, verb: str, group: str, resource: str
+    ) -> tuple[bool, str]:
+        """Whether the ServiceAccount may `verb` the cluster-scoped `resource` (a
+        SubjectAccessReview, with the groups its tokens carry), and the authorizer's reason."""
+        self.writes.add("create", "subjectaccessreviews")
+        review = client.AuthorizationV1Api(self.api_client).create_subject_access_review(
+            {  # type: ignore[arg-type]
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SubjectAccessReview",
+                "spec": {
+                    "user": f"system:serviceaccount:{namespace}:{name}",
+                    "groups": [
+                        "system:serviceaccounts",
+                        f"system:serviceaccounts:{namespace}",
+                        "system:authenticated",
+                    ],
+                    "resourceAttributes": {"verb": verb, "group": group, "resource": resource},
+                },
+            }
+        )
+        status = review.status
+        return bool(status and status.allowed), str(
+            (status and (status.reason or status.evaluation_error)) or ""
+        )
+
     # --- Kueue (read only: a step's spec.priorityClass must name an existing class) -------------
     def read_workload_priority_class(self, name: str) -> Obj | None:
         """Kueue's cluster-scoped WorkloadPriorityClass `name` (None: not found, or Kueue's CRDs

@@ -521,11 +521,14 @@ def test_namespaced_variant_grants_nothing_cluster_wide_but_observation() -> Non
         },
         {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
         priority_classes,
+        # A question (may this ServiceAccount create TokenReviews?), which reads and grants nothing.
+        {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
     ]
     default_framework = one(render(), "ClusterRole", "rft-operator-framework")
     assert [r["resources"] for r in default_framework["rules"]] == [
         ["customresourcedefinitions"],
         ["workloadpriorityclasses"],
+        ["subjectaccessreviews"],
     ]
     roles = find(docs, "Role", "rft-operator")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]

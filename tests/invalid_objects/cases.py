@@ -342,6 +342,8 @@ def _cases() -> list[Case]:
     add(t, "t-image-upper", SESSION, "trainerImage", "Registry/Trainer:1", "spec.trainerImage")
     add(t, "t-image-forbidden", SESSION, "trainerImage", FORBIDDEN_IMAGE, "spec.trainerImage", operator_only=True)
     add(t, "t-sa-missing", SESSION, "serviceAccountName", MISSING_SA, "spec.serviceAccountName", operator_only=True)
+    add(t, "t-tokens-not-bool", SESSION, "authentication.kubernetesTokens", "yes", "spec.authentication.kubernetesTokens")
+    add(t, "t-authentication-list", SESSION, "authentication", ["kubernetesTokens"], "spec.authentication")
     return cases
 
 
