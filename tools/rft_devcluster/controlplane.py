@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
+import ipaddress
 import os
 import shutil
 import ssl
@@ -27,7 +29,7 @@ import psutil
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from rft_devcluster import fake_nodes, kwok_stages, pki
+from rft_devcluster import clusterdns, fake_nodes, kwok_stages, pki
 from rft_devcluster.handle import ClusterHandle, LocalNodeInfo, as_dict
 from rft_devcluster.kubeconfig import write_kubeconfig
 from rft_devcluster.processes import ProcessRecord, spawn, stop_group, tail
@@ -86,6 +88,9 @@ class ClusterOptions:
     apiserver_args: tuple[str, ...] = ()
     controller_manager_args: tuple[str, ...] = ()
     scheduler_args: tuple[str, ...] = ()
+    # CoreDNS (clusterdns.py) on the local node's IP, the pods' nameserver, where the host allows
+    # it (root); elsewhere the cluster has no DNS and LocalNodeInfo.no_cluster_dns says why.
+    cluster_dns: bool = True
 
 
 class ClusterStartError(RuntimeError):
@@ -223,6 +228,8 @@ class ControlPlane:
         self._server = ""
         self._handle: ClusterHandle | None = None
         self._stopped = False
+        self._coredns: Path | None = None
+        self._no_cluster_dns = ""
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -301,7 +308,24 @@ class ControlPlane:
 
     # ----------------------------------------------------------------- steps
 
+    def _prepare_cluster_dns(self) -> None:
+        """Locate (or build) CoreDNS before anything starts, or note why the cluster has no DNS."""
+        if not self.options.cluster_dns:
+            self._no_cluster_dns = "the cluster was started without cluster DNS"
+        elif not self.options.local_node:
+            self._no_cluster_dns = "no local node: no pod that could use cluster DNS"
+        else:
+            self._no_cluster_dns = clusterdns.unavailable()
+        if self._no_cluster_dns:
+            self._progress(f"no cluster DNS: {self._no_cluster_dns}")
+            return
+        try:
+            self._coredns = clusterdns.ensure_coredns()
+        except clusterdns.ClusterDNSUnavailableError as exc:
+            raise ClusterStartError(str(exc)) from exc
+
     def _start_all(self) -> ClusterHandle:
+        self._prepare_cluster_dns()
         ca = self._write_pki()
         etcd_url = self._start_etcd()
         self._start_apiserver(ca, etcd_url)
@@ -316,6 +340,8 @@ class ControlPlane:
         scheduler_port = self._start_scheduler()
         self._start_kwok()
         local_node = self._start_local_node(ca, admin) if self.options.local_node else None
+        if local_node is not None:
+            local_node = self._start_cluster_dns(ca, admin, local_node)
         gpu_nodes = self._create_gpu_nodes(admin)
         self._wait_https_health("kube-controller-manager", kcm_port)
         self._wait_https_health("kube-scheduler", scheduler_port)
@@ -583,6 +609,8 @@ class ControlPlane:
                 f"--pods={opts.pods}",
                 f"--gpus={opts.gpus}",
                 f"--gpu-product={opts.gpu_product}",
+                # The pods' nameserver: CoreDNS on this node's IP (clusterdns.py).
+                *(["--cluster-dns=node"] if self._coredns is not None else []),
             ],
         )
 
@@ -605,6 +633,35 @@ class ControlPlane:
             log_path=component.log_path,
             pod_network_mode=self._read_local_node_mode(root_dir),
         )
+
+    def _start_cluster_dns(self, ca: pki.KeyPair, admin: ClusterHandle, node: LocalNodeInfo) -> LocalNodeInfo:
+        """CoreDNS on the local node's IP, port 53, serving the cluster's names from the apiserver."""
+        if self._coredns is None:
+            return dataclasses.replace(node, no_cluster_dns=self._no_cluster_dns)
+        kubeconfig = self.paths.kubeconfig("coredns")
+        self._user_kubeconfig(ca, clusterdns.USER, [], kubeconfig)
+        clusterdns.grant_coredns(admin)
+        node_ip = str(next(ipaddress.IPv4Network(node.pod_network).hosts()))
+        ready_port = free_port()
+        conf = self.paths.state_dir / "coredns" / "Corefile"
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        conf.write_text(
+            clusterdns.corefile(
+                listen_ip=node_ip,
+                kubeconfig=kubeconfig,
+                context=clusterdns.USER,
+                health_port=free_port(),
+                ready_port=ready_port,
+            )
+        )
+        component = self._spawn("coredns", [str(self._coredns), "-conf", str(conf)])
+
+        def ready() -> bool:
+            # 200 once every plugin is ready: the kubernetes plugin has synced with the apiserver.
+            return httpx.get(f"http://127.0.0.1:{ready_port}/ready", timeout=2).status_code == 200
+
+        self._wait([component], ready, "CoreDNS ready")
+        return dataclasses.replace(node, cluster_dns=node_ip)
 
     @staticmethod
     def _read_local_node_mode(root_dir: Path) -> str:
