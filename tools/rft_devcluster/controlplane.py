@@ -73,6 +73,48 @@ class LocalNodeOptions:
     pod_netns: str = "auto"
     # KEY=VALUE pairs the emulated EKS pod identity webhook adds to IRSA pods (emulator endpoint).
     workload_identity_env: tuple[tuple[str, str], ...] = ()
+    # Taints the Node registers with (key, value, effect), like the kubelet's --register-with-taints.
+    taints: tuple[tuple[str, str, str], ...] = ()
+
+
+def local_node_argv(
+    opts: LocalNodeOptions, *, kubeconfig: Path, helper: Path, root_dir: Path, cluster_dns: str | None
+) -> list[str]:
+    """The command line of a local node agent (``python -m rft_devcluster.localnode``)."""
+    return [
+        sys.executable,
+        "-m",
+        "rft_devcluster.localnode",
+        f"--kubeconfig={kubeconfig}",
+        f"--helper-kubeconfig={helper}",
+        f"--node-name={opts.name}",
+        f"--root-dir={root_dir}",
+        f"--pod-network={opts.pod_network}",
+        f"--pod-netns={opts.pod_netns}",
+        *(f"--workload-identity-env={k}={v}" for k, v in opts.workload_identity_env),
+        f"--cpu={opts.cpu}",
+        f"--memory={opts.memory}",
+        f"--pods={opts.pods}",
+        f"--gpus={opts.gpus}",
+        f"--gpu-product={opts.gpu_product}",
+        *(f"--register-with-taints={k}={v}:{e}" for k, v, e in opts.taints),
+        # The pods' nameserver: CoreDNS (clusterdns.py), on this node's IP ("node") or another's.
+        *([f"--cluster-dns={cluster_dns}"] if cluster_dns else []),
+    ]
+
+
+def read_local_node_network(root_dir: Path) -> str | None:
+    """The /24 a local node agent with this root directory claimed, once it has."""
+    with contextlib.suppress(FileNotFoundError):
+        return (root_dir / "pod-network").read_text().strip() or None
+    return None
+
+
+def read_local_node_mode(root_dir: Path) -> str:
+    """``netns`` or ``shared`` (localnode/network.py), once the agent has chosen."""
+    with contextlib.suppress(FileNotFoundError):
+        return (root_dir / "pod-network-mode").read_text().strip() or "shared"
+    return "shared"
 
 
 @dataclass(frozen=True)
@@ -591,32 +633,18 @@ class ControlPlane:
         root_dir = self.paths.state_dir / "local-node"
         # A fresh etcd knows none of an earlier run's pods: start from an empty directory.
         shutil.rmtree(root_dir, ignore_errors=True)
-        component = self._spawn(
-            "local-node",
-            [
-                sys.executable,
-                "-m",
-                "rft_devcluster.localnode",
-                f"--kubeconfig={kubeconfig}",
-                f"--helper-kubeconfig={helper}",
-                f"--node-name={opts.name}",
-                f"--root-dir={root_dir}",
-                f"--pod-network={opts.pod_network}",
-                f"--pod-netns={opts.pod_netns}",
-                *(f"--workload-identity-env={k}={v}" for k, v in opts.workload_identity_env),
-                f"--cpu={opts.cpu}",
-                f"--memory={opts.memory}",
-                f"--pods={opts.pods}",
-                f"--gpus={opts.gpus}",
-                f"--gpu-product={opts.gpu_product}",
-                # The pods' nameserver: CoreDNS on this node's IP (clusterdns.py).
-                *(["--cluster-dns=node"] if self._coredns is not None else []),
-            ],
+        argv = local_node_argv(
+            opts,
+            kubeconfig=kubeconfig,
+            helper=helper,
+            root_dir=root_dir,
+            cluster_dns="node" if self._coredns is not None else None,
         )
+        component = self._spawn("local-node", argv)
 
         def chosen_network() -> str | None:
             self._fail_if_dead(component)
-            return self._read_local_node_network(root_dir)
+            return read_local_node_network(root_dir)
 
         network = wait_for(
             chosen_network,
@@ -631,7 +659,7 @@ class ControlPlane:
             pod_network=network,
             gpus=opts.gpus,
             log_path=component.log_path,
-            pod_network_mode=self._read_local_node_mode(root_dir),
+            pod_network_mode=read_local_node_mode(root_dir),
         )
 
     def _start_cluster_dns(self, ca: pki.KeyPair, admin: ClusterHandle, node: LocalNodeInfo) -> LocalNodeInfo:
@@ -662,18 +690,6 @@ class ControlPlane:
 
         self._wait([component], ready, "CoreDNS ready")
         return dataclasses.replace(node, cluster_dns=node_ip)
-
-    @staticmethod
-    def _read_local_node_mode(root_dir: Path) -> str:
-        with contextlib.suppress(FileNotFoundError):
-            return (root_dir / "pod-network-mode").read_text().strip() or "shared"
-        return "shared"
-
-    @staticmethod
-    def _read_local_node_network(root_dir: Path) -> str | None:
-        with contextlib.suppress(FileNotFoundError):
-            return (root_dir / "pod-network").read_text().strip() or None
-        return None
 
     def _ca(self) -> pki.KeyPair:
         if self._ca_pair is None:

@@ -31,8 +31,8 @@ CHAT_TEMPLATE = (
     "{% if message['tool_calls'] is defined and message['tool_calls'] %}"
     "{% for call in message['tool_calls'] %}"
     "{% if message['content'] or not loop.first %}\n{% endif %}"
-    "<tool_call>\n{\"name\": \"{{ call['function']['name'] }}\", "
-    "\"arguments\": {{ call['function']['arguments'] | tojson }}}\n</tool_call>"
+    '<tool_call>\n{"name": "{{ call[\'function\'][\'name\'] }}", '
+    '"arguments": {{ call[\'function\'][\'arguments\'] | tojson }}}\n</tool_call>'
     "{% endfor %}{% endif %}"
     "<|im_end|>\n"
     "{% endif %}"

@@ -70,4 +70,6 @@ class AgentConfig:
     # an IPv4 address or "node" (this node's own IP, where the cluster's CoreDNS listens); None:
     # pods resolve with the host's resolv.conf. See poddns.py.
     cluster_dns: str | None = None
+    # The kubelet's --register-with-taints: taints the Node is created with (key=value:Effect).
+    taints: tuple[tuple[str, str, str], ...] = ()
     cluster_domain: str = "cluster.local"
