@@ -95,7 +95,7 @@ test: venv control-plane kueue coredns vllm-env lint ## The whole suite: lint, u
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 .PHONY: cluster
-cluster: venv control-plane ## Start the local cluster in the background; prints `export KUBECONFIG=...` last
+cluster: venv control-plane coredns ## Start the local cluster in the background; prints `export KUBECONFIG=...` last
 	@$(PY) -m rft_devcluster up --state-dir $(STATE_DIR)
 
 .PHONY: cluster-down
@@ -103,7 +103,7 @@ cluster-down: venv ## Stop the local cluster
 	@$(PY) -m rft_devcluster down --state-dir $(STATE_DIR)
 
 .PHONY: demo
-demo: venv control-plane vllm-env ## The main job: the iterative RL loop on the local cluster (LOOP=script.py: yours)
+demo: venv control-plane coredns vllm-env ## The main job: the iterative RL loop on the local cluster (LOOP=script.py: yours)
 	$(PY) -m rft_devcluster.demo --state-dir $(CURDIR)/.demo $(if $(LOOP),--loop $(LOOP),)
 
 .PHONY: bench
