@@ -130,7 +130,7 @@ def test_two_nodes_of_two_ranks_meet_by_dns_and_match_one_process(
         "ReinforcementStep",
         "multinode",
         {
-            "dataset": dataset.name,
+            "dataset": dataset.id,
             "model": "tiny",
             "outputModel": "multinode",
             "outputLocation": output,
