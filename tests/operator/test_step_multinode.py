@@ -206,9 +206,15 @@ def test_two_nodes_of_two_ranks_meet_by_dns_and_match_one_process(
     all_logs = "\n".join(logs.values())
     assert "sharded over 4 ranks" in all_logs, all_logs[-3000:]
 
-    # Only rank 0 reports, live: the operator polled pod 0's progress while it trained.
+    # Only rank 0 reports: the rendezvous ranks the agents by FQDN, so it runs in the pod of index 0
+    # (the other pod's log has no progress lines), and the operator polled that pod's /progress
+    # while it ran (the pod of index 1 serves none; the final status write adds only loss and
+    # mean reward, so a `step` there came from a live report).
+    by_index = {p["spec"]["hostname"]: logs[p["metadata"]["name"]] for p in pods}
+    assert '"event": "progress"' in by_index[f"{job}-0"]
+    assert '"event": "progress"' not in by_index[f"{job}-1"]
     progress = step["status"].get("progress") or {}
-    assert progress.get("totalSteps"), f"no live progress reached the step: {progress}"
+    assert "step" in progress, f"no live progress reached the step: {progress}"
 
     # The reference: one process, the pods' own config, 4 batches accumulated per optimizer step.
     pod_config = TrainerConfig.model_validate_json(
