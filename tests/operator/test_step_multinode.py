@@ -234,7 +234,7 @@ def test_two_nodes_of_two_ranks_meet_by_dns_and_match_one_process(
             "training": pod_config.training.model_copy(update={"gradient_accumulation_steps": RANKS}),
         }
     )
-    config_path = tmp_path / "reference.json"
+    config_path = tmp_path / "config-reference.json"  # not under the output prefix
     config_path.write_text(reference.to_json())
     env = {**s3_bucket.pod_env(), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     single = subprocess.run(
