@@ -21,7 +21,6 @@ from types import TracebackType
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from rft_devcluster import pki
 from rft_devcluster.controlplane import (
     HELPER_USER,
     LocalNodeOptions,
@@ -30,7 +29,6 @@ from rft_devcluster.controlplane import (
     read_local_node_network,
 )
 from rft_devcluster.handle import ClusterHandle, LocalNodeInfo, as_dict
-from rft_devcluster.kubeconfig import write_kubeconfig
 from rft_devcluster.processes import ProcessRecord, spawn, stop_group, tail
 from rft_devcluster.waiting import wait_for
 
@@ -49,17 +47,7 @@ class ExtraLocalNode:
 
     def start(self, timeout: float = 120.0) -> LocalNodeInfo:
         """Start the agent and wait until the Node is Ready and schedulable."""
-        pki_dir = self.cluster.state_dir / "pki"
-        ca = pki.KeyPair((pki_dir / "ca.crt").read_bytes(), (pki_dir / "ca.key").read_bytes())
-        cert = pki.issue_certificate(ca, f"system:node:{self.options.name}", organizations=["system:nodes"])
-        kubeconfig = write_kubeconfig(
-            self.work_dir / "node.kubeconfig",
-            server=self.cluster.server,
-            ca_pem=ca.cert_pem,
-            user=f"system:node:{self.options.name}",
-            client_cert_pem=cert.cert_pem,
-            client_key_pem=cert.key_pem,
-        )
+        kubeconfig = self.cluster.node_kubeconfig(self.options.name)
         helper = self.cluster.state_dir / "kubeconfigs" / "local-node-helper.kubeconfig"
         if not helper.exists():
             raise RuntimeError(f"{helper} is missing: the cluster has no {HELPER_USER} identity to share")
