@@ -30,6 +30,7 @@ from rft_operator.builders.pods import (
     with_storage,
 )
 from rft_operator.config import OperatorConfig
+from rft_operator.jobstate import COMPLETION_INDEX_ANNOTATION
 
 TRAINER_CONTAINER = "trainer"
 VALIDATOR_CONTAINER = "validate"
@@ -262,7 +263,7 @@ def build_training_job(
                 "name": NODE_RANK_ENV,
                 "valueFrom": {
                     "fieldRef": {
-                        "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+                        "fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"
                     }
                 },
             }
