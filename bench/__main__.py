@@ -26,6 +26,8 @@ BENCHMARKS: dict[str, str] = {
     "model_fetch": "bench.model_fetch:benchmark",
     "session_api": "bench.session_api:benchmark",
     "trainer_scaling": "bench.trainer_scaling:benchmark",
+    "session_vs_step": "bench.session_vs_step:benchmark",
+    "trainer_load_memory": "bench.trainer_scaling:load_memory_benchmark",
 }
 
 

@@ -585,9 +585,7 @@ def step_body(i: int) -> dict[str, Any]:
             "model": "base",
             "outputModel": f"{name}-out",
             "accelerator": {"type": ACCELERATORS[i % len(ACCELERATORS)], "count": 1},
-            "podMetadata": {
-                "annotations": fake_pod(0, success_message(output))
-            },
+            "podMetadata": {"annotations": fake_pod(0, success_message(output))},
         },
     }
 

@@ -49,6 +49,7 @@ class WorkloadSpec:
     learning_rate: float = 1e-4
     optimizer_steps: int = 8  # 512 completions in 8 optimizer steps of 64 (8 groups)
     seed: int = 0
+    weights_dtype: str = "float32"  # as stored in the safetensors file ("bfloat16" like real checkpoints)
 
     @property
     def samples(self) -> int:
@@ -113,7 +114,7 @@ def build_model(spec: WorkloadSpec, out_dir: Path) -> Path:
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(spec.seed)
-    model = Qwen2ForCausalLM(config)
+    model = Qwen2ForCausalLM(config).to(getattr(torch, spec.weights_dtype))
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out_dir)

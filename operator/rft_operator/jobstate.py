@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Obj = dict[str, Any]
+# What the Job controller puts on each pod of an Indexed Job.
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 
 @dataclass(frozen=True)
@@ -40,13 +42,17 @@ def job_state(job: Obj, pods: list[Obj]) -> JobState:
         outcome, reason, message = "complete", cond.get("reason", ""), cond.get("message", "")
     elif (cond := _condition(job, "Failed")) is not None:
         outcome, reason, message = "failed", cond.get("reason", ""), cond.get("message", "")
-    running = next(
+    # Only rank 0 reports (progress, result). On a multi-node step that is the pod of completion
+    # index 0: torchrun's c10d rendezvous ranks the agents by their host's FQDN, and the pod of index
+    # 0 (`<job>-0.<job>.<ns>.svc...`) sorts first.
+    running = min(
         (
             p
             for p in pods
             if p.get("status", {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
         ),
-        None,
+        key=completion_index,
+        default=None,
     )
     return JobState(
         outcome=outcome,
@@ -58,6 +64,15 @@ def job_state(job: Obj, pods: list[Obj]) -> JobState:
         running_pod=running,
         succeeded_pods=sum(1 for p in pods if p.get("status", {}).get("phase") == "Succeeded"),
     )
+
+
+def completion_index(pod: Obj) -> int:
+    """The pod's index in an Indexed Job (0 for any other pod)."""
+    value = (pod["metadata"].get("annotations") or {}).get(COMPLETION_INDEX_ANNOTATION, "0")
+    try:
+        return int(value)
+    except ValueError:
+        return 0
 
 
 def _terminated(pod: Obj, container: str) -> Obj | None:

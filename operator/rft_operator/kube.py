@@ -26,6 +26,9 @@ from rft_operator.metrics import METRICS
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
+# The Kueue API the operator reads (WorkloadPriorityClass), as Kueue v0.17 stores it.
+KUEUE_GROUP = "kueue.x-k8s.io"
+KUEUE_VERSION = "v1beta2"
 
 
 def _body(response: Any) -> Obj:
@@ -307,6 +310,48 @@ class Kube:
         METRICS.api_reads.labels(verb="get", resource="serviceaccounts").inc()
         try:
             return _body(self.core.read_namespaced_service_account(name, namespace, _preload_content=False))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def service_account_may(
+        self, namespace: str, name: str, *, verb: str, group: str, resource: str
+    ) -> tuple[bool, str]:
+        """Whether the ServiceAccount may `verb` the cluster-scoped `resource` (a
+        SubjectAccessReview, with the groups its tokens carry), and the authorizer's reason."""
+        self.writes.add("create", "subjectaccessreviews")
+        review = client.AuthorizationV1Api(self.api_client).create_subject_access_review(
+            {  # type: ignore[arg-type]
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SubjectAccessReview",
+                "spec": {
+                    "user": f"system:serviceaccount:{namespace}:{name}",
+                    "groups": [
+                        "system:serviceaccounts",
+                        f"system:serviceaccounts:{namespace}",
+                        "system:authenticated",
+                    ],
+                    "resourceAttributes": {"verb": verb, "group": group, "resource": resource},
+                },
+            }
+        )
+        status = review.status
+        return bool(status and status.allowed), str(
+            (status and (status.reason or status.evaluation_error)) or ""
+        )
+
+    # --- Kueue (read only: a step's spec.priorityClass must name an existing class) -------------
+    def read_workload_priority_class(self, name: str) -> Obj | None:
+        """Kueue's cluster-scoped WorkloadPriorityClass `name` (None: not found, or Kueue's CRDs
+        are not installed)."""
+        METRICS.api_reads.labels(verb="get", resource="workloadpriorityclasses").inc()
+        try:
+            return _body(
+                self.custom.get_cluster_custom_object(
+                    KUEUE_GROUP, KUEUE_VERSION, "workloadpriorityclasses", name, _preload_content=False
+                )
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return None

@@ -441,6 +441,9 @@ def test_charts_token_is_allowed_what_the_operator_does(all_namespaces: Running)
         # A TrainingSession's API key: created in its namespace, never read back (the
         # "get"/"list" cases below stay denied). No more than creating its pod already grants.
         assert can(api, "create", "secrets", namespace=ns)
+        # A TrainingSession with spec.authentication.kubernetesTokens: may its ServiceAccount
+        # create TokenReviews? A question (SubjectAccessReview); the operator grants nothing.
+        assert can(api, "create", "subjectaccessreviews", group="authorization.k8s.io")
 
 
 @pytest.mark.parametrize(
@@ -486,6 +489,8 @@ def test_charts_token_is_allowed_what_the_operator_does(all_namespaces: Running)
         ("update", "leases", "coordination.k8s.io", "release", None, "kube-controller-manager"),
         ("update", "leases", "coordination.k8s.io", "workloads", None, "rft-operator"),
         ("patch", "events", "", "workloads", None, None),
+        ("create", "tokenreviews", "authentication.k8s.io", None, None, None),
+        ("create", "clusterrolebindings", "rbac.authorization.k8s.io", None, None, None),
     ],
 )
 def test_charts_token_is_denied_everything_else(

@@ -508,6 +508,11 @@ def test_namespaced_variant_grants_nothing_cluster_wide_but_observation() -> Non
     docs = render(NAMESPACED)
     cluster_roles = _operators(find(docs, "ClusterRole"))
     assert [r["metadata"]["name"] for r in cluster_roles] == ["rft-operator-framework"]
+    priority_classes = {
+        "apiGroups": ["kueue.x-k8s.io"],
+        "resources": ["workloadpriorityclasses"],
+        "verbs": ["get"],
+    }
     assert cluster_roles[0]["rules"] == [
         {
             "apiGroups": ["apiextensions.k8s.io"],
@@ -515,9 +520,16 @@ def test_namespaced_variant_grants_nothing_cluster_wide_but_observation() -> Non
             "verbs": ["list", "watch"],
         },
         {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+        priority_classes,
+        # A question (may this ServiceAccount create TokenReviews?), which reads and grants nothing.
+        {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
     ]
     default_framework = one(render(), "ClusterRole", "rft-operator-framework")
-    assert [r["resources"] for r in default_framework["rules"]] == [["customresourcedefinitions"]]
+    assert [r["resources"] for r in default_framework["rules"]] == [
+        ["customresourcedefinitions"],
+        ["workloadpriorityclasses"],
+        ["subjectaccessreviews"],
+    ]
     roles = find(docs, "Role", "rft-operator")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     bindings = find(docs, "RoleBinding", "rft-operator")

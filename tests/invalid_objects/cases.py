@@ -303,6 +303,18 @@ def _cases() -> list[Case]:
     add(s, "s-ttl-negative", STEP, "ttlSecondsAfterFinished", -1, "spec.ttlSecondsAfterFinished")
     add(s, "s-image-forbidden", STEP, "trainerImage", FORBIDDEN_IMAGE, "spec.trainerImage", operator_only=True)
     add(s, "s-sa-missing", STEP, "serviceAccountName", MISSING_SA, "spec.serviceAccountName", operator_only=True)
+    add(s, "s-priority-without-queue", STEP, "priorityClass", "urgent", "spec.priorityClass")
+    add(s, "s-priority-class-bad-name", STEP, "priorityClass", "Urgent!", "spec.priorityClass")
+    # Kueue itself never admits a Job of a class that does not exist (and says so only in its log).
+    add(
+        s,
+        "s-priority-class-missing",
+        {**STEP, "queueName": "team-gpus"},
+        "priorityClass",
+        "no-such-priority-class",
+        "spec.priorityClass",
+        operator_only=True,
+    )
 
     # --- TrainingSession ------------------------------------------------------------------------
     t = "TrainingSession"
@@ -330,6 +342,8 @@ def _cases() -> list[Case]:
     add(t, "t-image-upper", SESSION, "trainerImage", "Registry/Trainer:1", "spec.trainerImage")
     add(t, "t-image-forbidden", SESSION, "trainerImage", FORBIDDEN_IMAGE, "spec.trainerImage", operator_only=True)
     add(t, "t-sa-missing", SESSION, "serviceAccountName", MISSING_SA, "spec.serviceAccountName", operator_only=True)
+    add(t, "t-tokens-not-bool", SESSION, "authentication.kubernetesTokens", "yes", "spec.authentication.kubernetesTokens")
+    add(t, "t-authentication-list", SESSION, "authentication", ["kubernetesTokens"], "spec.authentication")
     return cases
 
 

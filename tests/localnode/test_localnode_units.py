@@ -259,6 +259,20 @@ def test_loopback_pods_are_mirrored_into_fqdn_endpoint_slices() -> None:
     ]
 
 
+def test_mirrored_endpoints_carry_the_pods_dns_hostname_and_publish_not_ready_addresses() -> None:
+    """As the EndpointSlice controller: `hostname` where the pod's subdomain is the Service (cluster
+    DNS answers <hostname>.<service>.<ns>.svc from it), all ready with publishNotReadyAddresses."""
+    service = {**SERVICE, "spec": {**SERVICE["spec"], "clusterIP": "None", "publishNotReadyAddresses": True}}
+    pods = [_pod("a", "127.77.1.2", ready=False), _pod("b", "127.77.1.3", ready=False)]
+    pods[0]["spec"].update(hostname="web-0", subdomain="web")
+    pods[1]["spec"].update(hostname="web-1", subdomain="other")
+    [(_, endpoint_slice)] = desired_slices([service], pods, "local-node").items()
+    assert [(e.get("hostname"), e["conditions"]["ready"]) for e in endpoint_slice["endpoints"]] == [
+        ("web-0", True),
+        (None, True),
+    ]
+
+
 def test_services_without_selector_or_matching_pods_get_no_slice() -> None:
     headless = {**SERVICE, "spec": {"ports": [{"port": 80}]}}
     assert desired_slices([headless], [_pod("a", "127.77.1.2", ready=True)], "n") == {}

@@ -31,11 +31,29 @@ TEST_IMAGES = (FAKE_VLLM_IMAGE, "registry.invalid/")
 that cannot be reached (pods that never pull)."""
 
 
+MULTINODE_GPU_PRODUCT = "NVIDIA-L4"
+MULTINODE_TAINT = ("rft-operator.io/multinode-test", "true", "NoSchedule")
+"""The product and extra taint of the local node that test_step_multinode.py adds for its steps:
+`NVIDIA_L4_24GB` pods land there and nowhere else, and no other test's GPU pod lands there."""
+
+
 @pytest.fixture(scope="session")
 def accelerator_map(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The defaults minus AMD, to test a type this 'cluster' cannot place."""
+    """The defaults minus AMD, to test a type this 'cluster' cannot place; L4 nodes of 2 GPUs
+    (the extra local node of test_step_multinode.py), so that 4 x L4 is a step of 2 nodes."""
     path = tmp_path_factory.mktemp("operator") / "accelerators.yaml"
-    path.write_text("AMD_MI300X_192GB: null\n")
+    key, _, effect = MULTINODE_TAINT
+    path.write_text(
+        "AMD_MI300X_192GB: null\n"
+        "NVIDIA_L4_24GB:\n"
+        f"  nodeSelector: {{nvidia.com/gpu.product: {MULTINODE_GPU_PRODUCT}}}\n"
+        "  tolerations:\n"
+        "  - {key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}\n"
+        f"  - {{key: {key}, operator: Exists, effect: {effect}}}\n"
+        "  gpusPerNode: 2\n"
+        "  cpuPerAccelerator: '1'\n"
+        "  memoryPerAccelerator: 2Gi\n"
+    )
     return path
 
 

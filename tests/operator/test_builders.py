@@ -11,6 +11,7 @@ from rft.contracts.trainer_config import CONFIG_ENV_VAR, TrainerConfig
 from rft_operator import naming
 from rft_operator.accelerators import AcceleratorMap, UnknownAcceleratorError
 from rft_operator.builders.jobs import (
+    KUEUE_PRIORITY_CLASS_LABEL,
     KUEUE_QUEUE_LABEL,
     RENDEZVOUS_PORT,
     TRAINER_GRACE_SECONDS,
@@ -345,3 +346,11 @@ def test_a_queued_step_is_a_suspended_job_in_its_kueue_local_queue() -> None:
     plain, _ = training_job(make_step())
     assert KUEUE_QUEUE_LABEL not in plain["metadata"]["labels"]
     assert plain["spec"]["suspend"] is False
+
+
+def test_a_step_with_a_priority_class_carries_kueues_priority_label() -> None:
+    job, _ = training_job(make_step(queueName="team-a-gpus", priorityClass="urgent"))
+    assert job["metadata"]["labels"][KUEUE_PRIORITY_CLASS_LABEL] == "urgent"
+    assert job["metadata"]["labels"][KUEUE_QUEUE_LABEL] == "team-a-gpus"
+    plain, _ = training_job(make_step(queueName="team-a-gpus"))
+    assert KUEUE_PRIORITY_CLASS_LABEL not in plain["metadata"]["labels"]

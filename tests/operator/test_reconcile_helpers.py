@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from rft.api import Deployment, Model, ReinforcementStep
 from rft_operator.conditions import set_condition
-from rft_operator.jobstate import job_state, termination_message
+from rft_operator.jobstate import COMPLETION_INDEX_ANNOTATION, job_state, termination_message
 from rft_operator.reconcilers.base import status_patch
 from rft_operator.reconcilers.deployment import _incompatibility
 from rft_operator.reconcilers.step import continuation_mismatches, lineage_digest, needs_job
@@ -63,6 +63,8 @@ def test_lineage_digest_ignores_lifecycle_fields_but_not_training() -> None:
     b = a.model_copy(deep=True)
     b.spec.ttl_seconds_after_finished = 60
     b.spec.suspend = True
+    b.spec.queue_name = a.spec.queue_name = "team-gpus"
+    b.spec.priority_class = "urgent"
     assert lineage_digest(a, "sha256:x") == lineage_digest(b, "sha256:x")
     assert lineage_digest(a, "sha256:x") != lineage_digest(a, "sha256:y")
     assert lineage_digest(a, "sha256:x") != lineage_digest(step(loraRank=8), "sha256:x")
@@ -127,6 +129,23 @@ def test_a_multi_node_steps_result_comes_from_the_pod_that_wrote_one() -> None:
         _pod("Succeeded", "2026-01-01T00:00:07Z", "", 0),
     ]
     assert termination_message(pods, "trainer", succeeded=True) == ('{"ok": true}', 0)
+
+
+def test_a_multi_node_steps_progress_is_polled_from_the_pod_of_index_0() -> None:
+    """Only rank 0 serves progress; torchrun's rendezvous puts it in the pod of completion index 0
+    (its FQDN sorts first), whichever pod the API lists first."""
+
+    def running(index: str) -> dict[str, Any]:
+        annotations = {COMPLETION_INDEX_ANNOTATION: index}
+        return {"metadata": {"name": f"p-{index}", "annotations": annotations}, "status": {"phase": "Running"}}
+
+    job: dict[str, Any] = {"spec": {}, "status": {"active": 3}}
+    state = job_state(job, [running("2"), running("0"), running("1")])
+    assert state.running_pod is not None
+    assert state.running_pod["metadata"]["name"] == "p-0"
+    # Pods of a plain Job carry no index: the first running one, as before.
+    plain = [_pod("Running", "", "", 0), {"metadata": {"name": "q"}, "status": {"phase": "Running"}}]
+    assert job_state(job, plain).running_pod is plain[0]
 
 
 def test_needs_job_marks_steps_whose_next_reconcile_may_create_their_job() -> None:

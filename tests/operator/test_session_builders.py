@@ -11,11 +11,14 @@ from typing import Any
 
 import pytest
 from rft.api import Deployment, Model, TrainingSession
+from rft.api.training_session import token_audience
 from rft.contracts.model_check import FILES_DIGEST_ENV
 from rft.pods.admin_guard import TOKEN_HASH_ENV
 from rft_operator.accelerators import AcceleratorMap
 from rft_operator.builders.session import (
     API_KEY_ENV,
+    KUBE_API_DIR,
+    KUBE_API_VOLUME,
     build_api_key_secret,
     build_session_deployment,
     build_session_service,
@@ -70,13 +73,7 @@ def test_the_deployment_runs_the_session_over_the_pinned_base_model() -> None:
     assert pod["serviceAccountName"] == "rft-trainer"
     assert pod["automountServiceAccountToken"] is False
     (fetch,) = pod["initContainers"]
-    assert fetch["command"][:5] == [
-        "python",
-        "-m",
-        "rft.pods.fetch",
-        "s3://bkt/rft/models/qwen/",
-        "/models/base",
-    ]
+    assert fetch["command"][:5] == ["python", "-m", "rft.pods.fetch", "s3://bkt/rft/models/qwen/", "/models/base"]
     assert {"name": FILES_DIGEST_ENV, "value": DIGEST} in fetch["env"]
     (container,) = pod["containers"]
     command = container["command"]
@@ -99,6 +96,34 @@ def test_the_deployment_runs_the_session_over_the_pinned_base_model() -> None:
     assert "tcpSocket" in container["livenessProbe"]
     idle = build_session_deployment(session, _model(), AcceleratorMap.load(None), CONFIG, replicas=0)
     assert idle["spec"]["replicas"] == 0
+
+
+def test_kubernetes_tokens_give_the_session_its_own_api_token_and_audience() -> None:
+    plain = build_session_deployment(_session(), _model(), AcceleratorMap.load(None), CONFIG, replicas=1)
+    plain_pod = plain["spec"]["template"]["spec"]
+    assert "--kube-token-audience" not in plain_pod["containers"][0]["command"]
+    assert all(v["name"] != KUBE_API_VOLUME for v in plain_pod["volumes"])
+
+    session = _session(authentication={"kubernetesTokens": True})
+    pod = build_session_deployment(session, _model(), AcceleratorMap.load(None), CONFIG, replicas=1)["spec"][
+        "template"
+    ]["spec"]
+    assert pod["automountServiceAccountToken"] is False  # only the volume below, for TokenReviews
+    (container,) = pod["containers"]
+    command = container["command"]
+    flags = dict(zip(command[3::2], command[4::2], strict=True))
+    assert flags["--kube-token-audience"] == "rft-operator.io/trainingsession/team-a/warm"
+    assert flags["--kube-token-audience"] == token_audience("team-a", "warm")
+    assert flags["--kube-namespace"] == "team-a"
+    assert flags["--kube-credentials-dir"] == KUBE_API_DIR
+    volume = next(v for v in pod["volumes"] if v["name"] == KUBE_API_VOLUME)
+    sources = volume["projected"]["sources"]
+    # The API server's own audience (no audience given), short-lived, and the cluster CA.
+    assert sources[0] == {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}}
+    assert sources[1]["configMap"]["name"] == "kube-root-ca.crt"
+    assert {"name": KUBE_API_VOLUME, "mountPath": KUBE_API_DIR, "readOnly": True} in container["volumeMounts"]
+    (fetch,) = pod["initContainers"]
+    assert all(m["name"] != KUBE_API_VOLUME for m in fetch["volumeMounts"])
 
 
 def test_service_secret_and_endpoint() -> None:

@@ -1,9 +1,11 @@
 """Steps with spec.queueName against a running Kueue (sigs.k8s.io/kueue, the `kueue` fixture of
 tools/rft_devcluster/kueue.py), with a ClusterQueue whose GPU quota admits one step at a time:
 two steps, the second waits Queued while the first runs, then Kueue admits it and it completes;
-a running step preempted by a Job of higher priority is Preempted, then admitted again, and
-completes. On kwok nodes the pods are fakes: that the trainer continues from its in-step
-checkpoint after a preemption is tested with the real trainer (tests/trainer, SIGTERM)."""
+a running step preempted by a step of higher spec.priorityClass is Preempted, then admitted again,
+and completes; a step naming a missing WorkloadPriorityClass fails naming the field. On kwok
+nodes the pods are fakes: that the trainer continues from its in-step checkpoint after its Job is
+suspended (what a preemption does) is tested with real trainer pods in test_step_resume.py, and
+through the trainer's entry point in tests/trainer (SIGTERM)."""
 
 from __future__ import annotations
 
@@ -170,9 +172,12 @@ def test_second_step_waits_queued_until_the_first_frees_the_gpu_quota(
     assert condition(admitted_wl, "Finished")["status"] == "True"
 
 
-def test_step_preempted_by_higher_priority_job_is_admitted_again_and_completes(
+def test_a_step_of_higher_priority_class_preempts_a_running_one_which_then_completes(
     operator: OperatorProcess, objects: Objects, one_gpu_queue: str
 ) -> None:
+    """spec.priorityClass: the step `high` (WorkloadPriorityClass `urgent`, value 1000) preempts
+    the running step `low` (no class: priority 0) from the one GPU of the quota; `low` shows
+    Preempted, `high` is admitted and completes, then `low` is admitted again and completes."""
     objects.base_model()
     objects.ready_dataset()
     objects.step(
@@ -182,21 +187,18 @@ def test_step_preempted_by_higher_priority_job_is_admitted_again_and_completes(
     )
     objects.wait_phase("low", "JOB_STATE_RUNNING", timeout=90)
     [low_job] = objects.jobs("rft-operator.io/step=low")
+    assert f"{KUEUE}/priority-class" not in low_job.metadata.labels
 
-    # A Job of higher priority in the same queue, running on the same kind of GPU node: the
-    # step's own pod template (its annotations make the kwok node end it after 1 s).
-    template = objects.api.sanitize_for_serialization(low_job.spec.template)
-    template["metadata"] = {"annotations": fake_pod(0, "done", delay="1s")}
-    urgent = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": "urgent",
-            "labels": {f"{KUEUE}/queue-name": QUEUE, f"{KUEUE}/priority-class": URGENT},
-        },
-        "spec": {"suspend": True, "backoffLimit": 0, "template": template},
-    }
-    objects.batch.create_namespaced_job(objects.namespace, urgent)
+    objects.step(
+        "high",
+        pod=fake_pod(0, success_message("s3://bucket-a/rft/models/high-out/"), delay="1s"),
+        queueName=QUEUE,
+        priorityClass=URGENT,
+    )
+    [high_job] = wait_for(
+        lambda: objects.jobs("rft-operator.io/step=high") or None, timeout=30, what="high's Job"
+    )
+    assert high_job.metadata.labels[f"{KUEUE}/priority-class"] == URGENT
 
     preempted = objects.wait_step(
         "low", lambda o: admitted(o).get("reason") == "Preempted", timeout=60, what="preempted"
@@ -206,17 +208,31 @@ def test_step_preempted_by_higher_priority_job_is_admitted_again_and_completes(
     evicted = workload_of(objects, "low-train")
     assert evicted is not None
     assert condition(evicted, "Evicted").get("reason") == "Preempted"
+    high_wl = workload_of(objects, "high-train")
+    assert high_wl is not None
+    assert high_wl["spec"]["priority"] == 1000
+    assert high_wl["spec"]["priorityClassRef"]["name"] == URGENT
 
-    wait_for(
-        lambda: any(
-            c.type == "Complete" and c.status == "True"
-            for c in (objects.batch.read_namespaced_job("urgent", objects.namespace).status.conditions or [])
-        ),
-        timeout=60,
-        what="the urgent Job complete",
-    )
+    done_high = objects.wait_phase("high", "JOB_STATE_COMPLETED", timeout=90)
+    assert admitted(done_high)["status"] == "True"
     done = objects.wait_phase("low", "JOB_STATE_COMPLETED", timeout=120)
     assert admitted(done)["status"] == "True"
     readmitted = workload_of(objects, "low-train")
     assert readmitted is not None
     assert condition(readmitted, "Finished")["status"] == "True"
+
+
+def test_a_step_naming_a_missing_priority_class_fails_naming_the_field(
+    operator: OperatorProcess, objects: Objects, one_gpu_queue: str
+) -> None:
+    """Kueue would leave the Job suspended for ever (it cannot build the Workload); the operator
+    refuses the step before creating a Job."""
+    objects.base_model()
+    objects.ready_dataset()
+    objects.step("nopriority", queueName=QUEUE, priorityClass="no-such-class")
+    failed = objects.wait_phase("nopriority", "JOB_STATE_FAILED", timeout=30)
+    validated = condition(failed, "Validated")
+    assert validated["status"] == "False"
+    assert validated["reason"] == "PriorityClassNotFound"
+    assert "spec.priorityClass" in validated["message"]
+    assert objects.jobs("rft-operator.io/step=nopriority") == []

@@ -10,6 +10,11 @@ trainer's. The pod is deleted after save_state; the Deployment's new pod loads t
 continues (its client made by the SDK's helper), and still samples from the weights saved before.
 Last, a wrong spec.samplingDeployment is named in the Sampling condition, and the idle timeout
 scales the session to zero.
+
+The session accepts Kubernetes tokens (spec.authentication.kubernetesTokens): it waits
+(TokenReviewNotPermitted) until the cluster admin lets its ServiceAccount create TokenReviews; the
+resumed half runs with a ServiceAccount token of the namespace through the official client (the
+SDK's `auth="kubernetes"`), and other namespaces' and wrong-audience tokens are refused.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 import pytest
 import tinker
 from kubernetes import client
+from rft.api.training_session import token_audience
 from rft.sdk.session import Session
 from rft.sdk.training_session import tinker_service_client
 from rft.storage.checkpoints import is_committed, upload_tree
@@ -109,10 +115,64 @@ def _url(cluster: ClusterHandle, ns: str, not_pod: str | None = None) -> tuple[s
     return _wait("a ready session endpoint", ready, 300)  # type: ignore[no-any-return]
 
 
+def _grant_token_reviews(cluster: ClusterHandle, ns: str, sa: str) -> Callable[[], None]:
+    """The cluster admin's grant (what the chart's workloadServiceAccounts.training.tokenReview
+    renders): `sa` may create TokenReviews, nothing else. Returns its removal."""
+    name = f"rft-test-token-review-{ns}"
+    api = cluster.api_client()
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.create_cluster_role(
+        {
+            "metadata": {"name": name},
+            "rules": [{"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}],
+        }
+    )
+    rbac.create_cluster_role_binding(
+        {
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
+        }
+    )
+
+    def remove() -> None:
+        rbac.delete_cluster_role_binding(name)
+        rbac.delete_cluster_role(name)
+        api.close()
+
+    return remove
+
+
+def _token(core: client.CoreV1Api, ns: str, sa: str, audience: str | None) -> str:
+    spec = client.V1TokenRequestSpec(audiences=[audience] if audience else [], expiration_seconds=600)
+    answer = core.create_namespaced_service_account_token(sa, ns, client.AuthenticationV1TokenRequest(spec=spec))
+    return str(answer.status.token)
+
+
 def test_session_serves_tinker_and_survives_its_pod(
     operator: OperatorProcess, objects: Objects, cluster: ClusterHandle, s3_bucket: S3Bucket, tmp_path: Path
 ) -> None:
+    other_ns = cluster.create_namespace("other")
+    undo: list[Callable[[], None]] = []
+    try:
+        _session_flow(objects, cluster, s3_bucket, tmp_path, other_ns, undo)
+    finally:
+        cluster.delete_namespace(other_ns)
+        for step in undo:
+            step()
+
+
+def _session_flow(
+    objects: Objects,
+    cluster: ClusterHandle,
+    s3_bucket: S3Bucket,
+    tmp_path: Path,
+    other_ns: str,
+    undo: list[Callable[[], None]],
+) -> None:
     ns = objects.namespace
+    for namespace in (ns, other_ns):
+        objects.core.create_namespaced_service_account(namespace, {"metadata": {"name": "caller"}})
     objects.core.create_namespaced_service_account(
         ns,
         {
@@ -162,10 +222,29 @@ def test_session_serves_tinker_and_survives_its_pod(
             "stateLocation": state_location,
             "samplingDeployment": "tiny-vllm",
             "idleTimeoutSeconds": 3600,
+            "authentication": {"kubernetesTokens": True},
         },
     )
+    # Its ServiceAccount may not check tokens yet: the operator asks, grants nothing, and waits.
+    waiting = _wait(
+        "TokenReviewNotPermitted",
+        lambda: (o := objects.get("trainingsessions", "warm"))
+        and any(c.get("reason") == "TokenReviewNotPermitted" for c in o.get("status", {}).get("conditions", []))
+        and o,
+        120,
+    )
+    assert waiting["status"]["phase"] == "CREATING"
+    assert f"ServiceAccount {ns}/rft-trainer may not create tokenreviews" in waiting["status"]["message"]
+    assert [
+        d.metadata.name
+        for d in objects_apps(cluster).list_namespaced_deployment(ns).items
+        if d.metadata.name == "warm-session"
+    ] == []
+    undo.append(_grant_token_reviews(cluster, ns, "rft-trainer"))
     ready = _phase(objects, "READY", 300)
     status = ready["status"]
+    audience = token_audience(ns, "warm")
+    assert status["tokenAudience"] == audience
     assert status["endpoint"] == f"http://warm-session.{ns}.svc.cluster.local:8000"
     ready_condition = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert (ready_condition["status"], ready_condition["reason"]) == ("True", "Serving")
@@ -244,10 +323,22 @@ def test_session_serves_tinker_and_survives_its_pod(
     objects.core.delete_namespaced_pod(first_pod, ns)
     _, second_pod = _url(cluster, ns, not_pod=first_pod)
     assert second_pod != first_pod
+    second_url, _ = _url(cluster, ns)
     _phase(objects, "READY", 120)
-    # The SDK's way in: the session's Secret read with the caller's credentials, its ready endpoint.
+    # Kubernetes tokens through the official client: another namespace's ServiceAccount (the
+    # session's audience) is refused, as is a token of this namespace for the API server.
+    with pytest.raises(tinker.PermissionDeniedError, match=f"only ServiceAccounts of namespace {ns}"):
+        tinker.RestClient(
+            base_url=second_url, api_key=_token(objects.core, other_ns, "caller", audience)
+        ).get_server_capabilities().result()
+    with pytest.raises(tinker.AuthenticationError, match=f"a token for this session has audience {audience}"):
+        tinker.RestClient(
+            base_url=second_url, api_key=_token(objects.core, ns, "caller", None)
+        ).get_server_capabilities().result()
+    # The SDK's way in: a token of this namespace's `caller` bound to the session's audience
+    # (TokenRequest with the caller's credentials), the session's ready endpoint.
     sdk = Session.create(namespace=ns, kubeconfig=str(cluster.kubeconfig))
-    service = tinker_service_client("warm", timeout=60, session=sdk)
+    service = tinker_service_client("warm", auth="kubernetes", service_account="caller", timeout=60, session=sdk)
     resumed = service.create_training_client_from_state_with_optimizer(saved.path).result()
     loaded = resumed.forward(data, "importance_sampling").result()
     np.testing.assert_allclose(_logprobs(loaded), _logprobs(at_save), atol=1e-5)

@@ -26,6 +26,7 @@ STEP_ARGUMENTS: list[tuple[str, type[BaseModel], str]] = [
     ("accelerator_count", Accelerator, "count"),
     ("active_deadline_seconds", ReinforcementStepSpec, "active_deadline_seconds"),
     ("backoff_limit", ReinforcementStepSpec, "backoff_limit"),
+    ("checkpoint_every_steps", TrainingParameters, "checkpoint_every_steps"),
 ]
 
 
@@ -76,6 +77,7 @@ STEP_DEFAULTED: list[tuple[str, type[BaseModel], str, object]] = [
     ("accelerator_count", Accelerator, "count", 2),
     ("loss_method", LossSettings, "method", "dapo"),
     ("kl_coefficient", LossSettings, "kl_coefficient", "0.5"),
+    ("checkpoint_every_steps", TrainingParameters, "checkpoint_every_steps", 1),
 ]
 REQUIRED = {
     "dataset": "dataset-abc",
@@ -112,6 +114,19 @@ def test_a_default_changed_in_the_model_changes_the_sdk(
     # An argument given explicitly still wins over the default.
     given = step_spec_fields(**{**STEP_DEFAULTS, "accelerator_type": "CPU"})
     assert _step_value(given, model, field) != other
+
+
+def test_the_kueue_arguments_default_to_the_specs_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """queue_name and priority_class are None in the signature and take the spec's default (none:
+    the Job starts at once, with Kueue's default priority)."""
+    signature = inspect.signature(LLM.reinforcement_step)
+    fields = step_spec_fields(**REQUIRED)
+    for argument in ("queue_name", "priority_class"):
+        assert signature.parameters[argument].default is None, argument
+        assert ReinforcementStepSpec.model_fields[argument].default is None
+        assert argument not in fields
+    monkeypatch.setattr(ReinforcementStepSpec.model_fields["queue_name"], "default", "team-gpus")
+    assert step_spec_fields(**REQUIRED)["queue_name"] == "team-gpus"
 
 
 def test_a_field_without_a_default_is_an_error_not_a_guess() -> None:

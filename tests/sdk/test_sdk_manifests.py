@@ -33,6 +33,7 @@ STEP_DEFAULTS: dict[str, Any] = {
     "kl_coefficient": 0.001,
     "reward_weights": None,
     "service_account": "default",
+    "checkpoint_every_steps": 10,
 }
 
 
@@ -146,6 +147,22 @@ def test_step_fields_pass_optional_settings() -> None:
     assert spec["backoffLimit"] == 0
 
 
+
+def test_step_fields_pass_the_queueing_and_resume_settings() -> None:
+    fields = step_spec_fields(
+        **{**STEP_DEFAULTS, "checkpoint_every_steps": 0},
+        queue_name="team-gpus",
+        priority_class="urgent",
+    )
+    spec = reinforcement_step_body("ns", "s", fields)["spec"]
+    assert spec["training"]["checkpointEverySteps"] == 0
+    assert spec["queueName"] == "team-gpus"
+    assert spec["priorityClass"] == "urgent"
+    plain = reinforcement_step_body("ns", "s", step_spec_fields(**STEP_DEFAULTS))["spec"]
+    assert "queueName" not in plain
+    assert "priorityClass" not in plain
+
+
 @pytest.mark.parametrize(
     ("override", "error", "message"),
     [
@@ -178,6 +195,12 @@ def test_step_fields_pass_optional_settings() -> None:
         ),
         ({"reward_weights": {"score": "heavy"}}, ValueError, "reward_weights['score']: 'heavy'"),
         ({"reward_weights": "score"}, TypeError, "reward_weights: expected a mapping"),
+        ({"checkpoint_every_steps": -1}, ValueError, "checkpoint_every_steps: must be between 0 and 100000"),
+        ({"checkpoint_every_steps": 2.0}, TypeError, "checkpoint_every_steps: expected an integer"),
+        ({"queue_name": "Team_GPUs"}, ValueError, "queue_name: 'Team_GPUs' is not a valid name"),
+        ({"queue_name": 7}, TypeError, "queue_name: expected a string"),
+        ({"queue_name": "q", "priority_class": "x" * 64}, ValueError, "priority_class: 'xxx"),
+        ({"priority_class": "urgent"}, ValueError, "priority_class: needs queue_name"),
     ],
 )
 def test_step_argument_errors_name_the_argument(

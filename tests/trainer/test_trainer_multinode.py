@@ -1,10 +1,11 @@
 """The multi-node command the operator writes (two agents of two ranks, c10d rendezvous), run as
 two local torchrun agents on CPU/gloo: the agent of node 1 starts first and waits for the store of
-node 0, and the adapter equals one process accumulating the same batches.
+node 0 (rank 0 starting last), and the adapter equals one process accumulating the same batches.
 
-The local cluster has no cluster DNS, so two pods cannot meet at `<job>-0.<job>`: here the
-endpoint is loopback and node 1 is told it is not the store's host (on a real cluster it learns
-that by resolving the name to another pod's IP). Everything else is the builder's command."""
+Here the endpoint is loopback and node 1 is told it is not the store's host (in a pod it learns
+that by resolving `<job>-0.<job>` to another pod's IP); everything else is the builder's command.
+The same step as two trainer pods meeting by that name through the local cluster's DNS is
+tests/operator/test_step_multinode.py, which reuses ROWS and this test's tolerance."""
 
 from __future__ import annotations
 

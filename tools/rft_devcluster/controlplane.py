@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
+import ipaddress
 import os
 import shutil
 import ssl
@@ -27,7 +29,7 @@ import psutil
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from rft_devcluster import fake_nodes, kwok_stages, pki
+from rft_devcluster import clusterdns, fake_nodes, kwok_stages, pki
 from rft_devcluster.handle import ClusterHandle, LocalNodeInfo, as_dict
 from rft_devcluster.kubeconfig import write_kubeconfig
 from rft_devcluster.processes import ProcessRecord, spawn, stop_group, tail
@@ -71,6 +73,48 @@ class LocalNodeOptions:
     pod_netns: str = "auto"
     # KEY=VALUE pairs the emulated EKS pod identity webhook adds to IRSA pods (emulator endpoint).
     workload_identity_env: tuple[tuple[str, str], ...] = ()
+    # Taints the Node registers with (key, value, effect), like the kubelet's --register-with-taints.
+    taints: tuple[tuple[str, str, str], ...] = ()
+
+
+def local_node_argv(
+    opts: LocalNodeOptions, *, kubeconfig: Path, helper: Path, root_dir: Path, cluster_dns: str | None
+) -> list[str]:
+    """The command line of a local node agent (``python -m rft_devcluster.localnode``)."""
+    return [
+        sys.executable,
+        "-m",
+        "rft_devcluster.localnode",
+        f"--kubeconfig={kubeconfig}",
+        f"--helper-kubeconfig={helper}",
+        f"--node-name={opts.name}",
+        f"--root-dir={root_dir}",
+        f"--pod-network={opts.pod_network}",
+        f"--pod-netns={opts.pod_netns}",
+        *(f"--workload-identity-env={k}={v}" for k, v in opts.workload_identity_env),
+        f"--cpu={opts.cpu}",
+        f"--memory={opts.memory}",
+        f"--pods={opts.pods}",
+        f"--gpus={opts.gpus}",
+        f"--gpu-product={opts.gpu_product}",
+        *(f"--register-with-taints={k}={v}:{e}" for k, v, e in opts.taints),
+        # The pods' nameserver: CoreDNS (clusterdns.py), on this node's IP ("node") or another's.
+        *([f"--cluster-dns={cluster_dns}"] if cluster_dns else []),
+    ]
+
+
+def read_local_node_network(root_dir: Path) -> str | None:
+    """The /24 a local node agent with this root directory claimed, once it has."""
+    with contextlib.suppress(FileNotFoundError):
+        return (root_dir / "pod-network").read_text().strip() or None
+    return None
+
+
+def read_local_node_mode(root_dir: Path) -> str:
+    """``netns`` or ``shared`` (localnode/network.py), once the agent has chosen."""
+    with contextlib.suppress(FileNotFoundError):
+        return (root_dir / "pod-network-mode").read_text().strip() or "shared"
+    return "shared"
 
 
 @dataclass(frozen=True)
@@ -86,6 +130,9 @@ class ClusterOptions:
     apiserver_args: tuple[str, ...] = ()
     controller_manager_args: tuple[str, ...] = ()
     scheduler_args: tuple[str, ...] = ()
+    # CoreDNS (clusterdns.py) on the local node's IP, the pods' nameserver, where the host allows
+    # it (root); elsewhere the cluster has no DNS and LocalNodeInfo.no_cluster_dns says why.
+    cluster_dns: bool = True
 
 
 class ClusterStartError(RuntimeError):
@@ -223,6 +270,8 @@ class ControlPlane:
         self._server = ""
         self._handle: ClusterHandle | None = None
         self._stopped = False
+        self._coredns: Path | None = None
+        self._no_cluster_dns = ""
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -301,7 +350,24 @@ class ControlPlane:
 
     # ----------------------------------------------------------------- steps
 
+    def _prepare_cluster_dns(self) -> None:
+        """Locate (or build) CoreDNS before anything starts, or note why the cluster has no DNS."""
+        if not self.options.cluster_dns:
+            self._no_cluster_dns = "the cluster was started without cluster DNS"
+        elif not self.options.local_node:
+            self._no_cluster_dns = "no local node: no pod that could use cluster DNS"
+        else:
+            self._no_cluster_dns = clusterdns.unavailable()
+        if self._no_cluster_dns:
+            self._progress(f"no cluster DNS: {self._no_cluster_dns}")
+            return
+        try:
+            self._coredns = clusterdns.ensure_coredns()
+        except clusterdns.ClusterDNSUnavailableError as exc:
+            raise ClusterStartError(str(exc)) from exc
+
     def _start_all(self) -> ClusterHandle:
+        self._prepare_cluster_dns()
         ca = self._write_pki()
         etcd_url = self._start_etcd()
         self._start_apiserver(ca, etcd_url)
@@ -316,6 +382,8 @@ class ControlPlane:
         scheduler_port = self._start_scheduler()
         self._start_kwok()
         local_node = self._start_local_node(ca, admin) if self.options.local_node else None
+        if local_node is not None:
+            local_node = self._start_cluster_dns(ca, admin, local_node)
         gpu_nodes = self._create_gpu_nodes(admin)
         self._wait_https_health("kube-controller-manager", kcm_port)
         self._wait_https_health("kube-scheduler", scheduler_port)
@@ -565,30 +633,18 @@ class ControlPlane:
         root_dir = self.paths.state_dir / "local-node"
         # A fresh etcd knows none of an earlier run's pods: start from an empty directory.
         shutil.rmtree(root_dir, ignore_errors=True)
-        component = self._spawn(
-            "local-node",
-            [
-                sys.executable,
-                "-m",
-                "rft_devcluster.localnode",
-                f"--kubeconfig={kubeconfig}",
-                f"--helper-kubeconfig={helper}",
-                f"--node-name={opts.name}",
-                f"--root-dir={root_dir}",
-                f"--pod-network={opts.pod_network}",
-                f"--pod-netns={opts.pod_netns}",
-                *(f"--workload-identity-env={k}={v}" for k, v in opts.workload_identity_env),
-                f"--cpu={opts.cpu}",
-                f"--memory={opts.memory}",
-                f"--pods={opts.pods}",
-                f"--gpus={opts.gpus}",
-                f"--gpu-product={opts.gpu_product}",
-            ],
+        argv = local_node_argv(
+            opts,
+            kubeconfig=kubeconfig,
+            helper=helper,
+            root_dir=root_dir,
+            cluster_dns="node" if self._coredns is not None else None,
         )
+        component = self._spawn("local-node", argv)
 
         def chosen_network() -> str | None:
             self._fail_if_dead(component)
-            return self._read_local_node_network(root_dir)
+            return read_local_node_network(root_dir)
 
         network = wait_for(
             chosen_network,
@@ -603,20 +659,37 @@ class ControlPlane:
             pod_network=network,
             gpus=opts.gpus,
             log_path=component.log_path,
-            pod_network_mode=self._read_local_node_mode(root_dir),
+            pod_network_mode=read_local_node_mode(root_dir),
         )
 
-    @staticmethod
-    def _read_local_node_mode(root_dir: Path) -> str:
-        with contextlib.suppress(FileNotFoundError):
-            return (root_dir / "pod-network-mode").read_text().strip() or "shared"
-        return "shared"
+    def _start_cluster_dns(self, ca: pki.KeyPair, admin: ClusterHandle, node: LocalNodeInfo) -> LocalNodeInfo:
+        """CoreDNS on the local node's IP, port 53, serving the cluster's names from the apiserver."""
+        if self._coredns is None:
+            return dataclasses.replace(node, no_cluster_dns=self._no_cluster_dns)
+        kubeconfig = self.paths.kubeconfig("coredns")
+        self._user_kubeconfig(ca, clusterdns.USER, [], kubeconfig)
+        clusterdns.grant_coredns(admin)
+        node_ip = str(next(ipaddress.IPv4Network(node.pod_network).hosts()))
+        ready_port = free_port()
+        conf = self.paths.state_dir / "coredns" / "Corefile"
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        conf.write_text(
+            clusterdns.corefile(
+                listen_ip=node_ip,
+                kubeconfig=kubeconfig,
+                context=clusterdns.USER,
+                health_port=free_port(),
+                ready_port=ready_port,
+            )
+        )
+        component = self._spawn("coredns", [str(self._coredns), "-conf", str(conf)])
 
-    @staticmethod
-    def _read_local_node_network(root_dir: Path) -> str | None:
-        with contextlib.suppress(FileNotFoundError):
-            return (root_dir / "pod-network").read_text().strip() or None
-        return None
+        def ready() -> bool:
+            # 200 once every plugin is ready: the kubernetes plugin has synced with the apiserver.
+            return httpx.get(f"http://127.0.0.1:{ready_port}/ready", timeout=2).status_code == 200
+
+        self._wait([component], ready, "CoreDNS ready")
+        return dataclasses.replace(node, cluster_dns=node_ip)
 
     def _ca(self) -> pki.KeyPair:
         if self._ca_pair is None:

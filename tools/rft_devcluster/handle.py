@@ -51,6 +51,10 @@ class LocalNodeInfo:
     log_path: Path
     # "netns" (a network namespace per pod) or "shared" (pods in the host's); see localnode/network.py.
     pod_network_mode: str = "shared"
+    # The pods' nameserver (CoreDNS on the node's IP, port 53; clusterdns.py), or "" with the
+    # reason in no_cluster_dns.
+    cluster_dns: str = ""
+    no_cluster_dns: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """Serialise for the state file."""
@@ -61,6 +65,8 @@ class LocalNodeInfo:
             "gpus": self.gpus,
             "log_path": str(self.log_path),
             "pod_network_mode": self.pod_network_mode,
+            "cluster_dns": self.cluster_dns,
+            "no_cluster_dns": self.no_cluster_dns,
         }
 
     @classmethod
@@ -73,6 +79,8 @@ class LocalNodeInfo:
             gpus=int(data["gpus"]),
             log_path=Path(data["log_path"]),
             pod_network_mode=str(data.get("pod_network_mode", "shared")),
+            cluster_dns=str(data.get("cluster_dns", "")),
+            no_cluster_dns=str(data.get("no_cluster_dns", "")),
         )
 
 

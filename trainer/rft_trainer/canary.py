@@ -20,8 +20,11 @@ def canary_tokens(policy: Any, tokenizer: Any) -> list[int]:
     return canary_token_ids(vocab, excluded=set(getattr(tokenizer, "all_special_ids", ()) or ()))
 
 
-def canary_logprobs(policy: Any, token_ids: list[int]) -> list[float]:
-    """Log-probability of each token after the first given the ones before it, in eval mode."""
+def canary_logprobs(policy: Any, token_ids: list[int], scorer: torch.nn.Module | None = None) -> list[float]:
+    """Log-probability of each token after the first given the ones before it, in eval mode.
+
+    `scorer`: a `CompletionLogprobs` of `policy` to run instead of a new one (the FSDP2 root of a
+    sharded policy, whose first forward must go through it)."""
     device = next(hf_model(policy).parameters()).device
     tokens = torch.tensor([token_ids], device=device)
     positions = torch.arange(len(token_ids), device=device).unsqueeze(0)
@@ -30,7 +33,8 @@ def canary_logprobs(policy: Any, token_ids: list[int]) -> list[float]:
     policy.eval()
     try:
         with torch.no_grad():
-            return [float(x) for x in CompletionLogprobs(policy)(tokens, positions, targets)]
+            score = scorer if scorer is not None else CompletionLogprobs(policy)
+            return [float(x) for x in score(tokens, positions, targets)]
     finally:
         policy.train(was_training)
 

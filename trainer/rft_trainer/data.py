@@ -119,7 +119,8 @@ class SampleTokenizer:
     ) -> None:
         if tokenizer.eos_token_id is None:
             raise BadInputError(
-                "ModelLoadFailed", "the base model's tokenizer has no eos_token: cannot mark the end of a turn"
+                "ModelLoadFailed",
+                "the base model's tokenizer has no eos_token: cannot mark the end of a turn",
             )
         self._tokenizer = tokenizer
         self.eos_token_id: int = tokenizer.eos_token_id

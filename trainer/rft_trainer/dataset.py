@@ -40,7 +40,9 @@ def load_dataset(
             digesting = DigestingChunks(stream)
             chunks = iter(digesting)
             try:
-                groups.extend(iter_groups(split_lines(chunks, max_line_bytes), fmt=fmt, max_line_bytes=max_line_bytes))
+                groups.extend(
+                    iter_groups(split_lines(chunks, max_line_bytes), fmt=fmt, max_line_bytes=max_line_bytes)
+                )
             except RowError as exc:
                 row_error = exc
                 for _ in chunks:  # keep hashing to the end, for the digest check

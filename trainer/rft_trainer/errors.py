@@ -24,4 +24,3 @@ class BadInputError(TrainerError):
     """Bad config, data or checkpoint: the same input fails again, so do not retry (exit 1)."""
 
     exit_code = EXIT_BAD_INPUT
-

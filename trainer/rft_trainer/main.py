@@ -34,7 +34,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m rft_trainer", description="Run one reinforcement step (LoRA policy gradient)."
     )
     parser.add_argument(
-        "--config", help="Path of the TrainerConfig JSON (default: the RFT_TRAINER_CONFIG environment variable)"
+        "--config",
+        help="Path of the TrainerConfig JSON (default: the RFT_TRAINER_CONFIG environment variable)",
     )
     return parser.parse_args(argv)
 
@@ -95,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         if reason == "InternalError":
             traceback.print_exc(file=sys.stderr)
         if not lead:
-            print(f"[rft-trainer] rank {os.environ.get('RANK')} FAILED ({reason}): {message}", file=sys.stderr)
+            print(
+                f"[rft-trainer] rank {os.environ.get('RANK')} FAILED ({reason}): {message}", file=sys.stderr
+            )
             return code
         return _fail(config.termination_log, make_failure(reason, message), reporter, code)
     finally:

@@ -15,7 +15,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from pydantic import ValidationError
 from rft.api.model import LoraSettings, TrainingRecord
 from rft.api.rules import check_warm_start
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from rft_trainer import attention
 from rft_trainer.errors import BadInputError
@@ -77,6 +77,56 @@ def load_base_model(location: str, device: torch.device, *, local_files_only: bo
     for param in model.parameters():
         param.requires_grad_(False)
     return model, tokenizer
+
+
+def load_base_model_on_meta(location: str, device: torch.device) -> tuple[Any, Any]:
+    """The causal LM's structure with no weights (every tensor on the meta device), in the dtype and
+    attention `load_base_model` would give it, and its tokenizer, from a local model directory.
+
+    For sharded training: the weights are read later, each rank only its shards
+    (`sharding.load_sharded_base`), so no process ever holds the whole base model.
+    """
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=True)
+        config = AutoConfig.from_pretrained(location, local_files_only=True)
+        with torch.device("meta"):
+            model: Any = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+                config, dtype=_dtype_for(device), attn_implementation=_attention_for(device)
+            )
+    except (OSError, ValueError) as exc:
+        raise BadInputError("ModelLoadFailed", f"cannot load the base model from {location}: {exc}") from None
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise BadInputError(
+            "ModelLoadFailed", f"the base model's tokenizer at {location} has no chat template"
+        )
+    model.config.use_cache = False
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return model, tokenizer
+
+
+@contextmanager
+def adapter_materialized_on(model: Any, device: torch.device) -> Iterator[None]:
+    """While attaching an adapter to a meta-device base: PEFT creates the LoRA weights (initialised
+    from the seeded RNG, or filled from a checkpoint) and then moves them to the device and dtype of
+    the base layer's weight, which would be the meta device, losing their values. Each block Linear
+    of the base gets a real, empty stand-in weight of its dtype on `device` meanwhile (PEFT takes the
+    shape from in_features/out_features), so the adapter comes out exactly as on a loaded base: the
+    same random numbers in the same order, the same device and dtype casts. The meta weights are put
+    back afterwards."""
+    saved: list[tuple[torch.nn.Linear, torch.Tensor]] = []
+    for layer in model.get_decoder().layers:
+        for module in layer.modules():
+            if isinstance(module, torch.nn.Linear) and module.weight.is_meta:
+                saved.append((module, module.weight))
+                module.weight = torch.nn.Parameter(
+                    torch.empty(0, dtype=module.weight.dtype, device=device), requires_grad=False
+                )
+    try:
+        yield
+    finally:
+        for module, weight in saved:
+            module.weight = weight
 
 
 def check_target_modules(model: Any, targets: list[str]) -> None:
@@ -203,7 +253,9 @@ def check_parent_compatible(
         if m.field != "lora_rank"  # reported first, with the adapter's shape
     )
     if warm_start.unrecorded:
-        problems.append("no record of the training parameters that trained it (its lineage has no 'training')")
+        problems.append(
+            "no record of the training parameters that trained it (its lineage has no 'training')"
+        )
     if problems:
         raise BadInputError(
             "IncompatibleCheckpoint",

@@ -83,9 +83,7 @@ def _same_numbers(original: Callable[..., Any]) -> bool:
             return False
         grads = torch.autograd.grad((q_out * weights).sum() + k_out.sum(), (q, k))
         results.append((q_out.detach(), k_out.detach(), *grads))
-    return all(
-        a.shape == b.shape and torch.allclose(a, b, atol=1e-12) for a, b in zip(*results, strict=True)
-    )
+    return all(a.shape == b.shape and torch.allclose(a, b, atol=1e-12) for a, b in zip(*results, strict=True))
 
 
 def install(model: Any) -> bool:

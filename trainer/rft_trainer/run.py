@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 from rft.api.model import AdapterCanary
 from rft.contracts.trainer_config import ProgressReport, TrainerConfig, TrainerResult
+from torch.distributed.fsdp import FSDPModule
 
 from rft_trainer.canary import canary_logprobs, canary_tokens, record_canary
 from rft_trainer.checkpoint import build_metadata, publish, save_adapter
@@ -25,18 +27,26 @@ from rft_trainer.loop import Distributed, OptimSettings, StepStats, Trainer, Tra
 from rft_trainer.loss import LossParams
 from rft_trainer.metrics_log import MetricsLog, flops_per_token, peak_flops
 from rft_trainer.model import (
+    adapter_materialized_on,
     attach_new_adapter,
     attach_parent_adapter,
     check_parent_compatible,
     enable_gradient_checkpointing,
     load_base_model,
+    load_base_model_on_meta,
     read_adapter_config,
     resolve_device,
     trainable_parameter_count,
 )
 from rft_trainer.progress import ProgressReporter
 from rft_trainer.resume import StepCheckpointer, StopFlag, fingerprint
-from rft_trainer.sharding import resident_bytes, shard_frozen_base, whole_root
+from rft_trainer.sharding import (
+    load_sharded_base,
+    loads_sharded,
+    resident_bytes,
+    shard_frozen_base,
+    whole_root,
+)
 from rft_trainer.sources import fetch_base_model, fetch_parent_adapter, output_is_free
 from rft_trainer.threads import cpu_threads
 from rft_trainer.trackers import Tracker, open_mlflow
@@ -93,13 +103,20 @@ class Prepared:
     policy: Any
     new_adapter: bool
     device: torch.device
-    # The canary's tokens and their logprobs under the weights training starts from.
+    # The canary's tokens and their logprobs under the weights training starts from (computed
+    # after the shards are loaded when the base was built on the meta device).
     canary_tokens: list[int]
     canary_start: list[float]
+    # Where the ranks read their shards of the base from, when it was built on the meta device.
+    sharded_load_from: str | None = None
 
 
 def prepare(
-    config: TrainerConfig, scratch: Path, reporter: ProgressReporter, device: torch.device
+    config: TrainerConfig,
+    scratch: Path,
+    reporter: ProgressReporter,
+    device: torch.device,
+    world_size: int = 1,
 ) -> Prepared:
     """Check the output is free, read and score the dataset, load the model and its adapter."""
     reporter.phase("loading", "checking the output location")
@@ -125,8 +142,13 @@ def prepare(
         files_digest=config.base_model_files_digest,
         pinned=config.base_model_files,
     )
-    model, tokenizer = load_base_model(source.location, device, local_files_only=source.local_files_only)
+    sharded_load = source.local_files_only and loads_sharded(source.location, world_size)
+    if sharded_load:  # weights come later, each rank its shards (`sharding.load_sharded_base`)
+        model, tokenizer = load_base_model_on_meta(source.location, device)
+    else:
+        model, tokenizer = load_base_model(source.location, device, local_files_only=source.local_files_only)
     lora = config.lora_settings()
+    on_device = adapter_materialized_on(model, device) if sharded_load else contextlib.nullcontext()
     if config.parent_adapter_url and config.parent_model_name:
         reporter.phase("loading", f"loading the parent checkpoint {config.parent_model_name}")
         adapter_dir, parent_metadata = fetch_parent_adapter(
@@ -140,13 +162,15 @@ def prepare(
             config.parent_model_name,
             training=config.training_record(),
         )
-        policy = attach_parent_adapter(model, adapter_dir, config.parent_model_name)
+        with on_device:
+            policy = attach_parent_adapter(model, adapter_dir, config.parent_model_name)
         new_adapter = False
     else:
-        policy = attach_new_adapter(model, lora, config.training.seed)
+        with on_device:
+            policy = attach_new_adapter(model, lora, config.training.seed)
         new_adapter = True
     tokens = canary_tokens(policy, tokenizer)
-    start = canary_logprobs(policy, tokens)
+    start = [] if sharded_load else canary_logprobs(policy, tokens)
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(policy)
 
@@ -177,7 +201,17 @@ def prepare(
             f"re-rendered by the chat template ({shown}); their carried ids are trained, and "
             f"{tokenized.split} trajectories are split where a turn's context drifted"
         )
-    return Prepared(dataset, scored, tokenized, policy, new_adapter, device, tokens, start)
+    return Prepared(
+        dataset,
+        scored,
+        tokenized,
+        policy,
+        new_adapter,
+        device,
+        tokens,
+        start,
+        sharded_load_from=source.location if sharded_load else None,
+    )
 
 
 def _fmt(value: float) -> str:
@@ -312,7 +346,7 @@ def run_step(config: TrainerConfig, reporter: ProgressReporter) -> TrainerResult
     stop = StopFlag()
     try:
         with scratch_directory(config.scratch_dir) as scratch, stop.on_sigterm():
-            prepared = prepare(config, scratch, reporter, device)
+            prepared = prepare(config, scratch, reporter, device, dist.world_size)
             trainer = Trainer(
                 prepared.policy,
                 prepared.tokenized.samples,
@@ -324,12 +358,25 @@ def run_step(config: TrainerConfig, reporter: ProgressReporter) -> TrainerResult
             )
             if dist.enabled:
                 shard_frozen_base(trainer.scorer, prepared.policy, device, dist.world_size)
+                if prepared.sharded_load_from is not None:
+                    load_sharded_base(trainer.scorer, prepared.policy, prepared.sharded_load_from, device)
                 held = resident_bytes(prepared.policy)
                 reporter.log(
                     f"FSDP2: the frozen base is sharded over {dist.world_size} ranks, "
                     f"{held['frozen_parameters'] / 2**20:.1f} MiB of it on this rank; the LoRA "
-                    f"parameters ({held['trainable_parameters'] / 2**20:.1f} MiB) are replicated"
+                    f"parameters ({held['trainable_parameters'] / 2**20:.1f} MiB) are replicated; "
+                    + (
+                        "each rank read only its shards of the base"
+                        if prepared.sharded_load_from is not None
+                        else "each rank loaded the whole base first"
+                    )
                 )
+            if prepared.sharded_load_from is not None and isinstance(trainer.scorer, FSDPModule):
+                # through the FSDP2 root (a collective: every rank), now that the weights are in
+                prepared.canary_start = canary_logprobs(
+                    prepared.policy, prepared.canary_tokens, scorer=trainer.scorer
+                )
+                trainer.scorer.reshard()  # the root keeps its weights gathered after a forward
             mean_reward = prepared.scored.mean_reward
             series = open_metrics_log(config, prepared, scratch, reporter) if dist.rank == 0 else None
             reporter.update(

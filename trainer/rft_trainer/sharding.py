@@ -17,18 +17,27 @@ The base weights get no gradients (frozen), so FSDP2 reduces nothing for them. E
 sharded unit is a collective: all ranks must run the same number of forwards (the loop pads a
 rank's short share with a weight-0 repeat of a batch) and the canary is computed on every rank.
 
-Loading: each rank still loads the whole base model before it is sharded, so the base must fit in
-one process's memory while loading (host memory on CPU; on CUDA, the GPU). Loading bases larger
-than one GPU needs meta-device initialisation and a rank-0 broadcast (not done here).
+Loading (`load_sharded_base`): the model is built on the meta device (no memory), the adapter
+attached (its LoRA weights real and initialised as on a loaded base), the frozen base sharded, and
+only then does each rank allocate its shards and read them from the model's safetensors files with
+`torch.distributed.checkpoint` (`HuggingFaceStorageReader`: each rank reads just the slices of each
+tensor it holds), so no process ever holds the whole base. Non-persistent buffers (the rotary
+frequencies) are recomputed by the model's own initialisation. A model directory without
+safetensors files (or `RFT_TRAINER_WHOLE_LOAD=1`) takes the older path: every rank loads the whole
+base with `from_pretrained`, then shards it.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
+from torch.distributed.checkpoint.hf_storage import HuggingFaceStorageReader
+from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
 
@@ -52,6 +61,62 @@ def shard_frozen_base(
     for layer in decoder_layers(policy):
         fully_shard(layer, mesh=mesh, ignored_params=trainable & set(layer.parameters()))
     return fully_shard(scorer, mesh=mesh, ignored_params=trainable)
+
+
+WHOLE_LOAD_ENV = "RFT_TRAINER_WHOLE_LOAD"
+
+
+def loads_sharded(location: str, world_size: int) -> bool:
+    """Whether the ranks read only their shards of the base (`load_sharded_base`): with more than one
+    rank, a local model directory with safetensors files, and no `RFT_TRAINER_WHOLE_LOAD=1`."""
+    if world_size <= 1 or os.environ.get(WHOLE_LOAD_ENV, "") == "1":
+        return False
+    directory = Path(location)
+    return directory.is_dir() and any(directory.glob("*.safetensors"))
+
+
+def _checkpoint_names(hf: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The frozen tensors of `hf` (a transformers model, perhaps holding PEFT LoRA layers) under the
+    names its safetensors files use: PEFT's `.base_layer` removed, adapters left out, a tied weight
+    once (under the name it is saved with, the input embedding's), non-persistent buffers left out."""
+    out: dict[str, torch.Tensor] = {}
+    for name, param in hf.named_parameters():  # deduplicated: a tied head appears once
+        if not param.requires_grad:
+            out[name.replace(".base_layer.", ".")] = param
+    non_persistent = set(_non_persistent_buffers(hf))
+    for name, buffer in hf.named_buffers():
+        if name not in non_persistent:
+            out[name.replace(".base_layer.", ".")] = buffer
+    return out
+
+
+def _non_persistent_buffers(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """{qualified name: owning module} of the buffers a state dict leaves out."""
+    out = {}
+    for prefix, owner in module.named_modules():
+        for name in owner._non_persistent_buffers_set:
+            if getattr(owner, name, None) is not None:
+                out[f"{prefix}.{name}" if prefix else name] = owner
+    return out
+
+
+def load_sharded_base(root: torch.nn.Module, policy: Any, location: str, device: torch.device) -> None:
+    """Give the meta-device tensors of `root` (sharded by `shard_frozen_base`) their storage on
+    `device` and fill this rank's shards of the base weights from the safetensors files at
+    `location`, reading only those slices (a collective: every rank calls it)."""
+    for module in root.modules():
+        tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+        if any(t.is_meta for t in tensors):
+            module.to_empty(device=device, recurse=False)
+    hf = hf_model(policy)
+    with torch.no_grad():
+        for owner in set(_non_persistent_buffers(hf).values()):
+            hf._init_weights(owner)  # e.g. the rotary frequencies, as from_pretrained computes them
+    state = _checkpoint_names(hf)
+    dcp_load(state, storage_reader=HuggingFaceStorageReader(location))
+    meta = [name for name, t in root.state_dict().items() if t.is_meta]
+    if meta:
+        raise RuntimeError(f"still on the meta device after loading: {', '.join(meta[:5])}")
 
 
 @contextmanager

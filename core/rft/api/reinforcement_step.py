@@ -242,6 +242,13 @@ class ReinforcementStepSpec(ApiModel):
         "kueue.x-k8s.io/queue-name label and starts when Kueue admits it (condition Admitted: Queued, "
         "Admitted, Preempted). Unset: the Job starts at once.",
     )
+    priority_class: ObjectName | None = Field(
+        default=None,
+        description="A Kueue WorkloadPriorityClass (cluster-scoped; needs queueName): the Job carries "
+        "the kueue.x-k8s.io/priority-class label, so Kueue orders and preempts it by that class's "
+        "value. A class that does not exist fails the step (condition Validated, reason "
+        "PriorityClassNotFound). Unset: Kueue's default priority.",
+    )
     suspend: bool = Field(
         default=False,
         description="Hold the step before its Job starts (or pause it: running pods are stopped, "
@@ -271,6 +278,8 @@ class ReinforcementStepSpec(ApiModel):
             raise ValueError(
                 "spec.training.batchSize (a token budget) must be at least spec.training.maxContextLength"
             )
+        if self.priority_class is not None and self.queue_name is None:
+            raise ValueError("spec.priorityClass needs spec.queueName (Kueue orders only queued Jobs)")
         return self
 
 
@@ -357,6 +366,7 @@ _IMMUTABLE_FIELDS = (
     "podMetadata",
     "tracking",
     "queueName",
+    "priorityClass",
     "activeDeadlineSeconds",
     "backoffLimit",
     "ttlSecondsAfterFinished",
@@ -417,6 +427,11 @@ class ReinforcementStep(Resource):
                 "rule": "self.training.batchSize >= self.training.maxContextLength",
                 "message": "spec.training.batchSize (a token budget) must be at least spec.training.maxContextLength",
                 "fieldPath": ".training.batchSize",
+            },
+            {
+                "rule": "!has(self.priorityClass) || has(self.queueName)",
+                "message": "spec.priorityClass needs spec.queueName (Kueue orders only queued Jobs)",
+                "fieldPath": ".priorityClass",
             },
         ],
     )

@@ -24,6 +24,27 @@ from rft.api.deployment import Accelerator
 
 SessionPhase = Literal["CREATING", "READY", "IDLE", "FAILED"]
 
+TOKEN_AUDIENCE_PREFIX = "rft-operator.io/trainingsession"  # noqa: S105 - an audience, not a secret
+
+
+def token_audience(namespace: str, name: str) -> str:
+    """The audience a Kubernetes token must be bound to for the session `namespace/name`: one per
+    session, so a token for one session is no use at another nor at the API server itself."""
+    return f"{TOKEN_AUDIENCE_PREFIX}/{namespace}/{name}"
+
+
+class SessionAuthentication(ApiModel):
+    """How clients prove who they are (the API key in status.apiKeySecret always works)."""
+
+    kubernetes_tokens: bool = Field(
+        default=False,
+        description="Also accept ServiceAccount tokens of this namespace, bound to the audience in "
+        "status.tokenAudience, checked by the session pod with a TokenReview. The session's "
+        "ServiceAccount must be allowed to create tokenreviews.authentication.k8s.io (a cluster "
+        "admin's grant, e.g. the chart's workloadServiceAccounts.training.tokenReview); until it is, "
+        "the session waits with reason TokenReviewNotPermitted.",
+    )
+
 
 class TrainingSessionSpec(ApiModel):
     """What the session pod holds and where it writes."""
@@ -62,6 +83,10 @@ class TrainingSessionSpec(ApiModel):
     state_location: StorageURL = Field(
         description="Bucket prefix under which save_state and save_weights_for_sampler write "
         "(create-only), and from which load_state reads."
+    )
+    authentication: SessionAuthentication = Field(
+        default_factory=SessionAuthentication,
+        description="Which client credentials the session accepts besides its API key.",
     )
     sampling_deployment: (
         Annotated[str, Field(min_length=1, max_length=63, pattern=DNS1035_PATTERN)] | None
@@ -118,6 +143,11 @@ class TrainingSessionStatus(ApiModel):
         description="The Secret in this namespace whose key api-key is the session's API key "
         "(readable by whoever may read Secrets here).",
     )
+    token_audience: str | None = Field(
+        default=None,
+        description="With spec.authentication.kubernetesTokens: the audience a client's "
+        "ServiceAccount token must carry (kubectl create token SA --audience ...).",
+    )
     idle_since: datetime | None = Field(
         default=None, description="When the operator last saw a client call (as the pod reported it)."
     )
@@ -139,7 +169,8 @@ class TrainingSession(Resource):
         description="A warm training session: one pod holds the base Model and a LoRA adapter and "
         "serves the Tinker training API (forward_backward, optim_step, save_state, load_state, "
         "save_weights_for_sampler, sampling through a vLLM Deployment) inside the cluster, reading and writing the user's bucket "
-        "through workload identity. Clients authenticate with the key in status.apiKeySecret.",
+        "through workload identity. Clients authenticate with the key in status.apiKeySecret or, with "
+        "spec.authentication.kubernetesTokens, a ServiceAccount token of the namespace.",
         printer_columns=[
             PrinterColumn(name="Base", type="string", json_path=".spec.baseModel"),
             PrinterColumn(name="Phase", type="string", json_path=".status.phase"),

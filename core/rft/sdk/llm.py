@@ -472,6 +472,9 @@ class LLM:
         trainer_image: str | None = None,
         active_deadline_seconds: int | None = None,
         backoff_limit: int | None = None,
+        checkpoint_every_steps: int | None = None,
+        queue_name: str | None = None,
+        priority_class: str | None = None,
     ) -> ReinforcementStep:
         """Create a ReinforcementStep training `output_model` from this LLM's model; returns at once.
 
@@ -482,6 +485,12 @@ class LLM:
         checkpoint (the step then warm-starts from it), when lora_rank, learning_rate,
         max_context_length or batch_size differ from the checkpoint's (all mismatches listed).
         The step is named `step_id`, by default after the output model.
+
+        `checkpoint_every_steps`: an in-step checkpoint every this many optimizer steps (and at
+        SIGTERM), from which a retried, resumed or preempted pod continues (0: only at SIGTERM).
+        `queue_name`: a Kueue LocalQueue of the namespace; the step waits for Kueue's admission.
+        `priority_class`: a Kueue WorkloadPriorityClass (needs `queue_name`); the step fails if
+        the class does not exist.
         """
         dataset_name = self._dataset_name(dataset)
         output = self._same_namespace_arg(
@@ -512,6 +521,9 @@ class LLM:
             trainer_image=trainer_image,
             active_deadline_seconds=active_deadline_seconds,
             backoff_limit=backoff_limit,
+            checkpoint_every_steps=checkpoint_every_steps,
+            queue_name=queue_name,
+            priority_class=priority_class,
         )
         body = reinforcement_step_body(self.namespace, step_name, fields)
 

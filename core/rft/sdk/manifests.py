@@ -53,6 +53,9 @@ STEP_ARGUMENTS = {
     "accelerator.type": "accelerator_type",
     "accelerator.count": "accelerator_count",
     "serviceAccountName": "service_account",
+    "training.checkpointEverySteps": "checkpoint_every_steps",
+    "queueName": "queue_name",
+    "priorityClass": "priority_class",
 }
 
 

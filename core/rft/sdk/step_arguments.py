@@ -12,6 +12,7 @@ from rft.api.deployment import Accelerator
 from rft.api.model import LossMethod
 from rft.api.reinforcement_step import LossSettings, ReinforcementStepSpec, RewardKey, TrainingParameters
 from rft.sdk.decimals import decimal_string
+from rft.sdk.names import check_object_name
 from rft.sdk.validation import (
     check_choice,
     check_field_int,
@@ -67,6 +68,11 @@ def _or_default(value: object, model: type[BaseModel], field: str) -> object:
     return field_default(model, field) if value is None else value
 
 
+def _optional_name(value: object, argument: str) -> str | None:
+    """None, or a valid object name (a Kueue LocalQueue's or WorkloadPriorityClass's)."""
+    return None if value is None else check_object_name(value, argument)
+
+
 def step_spec_fields(
     *,
     dataset: str,
@@ -88,13 +94,17 @@ def step_spec_fields(
     trainer_image: str | None = None,
     active_deadline_seconds: int | None = None,
     backoff_limit: int | None = None,
+    checkpoint_every_steps: int | None = None,
+    queue_name: str | None = None,
+    priority_class: str | None = None,
 ) -> dict[str, Any]:
     """The spec fields (API snake_case names) for one step; errors name the argument at fault.
 
     Numbers that the API keeps as decimal strings (learning rate, KL coefficient, reward weights)
     are spelled so that they parse back to exactly the value given (`1e-4` -> `"0.0001"`). An
     argument left as None takes the API model's default (`TrainingParameters`, `LossSettings`,
-    `Accelerator`), read from the model, never copied.
+    `Accelerator`), read from the model, never copied; `queue_name` and `priority_class` (Kueue's
+    LocalQueue and WorkloadPriorityClass) default to the spec's own default, none.
     """
     if output_model == model:
         raise ValueError(f"output_model: {output_model!r} must differ from the source model")
@@ -139,6 +149,18 @@ def step_spec_fields(
         active_deadline_seconds, "active_deadline_seconds", ReinforcementStepSpec, "active_deadline_seconds"
     )
     check_optional_field_int(backoff_limit, "backoff_limit", ReinforcementStepSpec, "backoff_limit")
+    checkpoint_every_steps = check_field_int(
+        _or_default(checkpoint_every_steps, TrainingParameters, "checkpoint_every_steps"),
+        "checkpoint_every_steps",
+        TrainingParameters,
+        "checkpoint_every_steps",
+    )
+    queue_name = _optional_name(_or_default(queue_name, ReinforcementStepSpec, "queue_name"), "queue_name")
+    priority_class = _optional_name(
+        _or_default(priority_class, ReinforcementStepSpec, "priority_class"), "priority_class"
+    )
+    if priority_class is not None and queue_name is None:
+        raise ValueError("priority_class: needs queue_name (Kueue orders only the Jobs of a LocalQueue)")
 
     training: dict[str, Any] = {
         "lora_rank": lora_rank,
@@ -146,6 +168,7 @@ def step_spec_fields(
         "max_context_length": max_context_length,
         "epochs": epochs,
         "batch_size": batch_size,
+        "checkpoint_every_steps": checkpoint_every_steps,
     }
     if lora_alpha is not None:
         training["lora_alpha"] = lora_alpha
@@ -167,6 +190,8 @@ def step_spec_fields(
         "trainer_image": trainer_image,
         "active_deadline_seconds": active_deadline_seconds,
         "backoff_limit": backoff_limit,
+        "queue_name": queue_name,
+        "priority_class": priority_class,
     }
     fields.update({key: value for key, value in optional.items() if value is not None})
     return fields

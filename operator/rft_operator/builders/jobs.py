@@ -30,6 +30,7 @@ from rft_operator.builders.pods import (
     with_storage,
 )
 from rft_operator.config import OperatorConfig
+from rft_operator.jobstate import COMPLETION_INDEX_ANNOTATION
 
 TRAINER_CONTAINER = "trainer"
 VALIDATOR_CONTAINER = "validate"
@@ -138,6 +139,9 @@ RENDEZVOUS_TIMEOUT_SECONDS = 1800
 NODE_RANK_ENV = "RFT_NODE_RANK"
 # Kueue's label: the Job belongs to this LocalQueue; Kueue unsuspends it when admitted.
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+# ... and this WorkloadPriorityClass orders it in the queue and against other workloads when Kueue
+# preempts (Kueue's WorkloadPriorityClassLabel, pkg/controller/constants).
+KUEUE_PRIORITY_CLASS_LABEL = "kueue.x-k8s.io/priority-class"
 
 
 def trainer_command(per_node: int, nodes: int = 1, service: str = "", run_id: str = "") -> list[str]:
@@ -259,7 +263,7 @@ def build_training_job(
                 "name": NODE_RANK_ENV,
                 "valueFrom": {
                     "fieldRef": {
-                        "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+                        "fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"
                     }
                 },
             }
@@ -270,6 +274,8 @@ def build_training_job(
     job_labels = dict(labels)
     if step.spec.queue_name is not None:
         job_labels[KUEUE_QUEUE_LABEL] = step.spec.queue_name
+    if step.spec.priority_class is not None:
+        job_labels[KUEUE_PRIORITY_CLASS_LABEL] = step.spec.priority_class
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

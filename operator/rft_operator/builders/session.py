@@ -13,6 +13,7 @@ import math
 import secrets
 
 from rft.api import Model, TrainingSession
+from rft.api.training_session import token_audience
 from rft.contracts import entrypoints
 from rft.pods.admin_guard import TOKEN_HASH_ENV
 
@@ -46,6 +47,11 @@ OPERATOR_TOKEN_HASH_ENV = TOKEN_HASH_ENV  # the session's sampling routes take t
 # Listens on every address of the pod: probes and the Service reach it on the pod IP.
 SESSION_HOST = "0.0.0.0"  # noqa: S104 - inside the pod's own network namespace
 STARTUP_PERIOD = 10
+# With spec.authentication.kubernetesTokens: the pod's own API token (for its TokenReviews) and the
+# cluster's CA, in a projected volume of their own (the pod's automount stays off).
+KUBE_API_VOLUME = "kube-api"
+KUBE_API_DIR = "/var/run/secrets/rft-operator.io/kube-api"
+KUBE_API_TOKEN_SECONDS = 3600
 
 
 def session_name(session: str) -> str:
@@ -64,6 +70,21 @@ def selector_labels(session: str) -> dict[str, str]:
 def endpoint(session: TrainingSession) -> str:
     """The base URL clients pass to tinker.ServiceClient (inside the cluster)."""
     return f"http://{session_name(session.metadata.name)}.{session.metadata.namespace}.svc.cluster.local:{SESSION_PORT}"
+
+
+def kube_api_volume() -> Manifest:
+    """The session's own API token (the API server's audience, rotated by the kubelet) and the
+    cluster CA, as the ServiceAccount admission plugin would mount them: only for TokenReviews."""
+    return {
+        "name": KUBE_API_VOLUME,
+        "projected": {
+            "defaultMode": 0o444,
+            "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": KUBE_API_TOKEN_SECONDS}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            ],
+        },
+    }
 
 
 def new_api_key() -> str:
@@ -169,6 +190,20 @@ def build_session_deployment(
         "--max-lora-rank",
         str(spec.max_lora_rank),
     )
+    if spec.authentication.kubernetes_tokens:
+        command += [
+            "--kube-token-audience",
+            token_audience(session.metadata.namespace, session.metadata.name),
+            "--kube-namespace",
+            session.metadata.namespace,
+            "--kube-credentials-dir",
+            KUBE_API_DIR,
+        ]
+        volumes.append(kube_api_volume())
+    # Only the session container sees its API token (not the init container).
+    session_mounts = [*mounts]
+    if spec.authentication.kubernetes_tokens:
+        session_mounts.append({"name": KUBE_API_VOLUME, "mountPath": KUBE_API_DIR, "readOnly": True})
     env: list[Manifest] = [
         {
             "name": API_KEY_ENV,
@@ -190,7 +225,7 @@ def build_session_deployment(
         "ports": [{"name": "http", "containerPort": SESSION_PORT, "protocol": "TCP"}],
         "resources": session_resources(session, model, accelerators, config),
         "securityContext": container_security_context(),
-        "volumeMounts": mounts,
+        "volumeMounts": session_mounts,
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         **session_probes(config),
@@ -200,11 +235,7 @@ def build_session_deployment(
         "image": config.serving_helpers_image,
         "imagePullPolicy": config.image_pull_policy,
         "command": entrypoints.python_command(
-            entrypoints.MODEL_FETCH,
-            model.spec.location,
-            LOCAL_MODEL_DIR,
-            "--termination-log",
-            TERMINATION_LOG,
+            entrypoints.MODEL_FETCH, model.spec.location, LOCAL_MODEL_DIR, "--termination-log", TERMINATION_LOG
         ),
         "env": [*offline_env(), *pinned_files_env(model)],
         "resources": fetch_resources(model_expected, model_limit),
@@ -214,7 +245,8 @@ def build_session_deployment(
     }
     pod_spec: Manifest = {
         "serviceAccountName": spec.service_account_name,
-        # The session never talks to the Kubernetes API; workload identity works without a token.
+        # Workload identity works without a token; the session talks to the Kubernetes API only for
+        # TokenReviews, with the token of its own kube-api volume (kubernetesTokens).
         "automountServiceAccountToken": False,
         "securityContext": pod_security_context(),
         "initContainers": [fetch],

@@ -5,18 +5,28 @@ the apps/v1 Deployment from the spec, and reads the pod back. READY when the pod
 healthz answers). The idle timeout: the pod's healthz reports how long no client called; past
 spec.idleTimeoutSeconds the operator records the generation in status.idleGeneration and scales
 the Deployment to zero (phase IDLE). A spec change (a new generation) wakes it; clients continue
-from a saved state (load_state), which lives in the bucket.
+from a saved state (load_state), which lives in the bucket. While READY, the sampling half
+(reconcilers/session_sampling.py) serves the pod's saved sampler weights on spec.samplingDeployment
+and tells the pod where (the Sampling condition).
+
+spec.authentication.kubernetesTokens: the session pod checks clients' ServiceAccount tokens with
+TokenReviews as the session's own ServiceAccount. The operator grants nothing: it asks the API
+server (a SubjectAccessReview) whether that ServiceAccount may create tokenreviews, and until a
+cluster admin has granted it the session waits (CREATING, reason TokenReviewNotPermitted) with no
+pod.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 from rft.api import Model, TrainingSession
+from rft.api.training_session import token_audience
 
 from rft_operator import podhttp
 from rft_operator.accelerators import AcceleratorMap, UnknownAcceleratorError
@@ -53,6 +63,8 @@ log = logging.getLogger(__name__)
 
 READY_REFRESH_SECONDS = 30.0
 IDLE_SINCE_SLACK_SECONDS = 5.0
+TOKEN_REVIEW_GRANT_SECONDS = 300.0  # how long a seen grant is trusted before asking again
+TOKEN_REVIEW_NOT_PERMITTED = "TokenReviewNotPermitted"  # noqa: S105 - a condition reason
 
 
 def idle_for(pod_ip: str, timeout: float = 2.0) -> float | None:
@@ -97,6 +109,7 @@ class TrainingSessionReconciler(Reconciler):
         self.children = Children(kube)
         self.policy = WorkloadPolicy(config)
         self._secrets: set[tuple[str, str]] = set()  # (namespace, session uid) with a Secret
+        self._token_review_grants: dict[tuple[str, str], float] = {}  # (ns, SA) -> monotonic expiry
 
     def sync(self, namespace: str, name: str) -> float | None:
         raw = self.kube.get(self.plural, namespace, name)
@@ -118,6 +131,8 @@ class TrainingSessionReconciler(Reconciler):
         model = self._base_model(raw, session)
         if isinstance(model, float) or model is None:
             return model
+        if session.spec.authentication.kubernetes_tokens and (why := self._token_review_refused(session)):
+            return self._status(raw, session, "CREATING", False, TOKEN_REVIEW_NOT_PERMITTED, why)
         ns, gen = namespace, session.metadata.generation
         idle = session.status.idle_generation == gen
         try:
@@ -216,6 +231,27 @@ class TrainingSessionReconciler(Reconciler):
             )
         return model
 
+    def _token_review_refused(self, session: TrainingSession) -> str | None:
+        """Why the session's ServiceAccount cannot check tokens (None: it can). Asked with a
+        SubjectAccessReview; a grant seen is trusted for TOKEN_REVIEW_GRANT_SECONDS."""
+        ns, sa = session.metadata.namespace, session.spec.service_account_name
+        now = time.monotonic()
+        if self._token_review_grants.get((ns, sa), 0.0) > now:
+            return None
+        allowed, reason = self.kube.service_account_may(
+            ns, sa, verb="create", group="authentication.k8s.io", resource="tokenreviews"
+        )
+        if allowed:
+            self._token_review_grants[(ns, sa)] = now + TOKEN_REVIEW_GRANT_SECONDS
+            return None
+        self._token_review_grants.pop((ns, sa), None)
+        return (
+            f"spec.authentication.kubernetesTokens: ServiceAccount {ns}/{sa} may not create "
+            "tokenreviews.authentication.k8s.io, which the session needs to check clients' tokens; "
+            "a cluster admin grants it (the chart's workloadServiceAccounts.training.tokenReview, or "
+            f"a ClusterRoleBinding to system:auth-delegator), or turn the field off{f' ({reason})' if reason else ''}"
+        )
+
     def _token(self, session: TrainingSession) -> str | None:
         """The operator's token for this session's sampling routes (rft_operator.admintoken)."""
         if self.tokens is None:
@@ -234,7 +270,19 @@ class TrainingSessionReconciler(Reconciler):
         token = self._token(session)
         if token is None or not ip or not may_poll(ip, self.config.progress_poll):
             return None
-        return self.sampling.sync(session, ip, token)
+        try:
+            return self.sampling.sync(session, ip, token)
+        except ApiException as exc:
+            # Sampling's trouble is not the session's: training goes on, the condition says why.
+            if exc.status in (409, 429) or (exc.status or 500) >= 500:
+                raise  # transient: the work queue retries the whole pass
+            return SamplingState(
+                False,
+                "RegistrationFailed",
+                f"the API server refused a sampler weights object: HTTP {exc.status} {exc.reason}",
+                list(session.status.samplers),
+                pending=True,
+            )
 
     def _ensure_secret(self, session: TrainingSession) -> None:
         """Create the API key's Secret once (its key never changes). The operator may create
@@ -323,6 +371,11 @@ class TrainingSessionReconciler(Reconciler):
         status.message = message
         status.endpoint = endpoint(session)
         status.api_key_secret = api_key_secret_name(session.metadata.name)
+        status.token_audience = (
+            token_audience(session.metadata.namespace, session.metadata.name)
+            if session.spec.authentication.kubernetes_tokens
+            else None
+        )
         if phase != "IDLE":
             status.idle_generation = None
         for key, value in updates.items():

@@ -81,7 +81,16 @@ class AlreadyDone:
 def lineage_digest(step: ReinforcementStep, dataset_digest: str | None) -> str:
     """What this very spec would produce: equal digests mean an identical training run."""
     spec = step.spec.to_wire()
-    for field in ("suspend", "cancel", "ttlSecondsAfterFinished", "activeDeadlineSeconds", "backoffLimit"):
+    # Lifecycle and scheduling: they change when it runs, never what it trains. (queueName stays in:
+    # Models already record digests that include it, and those must still match.)
+    for field in (
+        "suspend",
+        "cancel",
+        "ttlSecondsAfterFinished",
+        "activeDeadlineSeconds",
+        "backoffLimit",
+        "priorityClass",
+    ):
         spec.pop(field, None)
     payload = json.dumps({"spec": spec, "dataset": dataset_digest}, sort_keys=True)
     return "sha256:" + hashlib.sha256(payload.encode()).hexdigest()
@@ -262,6 +271,10 @@ class StepReconciler(Reconciler):
         )
         if refusal is not None:
             return (Refuse if refusal.permanent else Wait)(refusal.reason, refusal.message)
+        if spec.priority_class is not None:
+            missing = self._priority_class_missing(spec.priority_class)
+            if missing is not None:
+                return missing
         ds_raw = self.kube.get("datasets", ns, spec.dataset)
         if ds_raw is None:
             return Wait("DatasetNotFound", f"waiting for Dataset {spec.dataset} to exist")
@@ -329,6 +342,28 @@ class StepReconciler(Reconciler):
             return Refuse("UnknownAccelerator", str(exc))
         output = spec.output_location or default_output_location(source, spec.output_model)
         return Ready(dataset, source, base, output)
+
+    def _priority_class_missing(self, name: str) -> Refuse | Wait | None:
+        """Kueue never admits a Job whose priority class does not exist (it retries building the
+        Workload in its own log, and the Job stays suspended): as for a pod's priorityClassName,
+        a class that is not there refuses the step at once, naming the field."""
+        try:
+            found = self.kube.read_workload_priority_class(name)
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            return Wait(
+                "PriorityClassUnreadable",
+                f"spec.priorityClass: the operator may not read WorkloadPriorityClass {name} "
+                "(kueue.x-k8s.io); grant it get on workloadpriorityclasses",
+            )
+        if found is None:
+            return Refuse(
+                "PriorityClassNotFound",
+                f"spec.priorityClass: Kueue WorkloadPriorityClass {name} does not exist (or Kueue is "
+                "not installed); create the class, then a new ReinforcementStep",
+            )
+        return None
 
     # --- while the Job exists ----------------------------------------------------------------------
     def _with_job(self, raw: Obj, step: ReinforcementStep, job: Obj) -> float | None:

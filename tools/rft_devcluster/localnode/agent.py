@@ -13,6 +13,7 @@ from rft_devcluster.localnode.endpoints import EndpointMirror
 from rft_devcluster.localnode.kubeapi import ApiError, KubeApi
 from rft_devcluster.localnode.network import PodNetwork
 from rft_devcluster.localnode.node import NodeRegistration
+from rft_devcluster.localnode.poddns import ClusterDNS, node_pod_dns
 from rft_devcluster.localnode.podworker import AgentContext, PodWorker
 
 log = logging.getLogger(__name__)
@@ -48,11 +49,18 @@ class Agent:
             apiserver_host=server.hostname or "127.0.0.1",
             apiserver_port=server.port or 443,
             pods_changed=self._mirror.trigger if self._mirror else (lambda: None),
+            dns=node_pod_dns(self._cluster_dns(config)),
         )
         self._node = NodeRegistration(self._api, config, self.network.node_ip)
         self._workers: dict[str, PodWorker] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+
+    def _cluster_dns(self, config: AgentConfig) -> ClusterDNS | None:
+        if not config.cluster_dns:
+            return None
+        server = self.network.node_ip if config.cluster_dns == "node" else config.cluster_dns
+        return ClusterDNS(nameserver=server, domain=config.cluster_domain)
 
     def run(self, stop: threading.Event) -> None:
         """Register, then run pods until ``stop`` is set; then stop every pod's processes."""

@@ -44,6 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="added to pods whose ServiceAccount has eks.amazonaws.com/role-arn (emulated IRSA webhook)",
     )
+    p.add_argument(
+        "--cluster-dns",
+        help="the kubelet's --cluster-dns: the pods' DNS server (dnsPolicy ClusterFirst), an IPv4 "
+        "address or 'node' (the node's own IP); unset: pods use the host's resolv.conf",
+    )
+    p.add_argument("--cluster-domain", default="cluster.local", help="the kubelet's --cluster-domain")
+    p.add_argument(
+        "--register-with-taints",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE:EFFECT",
+        help="a taint the Node is created with (the kubelet's flag; repeat for several)",
+    )
     p.add_argument("--cpu", default="4")
     p.add_argument("--memory", default="16Gi")
     p.add_argument("--pods", type=int, default=32)
@@ -67,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         pod_network=args.pod_network,
         pod_netns=args.pod_netns,
         workload_identity_env=tuple(_key_value(item) for item in args.workload_identity_env),
+        cluster_dns=args.cluster_dns,
+        cluster_domain=args.cluster_domain,
+        taints=tuple(_taint(item) for item in args.register_with_taints),
         capacity=NodeCapacity(
             cpu=args.cpu, memory=args.memory, pods=args.pods, gpus=args.gpus, gpu_product=args.gpu_product
         ),
@@ -81,6 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     config.root_dir.mkdir(parents=True, exist_ok=True)
     Agent(config).run(stop)
     return 0
+
+
+def _taint(item: str) -> tuple[str, str, str]:
+    key_value, sep, effect = item.rpartition(":")
+    key, _, value = key_value.partition("=")
+    if not sep or not key or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+        raise SystemExit(f"--register-with-taints wants KEY=VALUE:EFFECT, got {item!r}")
+    return key, value, effect
 
 
 def _key_value(item: str) -> tuple[str, str]:

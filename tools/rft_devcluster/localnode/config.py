@@ -66,3 +66,10 @@ class AgentConfig:
     # Environment the emulated EKS pod identity webhook adds to IRSA pods (e.g. the local S3/STS
     # emulator's AWS_ENDPOINT_URL and AWS_DEFAULT_REGION); see workload_identity.py.
     workload_identity_env: tuple[tuple[str, str], ...] = ()
+    # The kubelet's --cluster-dns: the DNS server pods' resolv.conf names (dnsPolicy ClusterFirst),
+    # an IPv4 address or "node" (this node's own IP, where the cluster's CoreDNS listens); None:
+    # pods resolve with the host's resolv.conf. See poddns.py.
+    cluster_dns: str | None = None
+    # The kubelet's --register-with-taints: taints the Node is created with (key=value:Effect).
+    taints: tuple[tuple[str, str, str], ...] = ()
+    cluster_domain: str = "cluster.local"

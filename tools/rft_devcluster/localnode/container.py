@@ -17,6 +17,7 @@ from typing import Any
 import psutil
 
 from rft_devcluster.localnode.netns import nsenter_prefix
+from rft_devcluster.localnode.poddns import PodIdentity
 from rft_devcluster.processes import ProcessRecord, parent_death_prefix
 
 MAX_TERMINATION_MESSAGE_BYTES = 4096
@@ -48,10 +49,14 @@ class ContainerLaunch:
     termination_policy: str = "File"
     # The pod's network namespace (/run/netns/<name>) to run in; None: the host's.
     netns: Path | None = None
+    # The pod's hostname, /etc/hosts and /etc/resolv.conf (poddns.py); None: the host's.
+    identity: PodIdentity | None = None
 
     def prefix(self) -> list[str]:
-        """What goes before ``argv``: enter the pod's namespace (``nsenter`` execs in place)."""
-        return nsenter_prefix(self.netns) if self.netns is not None else []
+        """What goes before ``argv``: enter the pod's network namespace, then make its mount and
+        UTS namespaces (``nsenter`` and ``unshare`` exec in place: the pid stays the container's)."""
+        net = nsenter_prefix(self.netns) if self.netns is not None else []
+        return [*net, *(self.identity.prefix() if self.identity is not None else [])]
 
 
 @dataclass

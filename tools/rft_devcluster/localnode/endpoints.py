@@ -87,7 +87,8 @@ def desired_slices(
                         entry["name"] = service_port["name"]
                     ports.append(entry)
             terminating = bool(pod_meta.get("deletionTimestamp"))
-            ready = _condition_true(pod, "Ready") and not terminating
+            # As the EndpointSlice controller: publishNotReadyAddresses makes every endpoint ready.
+            ready = (_condition_true(pod, "Ready") or bool(spec.get("publishNotReadyAddresses"))) and not terminating
             endpoint = {
                 "addresses": [ip],
                 "conditions": {
@@ -103,6 +104,10 @@ def desired_slices(
                     "uid": pod_meta["uid"],
                 },
             }
+            pod_spec = pod.get("spec") or {}
+            if pod_spec.get("hostname") and pod_spec.get("subdomain") == meta["name"]:
+                # The pod's DNS name <hostname>.<service>.<ns>.svc (cluster DNS serves it from here).
+                endpoint["hostname"] = pod_spec["hostname"]
             key = json.dumps(ports, sort_keys=True)
             groups.setdefault(key, (ports, []))[1].append(endpoint)
         for key, (ports, endpoints) in groups.items():

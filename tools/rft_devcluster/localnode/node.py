@@ -113,7 +113,7 @@ class NodeRegistration:
             "apiVersion": "v1",
             "kind": "Node",
             "metadata": {"name": self._config.node_name, "labels": self.labels()},
-            "spec": {},
+            "spec": {"taints": [{"key": k, "value": v, "effect": e} for k, v, e in self._config.taints]},
             "status": status,
         }
         try:

@@ -42,6 +42,7 @@ from rft_devcluster.localnode.loopback_forward import (
 from rft_devcluster.localnode.netns import NetnsError, PodSandbox
 from rft_devcluster.localnode.network import PodNetwork
 from rft_devcluster.localnode.paths import PathMapper
+from rft_devcluster.localnode.poddns import PodDNS, PodIdentity
 from rft_devcluster.localnode.podstatus import ConditionBook, StatusWriter, terminal_phase, will_restart
 from rft_devcluster.localnode.probes import Probe
 from rft_devcluster.localnode.volumes import PodContext, PodSetupError, VolumeBuilder
@@ -70,6 +71,8 @@ class AgentContext:
     apiserver_port: int
     # Called after each pod status write (the endpoint mirror resyncs).
     pods_changed: Callable[[], None] = lambda: None
+    # Hostnames, /etc/hosts and resolv.conf of pods (None: pods keep the host's).
+    dns: PodDNS | None = None
 
 
 class _PodFailedError(Exception):
@@ -167,6 +170,7 @@ class PodWorker:
         self._volumes: VolumeBuilder | None = None
         self._sandbox: PodSandbox | None = None  # the pod's network namespace, while it exists
         self._forwarder: LoopbackForwarder | None = None
+        self._identity: PodIdentity | None = None
         self._started_monotonic = time.monotonic()
         self.update(pod)
         self._thread = threading.Thread(target=self._main_loop, name=f"pod-{self.key}", daemon=True)
@@ -261,6 +265,7 @@ class PodWorker:
                     "the local node agent restarted while this pod ran; with restartPolicy Never it is not rerun",
                 )
             self._setup_network(pod)
+            self._setup_identity(pod)
             self._write_status()
             self._prepare(pod)
             self._forward_host_loopback(pod)
@@ -379,6 +384,11 @@ class PodWorker:
         self._sandbox = sandbox
         log.info("pod %s: network namespace %s at %s", self.key, sandbox.name, self._pod_ip)
 
+    def _setup_identity(self, pod: dict[str, Any]) -> None:
+        """The pod's hostname, /etc/hosts and resolv.conf, as the kubelet writes them (poddns.py)."""
+        dns = self._ctx.dns
+        self._identity = dns.identity(pod, self._pod_ip, self._dir) if dns is not None else None
+
     def _forward_host_loopback(self, pod: dict[str, Any]) -> None:
         """Make the host's loopback services that the containers' env names reachable inside the pod."""
         if self._sandbox is None:
@@ -453,7 +463,9 @@ class PodWorker:
             "HOME": str(home),
             "TMPDIR": str(tmp),
             "LANG": "C.UTF-8",
-            "HOSTNAME": pod["spec"].get("hostname") or pod["metadata"]["name"],
+            "HOSTNAME": self._identity.hostname
+            if self._identity is not None
+            else pod["spec"].get("hostname") or pod["metadata"]["name"],
             "KUBERNETES_SERVICE_HOST": ctx.apiserver_host,
             "KUBERNETES_SERVICE_PORT": port,
             "KUBERNETES_SERVICE_PORT_HTTPS": port,
@@ -603,6 +615,7 @@ class PodWorker:
             termination_path=container_dir / "termination-log",
             termination_policy=spec.get("terminationMessagePolicy", "File"),
             netns=self._sandbox.path if self._sandbox is not None else None,
+            identity=self._identity,
         )
         return _Container(spec, runtime, launch, mapper)
 

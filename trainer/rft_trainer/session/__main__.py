@@ -1,5 +1,7 @@
 """Serve one training session: `python -m rft_trainer.session --base-model DIR --base-model-name NAME
---storage-url URL` with the client API key in $RFT_SESSION_API_KEY (or --api-key-file)."""
+--storage-url URL` with the client API key in $RFT_SESSION_API_KEY (or --api-key-file); with
+--kube-token-audience (and --kube-namespace, --kube-credentials-dir) it also accepts Kubernetes
+ServiceAccount tokens of that namespace bound to that audience (session/auth.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from rft.pods.admin_guard import TOKEN_HASH_ENV
 
 from rft_trainer.errors import BadInputError
 from rft_trainer.model import load_base_model, resolve_device
+from rft_trainer.session.auth import TokenReviewer
 from rft_trainer.session.core import TrainingSession
 from rft_trainer.session.sampling import DEFAULT_LOAD_TIMEOUT, SamplingBackend
 from rft_trainer.session.server import ServerSettings, SessionService, create_app
@@ -35,6 +38,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--base-model-name", required=True, help="the name clients pass as base_model")
     parser.add_argument("--storage-url", required=True, help="bucket prefix for states and sampler weights")
     parser.add_argument("--api-key-file", help=f"file holding the client API key (else ${API_KEY_ENV})")
+    parser.add_argument(
+        "--kube-token-audience",
+        help="also accept Kubernetes ServiceAccount tokens bound to this audience (TokenReview)",
+    )
+    parser.add_argument("--kube-namespace", help="the namespace whose ServiceAccounts may call")
+    parser.add_argument(
+        "--kube-credentials-dir",
+        help="the pod's own API token and CA (files token, ca.crt) for the TokenReviews",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -71,10 +83,26 @@ def _api_key(args: argparse.Namespace) -> str:
     return key
 
 
+def _token_reviewer(args: argparse.Namespace) -> TokenReviewer | None:
+    if not args.kube_token_audience:
+        return None
+    if not args.kube_namespace or not args.kube_credentials_dir:
+        raise BadInputError(
+            "InvalidConfig", "--kube-token-audience needs --kube-namespace and --kube-credentials-dir"
+        )
+    try:
+        return TokenReviewer.in_cluster(
+            Path(args.kube_credentials_dir), audience=args.kube_token_audience, namespace=args.kube_namespace
+        )
+    except (OSError, ValueError) as exc:
+        raise BadInputError("InvalidConfig", f"Kubernetes token checks cannot be set up: {exc}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         api_key = _api_key(args)
+        reviewer = _token_reviewer(args)
         device = resolve_device(args.device)
         torch.set_num_threads(cpu_threads())  # the container's CPU quota, as a step's trainer
         with tempfile.TemporaryDirectory(prefix="rft-session-base-") as scratch:
@@ -106,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             storage_url=args.storage_url,
             api_key=api_key,
             max_lora_rank=args.max_lora_rank,
+            token_reviewer=reviewer,
             operator_token_sha256=token_sha256,
         ),
         sampling,

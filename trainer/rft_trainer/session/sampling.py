@@ -339,12 +339,13 @@ def completion_request(served_name: str, prompt: list[int], body: SampleBody) ->
         "n": body.num_samples,
         "temperature": p.temperature,
         "top_p": p.top_p,
-        "top_k": p.top_k,
         "logprobs": 0,  # the sampled token's own logprob
         "return_token_ids": True,
         "return_tokens_as_token_ids": True,
         "skip_special_tokens": False,
     }
+    if p.top_k > 0:  # Tinker's -1 (and 0): no top-k, vLLM's default
+        request["top_k"] = p.top_k
     if p.max_tokens is not None:
         request["max_tokens"] = p.max_tokens
     if p.seed is not None:

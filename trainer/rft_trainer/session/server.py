@@ -26,16 +26,16 @@ Sampling (`create_sampling_session`, `asample`, `samplers/{id}` and the operator
 in `sampling_routes.py` and `sampling.py`: vLLM answers, where the operator says it serves.
 
 Every call but healthz needs the session's API key in `X-API-Key` (the client sends its
-`api_key`, which must start with `tml-`). healthz reports `idle_seconds`: the time since the last
-client call other than heartbeats and telemetry (0 while a future runs), which the operator reads
-for a TrainingSession's idle timeout.
+`api_key`, which must start with `tml-`), or a Kubernetes ServiceAccount token of the session's
+namespace where the server was given a TokenReviewer (`session/auth.py`). healthz reports
+`idle_seconds`: the time since the last client call other than heartbeats and telemetry (0 while
+a future runs), which the operator reads for a TrainingSession's idle timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hmac
 import logging
 import re
 import threading
@@ -52,6 +52,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from rft.storage.errors import StorageError
 
+from rft_trainer.session.auth import Authenticator, AuthError, TokenReviewer
 from rft_trainer.session.core import AdamStep, SessionError, TrainingSession
 from rft_trainer.session.sampling import SamplingBackend, SavedSampler
 from rft_trainer.session.sampling_routes import install_sampling_routes
@@ -158,6 +159,7 @@ class ServerSettings:
     storage_url: str  # the bucket prefix states and sampler weights are written under
     api_key: str
     max_lora_rank: int | None = None  # larger ranks are refused (None: no bound)
+    token_reviewer: TokenReviewer | None = None  # also accept Kubernetes tokens (auth.py)
     # SHA-256 of the operator's token for this session (its sampling routes); None: no such routes
     operator_token_sha256: str | None = None
 
@@ -477,11 +479,13 @@ def create_app(service: SessionService) -> FastAPI:
     """The FastAPI application serving `service`."""
     app = FastAPI(title="rft training session (Tinker API)", docs_url=None, redoc_url=None)
 
+    authenticator = Authenticator(service.settings.api_key, service.settings.token_reviewer)
+
     def authenticated(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> None:
-        if x_api_key is None or not hmac.compare_digest(
-            x_api_key.encode(), service.settings.api_key.encode()
-        ):
-            raise HTTPException(401, "missing or wrong X-API-Key")
+        try:
+            authenticator.authenticate(x_api_key)
+        except AuthError as exc:
+            raise HTTPException(exc.status, exc.message) from None
         if not request.url.path.endswith(PASSIVE_CALLS):
             service.touch()
 
