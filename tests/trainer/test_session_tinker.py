@@ -8,6 +8,7 @@ the state and continues: the continuation gives exactly what the uninterrupted r
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +88,57 @@ def test_state_survives_the_process(tiny_model_dir: Path, s3_bucket: S3Bucket, t
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
     for got, want in zip(_logprobs(resumed_after), _logprobs(after), strict=True):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_the_calls_a_cookbook_recipe_makes(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """What tinker-cookbook's RL loop asks of a session besides training and sampling: the LoRA
+    defaults it sends (train_unembed refused, with the way out), a run's user_metadata read back
+    through the REST client, TTLs refused rather than ignored, and the adapter released when the
+    client session that made it closes, so that the next client (the recipe) may load its own."""
+    storage = (tmp_path / "bucket").as_uri()
+    data = _data()
+    with session_server(str(tiny_model_dir), storage, tmp_path / "session.log") as url:
+        service = client(url)
+        # the client's default LoRA config trains the unembedding: refused, saying what to pass
+        with pytest.raises(tinker.RequestFailedError, match="train_unembed=False"):
+            service.create_lora_training_client(BASE_NAME, rank=4).result()
+        tc = service.create_lora_training_client(
+            BASE_NAME, rank=4, seed=0, train_unembed=False, user_metadata={"renderer_name": "qwen3_instruct"}
+        ).result()
+        with pytest.raises(tinker.RequestFailedError, match="ttl_seconds=604800 is not supported"):
+            tc.save_state("with-ttl", ttl_seconds=604800).result()
+        start = tc.save_state("start", user_metadata={"purpose": "starting state"}).result()
+        rest = service.create_rest_client()
+        run = rest.get_training_run_by_tinker_path(start.path).result()
+        assert (run.training_run_id, run.base_model, run.lora_rank) == (tc.model_id, BASE_NAME, 4)
+        assert run.user_metadata == {"renderer_name": "qwen3_instruct"}
+        assert run.last_checkpoint is not None
+        assert run.last_checkpoint.tinker_path == start.path
+        with pytest.raises(tinker.NotFoundError):
+            rest.get_training_run("no-such-run").result()
+        at_start = tc.forward(data, "importance_sampling").result()
+        # while the client that made the adapter is open, nobody else gets one
+        other = client(url)
+        with pytest.raises(tinker.RequestFailedError, match="one adapter per session"):
+            other.create_training_client_from_state(start.path).result()
+        other.close("success").result()
+        service.close("success").result()
+
+        # closed: the adapter is released, and a new client (as the recipe does) loads the state
+        with client(url) as recipe:
+            loaded = recipe.create_training_client_from_state(
+                start.path, user_metadata={"renderer_name": "qwen3_instruct"}
+            ).result()
+            assert loaded.model_id != tc.model_id
+            again = loaded.forward(data, "importance_sampling").result()
+            _step(loaded, data)
+            trained = loaded.forward(data, "importance_sampling").result()
+            run = recipe.create_rest_client().get_training_run(loaded.model_id).result()
+            assert run.user_metadata == {"renderer_name": "qwen3_instruct"}
+        for got, want in zip(_logprobs(again), _logprobs(at_start), strict=True):
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+        assert not np.allclose(np.concatenate(_logprobs(trained)), np.concatenate(_logprobs(again)))
+
+    metadata = tmp_path / "bucket" / tc.model_id.replace(":", "-") / "weights" / "start" / "metadata.json"
+    assert json.loads(metadata.read_text())["userMetadata"] == {"purpose": "starting state"}

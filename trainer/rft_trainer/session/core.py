@@ -220,7 +220,10 @@ class TrainingSession:
 
     def _refuse_second_adapter(self) -> None:
         if self.policy is not None:
-            raise SessionError("this session already holds its LoRA adapter (one adapter per session)")
+            raise SessionError(
+                "this session already holds its LoRA adapter (one adapter per session, until the client "
+                "session that made it is closed)"
+            )
 
     def _adopt(self, policy: Any, spec: AdapterSpec) -> None:
         # the same fast paths as the ReinforcementStep's Trainer (same numbers, fewer passes)
@@ -234,6 +237,21 @@ class TrainingSession:
         self.optimizer = torch.optim.AdamW(self.params, lr=0.0, weight_decay=0.0)
         self.optimizer.zero_grad(set_to_none=True)
         self.steps = 0
+
+    def release(self) -> bool:
+        """Drop the adapter and its optimizer (the client session that made it has ended): the
+        LoRA layers are taken out of the base model, which is the loaded base model again, and
+        the next client may create or load its own adapter. Returns whether one was held."""
+        if self.policy is None:
+            return False
+        self.policy.unload()  # PEFT: the LoRA layers removed, the base weights untouched (no merge)
+        self.policy = None
+        self.spec = None
+        self.scorer = None
+        self.optimizer = None
+        self.params = []
+        self.steps = 0
+        return True
 
     def _require(self) -> tuple[CompletionLogprobs, torch.optim.AdamW]:
         if self.scorer is None or self.optimizer is None:

@@ -5,11 +5,19 @@ What the official client (`tinker` 0.38) sends, and what this server answers:
 - Bootstrap: `POST /api/v1/client/config` (feature flags: API-key auth, httpx or pyqwest, fwd/bwd
   chunking), `POST /api/v1/client/dynamic_config`, `POST /api/v1/create_session`,
   `POST /api/v1/session_heartbeat` every 10 s, `POST /api/v1/telemetry` (accepted, dropped),
-  `POST /api/v1/sessions/{id}/finish`, `GET /api/v1/healthz`, `GET /api/v1/get_server_capabilities`.
+  `GET /api/v1/healthz`, `GET /api/v1/get_server_capabilities`.
+- `POST /api/v1/sessions/{id}/finish` (`ServiceClient.close`, or leaving its `with` block): the
+  adapter that client session made is released (queued behind its calls), so that the next
+  client may create or load one; until then a second one is refused (one adapter at a time).
+- `GET /api/v1/training_runs/{id}` (the REST client; the cookbook reads a run's user_metadata):
+  the runs this process has held, with their user_metadata and last checkpoints.
 - Training calls return a future at once (`{"request_id", "model_id"}`) and run in submission
   order on one worker thread: `create_model`, `forward_backward` (protobuf body),
   `optim_step`, `save_weights` (save_state), `load_weights` (load_state, or creating a training
-  client from a state), `save_weights_for_sampler`. `get_info` answers directly.
+  client from a state), `save_weights_for_sampler`. `get_info` answers directly. Refused with the
+  reason, never ignored: `train_unembed=True` (the client's default: an adapter on the output head
+  cannot be served by vLLM) and a checkpoint `ttl_seconds` (the bucket keeps checkpoints until
+  they are deleted); a save's `user_metadata` is kept in the checkpoint's metadata.json.
 - `POST /api/v1/retrieve_future` long-polls a future: `{"type": "try_again", ...}` while it runs,
   then its result (protobuf for forward_backward, JSON otherwise) or
   `{"error", "category": "user"|"server"}`.
@@ -84,6 +92,7 @@ class CreateModelBody(_Request):
     session_id: str
     model_seq_id: int
     base_model: str
+    user_metadata: dict[str, Any] | None = None
     lora_config: LoraConfigBody | None = None
     optimizer_config: OptimizerConfigBody = Field(default_factory=OptimizerConfigBody)
 
@@ -114,6 +123,7 @@ class SaveWeightsBody(_Request):
     seq_id: int | None = None
     overwrite: bool = False
     ttl_seconds: int | None = None
+    user_metadata: dict[str, str] | None = None
     sampling_session_seq_id: int | None = None
 
 
@@ -123,6 +133,7 @@ class LoadWeightsBody(_Request):
     session_id: str | None = None
     model_seq_id: int | None = None
     base_model: str | None = None
+    user_metadata: dict[str, Any] | None = None
     path: str
     optimizer: bool
     optimizer_config: OptimizerConfigBody | None = None
@@ -158,6 +169,19 @@ class _Proto:
     body: bytes
 
 
+@dataclass
+class TrainingRun:
+    """A training run (a model id) this server process has held: what `GET training_runs/{id}`
+    answers (the cookbook reads a run's user_metadata, e.g. its renderer name)."""
+
+    run_id: str
+    base_model: str
+    lora_rank: int
+    user_metadata: dict[str, str]
+    last_request_time: datetime
+    checkpoints: dict[str, dict[str, Any]]  # kind ("training" | "sampler") -> the last one
+
+
 class SessionService:
     """The session plus the Tinker futures around it: one worker thread, results kept by id."""
 
@@ -175,6 +199,8 @@ class SessionService:
         self._by_seq: dict[tuple[str, int], str] = {}
         self._sessions: set[str] = set()
         self.model_id: str | None = None
+        self._model_session: str | None = None  # the client session that made the adapter
+        self._runs: dict[str, TrainingRun] = {}
         self._last_activity = time.monotonic()
 
     # -- activity (the operator's idle timeout) ---------------------------------------------------
@@ -203,6 +229,67 @@ class SessionService:
     def require_model(self, model_id: str) -> None:
         if self.model_id is None or model_id != self.model_id:
             raise HTTPException(404, f"unknown model_id {model_id!r}")
+
+    def training_run(self, run_id: str) -> dict[str, Any] | None:
+        """The client's TrainingRun for a run this process has held, else None."""
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:
+                return None
+            return {
+                "training_run_id": run.run_id,
+                "base_model": run.base_model,
+                "model_owner": "training-session",
+                "is_lora": True,
+                "corrupted": False,
+                "lora_rank": run.lora_rank,
+                "last_request_time": run.last_request_time.isoformat(),
+                "last_checkpoint": run.checkpoints.get("training"),
+                "last_sampler_checkpoint": run.checkpoints.get("sampler"),
+                "user_metadata": run.user_metadata or None,
+            }
+
+    def _adopt_run(self, model_id: str, session_id: str, user_metadata: dict[str, Any] | None) -> None:
+        spec = self.session.spec
+        assert spec is not None
+        with self._lock:
+            self.model_id = model_id
+            self._model_session = session_id
+            self._runs[model_id] = TrainingRun(
+                run_id=model_id,
+                base_model=self.settings.base_model_name,
+                lora_rank=spec.rank,
+                user_metadata={str(k): str(v) for k, v in (user_metadata or {}).items()},
+                last_request_time=datetime.now(UTC),
+                checkpoints={},
+            )
+
+    def _record_checkpoint(self, kind: str, path: str, user_metadata: dict[str, str] | None) -> None:
+        with self._lock:
+            run = self._runs.get(self.model_id or "")
+            if run is None:
+                return
+            now = datetime.now(UTC)
+            run.last_request_time = now
+            run.checkpoints[kind] = {
+                "checkpoint_id": path.split("/", 3)[-1],
+                "checkpoint_type": kind,
+                "time": now.isoformat(),
+                "tinker_path": path,
+                "user_metadata": user_metadata,
+            }
+
+    def finish_session(self, session_id: str) -> dict[str, Any]:
+        """A client session ended (ServiceClient.close): the adapter it made is released, so
+        that the next client may create or load one (runs on the worker, after its calls)."""
+        with self._lock:
+            owned = self.model_id is not None and self._model_session == session_id
+            if owned:
+                self.model_id = None
+                self._model_session = None
+        if owned:
+            self.session.release()
+        return {}
 
     def run_url(self, run_id: str) -> str:
         return f"{self.settings.storage_url.rstrip('/')}/{run_id.replace(':', '-')}"
@@ -282,7 +369,7 @@ class SessionService:
             train_unembed=lora.train_unembed,
         )
         self.session.create(spec)
-        self.model_id = model_id
+        self._adopt_run(model_id, body.session_id, body.user_metadata)
         return {"model_id": model_id, "type": "create_model"}
 
     def optim_step(self, body: OptimStepBody) -> dict[str, Any]:
@@ -304,8 +391,10 @@ class SessionService:
     def save_state(self, body: SaveWeightsBody) -> dict[str, Any]:
         if body.overwrite:
             raise SessionError("overwrite=True is not supported: states in the bucket are never overwritten")
+        _refuse_ttl(body.ttl_seconds)
         path, url = self.checkpoint(body.path, "weights")
-        self.session.save_state(url, self._lineage())
+        self.session.save_state(url, self._lineage(body.user_metadata))
+        self._record_checkpoint("training", path, body.user_metadata)
         return {"path": path, "type": "save_weights"}
 
     def save_for_sampler(self, body: SaveWeightsBody) -> dict[str, Any]:
@@ -315,13 +404,15 @@ class SessionService:
         it is the answer."""
         if body.overwrite:
             raise SessionError("overwrite=True is not supported: sampler weights are never overwritten")
+        _refuse_ttl(body.ttl_seconds)
         name = body.path
         if name is None:
             if self.sampling is None or body.sampling_session_seq_id is None:
                 raise SessionError("save_weights_for_sampler needs a name (this session has no sampling)")
             name = f"ephemeral-{uuid.uuid4().hex[:12]}"
         path, url = self.checkpoint(name, "sampler_weights")
-        record = self.session.save_sampler_weights(url, self._lineage())
+        record = self.session.save_sampler_weights(url, self._lineage(body.user_metadata))
+        self._record_checkpoint("sampler", path, body.user_metadata)
         if self.sampling is not None:
             self.sampling.add_saved(SavedSampler(path=path, location=url, record=record))
         if body.path is None:
@@ -340,14 +431,29 @@ class SessionService:
         if create and body.base_model is not None and body.base_model != self.settings.base_model_name:
             raise SessionError(f"base_model {body.base_model!r} is not served here")
         self.session.load_state(url, with_optimizer=body.optimizer, create=create)
-        self.model_id = model_id
+        if create:
+            assert body.session_id is not None
+            self._adopt_run(model_id, body.session_id, body.user_metadata)
         return {"path": body.path, "model_id": model_id, "type": "load_weights"}
 
-    def _lineage(self) -> dict[str, Any]:
-        return {
+    def _lineage(self, user_metadata: dict[str, str] | None = None) -> dict[str, Any]:
+        lineage: dict[str, Any] = {
             "createdAt": datetime.now(UTC).isoformat(timespec="seconds"),
             "session": {"modelId": self.model_id, "optimizerSteps": self.session.steps},
         }
+        if user_metadata:
+            lineage["userMetadata"] = dict(user_metadata)
+        return lineage
+
+
+def _refuse_ttl(ttl_seconds: int | None) -> None:
+    """Checkpoints live in the user's bucket, create-only, until someone deletes them: the
+    session deletes nothing, so a TTL it would not keep is refused rather than ignored."""
+    if ttl_seconds is not None:
+        raise SessionError(
+            f"ttl_seconds={ttl_seconds} is not supported: checkpoints are kept in the session's "
+            "bucket until deleted (use the bucket's lifecycle rules); pass ttl_seconds=None"
+        )
 
 
 def _guard(fn: Callable[[], Any]) -> Callable[[], Any]:
@@ -428,7 +534,16 @@ def create_app(service: SessionService) -> FastAPI:
 
     @app.post("/api/v1/sessions/{session_id}/finish", dependencies=auth)
     def finish(session_id: str) -> dict[str, str]:
+        # queued behind the session's own calls; its answer is not waited for
+        service.submit(_guard(lambda: service.finish_session(session_id)), model_id=None, seq_id=None)
         return {}
+
+    @app.get("/api/v1/training_runs/{run_id}", dependencies=auth)
+    def training_run(run_id: str) -> dict[str, Any]:
+        run = service.training_run(run_id)
+        if run is None:
+            raise HTTPException(404, f"training run {run_id!r} was not held by this session process")
+        return run
 
     @app.post("/api/v1/create_model", dependencies=auth)
     def create_model(body: CreateModelBody) -> dict[str, Any]:
