@@ -96,7 +96,8 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 def _group_members(pgid: int) -> list[psutil.Process]:
     members = []
     for proc in psutil.process_iter(["pid"]):
-        with contextlib.suppress(psutil.Error):
+        # os.getpgid raises ProcessLookupError (not a psutil.Error) for a process that exits mid-scan.
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
             if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
                 members.append(proc)
     return members
