@@ -444,6 +444,9 @@ def test_charts_token_is_allowed_what_the_operator_does(all_namespaces: Running)
         # A TrainingSession with spec.authentication.kubernetesTokens: may its ServiceAccount
         # create TokenReviews? A question (SubjectAccessReview); the operator grants nothing.
         assert can(api, "create", "subjectaccessreviews", group="authorization.k8s.io")
+        # A TrainingSession's saved sampler weights: a Model and an on-demand-lora Deployment on
+        # the session's samplingDeployment, created (never deleted) by the operator.
+        assert can(api, "create", "deployments", group=g, namespace=ns)
 
 
 @pytest.mark.parametrize(
@@ -477,7 +480,6 @@ def test_charts_token_is_allowed_what_the_operator_does(all_namespaces: Running)
         ("create", "reinforcementsteps", "rft-operator.io", "workloads", None, None),
         ("delete", "models", "rft-operator.io", "workloads", None, None),
         ("delete", "datasets", "rft-operator.io", "workloads", None, None),
-        ("create", "deployments", "rft-operator.io", "workloads", None, None),
         ("delete", "deployments", "rft-operator.io", "workloads", None, None),
         ("delete", "deployments", "apps", "workloads", None, None),
         ("delete", "services", "", "workloads", None, None),
