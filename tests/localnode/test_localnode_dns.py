@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from rft_devcluster.handle import ClusterHandle
 
+from tests.host_capability import require_host
 from tests.localnode.support import ON_LOCAL_NODE, job_pods, log_text, python_container, wait_job_finished
 
 pytestmark = [pytest.mark.cluster, pytest.mark.localnode]
@@ -89,8 +90,7 @@ def _objects() -> list[dict[str, Any]]:
 def test_indexed_job_pods_meet_by_name_through_the_headless_service(
     cluster: ClusterHandle, namespace: str
 ) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("cluster DNS needs root: port 53 and a mount and UTS namespace per pod")
+    require_host(None if os.geteuid() == 0 else "cluster DNS needs root: port 53 and a mount and UTS namespace per pod")
     node = cluster.local_node
     assert node is not None, "the cluster has no local node"
     # Root can: a cluster without DNS is a failure, not a skip.

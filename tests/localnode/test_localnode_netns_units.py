@@ -18,6 +18,7 @@ from rft_devcluster.localnode.loopback_forward import (
 )
 from rft_devcluster.localnode.netns import Bridge, NetnsError, PodSandbox, names_for, nsenter_prefix
 
+from tests.host_capability import require_host
 from tests.localnode.support import netns_unsupported
 
 
@@ -69,8 +70,8 @@ def test_names_fit_interface_limits() -> None:
 @pytest.fixture
 def bridge() -> Iterator[Bridge]:
     """A bridge on a /24 no local node hands out (the range's first), if this host allows it."""
-    if (why := netns_unsupported()) is not None:
-        pytest.skip(f"this host cannot make network namespaces: {why}")
+    why = netns_unsupported()
+    require_host(None if why is None else f"this host cannot make network namespaces: {why}")
     subnet = ipaddress.IPv4Network("198.18.0.0/24")
     made = Bridge(subnet, "198.18.0.1")
     try:

@@ -16,6 +16,7 @@ from kubernetes import client
 from rft_devcluster.handle import ClusterHandle
 from rft_devcluster.waiting import wait_for
 
+from tests.host_capability import require_host
 from tests.localnode.support import (
     bare_pod,
     link_exists,
@@ -102,8 +103,8 @@ def host_service() -> Iterator[_HostService]:
 
 @pytest.fixture(autouse=True)
 def _namespaced_node(cluster: ClusterHandle) -> None:
-    if (why := netns_unsupported()) is not None:
-        pytest.skip(f"this host cannot make network namespaces: {why}")
+    why = netns_unsupported()
+    require_host(None if why is None else f"this host cannot make network namespaces: {why}")
     node = cluster.local_node
     assert node is not None, "the cluster has no local node"
     # The host can: a node that fell back to the shared namespace is a failure, not a skip.

@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 from rft_devcluster.localnode.poddns import (
     ClusterDNS,
     PodDNS,
@@ -20,6 +19,8 @@ from rft_devcluster.localnode.poddns import (
     pod_resolv_conf,
     probe,
 )
+
+from tests.host_capability import require_host
 
 HOST = parse_resolv_conf(
     "# the host's\nsearch corp.example lab.example\nnameserver 10.9.9.9\noptions edns0\n"
@@ -90,8 +91,7 @@ def test_host_network_pods_and_nodes_without_namespaces_keep_the_hosts_files(tmp
 
 
 def test_the_prefix_puts_the_files_and_hostname_in_place_for_the_process_only(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("mount and UTS namespaces need root (CAP_SYS_ADMIN)")
+    require_host(None if os.geteuid() == 0 else "mount and UTS namespaces need root (CAP_SYS_ADMIN)")
     tools, why_not = probe()
     assert tools is not None, why_not  # root can: a failing probe is a failure, not a skip
     pod = _pod(hostname="step-train-1", subdomain="step-train")

@@ -46,6 +46,7 @@ from rft_devcluster.tiny import build_tiny_model
 from rft_operator.builders.jobs import RENDEZVOUS_PORT
 from safetensors.torch import load_file
 
+from tests.host_capability import require_host
 from tests.operator.conftest import MULTINODE_GPU_PRODUCT, MULTINODE_TAINT, WORKLOAD, Objects, OperatorProcess
 from tests.trainer.test_trainer_multinode import ROWS
 
@@ -92,8 +93,7 @@ def test_two_nodes_of_two_ranks_meet_by_dns_and_match_one_process(
     l4_node: LocalNodeInfo,
     tmp_path: Path,
 ) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("cluster DNS needs root: port 53 and a mount and UTS namespace per pod")
+    require_host(None if os.geteuid() == 0 else "cluster DNS needs root: port 53 and a mount and UTS namespace per pod")
     # Root can: a cluster without DNS is a failure, not a skip.
     assert l4_node.cluster_dns, f"the local cluster has no DNS: {l4_node.no_cluster_dns}"
     assert l4_node.pod_network_mode == "netns", "the trainer pods need network namespaces of their own"
