@@ -27,12 +27,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-
 from rft_devcluster.binaries import REPO_ROOT, script_output_dir
 from rft_devcluster.handle import ClusterHandle
 from rft_devcluster.localnode.poddns import DEFAULT_CLUSTER_DOMAIN, probe
+from rft_devcluster.rbac import grant_cluster_role
 
 BUILD_SCRIPT = REPO_ROOT / "tools" / "build-coredns.sh"
 USER = "system:coredns"
@@ -101,9 +99,11 @@ def corefile(*, listen_ip: str, kubeconfig: Path, context: str, health_port: int
 
 def grant_coredns(admin: ClusterHandle) -> None:
     """kubeadm's ClusterRole ``system:coredns``, bound to the user of CoreDNS's certificate."""
-    role = {
-        "metadata": {"name": CLUSTER_ROLE},
-        "rules": [
+    grant_cluster_role(
+        admin,
+        CLUSTER_ROLE,
+        USER,
+        [
             {
                 "apiGroups": [""],
                 "resources": ["endpoints", "services", "pods", "namespaces"],
@@ -111,20 +111,4 @@ def grant_coredns(admin: ClusterHandle) -> None:
             },
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
         ],
-    }
-    binding = {
-        "metadata": {"name": CLUSTER_ROLE},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": CLUSTER_ROLE},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": USER}],
-    }
-    with admin.api_client() as api:
-        rbac = client.RbacAuthorizationV1Api(api)
-        for create in (
-            lambda: rbac.create_cluster_role(client.V1ClusterRole.model_validate(role)),
-            lambda: rbac.create_cluster_role_binding(client.V1ClusterRoleBinding.model_validate(binding)),
-        ):
-            try:
-                create()
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
+    )

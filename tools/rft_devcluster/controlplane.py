@@ -33,6 +33,7 @@ from rft_devcluster import clusterdns, fake_nodes, kwok_stages, pki
 from rft_devcluster.handle import ClusterHandle, LocalNodeInfo, as_dict
 from rft_devcluster.kubeconfig import write_kubeconfig
 from rft_devcluster.processes import ProcessRecord, spawn, stop_group, tail
+from rft_devcluster.rbac import grant_cluster_role
 from rft_devcluster.state import ClusterState, Status, write_state
 from rft_devcluster.waiting import free_port, wait_for
 
@@ -208,9 +209,11 @@ def _grant_local_node_helper(admin: ClusterHandle, user: str) -> None:
     publishes loopback pod addresses in EndpointSlices of its own (see localnode/endpoints.py).
     """
     name = "rft-devcluster:local-node-helper"
-    role = {
-        "metadata": {"name": name},
-        "rules": [
+    grant_cluster_role(
+        admin,
+        name,
+        user,
+        [
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]},
             {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]},
             # Tokens for the emulated IRSA webhook's volume (audience sts.amazonaws.com), which
@@ -223,23 +226,7 @@ def _grant_local_node_helper(admin: ClusterHandle, user: str) -> None:
                 "verbs": ["get", "list", "watch", "create", "update", "delete"],
             },
         ],
-    }
-    binding = {
-        "metadata": {"name": name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-    }
-    with admin.api_client() as api:
-        rbac = client.RbacAuthorizationV1Api(api)
-        for create in (
-            lambda: rbac.create_cluster_role(client.V1ClusterRole.model_validate(role)),
-            lambda: rbac.create_cluster_role_binding(client.V1ClusterRoleBinding.model_validate(binding)),
-        ):
-            try:
-                create()
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
+    )
 
 
 class ControlPlane:
